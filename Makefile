@@ -1,0 +1,31 @@
+# The two commands of the README's quick start are `make run` and `make test`;
+# each sets up the virtual environment first when pyproject.toml is newer than it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test check bench clean
+
+$(BIN)/remediator: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/remediator
+	$(BIN)/remediator serve
+
+test: $(BIN)/remediator
+	$(BIN)/pytest
+
+check: $(BIN)/remediator
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: $(BIN)/remediator
+	$(BIN)/python bench/intake.py
+
+clean:
+	rm -rf $(VENV) remediator.db remediator.db-wal remediator.db-shm

@@ -1,0 +1,126 @@
+"""The aiohttp application: intake, health, metrics; and running it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from remediator.auth import WebhookAuth
+from remediator.config import Settings
+from remediator.health import health
+from remediator.intake import Intake
+from remediator.metrics import Metrics
+from remediator.policy_reload import LivePolicies
+from remediator.store import Store, open_store
+
+log = structlog.get_logger("remediator.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every log line of a request its id; answer errors as JSON, never a traceback."""
+    structlog.contextvars.clear_contextvars()
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        headers = {name: value for name, value in exc.headers.items() if name != "Content-Type"}
+        response = web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except Exception:
+        log.exception("request failed")
+        response = web.json_response(
+            {"error": "internal error", "request_id": request_id}, status=500
+        )
+    response.headers["X-Request-Id"] = request_id
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    structlog.contextvars.clear_contextvars()
+    return response
+
+
+def build_app(settings: Settings, store: Store, policies: LivePolicies) -> web.Application:
+    metrics = policies.metrics
+    intake = Intake(store, WebhookAuth.from_settings(settings), metrics, settings.max_body_bytes)
+
+    async def health_handler(_: web.Request) -> web.Response:
+        return await health(store, policies)
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    # aiohttp's own limit backs up the Content-Length check for chunked bodies.
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app.router.add_post("/api/v1/alerts", intake.handle)
+    app.router.add_get("/health", health_handler)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+async def create_app(settings: Settings) -> web.Application:
+    """The application over a freshly opened store, which closes when the application does."""
+    policies = LivePolicies.load(settings.policies, Metrics())
+    store = await open_store(settings.database_url)
+    app = build_app(settings, store, policies)
+    stop_watching = asyncio.Event()
+
+    async def watch_policies(_: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_sighup() -> None:
+            task = loop.create_task(policies.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        watcher = loop.create_task(policies.watch(stop_watching))
+        yield
+        loop.remove_signal_handler(signal.SIGHUP)
+        stop_watching.set()
+        await watcher
+
+    async def close_store(_: web.Application) -> None:
+        await store.close()
+        log.info("store closed")
+
+    app.cleanup_ctx.append(watch_policies)
+    app.on_cleanup.append(close_store)
+    log.info(
+        "listening",
+        listen=settings.listen,
+        mode=settings.mode,
+        store=settings.database_url.split(":", 1)[0],
+        webhook_auth=WebhookAuth.from_settings(settings).enabled,
+        policies=len(policies.current.policies),
+    )
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then finish in-flight requests and close the store."""
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=30,
+    )

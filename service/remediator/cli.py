@@ -1,0 +1,149 @@
+"""The `remediator` command: serve, and read what the store holds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from remediator import __version__
+from remediator.config import Settings, SettingsError, env_name, load_settings, option_name
+from remediator.logs import configure_logging
+from remediator.policy.loader import PolicyErrors
+from remediator.store import AlertRecord, StoreUnavailable, open_store
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {
+        field: value
+        for field, value in vars(args).items()
+        if field in Settings.model_fields and value is not None
+    }
+    try:
+        settings = load_settings(overrides)
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"remediator: {line}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.run(settings, args))
+    except StoreUnavailable as exc:
+        print(f"remediator: store unavailable: {exc}", file=sys.stderr)
+        return 1
+    except PolicyErrors as exc:
+        for error in exc.errors:
+            print(f"remediator: {error}", file=sys.stderr)
+        print(f"remediator: {len(exc.errors)} policy errors; not starting", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remediator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"remediator {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="receive Alertmanager webhooks")
+    for field, info in Settings.model_fields.items():
+        serve.add_argument(
+            option_name(field),
+            dest=field,
+            metavar="VALUE",
+            help=f"{info.description} [{env_name(field)}]",
+        )
+    serve.set_defaults(run=_serve)
+
+    alerts = commands.add_parser("alerts", help="list recent alerts from the store")
+    alerts.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    alerts.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per line")
+    alerts.set_defaults(run=_alerts)
+
+    policies = commands.add_parser("policies", help="check, test and explain policy files")
+    policy_commands = policies.add_subparsers(required=True, metavar="COMMAND")
+    for name, help_text in [
+        ("check", "validate every policy file; exit 1 on any error"),
+        ("test", "run the policy tests in DIR/tests; exit 1 on any failure"),
+    ]:
+        command = policy_commands.add_parser(name, help=help_text)
+        command.add_argument("directory", nargs="?", type=Path, metavar="DIR")
+        command.set_defaults(run=_policies, policy_command=name)
+    explain = policy_commands.add_parser("explain", help="what each alert of a payload would get")
+    explain.add_argument("payload", type=Path, metavar="FILE.json")
+    explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    explain.set_defaults(run=_policies, policy_command="explain")
+    return parser
+
+
+def _policies(settings: Settings, args: argparse.Namespace) -> int:
+    from remediator import policy_commands
+
+    directory: Path = args.directory or settings.policies
+    if args.policy_command == "check":
+        return policy_commands.check(directory)
+    if args.policy_command == "test":
+        return policy_commands.run_tests(directory)
+    return policy_commands.explain(args.payload, directory)
+
+
+def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    from remediator.app import serve
+
+    configure_logging(settings.log_level)
+    serve(settings)
+    return 0
+
+
+def _alerts(settings: Settings, args: argparse.Namespace) -> int:
+    async def read() -> list[AlertRecord]:
+        store = await open_store(settings.database_url)
+        try:
+            return await store.recent_alerts(args.limit)
+        finally:
+            await store.close()
+
+    records = asyncio.run(read())
+    if args.json:
+        for record in records:
+            print(json.dumps(_alert_json(record)))
+    else:
+        print(_alert_table(records))
+    return 0
+
+
+def _alert_json(record: AlertRecord) -> dict[str, Any]:
+    return {
+        "fingerprint": record.fingerprint,
+        "alertname": record.alertname,
+        "status": record.status.value,
+        "labels": record.labels,
+        "startsAt": record.starts_at.isoformat(),
+        "endsAt": record.ends_at.isoformat() if record.ends_at else None,
+        "firstReceived": record.first_received.isoformat(),
+        "lastReceived": record.last_received.isoformat(),
+        "deliveries": record.deliveries,
+    }
+
+
+def _alert_table(records: Sequence[AlertRecord]) -> str:
+    header = ("FINGERPRINT", "ALERTNAME", "STATUS", "STARTS AT", "LAST RECEIVED", "DELIVERIES")
+    rows = [header] + [
+        (
+            record.fingerprint,
+            record.alertname,
+            record.status.value,
+            record.starts_at.strftime("%Y-%m-%d %H:%M:%S"),
+            record.last_received.strftime("%Y-%m-%d %H:%M:%S"),
+            str(record.deliveries),
+        )
+        for record in records
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -1,0 +1,138 @@
+"""Settings from REMEDIATOR_* environment variables, each also a `remediator serve` option.
+
+Start-up refuses a setting it cannot use and says which one, in one line per problem: a
+typo in a variable name or a live install without webhook authentication must not start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "REMEDIATOR_"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; each line names the variable and what is wrong."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    listen: str = Field("0.0.0.0:9095", description="host:port the HTTP server binds")
+    database_url: str = Field(
+        "sqlite:///./remediator.db",
+        description="sqlite:///PATH (embedded) or postgresql://... (several replicas)",
+    )
+    redis_url: str | None = Field(
+        None, description="redis://... for shared guards; unset: in process"
+    )
+    policies: Path = Field(Path("./policies"), description="directory of policy files")
+    mode: Literal["dry-run", "live"] = Field(
+        "dry-run", description="dry-run decides and records; live acts"
+    )
+    webhook_token: SecretStr | None = Field(None, description="bearer token Alertmanager must send")
+    webhook_username: str | None = Field(None, description="basic-auth user Alertmanager must send")
+    webhook_password: SecretStr | None = Field(None, description="basic-auth password")
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log threshold"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+            return value
+        if value.startswith(("postgresql://", "postgres://")):
+            return value
+        raise ValueError(f"expected sqlite:///PATH or postgresql://..., got {value!r}")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_supported(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError(f"expected redis://, rediss:// or unix://, got {value!r}")
+
+    @model_validator(mode="after")
+    def _authentication_is_complete(self) -> Settings:
+        basic = (self.webhook_username is not None, self.webhook_password is not None)
+        if any(basic) and not all(basic):
+            raise ValueError(
+                "REMEDIATOR_WEBHOOK_USERNAME and REMEDIATOR_WEBHOOK_PASSWORD must be set together"
+            )
+        if self.webhook_token is not None and all(basic):
+            raise ValueError(
+                "set REMEDIATOR_WEBHOOK_TOKEN or REMEDIATOR_WEBHOOK_USERNAME/PASSWORD, not both"
+            )
+        if self.mode == "live" and self.webhook_token is None and not all(basic):
+            raise ValueError(
+                "REMEDIATOR_MODE=live refuses to start without webhook authentication: set"
+                " REMEDIATOR_WEBHOOK_TOKEN, or REMEDIATOR_WEBHOOK_USERNAME and"
+                " REMEDIATOR_WEBHOOK_PASSWORD"
+            )
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the environment, with command-line `overrides` taking precedence."""
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+    )
+    problems = [f"{name}: unknown setting (known: {_known_names()})" for name in unknown]
+    try:
+        settings = Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        problems += [_describe(error) for error in exc.errors()]
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    field = str(error["loc"][0])
+    return f"{env_name(field)} ({option_name(field)}): {message}"
+
+
+def _known_names() -> str:
+    return ", ".join(env_name(field) for field in Settings.model_fields)

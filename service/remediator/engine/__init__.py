@@ -1,0 +1,1 @@
+"""The decision core (pure) and, later, the runs it plans."""

@@ -1,0 +1,154 @@
+"""decide(): from an alert and a policy set to a plan. Purely computational: no I/O, no clock.
+
+The time is an argument, every result is a new frozen value, and a template that renders to
+something unsafe becomes a Refused decision carrying the reason, never a partial plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from remediator.alerts import Alert
+from remediator.engine.plan import (
+    Decision,
+    Escalation,
+    NoMatch,
+    Plan,
+    PlannedStep,
+    Refused,
+    RenderedTarget,
+)
+from remediator.policy.actions import CATALOGUE, RENDERED
+from remediator.policy.matchers import matches_all
+from remediator.policy.policyset import PolicySet
+from remediator.policy.schema import PROTECTED_NAMESPACES, Level, Policy, Step
+from remediator.policy.templates import RenderError, check_dns_label, check_dns_subdomain, render
+
+
+def decide(alert: Alert, policies: PolicySet, now: datetime) -> Decision:
+    policy = winner(alert.labels, policies)
+    if policy is None:
+        return NoMatch(alert.fingerprint, escalation_for(None, alert, policies), now)
+    escalation = escalation_for(policy, alert, policies)
+    try:
+        return _plan(policy, alert, policies, escalation, now)
+    except RenderError as exc:
+        return Refused(policy.name, alert.fingerprint, str(exc), escalation, now)
+
+
+def winner(labels: Mapping[str, str], policies: PolicySet) -> Policy | None:
+    for policy in policies.candidates(labels):
+        if policy.enabled and matches_all(policy.match, labels):
+            return policy
+    return None
+
+
+def escalation_for(policy: Policy | None, alert: Alert, policies: PolicySet) -> Escalation:
+    level: Level
+    if policy is not None and policy.severity != "from_label":
+        level = policy.severity
+    else:
+        level = policies.matrix.level_for(alert.labels.get("severity"))
+    route = policies.matrix.levels[level]
+    return Escalation(level, tuple(route.channels), route.page_while_remediating)
+
+
+def template_context(alert: Alert) -> dict[str, Any]:
+    return {
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "alert": {
+            "status": alert.status.value,
+            "fingerprint": alert.fingerprint,
+            "startsAt": alert.starts_at.isoformat(),
+            "generatorURL": alert.generator_url,
+        },
+    }
+
+
+def _plan(
+    policy: Policy, alert: Alert, policies: PolicySet, escalation: Escalation, now: datetime
+) -> Plan:
+    context = template_context(alert)
+    target = _target(policy, context, policies)
+    default_key = f"{policy.name}/{target.namespace or '-'}/{target.name}"
+    key = render(policy.rate_limit.key, context) if policy.rate_limit.key else default_key
+    check = policy.verify.check
+    return Plan(
+        policy=policy.name,
+        fingerprint=alert.fingerprint,
+        target=target,
+        steps=_steps(policy.steps, context, "steps"),
+        on_resolved=_steps(policy.on_resolved, context, "on_resolved"),
+        verify_within=policy.verify.resolved_within,
+        verify_check=_step(check, context, "verify.check") if check else None,
+        rate_limit_key=str(key),
+        rate_limit=tuple(policy.rate_limit.windows),
+        circuit_breaker=policy.circuit_breaker,
+        escalation=escalation,
+        escalate_when=tuple(policy.escalate),
+        dry_run=policy.dry_run,
+        decided_at=now,
+    )
+
+
+def _target(policy: Policy, context: Mapping[str, Any], policies: PolicySet) -> RenderedTarget:
+    raw = policy.target
+    rendered = {
+        field: None if value is None else render(value, context)
+        for field, value in raw.model_dump(exclude={"kind"}).items()
+    }
+    if raw.kind == "Application":
+        name = str(rendered["name"])
+        if not name.strip():
+            raise RenderError("target name renders empty")
+        url = rendered["url"]
+        if url is not None and not re.fullmatch(r"https?://[^\s]+", url):
+            raise RenderError(f"target url {url!r} is not an http(s) URL")
+        return RenderedTarget(raw.kind, name, rendered["namespace"], None, url)
+    namespace = check_dns_label("target namespace", rendered["namespace"])
+    _check_namespace_allowed(namespace, policy, policies)
+    name = check_dns_subdomain("target name", rendered["name"])
+    container = rendered["container"]
+    if container is not None:
+        container = check_dns_label("target container", container)
+    return RenderedTarget(raw.kind, name, namespace, container, rendered["url"])
+
+
+def _check_namespace_allowed(namespace: str, policy: Policy, policies: PolicySet) -> None:
+    if namespace in PROTECTED_NAMESPACES:
+        raise RenderError(f"namespace {namespace!r} is protected and never acted in")
+    patterns = [*policy.namespaces, *policies.guardrails.allowed_namespaces]
+    if not any(re.fullmatch(pattern, namespace) for pattern in patterns):
+        raise RenderError(
+            f"namespace {namespace!r} is not in the policy's namespaces nor in the global"
+            " allowed_namespaces"
+        )
+
+
+def _steps(
+    steps: Sequence[Step], context: Mapping[str, Any], where: str
+) -> tuple[PlannedStep, ...]:
+    return tuple(_step(step, context, f"{where}[{index}]") for index, step in enumerate(steps))
+
+
+def _step(step: Step, context: Mapping[str, Any], where: str) -> PlannedStep:
+    spec = CATALOGUE[step.action]
+    try:
+        params = spec.params.model_validate(render(step.params, context), context=RENDERED)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise RenderError(
+            f"{where} ({step.action}) parameters after rendering: {problems}"
+        ) from exc
+    if step.action == "kubernetes.delete_pod":
+        check_dns_subdomain(f"{where} pod", getattr(params, "pod", ""))
+    return PlannedStep(step.action, params, spec.mutating, step.id, step.when, step.timeout)

@@ -1,0 +1,80 @@
+"""What `decide` returns: a plan to run, a refusal to escalate, or no match at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from remediator.policy.actions import Params
+from remediator.policy.schema import Channel, CircuitBreaker, EscalateWhen, Level, Window
+
+
+@dataclass(frozen=True)
+class Escalation:
+    level: Level
+    channels: tuple[Channel, ...]
+    page_while_remediating: bool
+
+
+@dataclass(frozen=True)
+class RenderedTarget:
+    kind: str
+    name: str
+    namespace: str | None
+    container: str | None
+    url: str | None
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind.lower()} {where}{self.name}"
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    action: str
+    params: Params
+    mutating: bool
+    id: str | None = None
+    when: str | None = None
+    timeout: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    policy: str
+    fingerprint: str
+    target: RenderedTarget
+    steps: tuple[PlannedStep, ...]
+    on_resolved: tuple[PlannedStep, ...]
+    verify_within: timedelta
+    verify_check: PlannedStep | None
+    rate_limit_key: str
+    rate_limit: tuple[Window, ...]
+    circuit_breaker: CircuitBreaker
+    escalation: Escalation
+    escalate_when: tuple[EscalateWhen, ...]
+    dry_run: bool | None
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A policy matched but its plan is unsafe or cannot be made: escalate with the reason."""
+
+    policy: str
+    fingerprint: str
+    reason: str
+    escalation: Escalation
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class NoMatch:
+    """No policy matched: the alert escalates by the severity matrix alone."""
+
+    fingerprint: str
+    escalation: Escalation
+    decided_at: datetime
+
+
+Decision = Plan | Refused | NoMatch

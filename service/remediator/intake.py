@@ -1,0 +1,114 @@
+"""POST /api/v1/alerts: authenticate, validate, store durably, then acknowledge.
+
+Nothing is decided here: the answer waits only for the durable write, so Alertmanager hears
+2xx for exactly the notifications that are safe, and retries (5xx) the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from remediator.alerts import Notification
+from remediator.auth import WebhookAuth
+from remediator.metrics import Metrics
+from remediator.store import Store, StoreUnavailable
+
+log = structlog.get_logger("remediator.intake")
+
+
+class Intake:
+    def __init__(
+        self, store: Store, auth: WebhookAuth, metrics: Metrics, max_body_bytes: int
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await self._answer(request)
+        self._metrics.intake_requests.labels(str(response.status)).inc()
+        self._metrics.intake_duration.observe(time.perf_counter() - started)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        if not self._auth.allows(request.headers.get("Authorization")):
+            log.warning("webhook refused", reason="missing or wrong credentials")
+            return _error(
+                401, "missing or wrong credentials", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if request.content_type != "application/json":
+            return _error(
+                415, f"expected Content-Type application/json, got {request.content_type}"
+            )
+        if (request.content_length or 0) > self._max_body_bytes:
+            return _too_large(self._max_body_bytes)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(self._max_body_bytes)
+        try:
+            notification = Notification.model_validate_json(body)
+        except ValidationError as exc:
+            problems = list(_problems(exc.errors(include_url=False, include_input=False)))
+            log.warning("webhook payload invalid", problems=problems)
+            return web.json_response(
+                {"error": "invalid webhook payload", "problems": problems}, status=400
+            )
+        structlog.contextvars.bind_contextvars(group_key=notification.group_key)
+        return await self._store_notification(notification, body)
+
+    async def _store_notification(self, notification: Notification, body: bytes) -> web.Response:
+        try:
+            result = await self._store.record_notification(notification, body, datetime.now(UTC))
+        except StoreUnavailable as exc:
+            self._metrics.store_errors.labels("record_notification").inc()
+            log.error("store cannot write; asking Alertmanager to retry", error=str(exc))
+            return _error(503, "store unavailable, retry later", headers={"Retry-After": "5"})
+        self._count(notification, result.duplicates)
+        if notification.truncated_alerts:
+            log.warning(
+                "Alertmanager truncated the notification", truncated=notification.truncated_alerts
+            )
+        log.info(
+            "notification stored",
+            alerts=len(notification.alerts),
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+        )
+        return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
+
+    def _count(self, notification: Notification, duplicates: int) -> None:
+        self._metrics.notifications_received.labels(notification.status.value).inc()
+        for alert in notification.alerts:
+            self._metrics.alerts_received.labels(alert.status.value, alert.alertname).inc()
+        self._metrics.alert_duplicates.inc(duplicates)
+
+
+def _problems(errors: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, str]]:
+    for error in errors:
+        yield {"path": json_path(error["loc"]), "message": error["msg"]}
+
+
+def json_path(location: Iterable[int | str]) -> str:
+    """A pydantic error location as a JSON path: ('alerts', 0, 'labels') -> $.alerts[0].labels."""
+    path = "$"
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _too_large(limit: int) -> web.Response:
+    return _error(413, f"body larger than the limit of {limit} bytes (REMEDIATOR_MAX_BODY_BYTES)")
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)

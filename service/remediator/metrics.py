@@ -1,0 +1,54 @@
+"""Prometheus metrics, in a registry per application so tests and replicas never share one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.notifications_received = Counter(
+            "remediator_notifications_received",
+            "Webhook notifications stored, by the group's status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.alerts_received = Counter(
+            "remediator_alerts_received",
+            "Alerts stored, by their own status and alertname",
+            ["status", "alertname"],
+            registry=self.registry,
+        )
+        self.alert_duplicates = Counter(
+            "remediator_alert_duplicates",
+            "Alert states delivered again (repeat_interval, HA peers), stored but not queued",
+            registry=self.registry,
+        )
+        self.intake_requests = Counter(
+            "remediator_intake_requests",
+            "Intake requests answered, by HTTP status code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.intake_duration = Histogram(
+            "remediator_intake_duration_seconds",
+            "Intake latency from receipt to answer",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.policy_reloads = Counter(
+            "remediator_policy_reloads",
+            "Policy reloads, by outcome (ok, or failed: the previous set stayed live)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.policies_loaded = Gauge(
+            "remediator_policies_loaded", "Policies in the live set", registry=self.registry
+        )
+        self.store_errors = Counter(
+            "remediator_store_errors",
+            "Store operations that failed, by operation",
+            ["operation"],
+            registry=self.registry,
+        )

@@ -1,0 +1,1 @@
+"""Policy files: the schema, matchers, templates, loading and the action catalogue."""

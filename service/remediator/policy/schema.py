@@ -1,0 +1,222 @@
+"""The policy file, the severity matrix and the guard-rail file, as pydantic models.
+
+Every model forbids unknown fields: a misspelt key in a reviewed file is an error, not a
+setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from remediator.policy.actions import CATALOGUE
+from remediator.policy.durations import Duration
+from remediator.policy.matchers import Matcher, MatcherError, parse_matcher
+
+Level = Literal["P1", "P2", "P3", "P4"]
+LEVELS: tuple[Level, ...] = ("P1", "P2", "P3", "P4")
+Channel = Literal["pagerduty", "slack", "email"]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+
+
+def _matcher(value: object) -> Matcher:
+    if isinstance(value, Matcher):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('expected a matcher such as alertname="ApplicationDown"')
+    try:
+        return parse_matcher(value)
+    except MatcherError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+MatcherField = Annotated[Matcher, PlainValidator(_matcher), PlainSerializer(str, return_type=str)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Model):
+    id: Slug | None = None
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    when: str | None = Field(
+        None, description="expression over earlier steps' results, e.g. `not steps.health.ok`"
+    )
+    timeout: Duration | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _action_is_known(cls, value: str) -> str:
+        if value not in CATALOGUE:
+            close = difflib.get_close_matches(value, CATALOGUE, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown action {value!r}{hint} (known: {', '.join(sorted(CATALOGUE))})"
+            )
+        return value
+
+
+class Target(_Model):
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Pod", "Application"]
+    name: str
+    namespace: str | None = None
+    container: str | None = None
+    url: str | None = Field(None, description="base URL of an Application target")
+
+    @model_validator(mode="after")
+    def _kubernetes_objects_have_a_namespace(self) -> Target:
+        if self.kind != "Application" and self.namespace is None:
+            raise ValueError(f"a {self.kind} target needs a namespace")
+        return self
+
+
+class Window(_Model):
+    max: int = Field(ge=1)
+    per: Duration
+
+
+class RateLimit(_Model):
+    windows: list[Window] = Field(min_length=1)
+    key: str | None = Field(None, description="template; default: the policy and its target")
+
+
+class CircuitBreaker(_Model):
+    failures: int = Field(3, ge=1)
+    window: Duration = Field(default="1h", validate_default=True)
+    cooldown: Duration = Field(default="30m", validate_default=True)
+
+
+class Verify(_Model):
+    resolved_within: Duration = Field(default="10m", validate_default=True)
+    check: Step | None = None
+
+
+class EscalateWhen(StrEnum):
+    ON_FAILURE = "on_failure"
+    WHEN_BLOCKED = "when_blocked"
+    ALWAYS = "always"
+
+
+class Policy(_Model):
+    name: Slug
+    description: str = ""
+    enabled: bool = True
+    priority: int = 0
+    match: list[MatcherField] = Field(min_length=1)
+    severity: Level | Literal["from_label"] = "from_label"
+    target: Target
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="namespaces this policy may act in, beyond the global list",
+    )
+    steps: list[Step] = Field(default_factory=list)
+    verify: Verify = Field(default_factory=Verify)
+    rate_limit: RateLimit
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    escalate: list[EscalateWhen] = Field(
+        default_factory=lambda: [EscalateWhen.ON_FAILURE, EscalateWhen.WHEN_BLOCKED]
+    )
+    on_resolved: list[Step] = Field(default_factory=list)
+    dry_run: bool | None = None
+
+    @model_validator(mode="after")
+    def _step_ids_are_unique(self) -> Policy:
+        ids = [step.id for step in self.steps if step.id is not None]
+        duplicated = sorted({step_id for step_id in ids if ids.count(step_id) > 1})
+        if duplicated:
+            raise ValueError(f"step ids must be unique; repeated: {', '.join(duplicated)}")
+        return self
+
+
+class LevelRoute(_Model):
+    channels: list[Channel] = Field(min_length=1)
+    respond_within: Duration
+    page_while_remediating: bool = False
+    digest: bool = False
+
+
+class PagerDutyChannel(_Model):
+    routing_key_env: str
+
+
+class SlackChannel(_Model):
+    webhook_url_env: str
+
+
+class EmailChannel(_Model):
+    smtp_host: str
+    smtp_port: int = 587
+    sender: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    username_env: str | None = None
+    password_env: str | None = None
+
+
+class Channels(_Model):
+    pagerduty: PagerDutyChannel | None = None
+    slack: SlackChannel | None = None
+    email: EmailChannel | None = None
+
+
+class EscalationMatrix(_Model):
+    severity_labels: dict[str, Level]
+    default_level: Level
+    channels: Channels  # before levels, so that levels can be checked against it
+    levels: dict[Level, LevelRoute]
+
+    @field_validator("levels")
+    @classmethod
+    def _every_level_routes_to_defined_channels(
+        cls, levels: dict[Level, LevelRoute], info: ValidationInfo
+    ) -> dict[Level, LevelRoute]:
+        missing = [level for level in LEVELS if level not in levels]
+        if missing:
+            raise ValueError(f"levels must define {', '.join(missing)}")
+        channels = info.data.get("channels")
+        for level, route in levels.items():
+            undefined = [name for name in route.channels if getattr(channels, name, None) is None]
+            if channels is not None and undefined:
+                raise ValueError(
+                    f"level {level} uses channels not defined under channels: {undefined}"
+                )
+        return levels
+
+    def level_for(self, severity_label: str | None) -> Level:
+        if severity_label is None:
+            return self.default_level
+        return self.severity_labels.get(severity_label, self.default_level)
+
+
+# Never acted in, whatever a policy or the allow-list says.
+PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
+
+class Guardrails(_Model):
+    allowed_namespaces: list[str] = Field(
+        default_factory=list, description="anchored regular expressions every policy may act in"
+    )
+
+    @field_validator("allowed_namespaces")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return patterns

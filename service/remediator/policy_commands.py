@@ -1,0 +1,135 @@
+"""`remediator policies check | test | explain`: the tools of the people who edit policies."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from remediator.alerts import Notification
+from remediator.engine.decide import decide
+from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
+from remediator.policy.explain import candidates
+from remediator.policy.loader import PolicyErrors, load_policies, policy_files
+from remediator.policy.policyset import PolicySet
+from remediator.policy_tests import Outcome, run_policy_tests
+
+
+def check(directory: Path, out: TextIO = sys.stdout) -> int:
+    policies = _load(directory, out)
+    if policies is None:
+        return 1
+    print(f"{directory}: {len(policies.policies)} policies valid", file=out)
+    return 0
+
+
+def run_tests(directory: Path, out: TextIO = sys.stdout) -> int:
+    policies = _load(directory, out)
+    if policies is None:
+        return 1
+    passed = failed = 0
+    for result in run_policy_tests(directory / "tests", policies):
+        if not isinstance(result, Outcome):
+            print(result, file=out)
+            failed += 1
+        elif result.passed:
+            passed += 1
+            print(f"PASS {result.file.name}: {result.name}", file=out)
+        else:
+            failed += 1
+            print(f"FAIL {result.file}:{result.line}: {result.name}\n{result.diff}", file=out)
+    print(f"{passed} passed, {failed} failed", file=out)
+    return 1 if failed or not passed else 0
+
+
+def explain(payload_file: Path, directory: Path, out: TextIO = sys.stdout) -> int:
+    policies = _load(directory, out)
+    if policies is None:
+        return 1
+    try:
+        raw = json.loads(payload_file.read_text(encoding="utf-8"))
+        body = raw.get("body", raw) if isinstance(raw, dict) and "alerts" not in raw else raw
+        notification = Notification.model_validate(body)
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"{payload_file}: not a webhook payload: {exc}", file=out)
+        return 1
+    now = datetime.now(UTC)
+    for alert in notification.alerts:
+        print(f"alert {alert.fingerprint} {_labels(alert.labels)}", file=out)
+        for candidate in candidates(alert.labels, policies):
+            verdict = (
+                "matches"
+                if candidate.matches
+                else (
+                    "disabled"
+                    if not candidate.failed
+                    else "fails " + ", ".join(map(str, candidate.failed))
+                )
+            )
+            where = f"{candidate.file}, priority {candidate.priority}"
+            print(f"  {candidate.policy} ({where}): {verdict}", file=out)
+        plan = describe(decide(alert, policies, now))
+        print("  decision:\n" + _indent(yaml.safe_dump(plan, sort_keys=False), 4), file=out)
+    return 0
+
+
+def describe(decision: Decision) -> dict[str, Any]:
+    """A decision as plain data, for people and for JSON."""
+    escalation = {
+        "level": decision.escalation.level,
+        "channels": list(decision.escalation.channels),
+    }
+    if isinstance(decision, NoMatch):
+        return {"outcome": "no policy matched: escalate only", "escalation": escalation}
+    if isinstance(decision, Refused):
+        return {
+            "outcome": "refused",
+            "policy": decision.policy,
+            "reason": decision.reason,
+            "escalation": escalation,
+        }
+    assert isinstance(decision, Plan)
+    return {
+        "outcome": "plan",
+        "policy": decision.policy,
+        "target": str(decision.target),
+        "steps": [_step(step) for step in decision.steps],
+        "on_resolved": [_step(step) for step in decision.on_resolved],
+        "verify": f"resolved within {decision.verify_within}",
+        "rate_limit_key": decision.rate_limit_key,
+        "escalation": escalation,
+    }
+
+
+def _step(step: PlannedStep) -> dict[str, Any]:
+    described: dict[str, Any] = {"action": step.action}
+    params = step.params.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    if params:
+        described["params"] = params
+    if step.when:
+        described["when"] = step.when
+    return described
+
+
+def _load(directory: Path, out: TextIO) -> PolicySet | None:
+    try:
+        return load_policies(directory)
+    except PolicyErrors as exc:
+        for error in exc.errors:
+            print(error, file=out)
+        files = len(policy_files(directory)) if directory.is_dir() else 0
+        print(f"{len(exc.errors)} errors in {files} policy files", file=out)
+        return None
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{name}="{value}"' for name, value in sorted(labels.items())) + "}"
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "".join(" " * spaces + line for line in text.splitlines(keepends=True))

@@ -1,0 +1,60 @@
+"""The live policy set: replaced on file change or SIGHUP, and only by a set that validates whole.
+
+A bad edit never replaces a good set: the old one stays live, the errors are logged with file
+and line, /health says degraded, and a metric counts the failed reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from remediator.metrics import Metrics
+from remediator.policy.loader import PolicyErrors, load_policies
+from remediator.policy.policyset import PolicySet
+
+log = structlog.get_logger("remediator.policies")
+
+
+class LivePolicies:
+    def __init__(self, directory: Path, initial: PolicySet, metrics: Metrics) -> None:
+        self.directory = directory
+        self.current = initial
+        self.last_error: str | None = None
+        self.metrics = metrics
+        metrics.policies_loaded.set(len(initial.policies))
+
+    @classmethod
+    def load(cls, directory: Path, metrics: Metrics) -> LivePolicies:
+        """The directory's policies at start-up; raises PolicyErrors when they do not validate."""
+        return cls(directory, load_policies(directory), metrics)
+
+    async def reload(self) -> bool:
+        try:
+            candidate = await asyncio.to_thread(load_policies, self.directory)
+        except PolicyErrors as exc:
+            count = len(exc.errors)
+            self.last_error = f"{count} error{'s' * (count > 1)}, first: {exc.errors[0]}"
+            self.metrics.policy_reloads.labels("failed").inc()
+            for error in exc.errors:
+                log.error("policy reload refused; the previous set stays live", error=str(error))
+            return False
+        self.current = candidate
+        self.last_error = None
+        self.metrics.policy_reloads.labels("ok").inc()
+        self.metrics.policies_loaded.set(len(candidate.policies))
+        log.info("policies reloaded", policies=len(candidate.policies))
+        return True
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reload after every batch of file changes until stop is set."""
+        async for _ in watchfiles.awatch(self.directory, stop_event=stop, debounce=500):
+            await self.reload()
+
+    def health(self) -> dict[str, str]:
+        if self.last_error is None:
+            return {"status": "ok", "policies": str(len(self.current.policies))}
+        return {"status": "degraded", "detail": f"last reload refused ({self.last_error})"}

@@ -1,0 +1,77 @@
+"""What every store offers, and the rows it gives back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from remediator.alerts import Alert, AlertStatus, Notification
+
+
+class StoreUnavailable(Exception):
+    """The store cannot read or write now; intake answers 503 so Alertmanager retries."""
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    accepted: int  # alert states seen for the first time, each queued as one event
+    duplicates: int  # alert states delivered before (repeat_interval, HA peers)
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One episode of an alert: a fingerprint and the startsAt of that firing."""
+
+    fingerprint: str
+    alertname: str
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime | None
+    first_received: datetime
+    last_received: datetime
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A queued state change of an alert episode, for the engine to claim."""
+
+    id: int
+    fingerprint: str
+    starts_at: datetime
+    kind: AlertStatus
+    notification_id: int
+    enqueued_at: datetime
+
+
+class Store(Protocol):
+    async def record_notification(
+        self, notification: Notification, body: bytes, received_at: datetime
+    ) -> IntakeResult:
+        """Durably write the raw body, every alert and the new events, in one transaction."""
+        ...
+
+    async def recent_alerts(self, limit: int) -> list[AlertRecord]: ...
+
+    async def pending_events(self, limit: int) -> list[AlertEvent]: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers now."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def distinct_states(notification: Notification) -> list[Alert]:
+    """The payload's alerts with repeats of the same state dropped.
+
+    An alert state is its fingerprint, startsAt and status: what Alertmanager sends again on
+    repeat_interval and from each HA peer. The last copy wins, as it is the newest.
+    """
+    latest: dict[tuple[str, datetime, AlertStatus], Alert] = {}
+    for alert in notification.alerts:
+        latest[(alert.fingerprint, alert.starts_at, alert.status)] = alert
+    return list(latest.values())

@@ -1,0 +1,18 @@
+"""Choose and open the store a database URL names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from remediator.store.base import Store
+
+
+async def open_store(database_url: str) -> Store:
+    """Open (and migrate) the store; raises StoreUnavailable when it cannot."""
+    if database_url.startswith("sqlite:///"):
+        from remediator.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(Path(database_url.removeprefix("sqlite:///")))
+    from remediator.store.postgres import PostgresStore
+
+    return await PostgresStore.open(database_url)

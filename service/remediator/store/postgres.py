@@ -1,0 +1,198 @@
+"""The production store: PostgreSQL through an asyncpg pool, shared by every replica.
+
+A notification is two statements in one transaction whatever the number of alerts: the alerts
+travel as arrays and `unnest` turns them into rows, so 100 alerts cost one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+from remediator.alerts import AlertStatus, Notification
+from remediator.store.base import (
+    AlertEvent,
+    AlertRecord,
+    IntakeResult,
+    StoreUnavailable,
+    distinct_states,
+)
+from remediator.store.migrations import migrations
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+
+# Any number, the same in every replica: migrations run under this advisory lock.
+_MIGRATION_LOCK = 0x72656D6564
+
+_RECORD_ALERTS = """
+WITH incoming AS (
+    SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[],
+                         $7::jsonb[], $8::timestamptz[], $9::text[])
+        AS i (fingerprint, starts_at, status, alertname, labels, annotations, ends_at,
+              generator_url)
+), new_states AS (
+    INSERT INTO alert_states (fingerprint, starts_at, status, notification_id, received_at)
+    SELECT fingerprint, starts_at, status, $1, $10 FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING fingerprint, starts_at, status
+), upserted AS (
+    INSERT INTO alerts AS a (fingerprint, starts_at, alertname, status, labels, annotations,
+                             ends_at, generator_url, first_received, last_received, deliveries)
+    SELECT fingerprint, starts_at, alertname, status, labels, annotations, ends_at,
+           generator_url, $10, $10, 1
+    FROM incoming
+    ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+        status = CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
+        annotations = excluded.annotations,
+        ends_at = COALESCE(excluded.ends_at, a.ends_at),
+        last_received = excluded.last_received,
+        deliveries = a.deliveries + 1
+    RETURNING 1
+), queued AS (
+    INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)
+    SELECT fingerprint, starts_at, status, $1, $10 FROM new_states
+    RETURNING 1
+)
+SELECT count(*) FROM queued
+"""
+
+
+class PostgresStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, command_timeout=5, timeout=5
+            )
+            await _migrate(pool)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot open PostgreSQL store: {exc}") from exc
+        return cls(pool)
+
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        async def in_connection() -> T:
+            async with self._pool.acquire(timeout=5) as connection:
+                return await work(connection)
+
+        try:
+            # Shielded: a cancelled request must not abandon a transaction half-way.
+            return await asyncio.shield(in_connection())
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
+    async def record_notification(
+        self, notification: Notification, body: bytes, received_at: datetime
+    ) -> IntakeResult:
+        alerts = distinct_states(notification)
+
+        async def record(db: Connection) -> int:
+            async with db.transaction():
+                notification_id = await db.fetchval(
+                    "INSERT INTO notifications (received_at, group_key, receiver, status, body)"
+                    " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    received_at,
+                    notification.group_key,
+                    notification.receiver,
+                    notification.status.value,
+                    body,
+                )
+                accepted: int = await db.fetchval(
+                    _RECORD_ALERTS,
+                    notification_id,
+                    [alert.fingerprint for alert in alerts],
+                    [alert.starts_at for alert in alerts],
+                    [alert.status.value for alert in alerts],
+                    [alert.alertname for alert in alerts],
+                    [json.dumps(alert.labels) for alert in alerts],
+                    [json.dumps(alert.annotations) for alert in alerts],
+                    [alert.ends_at for alert in alerts],
+                    [alert.generator_url for alert in alerts],
+                    received_at,
+                )
+                return accepted
+
+        accepted = await self._run(record)
+        return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
+
+    async def recent_alerts(self, limit: int) -> list[AlertRecord]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT fingerprint, alertname, status, labels::text, annotations::text, starts_at,"
+                " ends_at, first_received, last_received, deliveries FROM alerts"
+                " ORDER BY last_received DESC, fingerprint LIMIT $1",
+                limit,
+            )
+        )
+        return [_alert_record(row) for row in rows]
+
+    async def pending_events(self, limit: int) -> list[AlertEvent]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT id, fingerprint, starts_at, kind, notification_id, enqueued_at"
+                " FROM alert_events WHERE done_at IS NULL ORDER BY id LIMIT $1",
+                limit,
+            )
+        )
+        return [
+            AlertEvent(
+                id=row["id"],
+                fingerprint=row["fingerprint"],
+                starts_at=row["starts_at"],
+                kind=AlertStatus(row["kind"]),
+                notification_id=row["notification_id"],
+                enqueued_at=row["enqueued_at"],
+            )
+            for row in rows
+        ]
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.fetchval("SELECT 1"))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def _migrate(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as db, db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"
+        )
+        applied = {
+            row["version"] for row in await db.fetch("SELECT version FROM schema_migrations")
+        }
+        for migration in migrations("postgres"):
+            if migration.version not in applied:
+                await db.execute(migration.sql)
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, now())",
+                    migration.version,
+                    migration.name,
+                )
+
+
+def _alert_record(row: Any) -> AlertRecord:
+    return AlertRecord(
+        fingerprint=row["fingerprint"],
+        alertname=row["alertname"],
+        status=AlertStatus(row["status"]),
+        labels=json.loads(row["labels"]),
+        annotations=json.loads(row["annotations"]),
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        first_received=row["first_received"],
+        last_received=row["last_received"],
+        deliveries=row["deliveries"],
+    )

@@ -1,0 +1,207 @@
+"""The embedded store: one SQLite file, in WAL mode with synchronous=FULL.
+
+Each transaction runs whole on one dedicated thread, so a notification of 100 alerts is one
+hop off the event loop rather than one per statement, and writes never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from remediator.alerts import AlertStatus, Notification
+from remediator.store.base import (
+    AlertEvent,
+    AlertRecord,
+    IntakeResult,
+    StoreUnavailable,
+    distinct_states,
+)
+from remediator.store.migrations import migrations
+
+T = TypeVar("T")
+
+_UPSERT_ALERT = """
+INSERT INTO alerts (fingerprint, starts_at, alertname, status, labels, annotations, ends_at,
+                    generator_url, first_received, last_received, deliveries)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+    status = CASE WHEN alerts.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
+    annotations = excluded.annotations,
+    ends_at = COALESCE(excluded.ends_at, alerts.ends_at),
+    last_received = excluded.last_received,
+    deliveries = alerts.deliveries + 1
+"""
+
+
+class SQLiteStore:
+    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        self._connection = connection
+        self._executor = executor
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteStore:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await loop.run_in_executor(executor, _connect, path)
+        except sqlite3.Error as exc:
+            executor.shutdown()
+            raise StoreUnavailable(f"cannot open SQLite database {path}: {exc}") from exc
+        return cls(connection, executor)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("SQLite store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            # Shielded: a cancelled request must not abandon a transaction half-way.
+            return await asyncio.shield(
+                loop.run_in_executor(self._executor, work, self._connection)
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {type(exc).__name__}: {exc}") from exc
+
+    async def record_notification(
+        self, notification: Notification, body: bytes, received_at: datetime
+    ) -> IntakeResult:
+        return await self._run(lambda db: _record(db, notification, body, received_at))
+
+    async def recent_alerts(self, limit: int) -> list[AlertRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT fingerprint, alertname, status, labels, annotations, starts_at, ends_at,"
+                " first_received, last_received, deliveries FROM alerts"
+                " ORDER BY last_received DESC, fingerprint LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [_alert_record(row) for row in rows]
+
+    async def pending_events(self, limit: int) -> list[AlertEvent]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT id, fingerprint, starts_at, kind, notification_id, enqueued_at"
+                " FROM alert_events WHERE done_at IS NULL ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [
+            AlertEvent(row[0], row[1], _time(row[2]), AlertStatus(row[3]), row[4], _time(row[5]))
+            for row in rows
+        ]
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        if not self._closed:
+            await self._run(lambda db: db.close())
+            self._closed = True
+            self._executor.shutdown()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=5000")
+    _migrate(connection)
+    return connection
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+    for migration in migrations("sqlite"):
+        if migration.version not in applied:
+            db.executescript(
+                f"BEGIN IMMEDIATE;\n{migration.sql}\n"
+                "INSERT INTO schema_migrations VALUES"
+                f" ({migration.version}, '{migration.name}', datetime('now'));\nCOMMIT;"
+            )
+
+
+def _record(
+    db: sqlite3.Connection, notification: Notification, body: bytes, received_at: datetime
+) -> IntakeResult:
+    received = _iso(received_at)
+    accepted = 0
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        notification_id = db.execute(
+            "INSERT INTO notifications (received_at, group_key, receiver, status, body)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (received, notification.group_key, notification.receiver, notification.status, body),
+        ).lastrowid
+        for alert in distinct_states(notification):
+            fingerprint, starts_at, status = alert.fingerprint, _iso(alert.starts_at), alert.status
+            new = db.execute(
+                "INSERT INTO alert_states VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (fingerprint, starts_at, status, notification_id, received),
+            ).rowcount
+            db.execute(
+                _UPSERT_ALERT,
+                (
+                    fingerprint,
+                    starts_at,
+                    alert.alertname,
+                    status,
+                    json.dumps(alert.labels),
+                    json.dumps(alert.annotations),
+                    _iso(alert.ends_at) if alert.ends_at else None,
+                    alert.generator_url,
+                    received,
+                    received,
+                ),
+            )
+            if new:
+                accepted += 1
+                db.execute(
+                    "INSERT INTO alert_events"
+                    " (fingerprint, starts_at, kind, notification_id, enqueued_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (fingerprint, starts_at, status, notification_id, received),
+                )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
+
+
+def _alert_record(row: tuple[object, ...]) -> AlertRecord:
+    (fingerprint, alertname, status, labels, annotations, starts_at, ends_at) = row[:7]
+    first_received, last_received, deliveries = row[7:]
+    return AlertRecord(
+        fingerprint=str(fingerprint),
+        alertname=str(alertname),
+        status=AlertStatus(str(status)),
+        labels=json.loads(str(labels)),
+        annotations=json.loads(str(annotations)),
+        starts_at=_time(starts_at),
+        ends_at=_time(ends_at) if ends_at else None,
+        first_received=_time(first_received),
+        last_received=_time(last_received),
+        deliveries=int(str(deliveries)),
+    )
+
+
+def _iso(moment: datetime) -> str:
+    """UTC in one fixed format, so equal instants are equal keys and text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: object) -> datetime:
+    return datetime.fromisoformat(str(value))

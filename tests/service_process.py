@@ -1,0 +1,71 @@
+"""The service as users run it: `remediator serve` in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import SHIPPED_POLICIES, free_port
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    @classmethod
+    async def start(cls, tmp_path: Path, **settings: str) -> ServiceProcess:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+        env.update({f"REMEDIATOR_{name.upper()}": value for name, value in settings.items()})
+        env["REMEDIATOR_LISTEN"] = f"127.0.0.1:{port}"
+        env.setdefault("REMEDIATOR_POLICIES", str(SHIPPED_POLICIES))
+        log_path = tmp_path / f"remediator-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "remediator", "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        service = cls(process, f"http://127.0.0.1:{port}", log_path)
+        await eventually(service.is_healthy, what=f"service on port {port} to answer /health")
+        return service
+
+    async def is_healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"service exited early:\n{self.log_path.read_text()}")
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{self.url}/health") as answer,
+            ):
+                return answer.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], *, what: str, timeout: float = 30.0
+) -> None:
+    """Poll until the condition holds; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,140 @@
+"""A real Alertmanager posting real webhooks at the service, as in production."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from remediator.alerts import AlertStatus
+from remediator.store import Store
+from tests.conftest import free_port
+from tests.service_process import ServiceProcess, eventually
+
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: remediator
+  group_by: ['alertname']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 2s
+receivers:
+  - name: remediator
+    webhook_configs:
+      - url: {url}/api/v1/alerts
+        send_resolved: true
+        max_alerts: 0
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: s3cret
+"""
+
+ALERTS = [
+    {"alertname": "HighMemoryUsage", "namespace": "prod", "pod": "api-1", "severity": "warning"},
+    {"alertname": "HighMemoryUsage", "namespace": "prod", "pod": "api-2", "severity": "warning"},
+    {"alertname": "ApplicationDown", "namespace": "prod", "job": "api", "severity": "critical"},
+]
+
+
+@pytest.fixture
+async def service(tmp_path: Path, database_url: str) -> AsyncIterator[ServiceProcess]:
+    started = await ServiceProcess.start(
+        tmp_path, database_url=database_url, webhook_token="s3cret"
+    )
+    yield started
+    assert started.stop() == 0
+
+
+@pytest.fixture
+def alertmanager(
+    alertmanager_binary: str, service: ServiceProcess, tmp_path: Path
+) -> Iterator[str]:
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG.format(url=service.url))
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = subprocess.Popen(
+        [
+            alertmanager_binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+async def post_to_alertmanager(url: str, ends_at: datetime) -> None:
+    starts_at = datetime(2026, 1, 1, tzinfo=UTC)  # fixed: every post is the same alert episode
+    alerts = [
+        {
+            "labels": labels,
+            "annotations": {"summary": f"{labels['alertname']} in the end-to-end test"},
+            "startsAt": starts_at.isoformat(),
+            "endsAt": ends_at.isoformat(),
+        }
+        for labels in ALERTS
+    ]
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: ready(session, url), what="Alertmanager to be ready", timeout=30)
+        async with session.post(f"{url}/api/v2/alerts", json=alerts) as answer:
+            assert answer.status == 200, await answer.text()
+
+
+async def ready(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(f"{url}/-/ready") as answer:
+            return answer.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def test_each_alert_is_stored_once_across_repeats_then_resolved_once(
+    alertmanager: str, service: ServiceProcess, store: Store
+) -> None:
+    await post_to_alertmanager(alertmanager, ends_at=datetime.now(UTC) + timedelta(hours=1))
+
+    async def every_alert_delivered_three_times() -> bool:
+        records = await store.recent_alerts(10)
+        return len(records) == 3 and all(record.deliveries >= 3 for record in records)
+
+    await eventually(every_alert_delivered_three_times, what="three deliveries of each alert")
+    records = await store.recent_alerts(10)
+    assert sorted(record.labels.get("pod", "") for record in records) == ["", "api-1", "api-2"]
+    assert {record.status for record in records} == {AlertStatus.FIRING}
+    events = await store.pending_events(100)
+    assert sorted(event.kind for event in events) == [AlertStatus.FIRING] * 3
+    assert len({event.fingerprint for event in events}) == 3
+
+    await post_to_alertmanager(alertmanager, ends_at=datetime.now(UTC) - timedelta(seconds=1))
+
+    async def every_alert_resolved() -> bool:
+        records = await store.recent_alerts(10)
+        return {record.status for record in records} == {AlertStatus.RESOLVED}
+
+    await eventually(every_alert_resolved, what="the resolution of each alert")
+    assert len(await store.recent_alerts(10)) == 3
+    events = await store.pending_events(100)
+    assert (
+        sorted(event.kind for event in events)
+        == [AlertStatus.FIRING] * 3 + [AlertStatus.RESOLVED] * 3
+    )
+    metrics = await fetch(f"{service.url}/metrics")
+    assert 'remediator_intake_requests_total{code="401"}' not in metrics
+
+
+async def fetch(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        return await answer.text()

@@ -1,0 +1,229 @@
+"""decide() on plain data: the shipped policies, priorities, safety of templates, the index."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from remediator.alerts import Alert, AlertStatus
+from remediator.engine.decide import decide
+from remediator.engine.plan import NoMatch, Plan, Refused
+from remediator.metrics import Metrics
+from remediator.policy.loader import load_policies
+from remediator.policy.policyset import PolicySet
+from remediator.policy_commands import explain, run_tests
+from remediator.policy_reload import LivePolicies
+from tests.conftest import SAMPLES, SHIPPED_POLICIES
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def alert(**labels: str) -> Alert:
+    return Alert(
+        status=AlertStatus.FIRING,
+        labels=labels,
+        startsAt=NOW,
+        fingerprint="f00d",
+    )
+
+
+@pytest.fixture(scope="module")
+def shipped() -> PolicySet:
+    return load_policies(SHIPPED_POLICIES)
+
+
+def test_application_down_plans_every_step_with_rendered_parameters(shipped: PolicySet) -> None:
+    decision = decide(
+        alert(
+            alertname="ApplicationDown",
+            namespace="claude-deployment-prod",
+            deployment="api",
+            instance="api:5000",
+            severity="critical",
+        ),
+        shipped,
+        NOW,
+    )
+    assert isinstance(decision, Plan)
+    assert decision.rate_limit_key == "application-down/claude-deployment-prod/api"
+    assert [step.action for step in decision.steps] == [
+        "http.check",
+        "kubernetes.rollout_restart",
+        "kubernetes.rollout_status",
+        "http.check",
+        "kubernetes.rollout_undo",
+    ]
+    assert decision.steps[0].params.model_dump()["url"] == "http://api:5000/health"
+    assert [step.mutating for step in decision.steps] == [False, True, False, False, True]
+    assert decision.escalation.page_while_remediating
+    assert decision.decided_at == NOW
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("api; rm -rf /", id="shell"),
+        pytest.param("{{ 7*7 }}", id="template"),
+        pytest.param("{{ labels.__class__ }}", id="dunder"),
+        pytest.param("", id="empty"),
+        pytest.param("API", id="uppercase"),
+        pytest.param("a" * 254, id="too-long"),
+        pytest.param("../kube-system", id="path"),
+    ],
+)
+def test_a_hostile_label_can_only_become_a_refused_plan(shipped: PolicySet, hostile: str) -> None:
+    decision = decide(
+        alert(
+            alertname="HighErrorRate",
+            namespace="claude-deployment-prod",
+            deployment=hostile,
+            severity="warning",
+        ),
+        shipped,
+        NOW,
+    )
+    if hostile == "":
+        assert isinstance(decision, NoMatch)  # deployment=~".+" does not match an empty label
+    else:
+        assert isinstance(decision, Refused)
+        assert "is not a valid RFC 1123 name" in decision.reason
+        assert decision.escalation.level == "P2"
+
+
+def test_a_hostile_pod_parameter_is_refused(shipped: PolicySet) -> None:
+    decision = decide(
+        alert(
+            alertname="HighMemoryUsage",
+            namespace="claude-deployment-prod",
+            deployment="api",
+            pod="api-1 --all",
+            container="api",
+        ),
+        shipped,
+        NOW,
+    )
+    assert isinstance(decision, Refused)
+    assert "steps[1] pod 'api-1 --all' is not a valid RFC 1123 name" in decision.reason
+
+
+def test_an_unmatched_alert_escalates_by_its_severity_label(shipped: PolicySet) -> None:
+    decision = decide(alert(alertname="Unknown", severity="high"), shipped, NOW)
+    assert isinstance(decision, NoMatch)
+    assert (decision.escalation.level, decision.escalation.channels) == ("P2", ("slack", "email"))
+    unlabelled = decide(alert(alertname="Unknown"), shipped, NOW)
+    assert unlabelled.escalation.level == shipped.matrix.default_level
+
+
+POLICY = """\
+name: {name}
+priority: {priority}
+match: [{match}]
+target: {{kind: Deployment, namespace: prod, name: api}}
+namespaces: [prod]
+steps: [{{action: kubernetes.rollout_restart}}]
+rate_limit: {{windows: [{{max: 1, per: 1h}}]}}
+"""
+
+
+def write_policy(directory: Path, file: str, name: str, priority: int, match: str) -> None:
+    (directory / file).write_text(POLICY.format(name=name, priority=priority, match=match))
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    shutil.copy(SHIPPED_POLICIES / "escalation.yaml", tmp_path)
+    return tmp_path
+
+
+def test_highest_priority_wins_then_file_name(policy_dir: Path) -> None:
+    write_policy(policy_dir, "b.yaml", "b-low", 1, "'alertname=\"X\"'")
+    write_policy(policy_dir, "c.yaml", "c-high", 5, "'alertname=~\"X|Y\"'")
+    write_policy(policy_dir, "a.yaml", "a-high", 5, "'alertname=\"X\"'")
+    decision = decide(alert(alertname="X"), load_policies(policy_dir), NOW)
+    assert isinstance(decision, Plan)
+    assert decision.policy == "a-high"
+    decision = decide(alert(alertname="Y"), load_policies(policy_dir), NOW)
+    assert isinstance(decision, Plan)
+    assert decision.policy == "c-high"
+
+
+def test_a_disabled_policy_never_wins(policy_dir: Path) -> None:
+    write_policy(policy_dir, "a.yaml", "a", 5, "'alertname=\"X\"'")
+    (policy_dir / "a.yaml").write_text((policy_dir / "a.yaml").read_text() + "enabled: false\n")
+    assert isinstance(decide(alert(alertname="X"), load_policies(policy_dir), NOW), NoMatch)
+
+
+def test_matching_consults_only_the_alertnames_policies_and_unindexed_ones(
+    policy_dir: Path,
+) -> None:
+    for number in range(1000):
+        write_policy(
+            policy_dir, f"p{number:04}.yaml", f"p{number}", 0, f"'alertname=\"A{number}\"'"
+        )
+    write_policy(policy_dir, "z.yaml", "by-team", 0, "'team=\"db\"'")
+    policies = load_policies(policy_dir)
+    assert [p.name for p in policies.candidates({"alertname": "A7"})] == ["p7", "by-team"]
+    decision = decide(alert(alertname="A999"), policies, NOW)
+    assert isinstance(decision, Plan)
+    assert decision.policy == "p999"
+
+
+def test_the_shipped_policy_tests_pass() -> None:
+    out = io.StringIO()
+    assert run_tests(SHIPPED_POLICIES, out) == 0, out.getvalue()
+    assert "0 failed" in out.getvalue()
+
+
+def test_a_failing_policy_test_prints_a_diff_with_its_line(policy_dir: Path) -> None:
+    write_policy(policy_dir, "a.yaml", "a", 0, "'alertname=\"X\"'")
+    (policy_dir / "tests").mkdir()
+    (policy_dir / "tests" / "a.yaml").write_text(
+        "tests:\n"
+        "  - name: matches a\n"
+        "    alert: {labels: {alertname: X}}\n"
+        "    expect: {policy: a}\n"
+        "  - name: scales instead\n"
+        "    alert: {labels: {alertname: X}}\n"
+        "    expect: {policy: a, steps: [kubernetes.scale]}\n"
+    )
+    out = io.StringIO()
+    assert run_tests(policy_dir, out) == 1
+    text = out.getvalue()
+    assert "PASS a.yaml: matches a" in text
+    assert f"FAIL {policy_dir}/tests/a.yaml:5: scales instead" in text
+    assert "--- expected\n+++ decided" in text
+    assert "-- kubernetes.scale\n+- kubernetes.rollout_restart" in text
+    assert text.endswith("1 passed, 1 failed\n")
+
+
+def test_explain_names_the_winner_and_the_failed_matchers_of_near_misses() -> None:
+    out = io.StringIO()
+    assert explain(SAMPLES / "high-error-rate.firing.json", SHIPPED_POLICIES, out) == 0
+    text = out.getvalue()
+    assert "high-error-rate (high-error-rate.yaml, priority 50): matches" in text
+    assert (
+        "high-memory-usage (high-memory-usage.yaml, priority 50): "
+        'fails alertname="HighMemoryUsage", pod=~".+"' in text
+    )
+    assert "outcome: plan" in text
+    assert "kubernetes.rollout_undo" in text
+
+
+async def test_a_bad_edit_is_refused_and_the_live_set_stays(policy_dir: Path) -> None:
+    write_policy(policy_dir, "a.yaml", "a", 0, "'alertname=\"X\"'")
+    metrics = Metrics()
+    live = LivePolicies.load(policy_dir, metrics)
+    (policy_dir / "a.yaml").write_text("name: a\nmatch: [\n")
+    assert not await live.reload()
+    assert [policy.name for policy in live.current.policies] == ["a"]
+    assert live.health()["status"] == "degraded"
+    assert "a.yaml:" in live.health()["detail"]
+    assert metrics.policy_reloads.labels("failed")._value.get() == 1
+    write_policy(policy_dir, "a.yaml", "renamed", 0, "'alertname=\"X\"'")
+    assert await live.reload()
+    assert [policy.name for policy in live.current.policies] == ["renamed"]
+    assert live.health()["status"] == "ok"

@@ -1,0 +1,308 @@
+"""The webhook intake against both stores: durable, idempotent, and clear about bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.alerts import AlertStatus
+from remediator.app import build_app
+from remediator.config import Settings
+from remediator.logs import configure_logging
+from remediator.policy_reload import LivePolicies
+from remediator.store import Store
+from tests.conftest import sample
+
+Client = TestClient[Any, Any]
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+async def post(client: Client, body: Any, headers: dict[str, str] | None = None) -> Any:
+    response = await client.post(
+        "/api/v1/alerts", json=body, headers=AUTH if headers is None else headers
+    )
+    return response.status, await response.json()
+
+
+async def test_a_notification_is_stored_and_each_alert_queued_once(
+    client: Client, store: Store
+) -> None:
+    body = sample("high-memory-usage.firing-two-pods.json")
+    assert await post(client, body) == (200, {"accepted": 2, "duplicates": 0})
+    assert await post(client, body) == (200, {"accepted": 0, "duplicates": 2})
+
+    alerts = {record.fingerprint: record for record in await store.recent_alerts(10)}
+    assert set(alerts) == {"538acb84eff23449", "1799bf3a65c094ce"}
+    assert all(record.deliveries == 2 for record in alerts.values())
+    assert alerts["538acb84eff23449"].labels["pod"] == "claude-deployment-api-7d9f8b6c5-q8m2z"
+    events = await store.pending_events(10)
+    assert sorted((event.fingerprint, event.kind) for event in events) == [
+        ("1799bf3a65c094ce", AlertStatus.FIRING),
+        ("538acb84eff23449", AlertStatus.FIRING),
+    ]
+
+
+async def test_a_resolution_of_a_known_alert_is_queued_as_a_resolution(
+    client: Client, store: Store
+) -> None:
+    await post(client, sample("application-down.firing.json"))
+    assert await post(client, sample("application-down.resolved.json")) == (
+        200,
+        {"accepted": 1, "duplicates": 0},
+    )
+    assert await post(client, sample("application-down.resolved.json")) == (
+        200,
+        {"accepted": 0, "duplicates": 1},
+    )
+    [record] = await store.recent_alerts(10)
+    assert record.status is AlertStatus.RESOLVED
+    assert record.ends_at is not None
+    assert record.deliveries == 3
+    assert [event.kind for event in await store.pending_events(10)] == [
+        AlertStatus.FIRING,
+        AlertStatus.RESOLVED,
+    ]
+
+
+async def test_a_late_firing_copy_does_not_reopen_a_resolved_alert(
+    client: Client, store: Store
+) -> None:
+    await post(client, sample("application-down.firing.json"))
+    await post(client, sample("application-down.resolved.json"))
+    assert await post(client, sample("application-down.firing.json")) == (
+        200,
+        {"accepted": 0, "duplicates": 1},
+    )
+    [record] = await store.recent_alerts(10)
+    assert record.status is AlertStatus.RESOLVED
+
+
+async def test_the_same_alert_firing_again_later_is_a_new_episode(
+    client: Client, store: Store
+) -> None:
+    await post(client, sample("application-down.firing.json"))
+    await post(client, sample("application-down.resolved.json"))
+    again = sample("application-down.firing.json")
+    again["alerts"][0]["startsAt"] = "2026-11-24T08:00:00Z"
+    assert await post(client, again) == (200, {"accepted": 1, "duplicates": 0})
+    records = await store.recent_alerts(10)
+    assert sorted(record.status for record in records) == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+    assert len(await store.pending_events(10)) == 3
+
+
+async def test_every_alert_counts_by_its_own_status_in_a_mixed_payload(
+    client: Client, store: Store
+) -> None:
+    await post(client, sample("high-memory-usage.firing-two-pods.json"))
+    mixed = sample("high-memory-usage.firing-two-pods.json")
+    mixed["alerts"][1].update(status="resolved", endsAt="2026-11-23T20:09:00Z")
+    assert await post(client, mixed) == (200, {"accepted": 1, "duplicates": 1})
+    statuses = {record.fingerprint: record.status for record in await store.recent_alerts(10)}
+    assert statuses == {
+        "538acb84eff23449": AlertStatus.FIRING,
+        "1799bf3a65c094ce": AlertStatus.RESOLVED,
+    }
+
+
+async def test_the_same_instant_in_another_time_zone_is_the_same_alert(
+    client: Client, store: Store
+) -> None:
+    await post(client, sample("application-down.firing.json"))
+    shifted = sample("application-down.firing.json")
+    shifted["alerts"][0]["startsAt"] = "2026-11-23T22:00:07.214279+02:00"
+    assert await post(client, shifted) == (200, {"accepted": 0, "duplicates": 1})
+
+
+async def test_simultaneous_deliveries_from_peers_queue_the_alert_once(
+    client: Client, store: Store
+) -> None:
+    body = sample("high-memory-usage.firing-two-pods.json")
+    answers = await asyncio.gather(*(post(client, body) for _ in range(10)))
+    assert {status for status, _ in answers} == {200}
+    assert sum(answer["accepted"] for _, answer in answers) == 2
+    assert sum(answer["duplicates"] for _, answer in answers) == 18
+    assert len(await store.pending_events(100)) == 2
+
+
+async def raw_post(client: Client, data: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    response = await client.post("/api/v1/alerts", data=io.BytesIO(data), headers=headers)
+    return response.status, await response.json()
+
+
+def valid_bytes() -> bytes:
+    return json.dumps(sample("application-down.firing.json")).encode()
+
+
+JSON = {**AUTH, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status", "expected"),
+    [
+        pytest.param(
+            valid_bytes()[:57], JSON, 400, "Invalid JSON: EOF while parsing", id="truncated"
+        ),
+        pytest.param(b"\xff\xfe", JSON, 400, "Invalid JSON", id="not-utf8"),
+        pytest.param(
+            valid_bytes().replace(b'"severity": "critical"', b'"severity": 1'),
+            JSON,
+            400,
+            "$.alerts[0].labels.severity: Input should be a valid string",
+            id="wrong-type",
+        ),
+        pytest.param(
+            valid_bytes().replace(b'"fingerprint"', b'"fingerprint_"'),
+            JSON,
+            400,
+            "$.alerts[0].fingerprint: Field required",
+            id="missing-field",
+        ),
+        pytest.param(b"x" * 10_000_000, JSON, 413, "larger than the limit", id="10MB"),
+        pytest.param(
+            valid_bytes(),
+            {"Content-Type": "application/json", "Authorization": "Bearer nope"},
+            401,
+            "missing or wrong credentials",
+            id="wrong-token",
+        ),
+        pytest.param(
+            valid_bytes(), {"Content-Type": "application/json"}, 401, "credentials", id="no-token"
+        ),
+        pytest.param(
+            valid_bytes(), {**AUTH, "Content-Type": "text/plain"}, 415, "text/plain", id="text"
+        ),
+    ],
+)
+async def test_bad_input_is_refused_with_its_reason_and_changes_nothing(
+    client: Client, store: Store, data: bytes, headers: dict[str, str], status: int, expected: str
+) -> None:
+    answer_status, answer = await raw_post(client, data, headers)
+    assert answer_status == status
+    problems = [
+        f"{problem['path']}: {problem['message']}" for problem in answer.get("problems", [])
+    ]
+    assert any(expected in text for text in [answer["error"], *problems]), answer
+    assert await store.recent_alerts(10) == []
+    assert await store.pending_events(10) == []
+
+
+async def test_a_chunked_body_over_the_limit_is_refused(client: Client, store: Store) -> None:
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b" " * 500_000
+
+    response = await client.post("/api/v1/alerts", data=chunks(), headers=JSON)
+    assert response.status == 413
+    assert await store.recent_alerts(10) == []
+
+
+async def test_basic_credentials_as_alertmanager_sends_them(
+    store: Store, database_url: str, live_policies: LivePolicies
+) -> None:
+    settings = Settings(database_url=database_url, webhook_username="am", webhook_password="pw")
+    app = build_app(settings, store, live_policies)
+    async with TestClient(TestServer(app)) as basic_client:
+        good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
+        bad = {"Authorization": "Basic " + base64.b64encode(b"am:wrong").decode()}
+        assert (await post(basic_client, sample("application-down.firing.json"), bad))[0] == 401
+        assert (await post(basic_client, sample("application-down.firing.json"), good))[0] == 200
+
+
+@asynccontextmanager
+async def write_lock_held_elsewhere(database_url: str) -> AsyncIterator[None]:
+    """Another client holding the write lock, as a backup or a migration might."""
+    if database_url.startswith("sqlite:///"):
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        yield
+        other.close()
+    else:
+        other_pg = await asyncpg.connect(database_url)
+        async with other_pg.transaction():
+            await other_pg.execute("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+            yield
+        await other_pg.close()
+
+
+async def test_a_store_that_cannot_write_answers_503_and_keeps_nothing(
+    client: Client, store: Store, database_url: str
+) -> None:
+    async with write_lock_held_elsewhere(database_url):
+        response = await client.post(
+            "/api/v1/alerts", json=sample("application-down.firing.json"), headers=AUTH
+        )
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        assert await response.json() == {"error": "store unavailable, retry later"}
+    assert await store.recent_alerts(10) == []
+    assert await post(client, sample("application-down.firing.json")) == (
+        200,
+        {"accepted": 1, "duplicates": 0},
+    )
+
+
+async def test_a_closed_store_is_unhealthy_and_refuses_alerts_with_503(
+    client: Client, store: Store
+) -> None:
+    await store.close()
+    response = await client.post(
+        "/api/v1/alerts", json=sample("application-down.firing.json"), headers=AUTH
+    )
+    assert response.status == 503
+    health = await client.get("/health")
+    assert health.status == 503
+    assert (await health.json())["checks"]["store"]["status"] == "unhealthy"
+
+
+async def test_health_reports_each_dependency(client: Client) -> None:
+    response = await client.get("/health")
+    assert response.status == 200
+    body = await response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {
+        "store": {"status": "ok"},
+        "policies": {"status": "ok", "policies": "4"},
+    }
+    assert body["version"]
+
+
+async def test_metrics_count_notifications_alerts_and_duplicates(client: Client) -> None:
+    body = sample("high-memory-usage.firing-two-pods.json")
+    await post(client, body)
+    await post(client, body)
+    await post(client, {"version": "4"})
+    text = await (await client.get("/metrics")).text()
+    assert 'remediator_notifications_received_total{status="firing"} 2.0' in text
+    assert (
+        'remediator_alerts_received_total{alertname="HighMemoryUsage",status="firing"} 4.0' in text
+    )
+    assert "remediator_alert_duplicates_total 2.0" in text
+    assert 'remediator_intake_requests_total{code="400"} 1.0' in text
+    assert "remediator_intake_duration_seconds_count 3.0" in text
+
+
+async def test_every_log_line_of_a_request_carries_its_id_and_group_key(client: Client) -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream)
+    body = sample("application-down.firing.json")
+    await post(client, body, {**AUTH, "X-Request-Id": "req-42"})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["notification stored", "request"]
+    assert {line["request_id"] for line in lines} == {"req-42"}
+    assert {line["group_key"] for line in lines} == {body["groupKey"]}
+
+
+async def test_an_unknown_route_is_a_json_404(client: Client) -> None:
+    response = await client.get("/api/v1/nothing")
+    assert response.status == 404
+    assert await response.json() == {"error": "Not Found"}

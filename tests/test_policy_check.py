@@ -1,0 +1,167 @@
+"""`remediator policies check`: every kind of mistake names its file, line, column and field."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from remediator.policy.loader import PolicyErrors, load_policies
+from remediator.policy_commands import check
+
+SHIPPED = Path(__file__).resolve().parents[1] / "policies"
+
+VALID = """\
+name: restart-api
+match:
+  - alertname="ApplicationDown"
+target:
+  kind: Deployment
+  namespace: "{{ labels.namespace }}"
+  name: "{{ labels.deployment }}"
+steps:
+  - action: kubernetes.rollout_restart
+rate_limit:
+  windows:
+    - {max: 2, per: 1h}
+"""
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    (tmp_path / "escalation.yaml").write_text((SHIPPED / "escalation.yaml").read_text())
+    return tmp_path
+
+
+def errors_for(directory: Path, files: dict[str, str]) -> list[str]:
+    for name, text in files.items():
+        (directory / name).write_text(textwrap.dedent(text))
+    with pytest.raises(PolicyErrors) as raised:
+        load_policies(directory)
+    return [str(error) for error in raised.value.errors]
+
+
+def test_the_shipped_policies_are_valid() -> None:
+    out = io.StringIO()
+    assert check(SHIPPED, out) == 0
+    assert "4 policies valid" in out.getvalue()
+
+
+def test_a_valid_policy_loads(policy_dir: Path) -> None:
+    (policy_dir / "restart.yaml").write_text(VALID)
+    assert [policy.name for policy in load_policies(policy_dir).policies] == ["restart-api"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(
+            ("- action: kubernetes.rollout_restart", "- action: kubernetes.rollout_restrat"),
+            "p.yaml:9:13: steps[0].action: unknown action 'kubernetes.rollout_restrat';"
+            " did you mean 'kubernetes.rollout_restart'?",
+            id="unknown-action",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: kubernetes.scale\n    params: {replicas: 3, max_replicas: 5, speed: 2}",
+            ),
+            "p.yaml:10:44: steps[0].params.speed: Extra inputs are not permitted",
+            id="unknown-parameter",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: kubernetes.scale\n    params: {replicas: many, max_replicas: 5}",
+            ),
+            "p.yaml:10:24: steps[0].params.replicas: Input should be a valid integer",
+            id="parameter-type",
+        ),
+        pytest.param(
+            ("per: 1h", "per: 1 hour"),
+            "p.yaml:12:21: rate_limit.windows[0].per: "
+            "expected a duration such as 30s, 10m or 1h30m, got '1 hour'",
+            id="bad-duration",
+        ),
+        pytest.param(
+            ('alertname="ApplicationDown"', 'alertname=~"(unclosed"'),
+            "p.yaml:3:5: match[0]:",
+            id="invalid-regex",
+        ),
+        pytest.param(
+            ('"{{ labels.deployment }}"', '"{{ labels.deployment }"'),
+            "p.yaml:7:9: target.name: template syntax error:",
+            id="template-syntax",
+        ),
+        pytest.param(
+            ("steps:", "stepz:"),
+            "p.yaml:8:1: stepz: Extra inputs are not permitted",
+            id="unknown-field",
+        ),
+        pytest.param(
+            ("name: restart-api\n", ""),
+            "p.yaml:1:1: name: Field required",
+            id="missing-field",
+        ),
+        pytest.param(
+            ("  kind: Deployment", "  kind: Deployment\n   bad: indent"),
+            "p.yaml:6:7: YAML syntax error:",
+            id="yaml-syntax",
+        ),
+    ],
+)
+def test_each_mistake_names_file_line_column_and_field(
+    policy_dir: Path, change: tuple[str, str], expected: str
+) -> None:
+    [error] = errors_for(policy_dir, {"p.yaml": VALID.replace(*change)})
+    assert error.startswith(f"{policy_dir}/{expected}"), error
+
+
+def test_a_duplicate_policy_name_names_both_files(policy_dir: Path) -> None:
+    [error] = errors_for(policy_dir, {"a.yaml": VALID, "b.yaml": VALID})
+    assert (
+        error
+        == f"{policy_dir}/b.yaml:1:7: name: duplicate policy name 'restart-api', also in a.yaml"
+    )
+
+
+def test_a_when_expression_with_bad_syntax_is_named(policy_dir: Path) -> None:
+    text = VALID.replace(
+        "- action: kubernetes.rollout_restart",
+        "- action: kubernetes.rollout_restart\n    when: not (steps.health.ok",
+    )
+    [error] = errors_for(policy_dir, {"p.yaml": text})
+    assert error.startswith(f"{policy_dir}/p.yaml:10:11: steps[0].when: expression syntax error:")
+
+
+def test_a_missing_severity_matrix_is_an_error(tmp_path: Path) -> None:
+    [error] = errors_for(tmp_path, {"p.yaml": VALID})
+    assert (
+        error == f"{tmp_path}/escalation.yaml:1:1: file not found: the severity matrix is required"
+    )
+
+
+def test_a_matrix_level_naming_an_undefined_channel_is_an_error(policy_dir: Path) -> None:
+    matrix = (
+        (SHIPPED / "escalation.yaml")
+        .read_text()
+        .replace("  pagerduty:\n    routing_key_env: REMEDIATOR_PAGERDUTY_ROUTING_KEY\n", "")
+    )
+    [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
+    assert (
+        "escalation.yaml:13:3: levels: "
+        "level P1 uses channels not defined under channels: ['pagerduty']" in error
+    )
+
+
+def test_check_prints_every_error_and_exits_1(policy_dir: Path) -> None:
+    (policy_dir / "a.yaml").write_text(VALID.replace("kubernetes.rollout_restart", "nope"))
+    (policy_dir / "b.yaml").write_text(VALID.replace("name: restart-api", "name: Restart API"))
+    out = io.StringIO()
+    assert check(policy_dir, out) == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"{policy_dir}/a.yaml:9:13: steps[0].action: unknown action 'nope'")
+    assert lines[1].startswith(f"{policy_dir}/b.yaml:1:7: name: String should match pattern")
+    assert lines[2] == "2 errors in 2 policy files"
