@@ -3,6 +3,8 @@
 Same grammar as `pkg/labels/parse.go` (`name op value`, the value quoted or bare, `\\"`, `\\\\`
 and `\\n` unescaped, any other backslash kept literally), same semantics: a regex is anchored
 at both ends, and a label the alert lacks is matched as the empty string.
+
+Regexes are Go's RE2 syntax, compiled by `re2.compile_anchored`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from remediator.policy.re2 import RE2Error, compile_anchored
 
 _MATCHER = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*(.*?)\s*$", re.DOTALL)
 _LABEL_NAME_START = re.compile(r"\s*[a-zA-Z_:]")
@@ -37,8 +41,8 @@ class Matcher:
     def __post_init__(self) -> None:
         if self.type in (MatchType.REGEX, MatchType.NOT_REGEX):
             try:
-                compiled = re.compile(f"^(?:{self.value})$")
-            except re.error as exc:
+                compiled = compile_anchored(self.value)
+            except RE2Error as exc:
                 raise MatcherError(f"invalid regular expression {self.value!r}: {exc}") from None
             object.__setattr__(self, "_regex", compiled)
 
