@@ -26,6 +26,7 @@ check: $(BIN)/remediator
 
 bench: $(BIN)/remediator
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/decide.py
 
 clean:
 	rm -rf $(VENV) remediator.db remediator.db-wal remediator.db-shm

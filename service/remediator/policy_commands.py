@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from remediator.alerts import Notification
 from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
+from remediator.policy.durations import format_duration
 from remediator.policy.explain import candidates
 from remediator.policy.loader import PolicyErrors, load_policies, policy_files
 from remediator.policy.policyset import PolicySet
@@ -100,7 +101,7 @@ def describe(decision: Decision) -> dict[str, Any]:
         "target": str(decision.target),
         "steps": [_step(step) for step in decision.steps],
         "on_resolved": [_step(step) for step in decision.on_resolved],
-        "verify": f"resolved within {decision.verify_within}",
+        "verify": f"resolved within {format_duration(decision.verify_within)}",
         "rate_limit_key": decision.rate_limit_key,
         "escalation": escalation,
     }

@@ -104,7 +104,7 @@ class DeletePod(Params):
 
 class GitHubRateLimit(Params):
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
-    api_url: str = "https://api.github.com"
+    api_url: HttpUrl = "https://api.github.com"
     min_remaining: int = Field(0, ge=0, description="the step fails when fewer remain")
 
 
