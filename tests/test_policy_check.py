@@ -110,6 +110,59 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
             "p.yaml:6:7: YAML syntax error:",
             id="yaml-syntax",
         ),
+        pytest.param(
+            ("name: restart-api\n", "name: restart-api\nname: again\n"),
+            "p.yaml:2:1: duplicate key 'name'",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            ('  - alertname="ApplicationDown"', "  - {alertname: ApplicationDown}"),
+            'p.yaml:3:5: match[0]: expected a matcher such as alertname="ApplicationDown"',
+            id="matcher-not-text",
+        ),
+        pytest.param(
+            ('  - alertname="ApplicationDown"', '  - alertname="ApplicationDown'),
+            'p.yaml:3:5: match[0]: value lacks its closing double quote: "ApplicationDown',
+            id="matcher-quote",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: http.check\n    params: {url: 'file:///etc/passwd'}",
+            ),
+            "p.yaml:10:19: steps[0].params.url: expected an http:// or https:// URL",
+            id="url-scheme",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: kubernetes.scale\n    params: {replicas: 3, by: 1, max_replicas: 5}",
+            ),
+            "p.yaml:10:13: steps[0].params: set exactly one of replicas and by",
+            id="scale-both-ways",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: kubernetes.scale\n    params: {by: 1, min_replicas: 6, max_replicas: 5}",
+            ),
+            "p.yaml:10:13: steps[0].params: min_replicas is above max_replicas",
+            id="scale-bounds",
+        ),
+        pytest.param(
+            ('  namespace: "{{ labels.namespace }}"\n', ""),
+            "p.yaml:5:3: target: a Deployment target needs a namespace",
+            id="target-namespace",
+        ),
+        pytest.param(
+            (
+                "  - action: kubernetes.rollout_restart",
+                "  - {id: a, action: kubernetes.rollout_restart}\n"
+                "  - {id: a, action: kubernetes.rollout_status}",
+            ),
+            "p.yaml:9:3: steps: step ids must be unique; repeated: a",
+            id="step-ids",
+        ),
     ],
 )
 def test_each_mistake_names_file_line_column_and_field(
@@ -117,6 +170,37 @@ def test_each_mistake_names_file_line_column_and_field(
 ) -> None:
     [error] = errors_for(policy_dir, {"p.yaml": VALID.replace(*change)})
     assert error.startswith(f"{policy_dir}/{expected}"), error
+
+
+def test_a_file_that_is_not_a_mapping_is_named(policy_dir: Path) -> None:
+    [error] = errors_for(policy_dir, {"p.yaml": "- name: restart-api\n"})
+    assert error == f"{policy_dir}/p.yaml:1:1: expected a mapping of fields at the top of the file"
+
+
+def test_a_missing_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PolicyErrors) as raised:
+        load_policies(tmp_path / "nope")
+    assert [str(error) for error in raised.value.errors] == [
+        f"{tmp_path}/nope:1:1: policy directory not found"
+    ]
+
+
+def test_an_invalid_allow_list_regex_is_named(policy_dir: Path) -> None:
+    guardrails = "allowed_namespaces:\n  - prod-(\n"
+    [error] = errors_for(policy_dir, {"guardrails.yaml": guardrails, "p.yaml": VALID})
+    assert error.startswith(
+        f"{policy_dir}/guardrails.yaml:2:3: allowed_namespaces: invalid regular expression 'prod-('"
+    )
+
+
+def test_a_matrix_missing_a_level_is_named(policy_dir: Path) -> None:
+    matrix = (
+        (SHIPPED / "escalation.yaml")
+        .read_text()
+        .replace("  P4:\n    channels: [email]\n    respond_within: 1d\n    digest: true\n", "")
+    )
+    [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
+    assert error == f"{policy_dir}/escalation.yaml:13:3: levels: levels must define P4"
 
 
 def test_a_duplicate_policy_name_names_both_files(policy_dir: Path) -> None:

@@ -134,13 +134,14 @@ class Policy(_Model):
     on_resolved: list[Step] = Field(default_factory=list)
     dry_run: bool | None = None
 
-    @model_validator(mode="after")
-    def _step_ids_are_unique(self) -> Policy:
-        ids = [step.id for step in self.steps if step.id is not None]
+    @field_validator("steps")
+    @classmethod
+    def _step_ids_are_unique(cls, steps: list[Step]) -> list[Step]:
+        ids = [step.id for step in steps if step.id is not None]
         duplicated = sorted({step_id for step_id in ids if ids.count(step_id) > 1})
         if duplicated:
             raise ValueError(f"step ids must be unique; repeated: {', '.join(duplicated)}")
-        return self
+        return steps
 
 
 class LevelRoute(_Model):
