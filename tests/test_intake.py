@@ -114,6 +114,21 @@ async def test_every_alert_counts_by_its_own_status_in_a_mixed_payload(
     }
 
 
+async def test_firing_and_resolved_copies_of_one_alert_in_one_payload_are_both_kept(
+    client: Client, store: Store
+) -> None:
+    both = sample("application-down.firing.json")
+    resolved = sample("application-down.resolved.json")["alerts"][0]
+    both["alerts"] = [resolved, both["alerts"][0]]
+    assert await post(client, both) == (200, {"accepted": 2, "duplicates": 0})
+    [record] = await store.recent_alerts(10)
+    assert record.status is AlertStatus.RESOLVED
+    assert [event.kind for event in await store.pending_events(10)] == [
+        AlertStatus.FIRING,
+        AlertStatus.RESOLVED,
+    ]
+
+
 async def test_the_same_instant_in_another_time_zone_is_the_same_alert(
     client: Client, store: Store
 ) -> None:

@@ -59,7 +59,7 @@ async def post_while_table_locked_and_terminate(
             await locker.execute("SELECT pg_stat_clear_snapshot()")
             waiting = await locker.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO notifications%'"
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO notifications%'"
             )
             return bool(waiting)
 

@@ -7,6 +7,7 @@ Nothing is decided here: the answer waits only for the durable write, so Alertma
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -88,8 +89,10 @@ class Intake:
 
     def _count(self, notification: Notification, duplicates: int) -> None:
         self._metrics.notifications_received.labels(notification.status.value).inc()
-        for alert in notification.alerts:
-            self._metrics.alerts_received.labels(alert.status.value, alert.alertname).inc()
+        # Counted first, so that a 100-alert notification is a few metric updates, not 100.
+        per_label = Counter((alert.status.value, alert.alertname) for alert in notification.alerts)
+        for (status, alertname), alerts in per_label.items():
+            self._metrics.alerts_received.labels(status, alertname).inc(alerts)
         self._metrics.alert_duplicates.inc(duplicates)
 
 

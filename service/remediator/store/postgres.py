@@ -1,7 +1,7 @@
 """The production store: PostgreSQL through an asyncpg pool, shared by every replica.
 
-A notification is two statements in one transaction whatever the number of alerts: the alerts
-travel as arrays and `unnest` turns them into rows, so 100 alerts cost one round trip.
+A notification is one statement, so one transaction and one round trip, whatever the number of
+alerts: the alerts travel as arrays and `unnest` turns them into rows.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from remediator.store.base import (
     IntakeResult,
     StoreUnavailable,
     distinct_states,
+    json_text,
 )
 from remediator.store.migrations import migrations
 
@@ -32,33 +33,35 @@ if TYPE_CHECKING:
 # Any number, the same in every replica: migrations run under this advisory lock.
 _MIGRATION_LOCK = 0x72656D6564
 
-_RECORD_ALERTS = """
-WITH incoming AS (
-    SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[],
-                         $7::jsonb[], $8::timestamptz[], $9::text[])
+_RECORD_NOTIFICATION = """
+WITH notification AS (
+    INSERT INTO notifications (received_at, group_key, receiver, status, body)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING id
+), incoming AS (
+    SELECT * FROM unnest($6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::json[],
+                         $11::json[], $12::timestamptz[], $13::text[])
         AS i (fingerprint, starts_at, status, alertname, labels, annotations, ends_at,
               generator_url)
-), new_states AS (
-    INSERT INTO alert_states (fingerprint, starts_at, status, notification_id, received_at)
-    SELECT fingerprint, starts_at, status, $1, $10 FROM incoming
-    ON CONFLICT DO NOTHING
-    RETURNING fingerprint, starts_at, status
+), queued AS (
+    INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)
+    SELECT fingerprint, starts_at, status, (SELECT id FROM notification), $1 FROM incoming
+    ORDER BY fingerprint, starts_at, status
+    ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING
+    RETURNING 1
 ), upserted AS (
     INSERT INTO alerts AS a (fingerprint, starts_at, alertname, status, labels, annotations,
                              ends_at, generator_url, first_received, last_received, deliveries)
-    SELECT fingerprint, starts_at, alertname, status, labels, annotations, ends_at,
-           generator_url, $10, $10, 1
+    SELECT DISTINCT ON (fingerprint, starts_at) fingerprint, starts_at, alertname, status,
+           labels, annotations, ends_at, generator_url, $1, $1, 1
     FROM incoming
+    ORDER BY fingerprint, starts_at, status DESC
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
         status = CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
         annotations = excluded.annotations,
         ends_at = COALESCE(excluded.ends_at, a.ends_at),
         last_received = excluded.last_received,
         deliveries = a.deliveries + 1
-    RETURNING 1
-), queued AS (
-    INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)
-    SELECT fingerprint, starts_at, status, $1, $10 FROM new_states
     RETURNING 1
 )
 SELECT count(*) FROM queued
@@ -73,7 +76,12 @@ class PostgresStore:
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=5, timeout=5
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=5,
+                timeout=5,
+                reset=_keep_session,
             )
             await _migrate(pool)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -95,34 +103,26 @@ class PostgresStore:
         self, notification: Notification, body: bytes, received_at: datetime
     ) -> IntakeResult:
         alerts = distinct_states(notification)
-
-        async def record(db: Connection) -> int:
-            async with db.transaction():
-                notification_id = await db.fetchval(
-                    "INSERT INTO notifications (received_at, group_key, receiver, status, body)"
-                    " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    received_at,
-                    notification.group_key,
-                    notification.receiver,
-                    notification.status.value,
-                    body,
-                )
-                accepted: int = await db.fetchval(
-                    _RECORD_ALERTS,
-                    notification_id,
-                    [alert.fingerprint for alert in alerts],
-                    [alert.starts_at for alert in alerts],
-                    [alert.status.value for alert in alerts],
-                    [alert.alertname for alert in alerts],
-                    [json.dumps(alert.labels) for alert in alerts],
-                    [json.dumps(alert.annotations) for alert in alerts],
-                    [alert.ends_at for alert in alerts],
-                    [alert.generator_url for alert in alerts],
-                    received_at,
-                )
-                return accepted
-
-        accepted = await self._run(record)
+        # One statement is one transaction: the body, the alerts and the new events commit
+        # together, in one round trip.
+        accepted: int = await self._run(
+            lambda db: db.fetchval(
+                _RECORD_NOTIFICATION,
+                received_at,
+                notification.group_key,
+                notification.receiver,
+                notification.status.value,
+                body,
+                [alert.fingerprint for alert in alerts],
+                [alert.starts_at for alert in alerts],
+                [alert.status.value for alert in alerts],
+                [alert.alertname for alert in alerts],
+                [json_text(alert.labels) for alert in alerts],
+                [json_text(alert.annotations) for alert in alerts],
+                [alert.ends_at for alert in alerts],
+                [alert.generator_url for alert in alerts],
+            )
+        )
         return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
 
     async def recent_alerts(self, limit: int) -> list[AlertRecord]:
@@ -161,6 +161,15 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release, which skips asyncpg's default RESET ALL, UNLISTEN * etc.
+
+    That default is one more round trip for every request, and there is nothing to reset: the
+    store's statements set no session state (no SET, LISTEN, cursors or session advisory
+    locks). asyncpg still rolls back a transaction left open before calling this.
+    """
 
 
 async def _migrate(pool: asyncpg.Pool) -> None:

@@ -22,6 +22,7 @@ from remediator.store.base import (
     IntakeResult,
     StoreUnavailable,
     distinct_states,
+    json_text,
 )
 from remediator.store.migrations import migrations
 
@@ -148,9 +149,12 @@ def _record(
         for alert in distinct_states(notification):
             fingerprint, starts_at, status = alert.fingerprint, _iso(alert.starts_at), alert.status
             new = db.execute(
-                "INSERT INTO alert_states VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO alert_events"
+                " (fingerprint, starts_at, kind, notification_id, enqueued_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING",
                 (fingerprint, starts_at, status, notification_id, received),
             ).rowcount
+            accepted += new
             db.execute(
                 _UPSERT_ALERT,
                 (
@@ -158,22 +162,14 @@ def _record(
                     starts_at,
                     alert.alertname,
                     status,
-                    json.dumps(alert.labels),
-                    json.dumps(alert.annotations),
+                    json_text(alert.labels),
+                    json_text(alert.annotations),
                     _iso(alert.ends_at) if alert.ends_at else None,
                     alert.generator_url,
                     received,
                     received,
                 ),
             )
-            if new:
-                accepted += 1
-                db.execute(
-                    "INSERT INTO alert_events"
-                    " (fingerprint, starts_at, kind, notification_id, enqueued_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (fingerprint, starts_at, status, notification_id, received),
-                )
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
