@@ -287,6 +287,8 @@ async def test_health_reports_each_dependency(client: Client) -> None:
     assert body["checks"] == {
         "store": {"status": "ok"},
         "policies": {"status": "ok", "policies": "4"},
+        "guards": {"status": "ok"},
+        "kill_switch": {"status": "ok"},
     }
     assert body["version"]
 

@@ -12,8 +12,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from remediator.api import OperatorApi
 from remediator.auth import WebhookAuth
 from remediator.config import Settings
+from remediator.guards.base import GuardBackend
+from remediator.guards.gate import Guards
+from remediator.guards.memory import MemoryGuards
+from remediator.guards.opening import open_guard_backend
 from remediator.health import health
 from remediator.intake import Intake
 from remediator.metrics import Metrics
@@ -23,6 +28,7 @@ from remediator.store import Store, open_store
 log = structlog.get_logger("remediator.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+GUARDS = web.AppKey("guards", Guards)
 
 
 @web.middleware
@@ -54,12 +60,27 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def build_app(settings: Settings, store: Store, policies: LivePolicies) -> web.Application:
+def build_app(
+    settings: Settings,
+    store: Store,
+    policies: LivePolicies,
+    guard_backend: GuardBackend | None = None,
+) -> web.Application:
     metrics = policies.metrics
     intake = Intake(store, WebhookAuth.from_settings(settings), metrics, settings.max_body_bytes)
+    guards = Guards(
+        guard_backend or MemoryGuards(),
+        store,
+        metrics,
+        live=settings.mode == "live",
+        guardrails=lambda: policies.current.guardrails,
+    )
+    backend_name = "redis" if settings.redis_url else "guards"
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    api = OperatorApi(guards, policies, token)
 
     async def health_handler(_: web.Request) -> web.Response:
-        return await health(store, policies)
+        return await health(store, policies, guards, backend_name)
 
     async def metrics_handler(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(metrics.registry))
@@ -71,6 +92,8 @@ def build_app(settings: Settings, store: Store, policies: LivePolicies) -> web.A
     app.router.add_post("/api/v1/alerts", intake.handle)
     app.router.add_get("/health", health_handler)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_routes(api.routes())
+    app[GUARDS] = guards
     return app
 
 
@@ -78,7 +101,8 @@ async def create_app(settings: Settings) -> web.Application:
     """The application over a freshly opened store, which closes when the application does."""
     policies = LivePolicies.load(settings.policies, Metrics())
     store = await open_store(settings.database_url)
-    app = build_app(settings, store, policies)
+    guard_backend = await open_guard_backend(settings.redis_url)
+    app = build_app(settings, store, policies, guard_backend)
     stop_watching = asyncio.Event()
 
     async def watch_policies(_: web.Application) -> AsyncIterator[None]:
@@ -98,6 +122,7 @@ async def create_app(settings: Settings) -> web.Application:
         await watcher
 
     async def close_store(_: web.Application) -> None:
+        await guard_backend.close()
         await store.close()
         log.info("store closed")
 

@@ -29,6 +29,10 @@ class WebhookAuth:
     def enabled(self) -> bool:
         return self.expected is not None
 
+    @classmethod
+    def bearer(cls, token: str | None) -> WebhookAuth:
+        return cls(None if token is None else f"Bearer {token}".encode())
+
     def allows(self, authorization: str | None) -> bool:
         if self.expected is None:
             return True

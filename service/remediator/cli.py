@@ -76,7 +76,41 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("payload", type=Path, metavar="FILE.json")
     explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
     explain.set_defaults(run=_policies, policy_command="explain")
+
+    for name, help_text in [
+        ("pause", "stop all remediation (the kill switch); alerts escalate instead"),
+        ("resume", "let remediation run again"),
+        ("guards", "open breakers, rate-limit budgets, held leases, pause state"),
+    ]:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--url", help="the running service (default: from REMEDIATOR_LISTEN, on loopback)"
+        )
+        command.set_defaults(run=_operator, operator_command=name)
+        if name == "pause":
+            command.add_argument("--reason", default="paused from the command line")
+        if name == "guards":
+            command.add_argument("--json", action="store_true", help="the API's JSON")
     return parser
+
+
+def _operator(settings: Settings, args: argparse.Namespace) -> int:
+    from remediator import operator_commands
+
+    wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognised, not bound
+    host = "127.0.0.1" if wildcard else settings.host
+    host = f"[{host}]" if ":" in host else host
+    url = args.url or f"http://{host}:{settings.port}"
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    try:
+        if args.operator_command == "pause":
+            return operator_commands.pause(url, token, args.reason)
+        if args.operator_command == "resume":
+            return operator_commands.resume(url, token)
+        return operator_commands.guards(url, token, args.json)
+    except operator_commands.OperatorError as exc:
+        print(f"remediator: {exc}", file=sys.stderr)
+        return 1
 
 
 def _policies(settings: Settings, args: argparse.Namespace) -> int:

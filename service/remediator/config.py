@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     webhook_username: str | None = Field(None, description="basic-auth user Alertmanager must send")
     webhook_password: SecretStr | None = Field(None, description="basic-auth password")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for the operator API (pause, resume, guards); unset: closed"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log threshold"
     )

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from remediator import __version__
+from remediator.guards.base import GuardsUnavailable
+from remediator.guards.gate import Guards
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store, StoreUnavailable
 
@@ -22,9 +24,40 @@ async def check_store(store: Store) -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def health(store: Store, policies: LivePolicies) -> web.Response:
-    """503 when a dependency is down; 200 but "degraded" when serving on a stale policy set."""
-    checks = {"store": await check_store(store), "policies": policies.health()}
+async def check_guards(guards: Guards) -> dict[str, str]:
+    """Degraded, not unhealthy: intake goes on without Redis; only remediation stops."""
+    try:
+        await asyncio.wait_for(guards.backend.ping(), _CHECK_TIMEOUT)
+    except (GuardsUnavailable, TimeoutError) as exc:
+        detail = str(exc) or "no answer in time"
+        return {"status": "degraded", "detail": f"{detail}; remediation is blocked"}
+    return {"status": "ok"}
+
+
+async def check_kill_switch(guards: Guards) -> dict[str, str]:
+    try:
+        pause = await guards.paused()
+    except StoreUnavailable:
+        return {"status": "unknown"}
+    if pause is None:
+        return {"status": "ok"}
+    return {
+        "status": "degraded",
+        "detail": f"remediation paused by {pause.paused_by} at {pause.paused_at.isoformat()}:"
+        f" {pause.reason}",
+    }
+
+
+async def health(
+    store: Store, policies: LivePolicies, guards: Guards, guard_backend: str
+) -> web.Response:
+    """503 when the store is down; 200 but "degraded" when remediation is held back."""
+    checks = {
+        "store": await check_store(store),
+        "policies": policies.health(),
+        guard_backend: await check_guards(guards),
+        "kill_switch": await check_kill_switch(guards),
+    }
     statuses = {check["status"] for check in checks.values()}
     status = (
         "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "ok"

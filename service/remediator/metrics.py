@@ -46,6 +46,18 @@ class Metrics:
         self.policies_loaded = Gauge(
             "remediator_policies_loaded", "Policies in the live set", registry=self.registry
         )
+        self.guard_decisions = Counter(
+            "remediator_guard_decisions",
+            "Remediations through the guards: admitted, or the guard that blocked them",
+            ["guard"],
+            registry=self.registry,
+        )
+        self.breaker_transitions = Counter(
+            "remediator_breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            ["state"],
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "remediator_store_errors",
             "Store operations that failed, by operation",

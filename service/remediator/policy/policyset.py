@@ -43,6 +43,10 @@ class PolicySet:
         object.__setattr__(self, "_by_alertname", {k: tuple(v) for k, v in by_alertname.items()})
         object.__setattr__(self, "_unindexed", tuple(unindexed))
 
+    @property
+    def by_name(self) -> dict[str, Policy]:
+        return {policy.name: policy for policy in self.policies}
+
     def candidates(self, labels: Mapping[str, str]) -> Iterator[Policy]:
         """The policies that could match these labels, in winning order.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -88,6 +89,13 @@ class Target(_Model):
 class Window(_Model):
     max: int = Field(ge=1)
     per: Duration
+
+    @field_validator("per")
+    @classmethod
+    def _within_the_guards_memory(cls, per: timedelta) -> timedelta:
+        if not timedelta(0) < per <= timedelta(days=7):
+            raise ValueError("a rate-limit window lasts from 1s to 7d (runs are kept a week)")
+        return per
 
 
 class RateLimit(_Model):
@@ -210,6 +218,15 @@ PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease
 class Guardrails(_Model):
     allowed_namespaces: list[str] = Field(
         default_factory=list, description="anchored regular expressions every policy may act in"
+    )
+    max_concurrent_runs: int = Field(3, ge=1, description="runs in flight across all replicas")
+    global_rate_limit: list[Window] = Field(
+        default_factory=list, description="runs of all policies together"
+    )
+    run_timeout: Duration = Field(
+        default="15m",
+        validate_default=True,
+        description="a run's target lease and slot lapse after this unless the run renews them",
     )
 
     @field_validator("allowed_namespaces")

@@ -7,7 +7,10 @@ default, PostgreSQL for several replicas.
 from remediator.store.base import (
     AlertEvent,
     AlertRecord,
+    AuditEntry,
     IntakeResult,
+    Pause,
+    RunRecord,
     Store,
     StoreUnavailable,
 )
@@ -16,7 +19,10 @@ from remediator.store.opening import open_store
 __all__ = [
     "AlertEvent",
     "AlertRecord",
+    "AuditEntry",
     "IntakeResult",
+    "Pause",
+    "RunRecord",
     "Store",
     "StoreUnavailable",
     "open_store",

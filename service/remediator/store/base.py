@@ -49,6 +49,39 @@ class AlertEvent:
     enqueued_at: datetime
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """A remediation run as the guards admitted it, and how it ended."""
+
+    id: str
+    policy: str
+    fingerprint: str
+    target: str
+    limit_keys: tuple[str, ...]
+    breaker_key: str
+    breaker_failures: int
+    breaker_window: float  # seconds
+    breaker_cooldown: float
+    admitted_at: datetime
+    finished_at: datetime | None = None
+    succeeded: bool | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    kind: str  # breaker, pause, resume, ...
+    subject: str
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Pause:
+    reason: str
+    paused_by: str
+    paused_at: datetime
+
+
 class Store(Protocol):
     async def record_notification(
         self, notification: Notification, body: bytes, received_at: datetime
@@ -59,6 +92,28 @@ class Store(Protocol):
     async def recent_alerts(self, limit: int) -> list[AlertRecord]: ...
 
     async def pending_events(self, limit: int) -> list[AlertEvent]: ...
+
+    async def record_admission(self, run: RunRecord) -> None: ...
+
+    async def record_finish(self, run_id: str, succeeded: bool, at: datetime) -> None: ...
+
+    async def runs_since(self, since: datetime) -> list[RunRecord]:
+        """Runs admitted at or after `since`, oldest first."""
+        ...
+
+    async def audit(
+        self, kind: str, subject: str, detail: dict[str, object], at: datetime
+    ) -> None: ...
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The newest entries first."""
+        ...
+
+    async def set_pause(self, pause: Pause | None) -> None:
+        """Pause (the kill switch) with its reason, or resume with None."""
+        ...
+
+    async def pause(self) -> Pause | None: ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers now."""

@@ -18,7 +18,10 @@ from remediator.alerts import AlertStatus, Notification
 from remediator.store.base import (
     AlertEvent,
     AlertRecord,
+    AuditEntry,
     IntakeResult,
+    Pause,
+    RunRecord,
     StoreUnavailable,
     distinct_states,
     json_text,
@@ -155,6 +158,106 @@ class PostgresStore:
             )
             for row in rows
         ]
+
+    async def record_admission(self, run: RunRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO runs (id, policy, fingerprint, target, limit_keys, breaker_key,"
+                " breaker_failures, breaker_window, breaker_cooldown, admitted_at)"
+                " VALUES ($1, $2, $3, $4, $5::json, $6, $7, $8, $9, $10)",
+                run.id,
+                run.policy,
+                run.fingerprint,
+                run.target,
+                json.dumps(list(run.limit_keys)),
+                run.breaker_key,
+                run.breaker_failures,
+                run.breaker_window,
+                run.breaker_cooldown,
+                run.admitted_at,
+            )
+        )
+
+    async def record_finish(self, run_id: str, succeeded: bool, at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE runs SET finished_at = $2, succeeded = $3 WHERE id = $1",
+                run_id,
+                at,
+                succeeded,
+            )
+        )
+
+    async def runs_since(self, since: datetime) -> list[RunRecord]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT id, policy, fingerprint, target, limit_keys::text, breaker_key,"
+                " breaker_failures, breaker_window, breaker_cooldown, admitted_at, finished_at,"
+                " succeeded FROM runs WHERE admitted_at >= $1 ORDER BY admitted_at, id",
+                since,
+            )
+        )
+        return [
+            RunRecord(
+                row["id"],
+                row["policy"],
+                row["fingerprint"],
+                row["target"],
+                tuple(json.loads(row["limit_keys"])),
+                row["breaker_key"],
+                row["breaker_failures"],
+                row["breaker_window"],
+                row["breaker_cooldown"],
+                row["admitted_at"],
+                row["finished_at"],
+                row["succeeded"],
+            )
+            for row in rows
+        ]
+
+    async def audit(self, kind: str, subject: str, detail: dict[str, object], at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO audit_log (at, kind, subject, detail) VALUES ($1, $2, $3, $4::json)",
+                at,
+                kind,
+                subject,
+                json.dumps(detail),
+            )
+        )
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT at, kind, subject, detail::text FROM audit_log ORDER BY id DESC LIMIT $1",
+                limit,
+            )
+        )
+        return [
+            AuditEntry(row["at"], row["kind"], row["subject"], json.loads(row["detail"]))
+            for row in rows
+        ]
+
+    async def set_pause(self, pause: Pause | None) -> None:
+        if pause is None:
+            await self._run(lambda db: db.execute("DELETE FROM pause"))
+            return
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO pause (id, reason, paused_by, paused_at) VALUES (1, $1, $2, $3)"
+                " ON CONFLICT (id) DO UPDATE SET reason = excluded.reason,"
+                " paused_by = excluded.paused_by, paused_at = excluded.paused_at",
+                pause.reason,
+                pause.paused_by,
+                pause.paused_at,
+            )
+        )
+
+    async def pause(self) -> Pause | None:
+        row = await self._run(
+            lambda db: db.fetchrow("SELECT reason, paused_by, paused_at FROM pause")
+        )
+        return None if row is None else Pause(row["reason"], row["paused_by"], row["paused_at"])
 
     async def ping(self) -> None:
         await self._run(lambda db: db.fetchval("SELECT 1"))

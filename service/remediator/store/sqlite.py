@@ -19,7 +19,10 @@ from remediator.alerts import AlertStatus, Notification
 from remediator.store.base import (
     AlertEvent,
     AlertRecord,
+    AuditEntry,
     IntakeResult,
+    Pause,
+    RunRecord,
     StoreUnavailable,
     distinct_states,
     json_text,
@@ -98,6 +101,102 @@ class SQLiteStore:
             AlertEvent(row[0], row[1], _time(row[2]), AlertStatus(row[3]), row[4], _time(row[5]))
             for row in rows
         ]
+
+    async def record_admission(self, run: RunRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO runs (id, policy, fingerprint, target, limit_keys, breaker_key,"
+                " breaker_failures, breaker_window, breaker_cooldown, admitted_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.id,
+                    run.policy,
+                    run.fingerprint,
+                    run.target,
+                    json.dumps(list(run.limit_keys)),
+                    run.breaker_key,
+                    run.breaker_failures,
+                    run.breaker_window,
+                    run.breaker_cooldown,
+                    _iso(run.admitted_at),
+                ),
+            )
+        )
+
+    async def record_finish(self, run_id: str, succeeded: bool, at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE runs SET finished_at = ?, succeeded = ? WHERE id = ?",
+                (_iso(at), int(succeeded), run_id),
+            )
+        )
+
+    async def runs_since(self, since: datetime) -> list[RunRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT id, policy, fingerprint, target, limit_keys, breaker_key,"
+                " breaker_failures, breaker_window, breaker_cooldown, admitted_at, finished_at,"
+                " succeeded FROM runs WHERE admitted_at >= ? ORDER BY admitted_at, id",
+                (_iso(since),),
+            ).fetchall()
+        )
+        return [
+            RunRecord(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                tuple(json.loads(row[4])),
+                row[5],
+                int(row[6]),
+                float(row[7]),
+                float(row[8]),
+                _time(row[9]),
+                _time(row[10]) if row[10] else None,
+                None if row[11] is None else bool(row[11]),
+            )
+            for row in rows
+        ]
+
+    async def audit(self, kind: str, subject: str, detail: dict[str, object], at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO audit_log (at, kind, subject, detail) VALUES (?, ?, ?, ?)",
+                (_iso(at), kind, subject, json.dumps(detail)),
+            )
+        )
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT at, kind, subject, detail FROM audit_log ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [
+            AuditEntry(_time(at), kind, subject, json.loads(detail))
+            for at, kind, subject, detail in rows
+        ]
+
+    async def set_pause(self, pause: Pause | None) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            if pause is None:
+                db.execute("DELETE FROM pause")
+            else:
+                db.execute(
+                    "INSERT INTO pause (id, reason, paused_by, paused_at) VALUES (1, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET reason = excluded.reason,"
+                    " paused_by = excluded.paused_by, paused_at = excluded.paused_at",
+                    (pause.reason, pause.paused_by, _iso(pause.paused_at)),
+                )
+
+        await self._run(write)
+
+    async def pause(self) -> Pause | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT reason, paused_by, paused_at FROM pause").fetchone()
+        )
+        return None if row is None else Pause(row[0], row[1], _time(row[2]))
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())

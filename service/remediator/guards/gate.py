@@ -1,0 +1,286 @@
+"""The guards in their order, between a plan and its first step.
+
+Kill switch, dry-run, one run per target, rate limit, circuit breaker, concurrency cap: the
+first that says no blocks the run, and the Blocked value names it and its state so that the
+escalation can. Guard state that cannot be reached blocks too: without it nothing acts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from remediator.engine.plan import Plan
+from remediator.guards.base import (
+    Attempt,
+    BreakerSpec,
+    BreakerState,
+    GuardBackend,
+    GuardsUnavailable,
+    Lease,
+    Limit,
+    PastRun,
+    Snapshot,
+    Transition,
+    Unseeded,
+    Verdict,
+    Window,
+)
+from remediator.metrics import Metrics
+from remediator.policy.policyset import PolicySet
+from remediator.policy.schema import CircuitBreaker, Guardrails
+from remediator.policy.schema import Window as PolicyWindow
+from remediator.store import Pause, RunRecord, Store, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+GUARDS = ("kill_switch", "dry_run", "target_lock", "rate_limit", "circuit_breaker", "concurrency")
+GLOBAL_LIMIT = "global"
+# Runs older than this cannot matter to any window or breaker a policy may declare.
+SEED_HORIZON = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    run_id: str
+    lease: Lease
+    trial: bool  # the one run a half-open breaker lets through
+
+
+@dataclass(frozen=True)
+class Blocked:
+    guard: str  # one of GUARDS, or guards_unavailable
+    reason: str
+    retry_after: float | None = None
+
+
+def target_key(plan: Plan) -> str:
+    target = plan.target
+    return f"{target.kind}/{target.namespace or '-'}/{target.name}"
+
+
+def breaker_spec(plan: Plan) -> BreakerSpec:
+    return _breaker(f"{plan.policy}:{target_key(plan)}", plan.circuit_breaker)
+
+
+def limits(plan: Plan, guardrails: Guardrails) -> tuple[Limit, ...]:
+    own = Limit(plan.rate_limit_key, _windows(plan.rate_limit))
+    if not guardrails.global_rate_limit:
+        return (own,)
+    return own, Limit(GLOBAL_LIMIT, _windows(guardrails.global_rate_limit))
+
+
+class Guards:
+    def __init__(
+        self,
+        backend: GuardBackend,
+        store: Store,
+        metrics: Metrics,
+        *,
+        live: bool,
+        guardrails: Callable[[], Guardrails],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self._store = store
+        self._metrics = metrics
+        self._live = live
+        self._guardrails = guardrails
+        self._clock = clock
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def admit(self, plan: Plan) -> Admitted | Blocked:
+        blocked = await self._admit(plan)
+        guard = blocked.guard if isinstance(blocked, Blocked) else "admitted"
+        self._metrics.guard_decisions.labels(guard).inc()
+        if isinstance(blocked, Blocked):
+            log.info("remediation blocked", policy=plan.policy, guard=guard, reason=blocked.reason)
+        return blocked
+
+    async def _admit(self, plan: Plan) -> Admitted | Blocked:
+        try:
+            paused = await self._store.pause()
+        except StoreUnavailable as exc:
+            return Blocked("guards_unavailable", f"the kill switch cannot be read: {exc}")
+        if paused is not None:
+            return Blocked("kill_switch", f"paused by {paused.paused_by}: {paused.reason}")
+        if not self._live or plan.dry_run:
+            why = "the policy sets dry_run" if plan.dry_run else "the service runs in dry-run mode"
+            return Blocked("dry_run", why)
+        guardrails = self._guardrails()
+        ttl = guardrails.run_timeout.total_seconds()
+        run_id = str(uuid.uuid4())
+        lease: Lease | None = None
+        try:
+            lease = await self.backend.acquire_lease(target_key(plan), run_id, ttl)
+            if lease is None:
+                return Blocked("target_lock", f"another run holds {target_key(plan)}")
+            attempt = Attempt(
+                run_id,
+                limits(plan, guardrails),
+                breaker_spec(plan),
+                guardrails.max_concurrent_runs,
+                ttl,
+            )
+            verdict = await self._admit_seeded(attempt)
+        except (GuardsUnavailable, StoreUnavailable) as exc:
+            if lease is not None:
+                await self._release_quietly(lease)
+            return Blocked("guards_unavailable", f"guard state unavailable, failing closed: {exc}")
+        if not verdict.allowed:
+            await self._release_quietly(lease)
+            assert verdict.guard is not None
+            return Blocked(verdict.guard, verdict.detail, verdict.retry_after)
+        now = self._clock()
+        try:
+            await self._store.record_admission(_run_record(plan, attempt, now))
+        except StoreUnavailable as exc:
+            await self._release_quietly(lease)
+            return Blocked("guards_unavailable", f"the run cannot be recorded: {exc}")
+        trial = verdict.breaker is BreakerState.HALF_OPEN
+        if trial:
+            transition = Transition(attempt.breaker.key, BreakerState.OPEN, BreakerState.HALF_OPEN)
+            await self._record_transition(transition, run_id, None, now)
+        return Admitted(run_id, lease, trial)
+
+    async def _admit_seeded(self, attempt: Attempt) -> Verdict:
+        try:
+            return await self.backend.admit(attempt)
+        except Unseeded:
+            since = _utc(self._clock()) - SEED_HORIZON
+            history = await self._store.runs_since(since)
+            await self.backend.seed([_past_run(run) for run in history])
+            log.info("guard state seeded from the store", runs=len(history))
+            return await self.backend.admit(attempt)
+
+    async def may_act(self, admitted: Admitted) -> bool:
+        """The fencing check before each mutating step: is our lease still the current one?"""
+        try:
+            return await self.backend.holds(admitted.lease)
+        except GuardsUnavailable:
+            return False
+
+    async def renew(self, admitted: Admitted) -> Admitted | None:
+        ttl = self._guardrails().run_timeout.total_seconds()
+        try:
+            lease = await self.backend.renew(admitted.run_id, admitted.lease, ttl)
+        except GuardsUnavailable:
+            return None
+        return None if lease is None else Admitted(admitted.run_id, lease, admitted.trial)
+
+    async def finish(self, plan: Plan, admitted: Admitted, succeeded: bool) -> None:
+        now = self._clock()
+        at = _utc(now)
+        await self._store.record_finish(admitted.run_id, succeeded, at)
+        transition = await self.backend.finish(admitted.run_id, breaker_spec(plan), succeeded)
+        await self._release_quietly(admitted.lease)
+        if transition.changed:
+            await self._record_transition(transition, admitted.run_id, succeeded, now)
+
+    async def _record_transition(
+        self, transition: Transition, run_id: str, succeeded: bool | None, now: float
+    ) -> None:
+        self._metrics.breaker_transitions.labels(transition.after.value).inc()
+        detail: dict[str, object] = {
+            "from": transition.before.value,
+            "to": transition.after.value,
+            "run": run_id,
+        }
+        if succeeded is not None:
+            detail["succeeded"] = succeeded
+        log.warning("circuit breaker changed state", breaker=transition.key, **detail)
+        try:
+            await self._store.audit("breaker", transition.key, detail, _utc(now))
+        except StoreUnavailable as exc:
+            log.error("breaker transition not audited", breaker=transition.key, error=str(exc))
+
+    async def pause(self, reason: str, by: str) -> Pause:
+        pause = Pause(reason, by, _utc(self._clock()))
+        await self._store.set_pause(pause)
+        await self._store.audit(
+            "pause", "kill_switch", {"reason": reason, "by": by}, pause.paused_at
+        )
+        log.warning("remediation paused", reason=reason, by=by)
+        return pause
+
+    async def resume(self, by: str) -> None:
+        await self._store.set_pause(None)
+        at = _utc(self._clock())
+        await self._store.audit("resume", "kill_switch", {"by": by}, at)
+        log.warning("remediation resumed", by=by)
+
+    async def paused(self) -> Pause | None:
+        return await self._store.pause()
+
+    async def snapshot(self, policies: PolicySet) -> Snapshot:
+        """The state of every limit and breaker that a run of the last week touched."""
+        since = _utc(self._clock()) - SEED_HORIZON
+        runs = await self._store.runs_since(since)
+        guardrails = self._guardrails()
+        found: dict[str, Limit] = {}
+        breakers: dict[str, BreakerSpec] = {}
+        for run in runs:
+            policy = policies.by_name.get(run.policy)
+            if policy is not None:
+                found[run.limit_keys[0]] = Limit(
+                    run.limit_keys[0], _windows(policy.rate_limit.windows)
+                )
+                breakers[run.breaker_key] = _breaker(run.breaker_key, policy.circuit_breaker)
+        if guardrails.global_rate_limit:
+            found[GLOBAL_LIMIT] = Limit(GLOBAL_LIMIT, _windows(guardrails.global_rate_limit))
+        return await self.backend.snapshot(list(found.values()), list(breakers.values()))
+
+    async def _release_quietly(self, lease: Lease) -> None:
+        try:
+            await self.backend.release_lease(lease)
+        except GuardsUnavailable as exc:  # the lease lapses by its TTL
+            log.warning("lease not released; it lapses by itself", error=str(exc))
+
+
+def _windows(windows: Sequence[PolicyWindow]) -> tuple[Window, ...]:
+    return tuple(Window(window.max, window.per.total_seconds()) for window in windows)
+
+
+def _breaker(key: str, breaker: CircuitBreaker) -> BreakerSpec:
+    return BreakerSpec(
+        key, breaker.failures, breaker.window.total_seconds(), breaker.cooldown.total_seconds()
+    )
+
+
+def _run_record(plan: Plan, attempt: Attempt, now: float) -> RunRecord:
+    return RunRecord(
+        id=attempt.run_id,
+        policy=plan.policy,
+        fingerprint=plan.fingerprint,
+        target=target_key(plan),
+        limit_keys=tuple(limit.key for limit in attempt.limits),
+        breaker_key=attempt.breaker.key,
+        breaker_failures=attempt.breaker.failures,
+        breaker_window=attempt.breaker.window,
+        breaker_cooldown=attempt.breaker.cooldown,
+        admitted_at=_utc(now),
+    )
+
+
+def _past_run(run: RunRecord) -> PastRun:
+    return PastRun(
+        run.id,
+        run.limit_keys,
+        BreakerSpec(
+            run.breaker_key, run.breaker_failures, run.breaker_window, run.breaker_cooldown
+        ),
+        run.admitted_at.timestamp(),
+        run.finished_at.timestamp() if run.finished_at else None,
+        run.succeeded,
+    )
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

@@ -1,0 +1,108 @@
+"""The guards' rules as pure functions over plain records: no clock, no I/O.
+
+The in-process backend applies them directly; the Redis backend's Lua scripts apply the same
+rules inside Redis, and the tests hold both to a reference model. Seeding from the store
+replays recorded runs through these same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from remediator.guards.base import BreakerSpec, BreakerState, PastRun, Window
+
+
+@dataclass(frozen=True)
+class BreakerRecord:
+    state: BreakerState = BreakerState.CLOSED
+    failures: tuple[float, ...] = ()  # failure times within the window, while closed
+    opened_at: float | None = None
+    trial_run: str | None = None
+    trial_until: float | None = None
+
+
+def used(log: Iterable[float], window: Window, now: float) -> int:
+    """Admissions inside the sliding window (now - per, now]."""
+    return sum(1 for at in log if now - window.per < at <= now)
+
+
+def rate_retry_after(log: Sequence[float], windows: Iterable[Window], now: float) -> float | None:
+    """None when every window has room; else how long until the fullest one has."""
+    waits = []
+    for window in windows:
+        inside = sorted(at for at in log if now - window.per < at <= now)
+        if len(inside) >= window.max:
+            oldest_to_leave = inside[len(inside) - window.max]
+            waits.append(oldest_to_leave + window.per - now)
+    return max(waits) if waits else None
+
+
+def breaker_admit(
+    record: BreakerRecord, spec: BreakerSpec, now: float, run_id: str, ttl: float
+) -> tuple[BreakerRecord, float | None]:
+    """(the record after admitting, None) or (unchanged, seconds until a run may pass)."""
+    if record.state is BreakerState.CLOSED:
+        return record, None
+    trial_open = record.trial_until is not None and record.trial_until > now
+    if record.state is BreakerState.HALF_OPEN and trial_open:
+        assert record.trial_until is not None
+        return record, record.trial_until - now
+    assert record.opened_at is not None
+    reopens = record.opened_at + spec.cooldown
+    if record.state is BreakerState.OPEN and now < reopens:
+        return record, reopens - now
+    # Cooldown over, or a half-open trial that lapsed unfinished: let exactly one run through.
+    return replace(
+        record, state=BreakerState.HALF_OPEN, trial_run=run_id, trial_until=now + ttl
+    ), None
+
+
+def breaker_finish(
+    record: BreakerRecord, spec: BreakerSpec, now: float, run_id: str, succeeded: bool
+) -> BreakerRecord:
+    if record.state is not BreakerState.CLOSED:
+        if record.trial_run != run_id:
+            return record  # a run admitted before the breaker opened: its outcome changes nothing
+        if succeeded:
+            return BreakerRecord()
+        return BreakerRecord(BreakerState.OPEN, opened_at=now)
+    if succeeded:
+        return record
+    failures = (*(at for at in record.failures if at > now - spec.window), now)
+    if len(failures) >= spec.failures:
+        return BreakerRecord(BreakerState.OPEN, opened_at=now)
+    return replace(record, failures=failures)
+
+
+def recent_failures(record: BreakerRecord, spec: BreakerSpec, now: float) -> int:
+    return sum(1 for at in record.failures if at > now - spec.window)
+
+
+def replay(history: Sequence[PastRun]) -> tuple[dict[str, list[float]], dict[str, BreakerRecord]]:
+    """Rate logs and breakers as the recorded runs left them, for seeding an empty backend."""
+    logs: dict[str, list[float]] = {}
+    breakers: dict[str, BreakerRecord] = {}
+    events: list[tuple[float, int, PastRun]] = []
+    for run in history:
+        for key in run.limit_keys:
+            logs.setdefault(key, []).append(run.admitted_at)
+        events.append((run.admitted_at, 0, run))
+        if run.finished_at is not None and run.succeeded is not None:
+            events.append((run.finished_at, 1, run))
+    for at, kind, run in sorted(events, key=lambda event: (event[0], event[1])):
+        record = breakers.get(run.breaker.key, BreakerRecord())
+        if kind == 0:
+            # It was admitted then, so the breaker let it through: replay only the transition.
+            record, _ = breaker_admit(record, run.breaker, at, run.run_id, float("inf"))
+            if record.state is BreakerState.OPEN:
+                record = replace(record, state=BreakerState.HALF_OPEN, trial_run=run.run_id)
+        else:
+            assert run.succeeded is not None
+            record = breaker_finish(record, run.breaker, at, run.run_id, run.succeeded)
+        breakers[run.breaker.key] = record
+    for key, record in breakers.items():
+        if record.state is BreakerState.HALF_OPEN and record.trial_until == float("inf"):
+            # A trial the store never saw finish: lapse it now, so the next run may try.
+            breakers[key] = replace(record, trial_until=None)
+    return logs, breakers

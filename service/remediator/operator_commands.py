@@ -1,0 +1,99 @@
+"""`remediator pause | resume | guards`: the operator API of a running service, from a shell.
+
+They talk to the service over HTTP, whichever guard backend it runs on, with the bearer token
+of REMEDIATOR_API_TOKEN.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+
+
+class OperatorError(Exception):
+    """The service could not be reached, or refused; the message says which and why."""
+
+
+def call(url: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    if not url.startswith(("http://", "https://")):
+        raise OperatorError(f"expected an http:// or https:// URL, got {url!r}")
+    data = None if body is None else json.dumps(body).encode()
+    # The scheme is checked above: no file:// or custom opener reaches urlopen.
+    request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data, method=method)  # noqa: S310
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except (json.JSONDecodeError, AttributeError):
+            reason = exc.reason
+        raise OperatorError(f"{url} answered {exc.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OperatorError(f"cannot reach the service at {url}: {reason}") from None
+
+
+def operator() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def pause(url: str, token: str | None, reason: str, out: TextIO = sys.stdout) -> int:
+    answer = call(url, token, "POST", "/api/v1/pause", {"reason": reason, "by": operator()})
+    paused = answer["paused"]
+    print(f"paused by {paused['by']} at {paused['at']}: {paused['reason']}", file=out)
+    return 0
+
+
+def resume(url: str, token: str | None, out: TextIO = sys.stdout) -> int:
+    call(url, token, "POST", "/api/v1/resume", {"by": operator()})
+    print("resumed: remediation runs again", file=out)
+    return 0
+
+
+def guards(url: str, token: str | None, as_json: bool, out: TextIO = sys.stdout) -> int:
+    state = call(url, token, "GET", "/api/v1/guards")
+    if as_json:
+        print(json.dumps(state, indent=2), file=out)
+        return 0
+    paused = state["paused"]
+    print(
+        f"kill switch: paused by {paused['by']} at {paused['at']}: {paused['reason']}"
+        if paused
+        else "kill switch: off (remediation allowed)",
+        file=out,
+    )
+    cap = state["max_concurrent_runs"]
+    print(f"runs in flight: {state['runs_in_flight']} of {cap}", file=out)
+    print("circuit breakers:", file=out)
+    for breaker in state["breakers"] or [{"key": "(none yet)"}]:
+        detail = (
+            f"{breaker['state']}, {breaker['recent_failures']} recent failures"
+            if "state" in breaker
+            else ""
+        )
+        print(f"  {breaker['key']}  {detail}".rstrip(), file=out)
+    print("rate limits:", file=out)
+    for limit in state["rate_limits"] or [{"key": "(none yet)", "windows": []}]:
+        budgets = ", ".join(
+            f"{window['remaining']} of {window['max']} left per {window['per_seconds']:g}s"
+            for window in limit["windows"]
+        )
+        print(f"  {limit['key']}  {budgets}".rstrip(), file=out)
+    print("target leases:", file=out)
+    for lease in state["leases"] or [{"target": "(none held)"}]:
+        detail = (
+            f"run {lease['run']}, token {lease['token']}, {lease['expires_in_seconds']}s left"
+            if "run" in lease
+            else ""
+        )
+        print(f"  {lease['target']}  {detail}".rstrip(), file=out)
+    return 0

@@ -1,0 +1,141 @@
+"""The kill switch and the guards' state, through the HTTP API and the command line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import GUARDS, build_app
+from remediator.cli import main
+from remediator.config import Settings
+from remediator.guards.gate import Admitted
+from remediator.policy_reload import LivePolicies
+from remediator.store import Store
+from tests.service_process import ServiceProcess
+from tests.test_guards import memory_plan
+
+Client = TestClient[Any, Any]
+TOKEN = {"Authorization": "Bearer ops-token"}
+
+
+@pytest.fixture
+async def api(
+    database_url: str, store: Store, live_policies: LivePolicies
+) -> AsyncIterator[Client]:
+    settings = Settings(
+        database_url=database_url, webhook_token="s3cret", api_token="ops-token", mode="live"
+    )
+    async with TestClient(TestServer(build_app(settings, store, live_policies))) as client:
+        yield client
+
+
+async def test_the_api_is_closed_without_a_token_configured(client: Client) -> None:
+    answer = await client.get("/api/v1/guards", headers=TOKEN)
+    assert answer.status == 403
+    assert (await answer.json()) == {
+        "error": "the operator API is closed: set REMEDIATOR_API_TOKEN"
+    }
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer s3cret"}],
+    ids=["none", "wrong", "webhook-token"],
+)
+async def test_the_api_wants_its_own_token(api: Client, headers: dict[str, str]) -> None:
+    for method, path in [("GET", "/api/v1/guards"), ("POST", "/api/v1/pause")]:
+        answer = await api.request(method, path, headers=headers)
+        assert answer.status == 401, path
+    assert (await (await api.get("/api/v1/guards", headers=TOKEN)).json())["paused"] is None
+
+
+async def test_pause_blocks_remediation_shows_in_health_and_resume_lifts_it(
+    api: Client, live_policies: LivePolicies
+) -> None:
+    guards = api.app[GUARDS]
+    plan = memory_plan(live_policies.current)
+    paused = await api.post(
+        "/api/v1/pause", json={"reason": "failover drill", "by": "alice"}, headers=TOKEN
+    )
+    assert paused.status == 200
+    assert (await paused.json())["paused"]["reason"] == "failover drill"
+    result = await guards.admit(plan)
+    assert not isinstance(result, Admitted)
+    assert result.guard == "kill_switch"
+    health = await (await api.get("/health")).json()
+    assert health["status"] == "degraded"
+    assert "paused by alice" in health["checks"]["kill_switch"]["detail"]
+
+    assert (await api.post("/api/v1/resume", headers=TOKEN)).status == 200
+    assert isinstance(await guards.admit(plan), Admitted)
+    assert (await (await api.get("/health")).json())["checks"]["kill_switch"] == {"status": "ok"}
+
+
+async def test_guards_state_shows_budgets_breakers_and_leases(
+    api: Client, live_policies: LivePolicies
+) -> None:
+    plan = memory_plan(live_policies.current)
+    run = await api.app[GUARDS].admit(plan)
+    assert isinstance(run, Admitted)
+    state = await (await api.get("/api/v1/guards", headers=TOKEN)).json()
+    assert state["runs_in_flight"] == 1
+    assert state["max_concurrent_runs"] == 3
+    [limit] = state["rate_limits"]
+    assert limit["key"] == plan.rate_limit_key
+    assert [(w["used"], w["remaining"]) for w in limit["windows"]] == [(1, 1), (1, 3)]
+    [breaker] = state["breakers"]
+    assert breaker["state"] == "closed"
+    [lease] = state["leases"]
+    assert lease["target"] == "Deployment/claude-deployment-prod/claude-deployment-api"
+    assert lease["run"] == run.run_id
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"{", "the body is not JSON"), (b"[1]", "the body must be a JSON object")],
+)
+async def test_a_bad_pause_body_is_a_400(api: Client, body: bytes, message: str) -> None:
+    answer = await api.post("/api/v1/pause", data=body, headers=TOKEN)
+    assert answer.status == 400
+    assert (await answer.json())["error"].startswith(message)
+
+
+async def test_the_command_line_pauses_and_resumes_a_running_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = await ServiceProcess.start(
+        tmp_path, database_url=f"sqlite:///{tmp_path / 'r.db'}", api_token="ops-token"
+    )
+    monkeypatch.setenv("REMEDIATOR_API_TOKEN", "ops-token")
+    try:
+
+        def run(*argv: str) -> int:
+            return main([*argv, "--url", service.url])
+
+        assert await asyncio.to_thread(run, "pause", "--reason", "maintenance") == 0
+        assert "paused by" in capsys.readouterr().out
+        assert await asyncio.to_thread(run, "guards") == 0
+        shown = capsys.readouterr().out
+        assert "kill switch: paused by" in shown
+        assert "maintenance" in shown
+        assert await asyncio.to_thread(run, "resume") == 0
+        assert await asyncio.to_thread(run, "guards") == 0
+        assert "kill switch: off" in capsys.readouterr().out
+
+        monkeypatch.setenv("REMEDIATOR_API_TOKEN", "wrong")
+        assert await asyncio.to_thread(run, "pause") == 1
+        assert "answered 401: missing or wrong bearer token" in capsys.readouterr().err
+    finally:
+        assert service.stop() == 0
+
+
+def test_the_command_line_names_an_unreachable_service(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["guards", "--url", "http://127.0.0.1:9"]) == 1
+    assert "cannot reach the service at http://127.0.0.1:9" in capsys.readouterr().err
