@@ -74,6 +74,9 @@ async def test_pause_blocks_remediation_shows_in_health_and_resume_lifts_it(
     assert (await api.post("/api/v1/resume", headers=TOKEN)).status == 200
     assert isinstance(await guards.admit(plan), Admitted)
     assert (await (await api.get("/health")).json())["checks"]["kill_switch"] == {"status": "ok"}
+    metrics = await (await api.get("/metrics")).text()
+    assert 'remediator_guard_decisions_total{guard="kill_switch"} 1.0' in metrics
+    assert 'remediator_guard_decisions_total{guard="admitted"} 1.0' in metrics
 
 
 async def test_guards_state_shows_budgets_breakers_and_leases(

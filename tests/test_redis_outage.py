@@ -1,0 +1,84 @@
+"""Redis goes away and comes back empty: remediation fails closed, intake goes on, budgets hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from remediator.guards.gate import Admitted, Blocked, Guards
+from remediator.guards.redis import RedisGuards
+from remediator.metrics import Metrics
+from remediator.policy.policyset import PolicySet
+from remediator.store import Store
+from tests.conftest import sample
+from tests.service_process import ServiceProcess, eventually
+from tests.test_guard_backends import RedisServer, answers, redis_server
+from tests.test_guards import memory_plan, shipped
+
+__all__ = ["redis_server", "shipped"]  # fixtures used here
+
+
+async def test_guards_fail_closed_then_reseed_from_the_store(
+    redis_server: RedisServer, store: Store, shipped: PolicySet
+) -> None:
+    redis_server.start()
+    backend = await RedisGuards.connect(f"redis://127.0.0.1:{redis_server.port}/0", "outage:")
+    guards = Guards(backend, store, Metrics(), live=True, guardrails=lambda: shipped.guardrails)
+    plan = memory_plan(shipped)
+    try:
+        await answers(backend, redis_server)
+        first = await guards.admit(plan)  # seeds the empty Redis from the store, then admits
+        assert isinstance(first, Admitted)
+        await guards.finish(plan, first, succeeded=True)
+
+        redis_server.stop()
+        during = await guards.admit(plan)
+        assert isinstance(during, Blocked)
+        assert during.guard == "guards_unavailable"
+        assert "failing closed" in during.reason
+
+        redis_server.start()  # the same port, empty: budgets must not be full again
+        await answers(backend, redis_server)
+        second = await guards.admit(plan)
+        assert isinstance(second, Admitted)
+        await guards.finish(plan, second, succeeded=True)
+        third = await guards.admit(plan)
+        assert isinstance(third, Blocked)
+        assert third.guard == "rate_limit"  # 2 an hour: the run from before the outage counts
+    finally:
+        await backend.close()
+
+
+async def test_the_service_keeps_taking_alerts_and_health_tells(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis_server.start()
+    service = await ServiceProcess.start(
+        tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'r.db'}",
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def redis_check() -> dict[str, str]:
+                async with session.get(f"{service.url}/health") as answer:
+                    assert answer.status == 200  # degraded, never unhealthy: intake goes on
+                    check: dict[str, str] = (await answer.json())["checks"]["redis"]
+                    return check
+
+            async def redis_is(status: str) -> bool:
+                return (await redis_check())["status"] == status
+
+            await eventually(lambda: redis_is("ok"), what="the redis check to pass")
+            redis_server.stop()
+            await eventually(lambda: redis_is("degraded"), what="the redis check to fail")
+            assert "remediation is blocked" in (await redis_check())["detail"]
+            body = sample("application-down.firing.json")
+            async with session.post(f"{service.url}/api/v1/alerts", json=body) as answer:
+                assert answer.status == 200
+            redis_server.start()
+            await eventually(lambda: redis_is("ok"), what="the redis check to recover")
+    finally:
+        assert service.stop() == 0
