@@ -114,9 +114,16 @@ async def test_each_alert_is_stored_once_across_repeats_then_resolved_once(
     records = await store.recent_alerts(10)
     assert sorted(record.labels.get("pod", "") for record in records) == ["", "api-1", "api-2"]
     assert {record.status for record in records} == {AlertStatus.FIRING}
-    events = await store.pending_events(100)
+    events = await store.all_events(100)
     assert sorted(event.kind for event in events) == [AlertStatus.FIRING] * 3
     assert len({event.fingerprint for event in events}) == 3
+
+    async def each_alert_handled() -> bool:
+        return len(await store.list_remediations(100)) >= 3
+
+    await eventually(each_alert_handled, what="the dispatcher to handle each alert")
+    handled = await store.list_remediations(100)
+    assert sorted(r.fingerprint for r in handled) == sorted({e.fingerprint for e in events})
 
     await post_to_alertmanager(alertmanager, ends_at=datetime.now(UTC) - timedelta(seconds=1))
 
@@ -126,7 +133,7 @@ async def test_each_alert_is_stored_once_across_repeats_then_resolved_once(
 
     await eventually(every_alert_resolved, what="the resolution of each alert")
     assert len(await store.recent_alerts(10)) == 3
-    events = await store.pending_events(100)
+    events = await store.all_events(100)
     assert (
         sorted(event.kind for event in events)
         == [AlertStatus.FIRING] * 3 + [AlertStatus.RESOLVED] * 3

@@ -275,13 +275,16 @@ async def test_a_restart_does_not_refill_budgets_or_close_breakers(
 
 
 async def test_a_lapsed_lease_is_fenced_off(store: Store, clock: Clock, shipped: PolicySet) -> None:
-    guards = make_guards(store, clock, shipped, run_timeout="10m")
+    guards = make_guards(store, clock, shipped)
     plan = memory_plan(shipped)
     first = await admitted(guards, plan)
     assert await guards.may_act(first)
+    clock.advance(guards.lease_ttl - 1)
     renewed = await guards.renew(first)
     assert renewed is not None
-    clock.advance(601)  # the first worker stalls past its lease
+    clock.advance(guards.lease_ttl - 1)
+    assert await guards.may_act(first)  # renewed in time
+    clock.advance(2)  # then the first worker stalls past its lease
     assert not await guards.may_act(first)
     second = await admitted(guards, plan)
     assert second.lease.token > first.lease.token

@@ -1,4 +1,5 @@
-"""The operator API: the kill switch and the guards' state, behind REMEDIATOR_API_TOKEN.
+"""The operator API: the kill switch, the guards' state and the remediation history, behind
+REMEDIATOR_API_TOKEN.
 
 Closed (403) until a token is set: pausing and resuming remediation is not for whoever can
 reach the port, and the webhook's credentials, which Alertmanager holds, do not open it.
@@ -15,11 +16,14 @@ from remediator.auth import WebhookAuth
 from remediator.guards.base import GuardsUnavailable, Snapshot
 from remediator.guards.gate import Guards
 from remediator.policy_reload import LivePolicies
-from remediator.store import Pause, StoreUnavailable
+from remediator.store import Pause, Remediation, StepRecord, Store, StoreUnavailable
 
 
 class OperatorApi:
-    def __init__(self, guards: Guards, policies: LivePolicies, token: str | None) -> None:
+    def __init__(
+        self, store: Store, guards: Guards, policies: LivePolicies, token: str | None
+    ) -> None:
+        self._store = store
         self._guards = guards
         self._policies = policies
         self._auth = WebhookAuth.bearer(token)
@@ -30,7 +34,38 @@ class OperatorApi:
             web.get("/api/v1/guards", self.guards),
             web.post("/api/v1/pause", self.pause),
             web.post("/api/v1/resume", self.resume),
+            web.get("/api/v1/runs", self.runs),
+            web.get("/api/v1/runs/{id}", self.run),
         ]
+
+    async def runs(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            raise _bad_request("limit must be a whole number") from None
+        if not 1 <= limit <= 1000:
+            raise _bad_request("limit must be from 1 to 1000")
+        alertname = request.query.get("alertname")
+        try:
+            found = await self._store.list_remediations(limit, alertname)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        return web.json_response({"runs": [remediation_json(r) for r in found]})
+
+    async def run(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        remediation_id = request.match_info["id"]
+        try:
+            found = await self._store.remediation(remediation_id)
+            steps = await self._store.steps(remediation_id) if found else []
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        if found is None:
+            raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
+        return web.json_response(
+            remediation_json(found) | {"steps": [step_json(step) for step in steps]}
+        )
 
     async def guards(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -97,6 +132,43 @@ def _bad_request(reason: str) -> web.HTTPBadRequest:
 
 def _unavailable(exc: Exception) -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(reason=f"guard state unavailable: {exc}")
+
+
+def remediation_json(remediation: Remediation) -> dict[str, Any]:
+    r = remediation
+    return {
+        "id": r.id,
+        "alertname": r.alertname,
+        "fingerprint": r.fingerprint,
+        "startsAt": r.starts_at.isoformat(),
+        "event": r.kind,
+        "policy": r.policy,
+        "policyRevision": r.policy_revision,
+        "outcome": r.outcome,
+        "guard": r.guard,
+        "reason": r.reason,
+        "run": r.run_id,
+        "target": r.target,
+        "plan": r.plan,
+        "started": r.started_at.isoformat(),
+        "verifyUntil": r.verify_until.isoformat() if r.verify_until else None,
+        "finished": r.finished_at.isoformat() if r.finished_at else None,
+    }
+
+
+def step_json(step: StepRecord) -> dict[str, Any]:
+    return {
+        "phase": step.phase,
+        "position": step.position,
+        "id": step.step_id,
+        "action": step.action,
+        "outcome": step.outcome,
+        "message": step.message,
+        "data": step.data,
+        "attempts": step.attempts,
+        "started": step.started_at.isoformat(),
+        "finished": step.finished_at.isoformat(),
+    }
 
 
 def _pause(pause: Pause | None) -> dict[str, str] | None:

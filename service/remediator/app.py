@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from remediator.actions.registry import open_actions
 from remediator.api import OperatorApi
 from remediator.auth import WebhookAuth
 from remediator.config import Settings
@@ -23,12 +24,15 @@ from remediator.health import health
 from remediator.intake import Intake
 from remediator.metrics import Metrics
 from remediator.policy_reload import LivePolicies
+from remediator.remediation.dispatcher import Dispatcher
+from remediator.remediation.runner import Runner
 from remediator.store import Store, open_store
 
 log = structlog.get_logger("remediator.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GUARDS = web.AppKey("guards", Guards)
+INTAKE = web.AppKey("intake", Intake)
 
 
 @web.middleware
@@ -77,7 +81,7 @@ def build_app(
     )
     backend_name = "redis" if settings.redis_url else "guards"
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    api = OperatorApi(guards, policies, token)
+    api = OperatorApi(store, guards, policies, token)
 
     async def health_handler(_: web.Request) -> web.Response:
         return await health(store, policies, guards, backend_name)
@@ -94,6 +98,7 @@ def build_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_routes(api.routes())
     app[GUARDS] = guards
+    app[INTAKE] = intake
     return app
 
 
@@ -126,7 +131,19 @@ async def create_app(settings: Settings) -> web.Application:
         await store.close()
         log.info("store closed")
 
+    async def dispatch(app: web.Application) -> AsyncIterator[None]:
+        async with open_actions(settings.kubeconfig) as actions:
+            runner = Runner(store, app[GUARDS], policies, actions)
+            dispatcher = Dispatcher(store, runner)
+            app[INTAKE].on_new_events = dispatcher.wake
+            stop = asyncio.Event()
+            task = asyncio.create_task(dispatcher.run(stop))
+            yield
+            stop.set()
+            await task
+
     app.cleanup_ctx.append(watch_policies)
+    app.cleanup_ctx.append(dispatch)
     app.on_cleanup.append(close_store)
     log.info(
         "listening",

@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--json", action="store_true", help="one JSON object per line")
     alerts.set_defaults(run=_alerts)
 
+    history = commands.add_parser("history", help="remediation runs and their steps")
+    history.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    history.add_argument("--alert", metavar="ALERTNAME", help="only this alert's runs")
+    history.add_argument("--run", metavar="ID", help="one run with every step")
+    history.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.set_defaults(run=_history)
+
     policies = commands.add_parser("policies", help="check, test and explain policy files")
     policy_commands = policies.add_subparsers(required=True, metavar="COMMAND")
     for name, help_text in [
@@ -149,6 +157,71 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(settings: Settings, args: argparse.Namespace) -> int:
+    from remediator.api import remediation_json, step_json
+
+    async def read() -> list[dict[str, Any]]:
+        store = await open_store(settings.database_url)
+        try:
+            if args.run is None:
+                found = await store.list_remediations(args.limit, args.alert)
+                return [remediation_json(remediation) for remediation in found]
+            one = await store.remediation(args.run)
+            if one is None:
+                return []
+            steps = await store.steps(one.id)
+            return [remediation_json(one) | {"steps": [step_json(step) for step in steps]}]
+        finally:
+            await store.close()
+
+    runs = asyncio.run(read())
+    if args.run is not None and not runs:
+        print(f"remediator: no run {args.run!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        for run in runs:
+            print(json.dumps(run))
+        return 0
+    if args.run is not None:
+        print(_run_detail(runs[0]))
+        return 0
+    rows = [("STARTED", "ALERTNAME", "POLICY", "OUTCOME", "TARGET", "REASON", "ID")]
+    for run in runs:
+        rows.append(
+            (
+                run["started"][:19].replace("T", " "),
+                run["alertname"],
+                run["policy"] or "-",
+                run["outcome"] + (f" ({run['guard']})" if run["guard"] else ""),
+                run["target"] or "-",
+                run["reason"],
+                run["id"],
+            )
+        )
+    print(_table(rows))
+    return 0
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    lines = [
+        f"run {run['id']}: {run['alertname']} -> {run['policy'] or 'no policy'}, {run['outcome']}",
+        f"  target: {run['target'] or '-'}  policy revision: {run['policyRevision'] or '-'}",
+        f"  started {run['started']}, finished {run['finished'] or '-'}: {run['reason']}",
+    ]
+    for step in run["steps"]:
+        name = f"{step['phase']}[{step['position']}] {step['action']}"
+        lines.append(f"  {name}: {step['outcome']} - {step['message']}")
+    return "\n".join(lines)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
 def _alert_json(record: AlertRecord) -> dict[str, Any]:
     return {
         "fingerprint": record.fingerprint,
@@ -176,8 +249,4 @@ def _alert_table(records: Sequence[AlertRecord]) -> str:
         )
         for record in records
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return _table(rows)

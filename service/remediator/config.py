@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     webhook_username: str | None = Field(None, description="basic-auth user Alertmanager must send")
     webhook_password: SecretStr | None = Field(None, description="basic-auth password")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
+    kubeconfig: Path | None = Field(
+        None,
+        description="kubeconfig for the Kubernetes actions; unset: the in-cluster account, if any",
+    )
     api_token: SecretStr | None = Field(
         None, description="bearer token for the operator API (pause, resume, guards); unset: closed"
     )

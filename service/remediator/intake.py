@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ class Intake:
         self._auth = auth
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
+        self.on_new_events: Callable[[], None] | None = None  # wakes the dispatcher
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -75,6 +76,8 @@ class Intake:
             log.error("store cannot write; asking Alertmanager to retry", error=str(exc))
             return _error(503, "store unavailable, retry later", headers={"Retry-After": "5"})
         self._count(notification, result.duplicates)
+        if result.accepted and self.on_new_events is not None:
+            self.on_new_events()
         if notification.truncated_alerts:
             log.warning(
                 "Alertmanager truncated the notification", truncated=notification.truncated_alerts

@@ -7,6 +7,8 @@ and line, /health says degraded, and a metric counts the failed reload.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 
 import structlog
@@ -25,6 +27,7 @@ class LivePolicies:
         self.current = initial
         self.last_error: str | None = None
         self.metrics = metrics
+        self.revision = git_revision(directory)
         metrics.policies_loaded.set(len(initial.policies))
 
     @classmethod
@@ -35,6 +38,7 @@ class LivePolicies:
     async def reload(self) -> bool:
         try:
             candidate = await asyncio.to_thread(load_policies, self.directory)
+            revision = await asyncio.to_thread(git_revision, self.directory)
         except PolicyErrors as exc:
             count = len(exc.errors)
             self.last_error = f"{count} error{'s' * (count > 1)}, first: {exc.errors[0]}"
@@ -43,6 +47,7 @@ class LivePolicies:
                 log.error("policy reload refused; the previous set stays live", error=str(error))
             return False
         self.current = candidate
+        self.revision = revision
         self.last_error = None
         self.metrics.policy_reloads.labels("ok").inc()
         self.metrics.policies_loaded.set(len(candidate.policies))
@@ -58,3 +63,29 @@ class LivePolicies:
         if self.last_error is None:
             return {"status": "ok", "policies": str(len(self.current.policies))}
         return {"status": "degraded", "detail": f"last reload refused ({self.last_error})"}
+
+
+def git_revision(directory: Path) -> str | None:
+    """The commit the policy directory is checked out at (with "+dirty" for local edits), or
+    None outside a git checkout: recorded with every remediation."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        head = subprocess.run(  # noqa: S603 - git, fixed arguments, the configured directory
+            [git, "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            [git, "-C", str(directory), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head

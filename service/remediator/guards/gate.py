@@ -87,8 +87,10 @@ class Guards:
         live: bool,
         guardrails: Callable[[], Guardrails],
         clock: Callable[[], float] = time.time,
+        lease_ttl: float = 60.0,
     ) -> None:
         self.backend = backend
+        self.lease_ttl = lease_ttl  # a running run renews its lease and slot well within this
         self._store = store
         self._metrics = metrics
         self._live = live
@@ -115,7 +117,7 @@ class Guards:
             why = "the policy sets dry_run" if plan.dry_run else "the service runs in dry-run mode"
             return Blocked("dry_run", why)
         guardrails = self._guardrails()
-        ttl = guardrails.run_timeout.total_seconds()
+        ttl = self.lease_ttl
         run_id = str(uuid.uuid4())
         lease: Lease | None = None
         try:
@@ -168,21 +170,27 @@ class Guards:
             return False
 
     async def renew(self, admitted: Admitted) -> Admitted | None:
-        ttl = self._guardrails().run_timeout.total_seconds()
         try:
-            lease = await self.backend.renew(admitted.run_id, admitted.lease, ttl)
+            lease = await self.backend.renew(admitted.run_id, admitted.lease, self.lease_ttl)
         except GuardsUnavailable:
             return None
         return None if lease is None else Admitted(admitted.run_id, lease, admitted.trial)
 
     async def finish(self, plan: Plan, admitted: Admitted, succeeded: bool) -> None:
-        now = self._clock()
-        at = _utc(now)
-        await self._store.record_finish(admitted.run_id, succeeded, at)
-        transition = await self.backend.finish(admitted.run_id, breaker_spec(plan), succeeded)
+        await self.release(admitted)
+        await self.record_outcome(admitted.run_id, breaker_spec(plan), succeeded)
+
+    async def release(self, admitted: Admitted) -> None:
+        """The run's steps are done: others may act on the target while it is verified."""
         await self._release_quietly(admitted.lease)
+
+    async def record_outcome(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> None:
+        """How the run ended (its steps, then its verification), counted by its breaker."""
+        now = self._clock()
+        await self._store.record_finish(run_id, succeeded, _utc(now))
+        transition = await self.backend.finish(run_id, breaker, succeeded)
         if transition.changed:
-            await self._record_transition(transition, admitted.run_id, succeeded, now)
+            await self._record_transition(transition, run_id, succeeded, now)
 
     async def _record_transition(
         self, transition: Transition, run_id: str, succeeded: bool | None, now: float

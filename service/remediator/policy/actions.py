@@ -57,6 +57,42 @@ class RolloutStatus(Params):
     )
 
 
+class WaitRollout(Params):
+    wait_up_to: Duration = Field(description="wait this long for the rollout to finish")
+
+
+def _percentage(value: str) -> str:
+    if not _PERCENT.fullmatch(value):
+        raise ValueError(f"expected a count or a percentage such as 50%, got {value!r}")
+    if int(value[:-1]) > 100:
+        raise ValueError(f"a percentage is at most 100%, got {value!r}")
+    return value
+
+
+_PERCENT = re.compile(r"\d{1,3}%")
+MinAvailable = Annotated[int, Field(ge=0)] | Annotated[str, AfterValidator(_percentage)]
+"""Ready replicas that must remain: a count, or a percentage of the desired replicas."""
+
+
+def _k8s_name(value: str, info: ValidationInfo) -> str:
+    """An object name (RFC 1123 subdomain); before rendering, template expressions may stand in."""
+    checked = value if info.context == RENDERED else _TEMPLATE_EXPRESSION.sub("x", value)
+    if len(checked) > 253 or not _RFC1123_SUBDOMAIN.fullmatch(checked):
+        raise ValueError(f"expected a Kubernetes object name (RFC 1123 subdomain), got {value!r}")
+    return value
+
+
+_RFC1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+KubernetesName = Annotated[str, AfterValidator(_k8s_name)]
+
+
+class RolloutRestart(Params):
+    wait: bool = Field(False, description="wait for the restarted rollout to finish")
+    min_available: MinAvailable = Field(
+        1, description="refuse unless at least this many replicas are ready"
+    )
+
+
 class HttpCheck(Params):
     url: HttpUrl
     method: Literal["GET", "HEAD"] = "GET"
@@ -78,6 +114,9 @@ class HttpRequest(Params):
 
 class RolloutUndo(Params):
     to_revision: int | None = Field(None, ge=1)
+    only_if_changed_within: Duration | None = Field(
+        None, description="skip unless the current revision is younger than this"
+    )
 
 
 class Scale(Params):
@@ -98,8 +137,16 @@ class Scale(Params):
 
 
 class DeletePod(Params):
-    pod: str
+    pod: str  # checked as an RFC 1123 name after rendering, by engine.decide
     grace_period_seconds: int = Field(30, ge=0)
+    min_available: MinAvailable = Field(
+        1, description="refuse if fewer ready replicas than this would remain"
+    )
+
+
+class PatchConfigMap(Params):
+    name: KubernetesName
+    data: dict[str, str] = Field(min_length=1)
 
 
 class GitHubRateLimit(Params):
@@ -128,11 +175,21 @@ CATALOGUE: dict[str, ActionSpec] = {
             "read the workload's rollout: revision, age of the last change, ready replicas",
         ),
         ActionSpec(
-            "kubernetes.rollout_restart", NoParams, True, "what kubectl rollout restart does"
+            "kubernetes.wait_rollout", WaitRollout, False, "wait for the workload's rollout"
+        ),
+        ActionSpec(
+            "kubernetes.rollout_restart", RolloutRestart, True, "what kubectl rollout restart does"
         ),
         ActionSpec("kubernetes.rollout_undo", RolloutUndo, True, "what kubectl rollout undo does"),
         ActionSpec("kubernetes.scale", Scale, True, "set the replica count within bounds"),
         ActionSpec("kubernetes.delete_pod", DeletePod, True, "delete one pod so it is replaced"),
+        ActionSpec("kubernetes.patch_configmap", PatchConfigMap, True, "set keys of a ConfigMap"),
+        ActionSpec(
+            "kubernetes.diagnose",
+            NoParams,
+            False,
+            "pods, recent events and rollout history, for the escalation",
+        ),
         ActionSpec("github.rate_limit", GitHubRateLimit, False, "read GitHub's rate limit"),
     ]
 }

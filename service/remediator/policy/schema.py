@@ -226,7 +226,7 @@ class Guardrails(_Model):
     run_timeout: Duration = Field(
         default="15m",
         validate_default=True,
-        description="a run's target lease and slot lapse after this unless the run renews them",
+        description="a run's steps are stopped after this (its verification wait aside)",
     )
 
     @field_validator("allowed_namespaces")

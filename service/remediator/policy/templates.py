@@ -74,3 +74,20 @@ def check_dns_subdomain(what: str, value: object) -> str:
     if len(text) > 253 or not _DNS_SUBDOMAIN.fullmatch(text):
         raise RenderError(f"{what} {text!r} is not a valid RFC 1123 name")
     return text
+
+
+class ConditionError(ValueError):
+    """A `when` expression that cannot be evaluated against the run so far."""
+
+
+@lru_cache(maxsize=1024)
+def _condition(expression: str) -> Any:
+    return _ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
+
+
+def evaluate_condition(expression: str, context: Mapping[str, Any]) -> bool:
+    """A step's `when`, over `steps.<id>.ok / .outcome / .data`, `labels` and `annotations`."""
+    try:
+        return bool(_condition(expression)(**context))
+    except (TemplateError, TypeError, ValueError) as exc:
+        raise ConditionError(f"cannot evaluate when {expression!r}: {exc}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pydantic_core
 
@@ -47,6 +47,7 @@ class AlertEvent:
     kind: AlertStatus
     notification_id: int
     enqueued_at: datetime
+    attempts: int = 0  # claims so far: above 1, an earlier worker did not finish it
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,44 @@ class Pause:
     paused_at: datetime
 
 
+@dataclass(frozen=True)
+class Remediation:
+    """What happened for one alert event: the decision, a block, or a run and its end."""
+
+    id: str
+    event_id: int
+    fingerprint: str
+    starts_at: datetime
+    alertname: str
+    kind: str  # the event: firing or resolved
+    policy: str | None
+    policy_revision: str | None
+    outcome: str  # running, verifying, succeeded, failed, interrupted, blocked, ...
+    guard: str | None
+    reason: str
+    run_id: str | None
+    target: str | None
+    plan: dict[str, Any]
+    started_at: datetime
+    verify_until: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    remediation_id: str
+    phase: str  # steps, on_resolved, verify
+    position: int
+    step_id: str | None
+    action: str
+    outcome: str
+    message: str
+    data: dict[str, Any]
+    attempts: int
+    started_at: datetime
+    finished_at: datetime
+
+
 class Store(Protocol):
     async def record_notification(
         self, notification: Notification, body: bytes, received_at: datetime
@@ -114,6 +153,45 @@ class Store(Protocol):
         ...
 
     async def pause(self) -> Pause | None: ...
+
+    async def all_events(self, limit: int) -> list[AlertEvent]:
+        """Events pending or done, oldest first: each alert state queued exactly once."""
+        ...
+
+    async def claim_events(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[AlertEvent]:
+        """Pending events nobody holds (or whose holder's lease passed), oldest first, leased to
+        this worker; several workers never get the same event."""
+        ...
+
+    async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool: ...
+
+    async def complete_event(self, event_id: int, worker: str, at: datetime) -> None: ...
+
+    async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None: ...
+
+    async def save_remediation(self, remediation: Remediation) -> None:
+        """Insert, or replace the row with the same id."""
+        ...
+
+    async def record_step(self, step: StepRecord) -> None: ...
+
+    async def remediations_for(self, fingerprint: str, starts_at: datetime) -> list[Remediation]:
+        """The alert episode's remediations, oldest first."""
+        ...
+
+    async def overdue_verifications(self, now: datetime) -> list[Remediation]: ...
+
+    async def list_remediations(
+        self, limit: int, alertname: str | None = None
+    ) -> list[Remediation]:
+        """Newest first."""
+        ...
+
+    async def remediation(self, remediation_id: str) -> Remediation | None: ...
+
+    async def steps(self, remediation_id: str) -> list[StepRecord]: ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers now."""

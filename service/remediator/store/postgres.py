@@ -21,7 +21,9 @@ from remediator.store.base import (
     AuditEntry,
     IntakeResult,
     Pause,
+    Remediation,
     RunRecord,
+    StepRecord,
     StoreUnavailable,
     distinct_states,
     json_text,
@@ -69,6 +71,20 @@ WITH notification AS (
 )
 SELECT count(*) FROM queued
 """
+
+
+_EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
+_REMEDIATION_COLUMNS = (
+    "id, event_id, fingerprint, starts_at, alertname, kind, policy, policy_revision, outcome,"
+    " guard, reason, run_id, target, plan, started_at, verify_until, finished_at"
+)
+_PLAIN_REMEDIATION_FIELDS = [
+    name.strip() for name in _REMEDIATION_COLUMNS.split(",") if name.strip() != "plan"
+]
+_STEP_COLUMNS = (
+    "remediation_id, phase, position, step_id, action, outcome, message, data, attempts,"
+    " started_at, finished_at"
+)
 
 
 class PostgresStore:
@@ -147,17 +163,7 @@ class PostgresStore:
                 limit,
             )
         )
-        return [
-            AlertEvent(
-                id=row["id"],
-                fingerprint=row["fingerprint"],
-                starts_at=row["starts_at"],
-                kind=AlertStatus(row["kind"]),
-                notification_id=row["notification_id"],
-                enqueued_at=row["enqueued_at"],
-            )
-            for row in rows
-        ]
+        return [_event(row, attempts=0) for row in rows]
 
     async def record_admission(self, run: RunRecord) -> None:
         await self._run(
@@ -259,11 +265,199 @@ class PostgresStore:
         )
         return None if row is None else Pause(row["reason"], row["paused_by"], row["paused_at"])
 
+    async def all_events(self, limit: int) -> list[AlertEvent]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM alert_events ORDER BY id LIMIT $1", limit
+            )
+        )
+        return [_event(row) for row in rows]
+
+    async def claim_events(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[AlertEvent]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "UPDATE alert_events SET claimed_by = $1, lease_until = $2,"
+                " attempts = attempts + 1 WHERE id IN (SELECT id FROM alert_events"
+                " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
+                " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {_EVENT_COLUMNS}",
+                worker,
+                lease_until,
+                now,
+                limit,
+            )
+        )
+        return sorted((_event(row) for row in rows), key=lambda event: event.id)
+
+    async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool:
+        status: str = await self._run(
+            lambda db: db.execute(
+                "UPDATE alert_events SET lease_until = $3"
+                " WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL",
+                event_id,
+                worker,
+                lease_until,
+            )
+        )
+        return status != "UPDATE 0"
+
+    async def complete_event(self, event_id: int, worker: str, at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE alert_events SET done_at = $3 WHERE id = $1 AND claimed_by = $2",
+                event_id,
+                worker,
+                at,
+            )
+        )
+
+    async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
+        row = await self._run(
+            lambda db: db.fetchrow(
+                "SELECT fingerprint, alertname, status, labels::text, annotations::text, starts_at,"
+                " ends_at, first_received, last_received, deliveries FROM alerts"
+                " WHERE fingerprint = $1 AND starts_at = $2",
+                fingerprint,
+                starts_at,
+            )
+        )
+        return None if row is None else _alert_record(row)
+
+    async def save_remediation(self, remediation: Remediation) -> None:
+        r = remediation
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT INTO remediations ({_REMEDIATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5,"
+                " $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15, $16, $17)"
+                " ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
+                " policy_revision = excluded.policy_revision, outcome = excluded.outcome,"
+                " guard = excluded.guard, reason = excluded.reason, run_id = excluded.run_id,"
+                " target = excluded.target, plan = excluded.plan,"
+                " verify_until = excluded.verify_until, finished_at = excluded.finished_at",
+                r.id,
+                r.event_id,
+                r.fingerprint,
+                r.starts_at,
+                r.alertname,
+                r.kind,
+                r.policy,
+                r.policy_revision,
+                r.outcome,
+                r.guard,
+                r.reason,
+                r.run_id,
+                r.target,
+                json.dumps(r.plan),
+                r.started_at,
+                r.verify_until,
+                r.finished_at,
+            )
+        )
+
+    async def record_step(self, step: StepRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT INTO remediation_steps ({_STEP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
+                " $7, $8::json, $9, $10, $11) ON CONFLICT (remediation_id, phase, position)"
+                " DO UPDATE SET outcome = excluded.outcome, message = excluded.message,"
+                " data = excluded.data, attempts = excluded.attempts,"
+                " started_at = excluded.started_at, finished_at = excluded.finished_at",
+                step.remediation_id,
+                step.phase,
+                step.position,
+                step.step_id,
+                step.action,
+                step.outcome,
+                step.message,
+                json.dumps(step.data, default=str),
+                step.attempts,
+                step.started_at,
+                step.finished_at,
+            )
+        )
+
+    async def remediations_for(self, fingerprint: str, starts_at: datetime) -> list[Remediation]:
+        return await self._remediations(
+            "WHERE fingerprint = $1 AND starts_at = $2 ORDER BY started_at, id",
+            fingerprint,
+            starts_at,
+        )
+
+    async def overdue_verifications(self, now: datetime) -> list[Remediation]:
+        return await self._remediations(
+            "WHERE outcome = 'verifying' AND verify_until < $1 ORDER BY verify_until", now
+        )
+
+    async def list_remediations(
+        self, limit: int, alertname: str | None = None
+    ) -> list[Remediation]:
+        if alertname is None:
+            return await self._remediations("ORDER BY started_at DESC, id LIMIT $1", limit)
+        return await self._remediations(
+            "WHERE alertname = $1 ORDER BY started_at DESC, id LIMIT $2", alertname, limit
+        )
+
+    async def remediation(self, remediation_id: str) -> Remediation | None:
+        found = await self._remediations("WHERE id = $1", remediation_id)
+        return found[0] if found else None
+
+    async def steps(self, remediation_id: str) -> list[StepRecord]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {_STEP_COLUMNS.replace('data', 'data::text')} FROM remediation_steps"
+                " WHERE remediation_id = $1 ORDER BY started_at, phase, position",
+                remediation_id,
+            )
+        )
+        return [
+            StepRecord(
+                row["remediation_id"],
+                row["phase"],
+                row["position"],
+                row["step_id"],
+                row["action"],
+                row["outcome"],
+                row["message"],
+                json.loads(row["data"]),
+                row["attempts"],
+                row["started_at"],
+                row["finished_at"],
+            )
+            for row in rows
+        ]
+
+    async def _remediations(self, where: str, *parameters: Any) -> list[Remediation]:
+        columns = _REMEDIATION_COLUMNS.replace("plan", "plan::text")
+        rows = await self._run(
+            lambda db: db.fetch(f"SELECT {columns} FROM remediations {where}", *parameters)
+        )
+        return [
+            Remediation(
+                **{name: row[name] for name in _PLAIN_REMEDIATION_FIELDS},
+                plan=json.loads(row["plan"]),
+            )
+            for row in rows
+        ]
+
     async def ping(self) -> None:
         await self._run(lambda db: db.fetchval("SELECT 1"))
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _event(row: asyncpg.Record, attempts: int | None = None) -> AlertEvent:
+    return AlertEvent(
+        id=row["id"],
+        fingerprint=row["fingerprint"],
+        starts_at=row["starts_at"],
+        kind=AlertStatus(row["kind"]),
+        notification_id=row["notification_id"],
+        enqueued_at=row["enqueued_at"],
+        attempts=row["attempts"] if attempts is None else attempts,
+    )
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

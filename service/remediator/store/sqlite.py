@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from remediator.alerts import AlertStatus, Notification
 from remediator.store.base import (
@@ -22,7 +22,9 @@ from remediator.store.base import (
     AuditEntry,
     IntakeResult,
     Pause,
+    Remediation,
     RunRecord,
+    StepRecord,
     StoreUnavailable,
     distinct_states,
     json_text,
@@ -42,6 +44,17 @@ ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     last_received = excluded.last_received,
     deliveries = alerts.deliveries + 1
 """
+
+
+_EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
+_REMEDIATION_COLUMNS = (
+    "id, event_id, fingerprint, starts_at, alertname, kind, policy, policy_revision, outcome,"
+    " guard, reason, run_id, target, plan, started_at, verify_until, finished_at"
+)
+_STEP_COLUMNS = (
+    "remediation_id, phase, position, step_id, action, outcome, message, data, attempts,"
+    " started_at, finished_at"
+)
 
 
 class SQLiteStore:
@@ -97,10 +110,7 @@ class SQLiteStore:
                 (limit,),
             ).fetchall()
         )
-        return [
-            AlertEvent(row[0], row[1], _time(row[2]), AlertStatus(row[3]), row[4], _time(row[5]))
-            for row in rows
-        ]
+        return [_event((*row, 0)) for row in rows]
 
     async def record_admission(self, run: RunRecord) -> None:
         await self._run(
@@ -198,6 +208,194 @@ class SQLiteStore:
         )
         return None if row is None else Pause(row[0], row[1], _time(row[2]))
 
+    async def all_events(self, limit: int) -> list[AlertEvent]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM alert_events ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [_event(row) for row in rows]
+
+    async def claim_events(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[AlertEvent]:
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"UPDATE alert_events SET claimed_by = ?, lease_until = ?,"
+                    f" attempts = attempts + 1 WHERE id IN (SELECT id FROM alert_events"
+                    f" WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < ?)"
+                    f" ORDER BY id LIMIT ?) RETURNING {_EVENT_COLUMNS}",
+                    (worker, _iso(lease_until), _iso(now), limit),
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return sorted(rows)
+
+        return [_event(row) for row in await self._run(claim)]
+
+    async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool:
+        count = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE alert_events SET lease_until = ?"
+                    " WHERE id = ? AND claimed_by = ? AND done_at IS NULL",
+                    (_iso(lease_until), event_id, worker),
+                ).rowcount
+            )
+        )
+        return bool(count)
+
+    async def complete_event(self, event_id: int, worker: str, at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE alert_events SET done_at = ? WHERE id = ? AND claimed_by = ?",
+                (_iso(at), event_id, worker),
+            )
+        )
+
+    async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT fingerprint, alertname, status, labels, annotations, starts_at, ends_at,"
+                " first_received, last_received, deliveries FROM alerts"
+                " WHERE fingerprint = ? AND starts_at = ?",
+                (fingerprint, _iso(starts_at)),
+            ).fetchone()
+        )
+        return None if row is None else _alert_record(row)
+
+    async def save_remediation(self, remediation: Remediation) -> None:
+        r = remediation
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT OR REPLACE INTO remediations ({_REMEDIATION_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.id,
+                    r.event_id,
+                    r.fingerprint,
+                    _iso(r.starts_at),
+                    r.alertname,
+                    r.kind,
+                    r.policy,
+                    r.policy_revision,
+                    r.outcome,
+                    r.guard,
+                    r.reason,
+                    r.run_id,
+                    r.target,
+                    json.dumps(r.plan),
+                    _iso(r.started_at),
+                    _iso(r.verify_until) if r.verify_until else None,
+                    _iso(r.finished_at) if r.finished_at else None,
+                ),
+            )
+        )
+
+    async def record_step(self, step: StepRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT OR REPLACE INTO remediation_steps ({_STEP_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    step.remediation_id,
+                    step.phase,
+                    step.position,
+                    step.step_id,
+                    step.action,
+                    step.outcome,
+                    step.message,
+                    json.dumps(step.data, default=str),
+                    step.attempts,
+                    _iso(step.started_at),
+                    _iso(step.finished_at),
+                ),
+            )
+        )
+
+    async def remediations_for(self, fingerprint: str, starts_at: datetime) -> list[Remediation]:
+        return await self._remediations(
+            "WHERE fingerprint = ? AND starts_at = ? ORDER BY started_at, id",
+            (fingerprint, _iso(starts_at)),
+        )
+
+    async def overdue_verifications(self, now: datetime) -> list[Remediation]:
+        return await self._remediations(
+            "WHERE outcome = 'verifying' AND verify_until < ? ORDER BY verify_until", (_iso(now),)
+        )
+
+    async def list_remediations(
+        self, limit: int, alertname: str | None = None
+    ) -> list[Remediation]:
+        if alertname is None:
+            return await self._remediations("ORDER BY started_at DESC, id LIMIT ?", (limit,))
+        return await self._remediations(
+            "WHERE alertname = ? ORDER BY started_at DESC, id LIMIT ?", (alertname, limit)
+        )
+
+    async def remediation(self, remediation_id: str) -> Remediation | None:
+        found = await self._remediations("WHERE id = ?", (remediation_id,))
+        return found[0] if found else None
+
+    async def steps(self, remediation_id: str) -> list[StepRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_STEP_COLUMNS} FROM remediation_steps WHERE remediation_id = ?"
+                " ORDER BY started_at, phase, position",
+                (remediation_id,),
+            ).fetchall()
+        )
+        return [
+            StepRecord(
+                row[0],
+                row[1],
+                int(row[2]),
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                json.loads(row[7]),
+                int(row[8]),
+                _time(row[9]),
+                _time(row[10]),
+            )
+            for row in rows
+        ]
+
+    async def _remediations(self, where: str, parameters: tuple[Any, ...]) -> list[Remediation]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_REMEDIATION_COLUMNS} FROM remediations {where}",
+                parameters,
+            ).fetchall()
+        )
+        return [
+            Remediation(
+                row[0],
+                int(row[1]),
+                row[2],
+                _time(row[3]),
+                row[4],
+                row[5],
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                row[10],
+                row[11],
+                row[12],
+                json.loads(row[13]),
+                _time(row[14]),
+                _time(row[15]) if row[15] else None,
+                _time(row[16]) if row[16] else None,
+            )
+            for row in rows
+        ]
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
@@ -274,6 +472,12 @@ def _record(
         db.execute("ROLLBACK")
         raise
     return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
+
+
+def _event(row: tuple[Any, ...]) -> AlertEvent:
+    return AlertEvent(
+        row[0], row[1], _time(row[2]), AlertStatus(row[3]), row[4], _time(row[5]), int(row[6])
+    )
 
 
 def _alert_record(row: tuple[object, ...]) -> AlertRecord:

@@ -1,0 +1,97 @@
+"""The dispatcher: claims queued alert events under a lease it renews, and runs each.
+
+Several replicas share the queue: a claim is an UPDATE over `FOR UPDATE SKIP LOCKED` rows
+(Postgres), so each event goes to one worker; a worker that dies stops renewing, and once its
+lease has passed another worker claims the event and takes the run over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from remediator.remediation.runner import Runner
+from remediator.store import AlertEvent, Store, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        *,
+        lease: timedelta = timedelta(seconds=60),
+        batch: int = 10,
+        idle_poll: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        worker: str | None = None,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._lease = lease
+        self._batch = batch
+        self._idle_poll = idle_poll
+        self._clock = clock
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New events were stored: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except StoreUnavailable as exc:
+                log.warning("dispatcher cannot reach the store; retrying", error=str(exc))
+                handled = 0
+            if handled == 0:
+                self._wake.clear()
+                waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+                await asyncio.wait(waits, timeout=self._idle_poll, return_when="FIRST_COMPLETED")
+                for task in waits:
+                    task.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim and run one batch, then end overdue verifications; how many events ran."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        events = await self._store.claim_events(self.worker, now, now + self._lease, self._batch)
+        for event in events:
+            await self._handle(event)
+        await self._runner.expire_verifications()
+        return len(events)
+
+    async def _handle(self, event: AlertEvent) -> None:
+        renewing = asyncio.create_task(self._keep_claim(event))
+        try:
+            await self._runner.handle(event)
+        except StoreUnavailable:
+            raise  # the claim lapses and the event is retried
+        except Exception:
+            log.exception("event failed; it will not be retried", event=event.id)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        await self._store.complete_event(
+            event.id, self.worker, datetime.fromtimestamp(self._clock(), UTC)
+        )
+
+    async def _keep_claim(self, event: AlertEvent) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            until = datetime.fromtimestamp(self._clock(), UTC) + self._lease
+            if not await self._store.renew_event(event.id, self.worker, until):
+                log.error("claim on event lost to another worker", event=event.id)
+                return

@@ -1,0 +1,457 @@
+"""One alert event, from decision to the end of its run: decide, guard, act, await verification.
+
+Every outcome is a Remediation row and every step a StepRecord, written as it happens, so a
+crash leaves a run `interrupted` with its completed steps on record. The worker that takes the
+event over starts a new run that skips what the interrupted one completed, and the actions read
+before they write, so nothing completed is repeated blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from remediator.actions.base import (
+    Action,
+    Outcome,
+    StepContext,
+    StepResult,
+    Transient,
+    failed,
+    skipped,
+)
+from remediator.alerts import Alert, AlertStatus
+from remediator.engine.decide import decide
+from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
+from remediator.guards.base import BreakerSpec
+from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
+from remediator.policy.durations import format_duration
+from remediator.policy.templates import ConditionError, evaluate_condition
+from remediator.policy_reload import LivePolicies
+from remediator.store import AlertEvent, AlertRecord, Remediation, StepRecord, Store
+
+log = structlog.get_logger(__name__)
+
+ACTIVE = ("running", "verifying")
+DEFAULT_STEP_TIMEOUT = timedelta(minutes=2)
+ATTEMPTS = 3  # per step, on transient errors only
+
+
+@dataclass(frozen=True)
+class Retrying:
+    attempts: int = ATTEMPTS
+    first_wait: float = 0.5
+    max_wait: float = 10.0
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        guards: Guards,
+        policies: LivePolicies,
+        actions: Mapping[str, Action],
+        *,
+        clock: Callable[[], float] = time.time,
+        retrying: Retrying = Retrying(),
+    ) -> None:
+        self._store = store
+        self._guards = guards
+        self._policies = policies
+        self._actions = actions
+        self._clock = clock
+        self._retrying = retrying
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def handle(self, event: AlertEvent) -> Remediation | None:
+        """Take one claimed event as far as it goes now; the verification wait is left running."""
+        record = await self._store.alert(event.fingerprint, event.starts_at)
+        if record is None:
+            log.error("event without its alert", event=event.id, fingerprint=event.fingerprint)
+            return None
+        earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
+        interrupted = [r for r in earlier if r.event_id == event.id and r.outcome == "running"]
+        for remediation in interrupted:
+            await self._store.save_remediation(
+                replace(remediation, outcome="interrupted", finished_at=self._now())
+            )
+            log.warning("run interrupted; taking it over", remediation=remediation.id)
+        alert = _alert(record, event.kind)
+        if event.kind is AlertStatus.RESOLVED:
+            return await self._resolved(event, alert, earlier)
+        if record.status is AlertStatus.RESOLVED:
+            return await self._note(event, alert, "skipped", "resolved before the run started")
+        if any(r.outcome in ACTIVE for r in earlier if r.event_id != event.id):
+            log.info("a run for this alert is still going; not starting another", event=event.id)
+            return None
+        done = await self._completed_steps(interrupted)
+        return await self._fire(event, alert, done)
+
+    async def _fire(
+        self, event: AlertEvent, alert: Alert, done: Mapping[tuple[str, int], StepRecord]
+    ) -> Remediation:
+        decision = decide(alert, self._policies.current, self._now())
+        if isinstance(decision, NoMatch):
+            return await self._note(event, alert, "no_match", "no policy matches: escalate only")
+        if isinstance(decision, Refused):
+            return await self._note(
+                event, alert, "refused", decision.reason, policy=decision.policy
+            )
+        plan = decision
+        admission = await self._guards.admit(plan)
+        dry = isinstance(admission, Blocked) and admission.guard == "dry_run"
+        if isinstance(admission, Blocked) and not dry:
+            return await self._note(
+                event,
+                alert,
+                "blocked",
+                admission.reason,
+                policy=plan.policy,
+                guard=admission.guard,
+                target=target_key(plan),
+                plan=_plan_summary(plan),
+            )
+        admitted = admission if isinstance(admission, Admitted) else None
+        remediation = await self._start(event, alert, plan, admitted)
+        try:
+            return await self._run_steps(remediation, alert, plan, admitted, done)
+        finally:
+            if admitted is not None:
+                await self._guards.release(admitted)
+
+    async def _run_steps(
+        self,
+        remediation: Remediation,
+        alert: Alert,
+        plan: Plan,
+        admitted: Admitted | None,
+        done: Mapping[tuple[str, int], StepRecord],
+    ) -> Remediation:
+        context = StepContext(plan.target, admitted is None, remediation.started_at)
+        results: dict[str, dict[str, Any]] = {}
+        timeout = self._policies.current.guardrails.run_timeout.total_seconds()
+        renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
+        try:
+            async with asyncio.timeout(timeout):
+                for position, step in enumerate(plan.steps):
+                    if await self._resolved_meanwhile(alert):
+                        return await self._end(remediation, "stopped", "the alert resolved")
+                    previous = done.get(("steps", position))
+                    result = await self._step(
+                        remediation, "steps", position, step, context, results, alert, previous
+                    )
+                    # A failed read is an observation for later steps' conditions; a failed
+                    # change (or a condition that cannot be evaluated) ends the run.
+                    if not result.ok and (step.mutating or "condition" in result.data):
+                        return await self._fail(
+                            remediation, plan, f"{step.action}: {result.message}"
+                        )
+        except TimeoutError:
+            limit = format_duration(timedelta(seconds=timeout))
+            why = f"steps still running after run_timeout {limit}"
+            return await self._fail(remediation, plan, why)
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+        if admitted is None:
+            return await self._end(remediation, "dry_run", "every step ran in dry-run")
+        verify_until = self._now() + plan.verify_within
+        waiting = replace(
+            remediation,
+            outcome="verifying",
+            reason=f"waiting up to {format_duration(plan.verify_within)} for the alert to resolve",
+            verify_until=verify_until,
+        )
+        await self._store.save_remediation(waiting)
+        return waiting
+
+    async def _step(
+        self,
+        remediation: Remediation,
+        phase: str,
+        position: int,
+        step: PlannedStep,
+        context: StepContext,
+        results: dict[str, dict[str, Any]],
+        alert: Alert,
+        previous: StepRecord | None,
+    ) -> StepResult:
+        started = self._now()
+        attempts = 0
+        if step.mutating and previous is not None and previous.outcome == Outcome.OK:
+            # Changes the interrupted run completed are not made again; reads are repeated.
+            result = StepResult(
+                Outcome.OK, f"done by the interrupted run: {previous.message}", previous.data
+            )
+        else:
+            result, attempts = await self._execute(step, context, results, alert)
+        if step.id:
+            results[step.id] = {"ok": result.ok, "outcome": result.outcome.value, **_view(result)}
+        await self._store.record_step(
+            StepRecord(
+                remediation.id,
+                phase,
+                position,
+                step.id,
+                step.action,
+                result.outcome.value,
+                result.message,
+                dict(result.data),
+                attempts,
+                started,
+                self._now(),
+            )
+        )
+        log.info(
+            "step",
+            remediation=remediation.id,
+            action=step.action,
+            outcome=result.outcome.value,
+            message=result.message,
+        )
+        return result
+
+    async def _execute(
+        self,
+        step: PlannedStep,
+        context: StepContext,
+        results: Mapping[str, Mapping[str, Any]],
+        alert: Alert,
+    ) -> tuple[StepResult, int]:
+        if step.when is not None:
+            scope = {"steps": results, "labels": alert.labels, "annotations": alert.annotations}
+            try:
+                if not evaluate_condition(step.when, scope):
+                    return skipped(f"when {step.when!r} is false"), 0
+            except ConditionError as exc:
+                return failed(str(exc), condition=step.when), 0
+        action = self._actions.get(step.action)
+        if action is None:
+            return failed(f"{step.action} is not available here (not configured)"), 0
+        step_context = context if step.mutating else replace(context, dry_run=False)
+        timeout = (step.timeout or DEFAULT_STEP_TIMEOUT).total_seconds()
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._retrying.attempts),
+                wait=wait_exponential_jitter(
+                    multiplier=self._retrying.first_wait,
+                    max=self._retrying.max_wait,
+                    jitter=self._retrying.first_wait,
+                ),
+                retry=retry_if_exception_type(Transient),
+            ):
+                with attempt:
+                    attempts += 1
+                    async with asyncio.timeout(timeout):
+                        return await action(step.params, step_context), attempts
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            return failed(f"gave up after {attempts} attempts: {cause}"), attempts
+        except TimeoutError:
+            return failed(
+                f"timed out after {format_duration(timedelta(seconds=timeout))}"
+            ), attempts
+        except Exception as exc:  # an action's bug must not kill the dispatcher
+            log.exception("action raised", action=step.action)
+            return failed(f"{type(exc).__name__}: {exc}"), attempts
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _keep_lease(self, admitted: Admitted) -> None:
+        current: Admitted | None = admitted
+        while current is not None:
+            await asyncio.sleep(self._guards.lease_ttl / 3)
+            current = await self._guards.renew(current)
+        log.warning("target lease lost; mutating steps will be refused", run=admitted.run_id)
+
+    async def _resolved_meanwhile(self, alert: Alert) -> bool:
+        record = await self._store.alert(alert.fingerprint, alert.starts_at)
+        return record is None or record.status is AlertStatus.RESOLVED
+
+    async def _resolved(
+        self, event: AlertEvent, alert: Alert, earlier: Sequence[Remediation]
+    ) -> Remediation | None:
+        """The alert cleared: the waiting run succeeded, and its mitigation may be undone."""
+        ran = None
+        for remediation in earlier:
+            if remediation.outcome == "verifying":
+                await self._guards.record_outcome(
+                    remediation.run_id or "", _breaker(remediation), succeeded=True
+                )
+                await self._end(remediation, "succeeded", "the alert resolved in time")
+            if remediation.kind == "firing" and remediation.outcome in (
+                "verifying",
+                "succeeded",
+                "failed",
+                "stopped",
+                "dry_run",
+            ):
+                ran = remediation
+        if ran is None or not ran.plan.get("on_resolved"):
+            return None
+        decision = decide(alert, self._policies.current, self._now())
+        if not isinstance(decision, Plan) or not decision.on_resolved:
+            return await self._note(event, alert, "refused", "on_resolved steps cannot be planned")
+        paused = await self._guards.paused()
+        if paused is not None:
+            return await self._note(
+                event, alert, "blocked", f"paused: {paused.reason}", guard="kill_switch"
+            )
+        remediation = await self._start(event, alert, decision, None)
+        context = StepContext(decision.target, ran.outcome == "dry_run", remediation.started_at)
+        results: dict[str, dict[str, Any]] = {}
+        for position, step in enumerate(decision.on_resolved):
+            result = await self._step(
+                remediation, "on_resolved", position, step, context, results, alert, None
+            )
+            if not result.ok:
+                return await self._end(remediation, "failed", f"{step.action}: {result.message}")
+        return await self._end(remediation, "succeeded", "on_resolved steps done")
+
+    async def expire_verifications(self) -> list[Remediation]:
+        """Runs whose alert did not resolve in time failed: count them against the breaker."""
+        ended = []
+        for remediation in await self._store.overdue_verifications(self._now()):
+            await self._guards.record_outcome(
+                remediation.run_id or "", _breaker(remediation), succeeded=False
+            )
+            ended.append(
+                await self._end(remediation, "failed", "the alert did not resolve in time")
+            )
+        return ended
+
+    async def _start(
+        self, event: AlertEvent, alert: Alert, plan: Plan, admitted: Admitted | None
+    ) -> Remediation:
+        remediation = Remediation(
+            id=str(uuid.uuid4()),
+            event_id=event.id,
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at,
+            alertname=alert.alertname,
+            kind=event.kind.value,
+            policy=plan.policy,
+            policy_revision=self._policies.revision,
+            outcome="running",
+            guard=None,
+            reason="dry-run" if admitted is None else "",
+            run_id=admitted.run_id if admitted else None,
+            target=target_key(plan),
+            plan=_plan_summary(plan),
+            started_at=self._now(),
+        )
+        await self._store.save_remediation(remediation)
+        return remediation
+
+    async def _note(
+        self,
+        event: AlertEvent,
+        alert: Alert,
+        outcome: str,
+        reason: str,
+        *,
+        policy: str | None = None,
+        guard: str | None = None,
+        target: str | None = None,
+        plan: dict[str, Any] | None = None,
+    ) -> Remediation:
+        now = self._now()
+        remediation = Remediation(
+            id=str(uuid.uuid4()),
+            event_id=event.id,
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at,
+            alertname=alert.alertname,
+            kind=event.kind.value,
+            policy=policy,
+            policy_revision=self._policies.revision,
+            outcome=outcome,
+            guard=guard,
+            reason=reason,
+            run_id=None,
+            target=target,
+            plan=plan or {},
+            started_at=now,
+            finished_at=now,
+        )
+        await self._store.save_remediation(remediation)
+        log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
+        return remediation
+
+    async def _fail(self, remediation: Remediation, plan: Plan, reason: str) -> Remediation:
+        if remediation.run_id is not None:
+            await self._guards.record_outcome(remediation.run_id, breaker_spec(plan), False)
+        return await self._end(remediation, "failed", reason)
+
+    async def _end(self, remediation: Remediation, outcome: str, reason: str) -> Remediation:
+        ended = replace(remediation, outcome=outcome, reason=reason, finished_at=self._now())
+        await self._store.save_remediation(ended)
+        log.info("remediation ended", remediation=ended.id, outcome=outcome, reason=reason)
+        return ended
+
+    async def _completed_steps(
+        self, interrupted: Sequence[Remediation]
+    ) -> dict[tuple[str, int], StepRecord]:
+        done: dict[tuple[str, int], StepRecord] = {}
+        for remediation in interrupted:
+            for step in await self._store.steps(remediation.id):
+                done[(step.phase, step.position)] = step
+        return done
+
+
+def _alert(record: AlertRecord, status: AlertStatus) -> Alert:
+    return Alert(
+        status=status,
+        labels=record.labels,
+        annotations=record.annotations,
+        starts_at=record.starts_at,
+        ends_at=record.ends_at,
+        fingerprint=record.fingerprint,
+    )
+
+
+def _view(result: StepResult) -> dict[str, Any]:
+    return {"message": result.message, "data": dict(result.data)}
+
+
+def _plan_summary(plan: Plan) -> dict[str, Any]:
+    breaker = breaker_spec(plan)
+    return {
+        "target": str(plan.target),
+        "steps": [step.action for step in plan.steps],
+        "on_resolved": [step.action for step in plan.on_resolved],
+        "verify_within": format_duration(plan.verify_within),
+        "rate_limit_key": plan.rate_limit_key,
+        "breaker": {
+            "key": breaker.key,
+            "failures": breaker.failures,
+            "window": breaker.window,
+            "cooldown": breaker.cooldown,
+        },
+        "level": plan.escalation.level,
+        "channels": list(plan.escalation.channels),
+    }
+
+
+def _breaker(remediation: Remediation) -> BreakerSpec:
+    spec = remediation.plan["breaker"]
+    return BreakerSpec(spec["key"], spec["failures"], spec["window"], spec["cooldown"])

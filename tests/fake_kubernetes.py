@@ -1,0 +1,805 @@
+"""A small in-memory Kubernetes API server for the `kubernetes.*` action tests.
+
+It serves exactly the endpoints the actions use, with the real API's JSON shapes (apiVersion,
+kind, metadata with uid, resourceVersion, generation, creationTimestamp, ownerReferences) and
+its status codes (Status objects for 404 NotFound, 409 Conflict, 422 Invalid, 415):
+
+    GET, PATCH  /apis/apps/v1/namespaces/{ns}/deployments/{name}
+    GET, PATCH  /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale    (autoscaling/v1 Scale)
+    GET         /apis/apps/v1/namespaces/{ns}/replicasets?labelSelector=...
+    GET         /api/v1/namespaces/{ns}/pods?labelSelector=...
+    GET, DELETE /api/v1/namespaces/{ns}/pods/{name}      (DeleteOptions.preconditions.uid)
+    GET, PATCH  /api/v1/namespaces/{ns}/configmaps/{name}
+    GET         /api/v1/namespaces/{ns}/events
+
+PATCH takes the content types kubernetes-asyncio sends: application/strategic-merge-patch+json
+(a dict body; applied as a JSON merge patch, which is what it means for the maps the actions
+patch), application/merge-patch+json and application/json-patch+json (a list body: add,
+remove, replace, test). A patched object whose metadata.resourceVersion differs from the
+stored one is a 409 Conflict, as on the real server; an invalid result (negative replicas,
+a template whose labels do not match the selector, a changed selector or name) is a 422.
+
+Behaviours of the controllers, made deterministic: a spec change bumps metadata.generation; a
+pod-template change makes (or, on undo, reuses) the ReplicaSet of that template with the next
+revision (deployment.kubernetes.io/revision), and the Deployment's annotation follows; pods
+are owned by ReplicaSets and carry the pod-template-hash label; a deleted pod is replaced;
+events are recorded (ScalingReplicaSet, Killing). Rollouts finish at once, unless a test holds
+them (`hold_rollouts`, then `converge`, or `converge_after_reads`): no timing is involved.
+
+Tests seed objects (`seed_deployment` with N ready pods and a revision history,
+`seed_configmap`, `seed_pod`, `seed_event`), inspect them (`get`, `pods_of`), see the requests
+made (`requests`) and inject failures (`fail_next`). Start it with `await fake.start(port)` on a
+loopback port and point `kubernetes_asyncio.client.Configuration(host=fake.url)` at it.
+
+The same tests run against a real cluster (kind): with REMEDIATOR_TEST_KUBECONFIG set, the
+fixture in test_kubernetes_actions.py seeds through the API instead (a namespace per test) and
+skips the few tests that need this fake's fault injection or backdated objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+Obj = dict[str, Any]
+REVISION = "deployment.kubernetes.io/revision"
+HASH = "pod-template-hash"
+
+# kind -> (apiVersion, plural, group for Status details)
+KINDS = {
+    "Deployment": ("apps/v1", "deployments", "apps"),
+    "ReplicaSet": ("apps/v1", "replicasets", "apps"),
+    "Pod": ("v1", "pods", ""),
+    "ConfigMap": ("v1", "configmaps", ""),
+    "Event": ("v1", "events", ""),
+    "Scale": ("autoscaling/v1", "deployments", "apps"),
+}
+_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+def timestamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str, details: Obj | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details or {}
+
+    def response(self) -> web.Response:
+        return status_response(self.code, self.message, self.details)
+
+
+def status_response(code: int, message: str, details: Obj | None = None) -> web.Response:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": _REASONS.get(code, "Unknown"),
+        "details": details or {},
+        "code": code,
+    }
+    return web.json_response(body, status=code)
+
+
+def _resource(kind: str) -> str:
+    _, plural, group = KINDS[kind]
+    return f"{plural}.{group}" if group else plural
+
+
+def not_found(kind: str, name: str) -> ApiError:
+    _, plural, group = KINDS[kind]
+    return ApiError(
+        404, f'{_resource(kind)} "{name}" not found', {"name": name, "group": group, "kind": plural}
+    )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _pointer(path: str) -> list[str]:
+    if not path.startswith("/"):
+        raise ApiError(422, f"invalid JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def json_patch(target: Obj, operations: list[Obj]) -> Obj:
+    """RFC 6902: add, remove, replace and test, on objects and list indices."""
+    doc = copy.deepcopy(target)
+    for op in operations:
+        *parents, last = _pointer(op["path"])
+        node: Any = doc
+        for part in parents:
+            try:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ApiError(422, f"path {op['path']} does not exist") from exc
+        kind = op.get("op")
+        key: Any = int(last) if isinstance(node, list) and last != "-" else last
+        if kind == "test":
+            if _get(node, key) != op.get("value"):
+                raise ApiError(422, f"test failed at {op['path']}")
+        elif kind in ("replace", "remove") and _get(node, key, missing=True) is _MISSING:
+            raise ApiError(422, f"path {op['path']} does not exist")
+        elif kind == "remove":
+            del node[key]
+        elif kind == "replace" or (kind == "add" and isinstance(node, dict)):
+            node[key] = copy.deepcopy(op["value"])
+        elif kind == "add":
+            node.insert(len(node) if last == "-" else key, copy.deepcopy(op["value"]))
+        else:
+            raise ApiError(422, f"unsupported JSON patch operation {kind!r}")
+    return doc
+
+
+_MISSING = object()
+
+
+def _get(node: Any, key: Any, *, missing: bool = False) -> Any:
+    try:
+        return node[key]
+    except (KeyError, IndexError, TypeError):
+        return _MISSING if missing else None
+
+
+_SET_SELECTOR = re.compile(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$")
+
+
+def _split_selector(selector: str) -> Iterator[str]:
+    depth, start = 0, 0
+    for i, ch in enumerate(selector):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            yield selector[start:i].strip()
+            start = i + 1
+    if selector[start:].strip():
+        yield selector[start:].strip()
+
+
+def matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """A label selector as the API server reads it (=, ==, !=, in, notin, exists, !exists)."""
+    return all(_term_matches(term, labels) for term in _split_selector(selector or ""))
+
+
+def _term_matches(term: str, labels: dict[str, str]) -> bool:
+    if found := _SET_SELECTOR.match(term):
+        values = {v.strip() for v in found[3].split(",")}
+        return (found[2] == "in") == (labels.get(found[1]) in values)
+    if "!=" in term:
+        key, value = term.split("!=", 1)
+        return labels.get(key.strip()) != value.strip()
+    if "=" in term:
+        key, value = term.replace("==", "=").split("=", 1)
+        return labels.get(key.strip()) == value.strip()
+    if term.startswith("!"):
+        return term[1:] not in labels
+    return term in labels
+
+
+def _selector_string(match_labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+
+
+def _template_key(template: Obj) -> str:
+    clean = copy.deepcopy(template)
+    clean.get("metadata", {}).get("labels", {}).pop(HASH, None)
+    return json.dumps(clean, sort_keys=True)
+
+
+@dataclass
+class Fault:
+    method: str
+    resource: str  # "deployments", "deployments/scale", "pods", ...
+    status: int
+    times: int
+
+
+class FakeKubernetes:
+    """The API server and the deployment, replica-set and garbage controllers, in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], Obj] = {}
+        self.requests: list[tuple[str, str, str]] = []  # method, path, content type
+        self.hold_rollouts = False
+        self._reads_until_converged: dict[tuple[str, str], int] = {}
+        self._faults: list[Fault] = []
+        self._versions = itertools.count(1000)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, port: int) -> str:
+        app = web.Application()
+        base_apps = "/apis/apps/v1/namespaces/{ns}"
+        base_core = "/api/v1/namespaces/{ns}"
+        app.router.add_route("GET", base_apps + "/deployments/{name}", self._get_deployment)
+        app.router.add_route("PATCH", base_apps + "/deployments/{name}", self._patch_deployment)
+        app.router.add_route("GET", base_apps + "/deployments/{name}/scale", self._get_scale)
+        app.router.add_route("PATCH", base_apps + "/deployments/{name}/scale", self._patch_scale)
+        app.router.add_route("GET", base_apps + "/replicasets", self._list("ReplicaSet"))
+        app.router.add_route("GET", base_core + "/pods", self._list("Pod"))
+        app.router.add_route("GET", base_core + "/pods/{name}", self._get("Pod"))
+        app.router.add_route("DELETE", base_core + "/pods/{name}", self._delete_pod)
+        app.router.add_route("GET", base_core + "/configmaps/{name}", self._get("ConfigMap"))
+        app.router.add_route("PATCH", base_core + "/configmaps/{name}", self._patch_configmap)
+        app.router.add_route("GET", base_core + "/events", self._list("Event"))
+        app.middlewares.append(self._middleware)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append(
+            (request.method, request.path, request.headers.get("Content-Type", ""))
+        )
+        resource = request.path.split("/namespaces/", 1)[-1].split("/")
+        plural = resource[1] if len(resource) > 1 else ""
+        sub = f"{plural}/{resource[3]}" if len(resource) > 3 else plural
+        for fault in self._faults:
+            if fault.times > 0 and fault.method == request.method and fault.resource == sub:
+                fault.times -= 1
+                return status_response(fault.status, f"injected {fault.status}")
+        try:
+            response: web.StreamResponse = await handler(request)
+        except ApiError as error:
+            return error.response()
+        except web.HTTPNotFound:
+            return status_response(404, "the server could not find the requested resource")
+        return response
+
+    # -- the test's API ----------------------------------------------------------------------
+
+    @property
+    def writes(self) -> list[tuple[str, str, str]]:
+        return [r for r in self.requests if r[0] != "GET"]
+
+    def fail_next(self, method: str, resource: str, status: int, times: int = 1) -> None:
+        """Answer the next `times` `method` requests on `resource` (a plural) with `status`."""
+        self._faults.append(Fault(method, resource, status, times))
+
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def list_objects(self, kind: str, namespace: str) -> list[Obj]:
+        return [
+            copy.deepcopy(obj)
+            for (k, ns, _), obj in sorted(self.objects.items())
+            if k == kind and ns == namespace
+        ]
+
+    def replica_sets_of(self, namespace: str, name: str) -> list[Obj]:
+        dep = self.objects[("Deployment", namespace, name)]
+        return sorted(
+            (rs for rs in self._owned("ReplicaSet", dep)),
+            key=lambda rs: int(rs["metadata"]["annotations"][REVISION]),
+        )
+
+    def pods_of(self, namespace: str, name: str) -> list[Obj]:
+        return [p for rs in self.replica_sets_of(namespace, name) for p in self._owned("Pod", rs)]
+
+    def seed_deployment(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        replicas: int = 3,
+        ready: int | None = None,
+        revisions: int = 1,
+        changed_ago: timedelta = timedelta(hours=2),
+        labels: dict[str, str] | None = None,
+    ) -> Obj:
+        """A Deployment with `revisions` ReplicaSets (`pod_template` 1..N; the newest created
+        `changed_ago` ago, each older one a day before) and `replicas` pods, `ready` of them
+        ready. `labels={}` makes a Deployment with an empty selector."""
+        labels = {"app": name} if labels is None else labels
+        created = datetime.now(UTC) - changed_ago - timedelta(days=revisions)
+        dep: Obj = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._metadata(namespace, name, created, annotations={}),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": dict(labels)},
+                "template": {},
+                "strategy": {"type": "RollingUpdate"},
+                "revisionHistoryLimit": 10,
+                "progressDeadlineSeconds": 600,
+            },
+            "status": {},
+        }
+        dep["metadata"]["generation"] = 0
+        self.objects[("Deployment", namespace, name)] = dep
+        for revision in range(1, revisions + 1):
+            dep["spec"]["template"] = pod_template(labels, revision)
+            dep["metadata"]["generation"] += 1
+            ago = changed_ago + timedelta(days=revisions - revision)
+            self._reconcile(dep, created=datetime.now(UTC) - ago)
+        self._converge(dep, ready=replicas if ready is None else ready)
+        return copy.deepcopy(dep)
+
+    def seed_configmap(self, namespace: str, name: str, data: dict[str, str]) -> Obj:
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": self._metadata(namespace, name, datetime.now(UTC)),
+            "data": dict(data),
+        }
+        self.objects[("ConfigMap", namespace, name)] = cm
+        return copy.deepcopy(cm)
+
+    def seed_pod(self, namespace: str, name: str, labels: dict[str, str]) -> Obj:
+        """A ready pod owned by nothing (or by whatever the test adds)."""
+        pod = self._pod(namespace, name, labels, owner=None, ready=True)
+        self.objects[("Pod", namespace, name)] = pod
+        return copy.deepcopy(pod)
+
+    def seed_event(self, namespace: str, about: Obj, reason: str, message: str) -> None:
+        self._event(about, reason, message, kind="Warning")
+
+    def converge(self, namespace: str, name: str) -> None:
+        """Finish the Deployment's rollout: what the controllers would do, done now."""
+        self._converge(self.objects[("Deployment", namespace, name)])
+
+    def converge_after_reads(self, namespace: str, name: str, reads: int) -> None:
+        """Hold the rollout, and finish it when the Deployment has been read `reads` times."""
+        self.hold_rollouts = True
+        self._reads_until_converged[(namespace, name)] = reads
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _find(self, kind: str, request: web.Request) -> Obj:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        found = self.objects.get((kind, ns, name))
+        if found is None:
+            raise not_found(kind, name)
+        return found
+
+    def _get(self, kind: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(self._find(kind, request))
+
+        return handler
+
+    def _list(self, kind: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            selector = request.query.get("labelSelector")
+            items = [
+                obj
+                for (k, ns, _), obj in sorted(self.objects.items())
+                if k == kind
+                and ns == request.match_info["ns"]
+                and matches(selector, obj["metadata"].get("labels") or {})
+            ]
+            api_version = KINDS[kind][0]
+            return web.json_response(
+                {
+                    "apiVersion": api_version,
+                    "kind": f"{kind}List",
+                    "metadata": {"resourceVersion": str(next(self._versions))},
+                    "items": items,
+                }
+            )
+
+        return handler
+
+    async def _get_deployment(self, request: web.Request) -> web.Response:
+        dep = self._find("Deployment", request)
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        if key in self._reads_until_converged:
+            self._reads_until_converged[key] -= 1
+            if self._reads_until_converged[key] <= 0:
+                del self._reads_until_converged[key]
+                self._converge(dep)
+        return web.json_response(dep)
+
+    async def _patched(self, request: web.Request, current: Obj) -> Obj:
+        content_type = request.headers.get("Content-Type", "")
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise ApiError(400, f"invalid JSON: {exc}") from exc
+        if content_type == "application/json-patch+json" and isinstance(body, list):
+            patched = json_patch(current, body)
+        elif content_type == "application/merge-patch+json" and isinstance(body, dict):
+            patched = merge_patch(current, body)
+        elif content_type == "application/strategic-merge-patch+json" and isinstance(body, dict):
+            if "$patch" in json.dumps(body):
+                raise ApiError(422, "strategic merge directives are not supported by the fake")
+            patched = merge_patch(current, body)
+        else:
+            raise ApiError(415, f"the body of the request was in an unknown format: {content_type}")
+        meta, old = patched.get("metadata", {}), current["metadata"]
+        if meta.get("resourceVersion") != old["resourceVersion"]:
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on {_resource(current["kind"])} "{old["name"]}": '
+                "the object has been modified; please apply your changes to the latest version "
+                "and try again",
+            )
+        for field in ("name", "namespace", "uid", "creationTimestamp"):
+            if meta.get(field) != old.get(field):
+                raise ApiError(422, f"metadata.{field}: Invalid value: field is immutable")
+        return patched
+
+    async def _patch_deployment(self, request: web.Request) -> web.Response:
+        dep = self._find("Deployment", request)
+        patched = await self._patched(request, dep)
+        self._validate_deployment(dep, patched)
+        self._store_deployment(dep, patched)
+        return web.json_response(dep)
+
+    def _validate_deployment(self, old: Obj, new: Obj) -> None:
+        spec = new.get("spec") or {}
+        replicas = spec.get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ApiError(422, f"spec.replicas: Invalid value: {replicas!r}")
+        if spec.get("selector") != old["spec"]["selector"]:
+            raise ApiError(422, "spec.selector: Invalid value: field is immutable")
+        template_labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
+        selector = _selector_string(spec["selector"].get("matchLabels") or {})
+        if not matches(selector, template_labels):
+            raise ApiError(
+                422, "spec.template.metadata.labels: Invalid value: `selector` does not match"
+            )
+        if not (spec.get("template") or {}).get("spec", {}).get("containers"):
+            raise ApiError(422, "spec.template.spec.containers: Required value")
+
+    def _store_deployment(self, dep: Obj, patched: Obj) -> None:
+        spec_changed = patched["spec"] != dep["spec"]
+        template_changed = patched["spec"]["template"] != dep["spec"]["template"]
+        patched["status"] = dep["status"]  # the main resource ignores status changes
+        patched["metadata"]["generation"] = dep["metadata"]["generation"] + spec_changed
+        patched["metadata"]["resourceVersion"] = str(next(self._versions))
+        dep.clear()
+        dep.update(patched)
+        if template_changed:
+            self._reconcile(dep, created=datetime.now(UTC))
+        if spec_changed:
+            self._progress(dep)
+
+    def _scale(self, dep: Obj) -> Obj:
+        meta = dep["metadata"]
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            },
+            "spec": {"replicas": dep["spec"]["replicas"]},
+            "status": {
+                "replicas": dep["status"].get("replicas", 0),
+                "selector": _selector_string(dep["spec"]["selector"].get("matchLabels") or {}),
+            },
+        }
+
+    async def _get_scale(self, request: web.Request) -> web.Response:
+        return web.json_response(self._scale(self._find("Deployment", request)))
+
+    async def _patch_scale(self, request: web.Request) -> web.Response:
+        dep = self._find("Deployment", request)
+        patched = await self._patched(request, self._scale(dep))
+        replicas = patched.get("spec", {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ApiError(422, f"spec.replicas: Invalid value: {replicas!r}")
+        new = copy.deepcopy(dep)
+        new["spec"]["replicas"] = replicas
+        self._store_deployment(dep, new)
+        return web.json_response(self._scale(dep))
+
+    async def _patch_configmap(self, request: web.Request) -> web.Response:
+        cm = self._find("ConfigMap", request)
+        patched = await self._patched(request, cm)
+        data = patched.get("data") or {}
+        if not all(isinstance(v, str) for v in data.values()):
+            raise ApiError(422, "data: Invalid value: values must be strings")
+        patched["metadata"]["resourceVersion"] = str(next(self._versions))
+        cm.clear()
+        cm.update(patched)
+        return web.json_response(cm)
+
+    async def _delete_pod(self, request: web.Request) -> web.Response:
+        pod = self._find("Pod", request)
+        options = await request.json() if request.can_read_body else {}
+        wanted_uid = ((options or {}).get("preconditions") or {}).get("uid")
+        if wanted_uid and wanted_uid != pod["metadata"]["uid"]:
+            raise ApiError(
+                409,
+                f"Precondition failed: UID in precondition: {wanted_uid}, "
+                f"UID in object meta: {pod['metadata']['uid']}",
+            )
+        meta = pod["metadata"]
+        del self.objects[("Pod", meta["namespace"], meta["name"])]
+        self._event(pod, "Killing", f"Stopping container {pod['spec']['containers'][0]['name']}")
+        owner = next(iter(meta.get("ownerReferences") or []), None)
+        for rs in self._all("ReplicaSet", meta["namespace"]):
+            if owner and rs["metadata"]["uid"] == owner["uid"]:
+                self._replace_pods(rs, rs["spec"]["replicas"], ready=not self.hold_rollouts)
+        meta["deletionTimestamp"] = timestamp(datetime.now(UTC))
+        return web.json_response(pod)
+
+    # -- controllers -------------------------------------------------------------------------
+
+    def _metadata(
+        self, namespace: str, name: str, created: datetime, **extra: Any
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": str(next(self._versions)),
+            "creationTimestamp": timestamp(created),
+            **extra,
+        }
+
+    def _all(self, kind: str, namespace: str) -> list[Obj]:
+        return [o for (k, ns, _), o in self.objects.items() if k == kind and ns == namespace]
+
+    def _owned(self, kind: str, owner: Obj) -> list[Obj]:
+        uid = owner["metadata"]["uid"]
+        return [
+            o
+            for o in self._all(kind, owner["metadata"]["namespace"])
+            if any(r["uid"] == uid for r in o["metadata"].get("ownerReferences") or [])
+        ]
+
+    def _reconcile(self, dep: Obj, created: datetime) -> None:
+        """The deployment controller on a template change: the ReplicaSet of that template
+        (made, or reused on an undo) takes the next revision, and the Deployment follows."""
+        replica_sets = self._owned("ReplicaSet", dep)
+        revision = 1 + max(
+            (int(rs["metadata"]["annotations"][REVISION]) for rs in replica_sets), default=0
+        )
+        key = _template_key(dep["spec"]["template"])
+        rs = next((r for r in replica_sets if _template_key(r["spec"]["template"]) == key), None)
+        if rs is None:
+            rs = self._new_replica_set(dep, key, created)
+        rs["metadata"]["annotations"][REVISION] = str(revision)
+        rs["metadata"]["resourceVersion"] = str(next(self._versions))
+        dep["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
+        self._event(dep, "ScalingReplicaSet", f"Scaled up replica set {rs['metadata']['name']}")
+
+    def _new_replica_set(self, dep: Obj, key: str, created: datetime) -> Obj:
+        namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        pod_hash = hashlib.sha256(key.encode()).hexdigest()[:10]
+        template = copy.deepcopy(dep["spec"]["template"])
+        template["metadata"].setdefault("labels", {})[HASH] = pod_hash
+        match_labels = dict(dep["spec"]["selector"].get("matchLabels") or {})
+        rs: Obj = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": self._metadata(
+                namespace,
+                f"{name}-{pod_hash}",
+                created,
+                generation=1,
+                labels=dict(template["metadata"]["labels"]),
+                annotations={},
+                ownerReferences=[_owner(dep)],
+            ),
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {**match_labels, HASH: pod_hash}},
+                "template": template,
+            },
+            "status": {"replicas": 0, "readyReplicas": 0, "availableReplicas": 0},
+        }
+        self.objects[("ReplicaSet", namespace, rs["metadata"]["name"])] = rs
+        return rs
+
+    def _progress(self, dep: Obj) -> None:
+        dep["status"]["observedGeneration"] = dep["metadata"]["generation"]
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        if self.hold_rollouts or key in self._reads_until_converged:
+            dep["status"]["updatedReplicas"] = 0
+            return
+        self._converge(dep)
+
+    def _converge(self, dep: Obj, ready: int | None = None) -> None:
+        desired = dep["spec"]["replicas"]
+        ready = desired if ready is None else ready
+        current = str(dep["metadata"]["annotations"][REVISION])
+        for rs in self._owned("ReplicaSet", dep):
+            is_current = rs["metadata"]["annotations"][REVISION] == current
+            self._replace_pods(rs, desired if is_current else 0, ready=True, ready_count=ready)
+        dep["status"] = {
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": desired,
+            "updatedReplicas": desired,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": desired - ready,
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True" if ready >= desired else "False",
+                    "reason": "MinimumReplicasAvailable",
+                },
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+            ],
+        }
+        dep["metadata"]["resourceVersion"] = str(next(self._versions))
+
+    def _replace_pods(
+        self, rs: Obj, count: int, *, ready: bool, ready_count: int | None = None
+    ) -> None:
+        """The replica-set controller: `count` pods, the first `ready_count` of them ready."""
+        pods: list[Obj] = sorted(self._owned("Pod", rs), key=lambda p: p["metadata"]["name"])
+        for extra in pods[count:]:
+            meta = extra["metadata"]
+            del self.objects[("Pod", meta["namespace"], meta["name"])]
+        for _ in range(count - len(pods)):
+            meta = rs["metadata"]
+            name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
+            pod = self._pod(
+                meta["namespace"], name, rs["spec"]["template"]["metadata"]["labels"], rs, ready
+            )
+            self.objects[("Pod", meta["namespace"], name)] = pod
+        pods = sorted(self._owned("Pod", rs), key=lambda p: p["metadata"]["name"])
+        if ready_count is not None:
+            for i, pod in enumerate(pods):
+                _set_ready(pod, i < ready_count)
+        n_ready = sum(_is_ready(p) for p in pods)
+        rs["spec"]["replicas"] = count
+        rs["status"] = {
+            "replicas": count,
+            "readyReplicas": n_ready,
+            "availableReplicas": n_ready,
+            "observedGeneration": 1,
+        }
+
+    def _pod(
+        self, namespace: str, name: str, labels: dict[str, str], owner: Obj | None, ready: bool
+    ) -> Obj:
+        template = (
+            owner["spec"]["template"]["spec"]
+            if owner
+            else {"containers": [{"name": "app", "image": IMAGE}]}
+        )
+        pod: Obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": self._metadata(
+                namespace,
+                name,
+                datetime.now(UTC),
+                labels=dict(labels),
+                ownerReferences=[_owner(owner)] if owner else [],
+            ),
+            "spec": {**copy.deepcopy(template), "nodeName": "kind-worker"},
+            "status": {},
+        }
+        _set_ready(pod, ready)
+        return pod
+
+    def _event(self, about: Obj, reason: str, message: str, kind: str = "Normal") -> None:
+        meta, now = about["metadata"], timestamp(datetime.now(UTC))
+        name = f"{meta['name']}.{uuid.uuid4().hex[:16]}"
+        self.objects[("Event", meta["namespace"], name)] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": self._metadata(meta["namespace"], name, datetime.now(UTC)),
+            "involvedObject": {
+                "apiVersion": KINDS[about["kind"]][0],
+                "kind": about["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": "fake-kubernetes"},
+        }
+
+
+IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def pod_template(labels: dict[str, str], revision: int) -> Obj:
+    """The seeded pod template of a revision: the revision is in env SEEDED_REVISION."""
+    return {
+        "metadata": {"labels": dict(labels) or {"app": "unselected"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": IMAGE,
+                    "env": [{"name": "SEEDED_REVISION", "value": str(revision)}],
+                }
+            ],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+
+
+def seeded_revision(obj: Obj) -> int:
+    """The SEEDED_REVISION of a Deployment's or ReplicaSet's pod template."""
+    return int(obj["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"])
+
+
+def _owner(owner: Obj) -> Obj:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _is_ready(pod: Obj) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
+
+
+def _set_ready(pod: Obj, ready: bool) -> None:
+    now = timestamp(datetime.now(UTC))
+    flag = "True" if ready else "False"
+    container = pod["spec"]["containers"][0]
+    pod["status"] = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+        ],
+        "containerStatuses": [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": f"docker.io/library/{container['image']}@sha256:{'0' * 64}",
+                "ready": ready,
+                "started": True,
+                "restartCount": 0 if ready else 3,
+                "state": {"running": {"startedAt": now}},
+            }
+        ],
+        "startTime": now,
+    }

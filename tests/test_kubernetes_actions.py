@@ -1,0 +1,814 @@
+"""The `kubernetes.*` actions, with the real kubernetes-asyncio client against an API server.
+
+By default the server is tests/fake_kubernetes.py (in memory, deterministic, fault injection).
+With REMEDIATOR_TEST_KUBECONFIG=/path/to/kubeconfig the same tests run against that cluster
+(kind in CI: .github/workflows/kind.yml): each test gets a namespace of its own, seeded through
+the API (Deployments of registry.k8s.io/pause, revisions made by real rollouts) and deleted
+afterwards; tests that need the fake's fault injection, backdated objects or not-ready pods
+are skipped there, saying so.
+
+    REMEDIATOR_TEST_KUBECONFIG=$HOME/.kube/config .venv/bin/pytest tests/test_kubernetes_actions.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from remediator.actions.base import Outcome, StepContext, StepResult, Transient
+from remediator.actions.kubernetes import KubernetesActions, kubernetes_client
+from remediator.engine.plan import RenderedTarget
+from remediator.policy.actions import (
+    CATALOGUE,
+    DeletePod,
+    NoParams,
+    PatchConfigMap,
+    RolloutRestart,
+    RolloutStatus,
+    RolloutUndo,
+    Scale,
+    WaitRollout,
+)
+from tests.conftest import free_port
+from tests.fake_kubernetes import FakeKubernetes, pod_template, seeded_revision
+
+KUBECONFIG = os.environ.get("REMEDIATOR_TEST_KUBECONFIG")
+Obj = dict[str, Any]
+
+
+class Cluster:
+    """A namespace to act in, seeded and inspected the same way on the fake and on kind."""
+
+    fake: FakeKubernetes | None = None
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.apps, self.core = AppsV1Api(api), CoreV1Api(api)
+
+    def context(self, name: str, *, dry_run: bool = False, started: datetime | None = None) -> Any:
+        target = RenderedTarget("Deployment", name, self.namespace, None, None)
+        return StepContext(target, dry_run, started or datetime.now(UTC))
+
+    async def seed_deployment(self, name: str, *, replicas: int = 2, revisions: int = 1) -> None:
+        raise NotImplementedError
+
+    async def seed_configmap(self, name: str, data: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    async def seed_pod(self, name: str, labels: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    async def deployment(self, name: str) -> Obj:
+        found = await self.apps.read_namespaced_deployment(name, self.namespace)
+        return self._json(found)
+
+    async def pods(self, name: str) -> list[Obj]:
+        listed = await self.core.list_namespaced_pod(self.namespace, label_selector=f"app={name}")
+        return [self._json(p) for p in listed.items if not p.metadata.deletion_timestamp]
+
+    async def configmap(self, name: str) -> Obj:
+        return self._json(await self.core.read_namespaced_config_map(name, self.namespace))
+
+    async def settle(self, name: str) -> None:
+        """Let the controllers finish with the Deployment (the fake's are done already)."""
+
+    async def mark(self) -> object:
+        """Something that changes when anything in the namespace is written."""
+        listed = await self.apps.list_namespaced_deployment(self.namespace)
+        maps = await self.core.list_namespaced_config_map(self.namespace)
+        return sorted(
+            (o.metadata.name, o.metadata.resource_version) for o in listed.items + maps.items
+        )
+
+    def _json(self, model: Any) -> Obj:
+        data: Obj = self.api.sanitize_for_serialization(model)
+        return data
+
+
+class FakeCluster(Cluster):
+    def __init__(self, api: ApiClient, fake: FakeKubernetes) -> None:
+        super().__init__(api, "prod")
+        self.fake = fake
+
+    async def seed_deployment(
+        self,
+        name: str,
+        *,
+        replicas: int = 2,
+        revisions: int = 1,
+        ready: int | None = None,
+        changed_ago: timedelta = timedelta(hours=2),
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        assert self.fake is not None
+        self.fake.seed_deployment(
+            self.namespace,
+            name,
+            replicas=replicas,
+            revisions=revisions,
+            ready=ready,
+            changed_ago=changed_ago,
+            labels=labels,
+        )
+
+    async def seed_configmap(self, name: str, data: dict[str, str]) -> None:
+        assert self.fake is not None
+        self.fake.seed_configmap(self.namespace, name, data)
+
+    async def seed_pod(self, name: str, labels: dict[str, str]) -> None:
+        assert self.fake is not None
+        self.fake.seed_pod(self.namespace, name, labels)
+
+    async def mark(self) -> object:
+        assert self.fake is not None
+        return len(self.fake.writes)
+
+
+class KindCluster(Cluster):
+    """A namespace of a real cluster; seeding waits for the real controllers."""
+
+    async def seed_deployment(self, name: str, *, replicas: int = 2, revisions: int = 1) -> None:
+        labels = {"app": name}
+        body: Any = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": pod_template(labels, 1),
+            },
+        }
+        await self.apps.create_namespaced_deployment(self.namespace, body)
+        await self.rolled_out(name)
+        for revision in range(2, revisions + 1):
+            patch = [
+                {"op": "replace", "path": "/spec/template", "value": pod_template(labels, revision)}
+            ]
+            await self.apps.patch_namespaced_deployment(name, self.namespace, patch)
+            await self.rolled_out(name)
+
+    async def settle(self, name: str) -> None:
+        await self.rolled_out(name)
+
+    async def rolled_out(self, name: str, within: float = 180) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            dep = await self.apps.read_namespaced_deployment(name, self.namespace)
+            status, want = dep.status, dep.spec.replicas
+            if (
+                (status.observed_generation or 0) >= dep.metadata.generation
+                and (status.updated_replicas or 0) == want
+                and (status.replicas or 0) == want
+                and (status.available_replicas or 0) == want
+            ):
+                return
+            await asyncio.sleep(0.5)  # a real cluster's controllers: polled, not raced
+        raise AssertionError(f"deployment {name} did not roll out within {within}s")
+
+    async def seed_configmap(self, name: str, data: dict[str, str]) -> None:
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": data,
+        }
+        await self.core.create_namespaced_config_map(self.namespace, body)
+
+    async def seed_pod(self, name: str, labels: dict[str, str]) -> None:
+        template = pod_template(labels, 0)
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": template["spec"],
+        }
+        await self.core.create_namespaced_pod(self.namespace, body)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    if KUBECONFIG:
+        api = await kubernetes_client(Path(KUBECONFIG))
+        assert api is not None
+        namespace = f"remediator-test-{uuid.uuid4().hex[:8]}"
+        core = CoreV1Api(api)
+        namespace_body: Any = {"metadata": {"name": namespace}}
+        await core.create_namespace(namespace_body)
+        try:
+            yield KindCluster(api, namespace)
+        finally:
+            await core.delete_namespace(namespace)
+            await api.close()
+        return
+    fake = FakeKubernetes()
+    url = await fake.start(free_port())
+    api = ApiClient(configuration=Configuration(host=url))
+    try:
+        yield FakeCluster(api, fake)
+    finally:
+        await api.close()
+        await fake.close()
+
+
+@pytest.fixture
+def fake(cluster: Cluster) -> FakeKubernetes:
+    """For tests that need the fake: fault injection, backdated objects, held rollouts."""
+    if cluster.fake is None:
+        pytest.skip("needs the fake API server (fault injection or backdated objects)")
+    return cluster.fake
+
+
+@pytest.fixture
+def actions(cluster: Cluster) -> KubernetesActions:
+    return KubernetesActions(cluster.api, poll_interval=0.01 if cluster.fake else 0.5)
+
+
+def template_annotations(dep: Obj) -> dict[str, str]:
+    annotations: dict[str, str] = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    return annotations
+
+
+def revision_of(dep: Obj) -> int:
+    return int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+
+
+# -- the catalogue and the client ------------------------------------------------------------
+
+
+async def test_every_kubernetes_catalogue_name_has_an_implementation(
+    actions: KubernetesActions,
+) -> None:
+    names = {name for name in CATALOGUE if name.startswith("kubernetes.")}
+    assert set(actions.actions()) == names
+    assert {"kubernetes.wait_rollout", "kubernetes.patch_configmap", "kubernetes.diagnose"} <= names
+    assert not CATALOGUE["kubernetes.diagnose"].mutating
+    with pytest.raises(ValueError, match="wait_up_to"):
+        WaitRollout.model_validate({})
+
+
+async def test_client_is_none_without_a_cluster_or_kubeconfig(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert await kubernetes_client(None) is None
+
+
+async def test_client_from_a_kubeconfig_reaches_the_server(
+    cluster: Cluster, fake: FakeKubernetes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    await cluster.seed_deployment("api")
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+                "users": [{"name": "me", "user": {"token": "t"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    api = await kubernetes_client(kubeconfig)
+    assert api is not None
+    try:
+        result = await KubernetesActions(api).rollout_status(
+            RolloutStatus(), cluster.context("api")
+        )
+    finally:
+        await api.close()
+    assert result.outcome is Outcome.OK, result.message
+
+
+# -- refusals before any call ----------------------------------------------------------------
+
+EVERY_ACTION: list[tuple[str, Any]] = [
+    ("rollout_status", RolloutStatus()),
+    ("rollout_restart", RolloutRestart()),
+    ("scale", Scale(replicas=3, max_replicas=5)),
+    ("rollout_undo", RolloutUndo()),
+    ("delete_pod", DeletePod(pod="api-1")),
+    ("patch_configmap", PatchConfigMap(name="cfg", data={"a": "b"})),
+    ("diagnose", NoParams()),
+]
+
+
+@pytest.mark.parametrize(("action", "params"), EVERY_ACTION)
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", "", None])
+async def test_protected_or_missing_namespace_is_refused_without_a_call(
+    cluster: Cluster,
+    actions: KubernetesActions,
+    action: str,
+    params: Any,
+    namespace: str | None,
+) -> None:
+    context = cluster.context("api")
+    context = replace(context, target=replace(context.target, namespace=namespace))
+    result: StepResult = await getattr(actions, action)(params, context)
+    assert result.outcome is Outcome.FAILED
+    assert "refusing" in result.message
+    if cluster.fake:
+        assert cluster.fake.requests == []
+
+
+async def test_a_target_that_is_not_a_deployment_is_refused(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    context = cluster.context("api")
+    context = replace(context, target=replace(context.target, kind="StatefulSet"))
+    result = await actions.rollout_restart(RolloutRestart(), context)
+    assert result.outcome is Outcome.FAILED
+    assert "StatefulSet" in result.message
+
+
+# -- rollout_status / wait_rollout -----------------------------------------------------------
+
+
+async def test_rollout_status_reads_revision_replicas_and_age_of_last_change(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2, revisions=2)
+    result = await actions.rollout_status(RolloutStatus(), cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    data = result.data
+    assert data["revision"] == 2
+    assert (data["replicas"], data["updated_replicas"], data["available_replicas"]) == (2, 2, 2)
+    assert data["observed_generation"] >= data["generation"] >= 1
+    assert data["complete"] is True
+    if cluster.fake:  # seeded two hours ago
+        assert 7190 <= data["last_change_age_seconds"] <= 7300
+    else:
+        assert 0 <= data["last_change_age_seconds"] < 600
+
+
+async def test_rollout_status_waits_until_the_rollout_completes(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    if cluster.fake:
+        cluster.fake.converge_after_reads(cluster.namespace, "api", reads=4)
+    restarted = await actions.rollout_restart(RolloutRestart(), cluster.context("api"))
+    assert restarted.outcome is Outcome.OK
+    if cluster.fake:
+        assert (await cluster.deployment("api"))["status"]["updatedReplicas"] == 0
+    result = await actions.rollout_status(RolloutStatus(wait_up_to="3m"), cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    assert result.data["complete"] is True
+    assert result.data["updated_replicas"] == 2
+
+
+async def test_wait_rollout_fails_at_its_deadline(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    fake.hold_rollouts = True
+    await actions.rollout_restart(RolloutRestart(), cluster.context("api"))
+    started = time.monotonic()
+    result = await actions.wait_rollout(WaitRollout(wait_up_to="100ms"), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert "not complete after 0.1s" in result.message
+    assert time.monotonic() - started < 2
+    fake.converge(cluster.namespace, "api")
+    done = await actions.wait_rollout(WaitRollout(wait_up_to="100ms"), cluster.context("api"))
+    assert done.outcome is Outcome.OK, done.message
+
+
+async def test_rollout_status_of_a_missing_deployment_fails_not_found(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    result = await actions.rollout_status(RolloutStatus(), cluster.context("nope"))
+    assert result.outcome is Outcome.FAILED
+    assert result.message == f"deployment {cluster.namespace}/nope not found"
+
+
+# -- rollout_restart -------------------------------------------------------------------------
+
+
+async def test_restart_patches_the_template_once_per_run(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api")
+    before = await cluster.deployment("api")
+    context = cluster.context("api")
+    result = await actions.rollout_restart(RolloutRestart(), context)
+    assert result.outcome is Outcome.OK, result.message
+    await cluster.settle("api")
+    after = await cluster.deployment("api")
+    restarted_at = template_annotations(after)["kubectl.kubernetes.io/restartedAt"]
+    assert datetime.fromisoformat(restarted_at) >= context.run_started_at
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    assert revision_of(after) == revision_of(before) + 1
+
+    mark = await cluster.mark()
+    again = await actions.rollout_restart(RolloutRestart(), context)  # the step re-run
+    assert again.outcome is Outcome.SKIPPED
+    assert "already restarted by this run" in again.message
+    assert await cluster.mark() == mark
+
+    later_run = cluster.context("api", started=datetime.fromisoformat(restarted_at))
+    later_run = replace(later_run, run_started_at=later_run.run_started_at + timedelta(seconds=1))
+    third = await actions.rollout_restart(RolloutRestart(), later_run)
+    assert third.outcome is Outcome.OK
+
+
+async def test_restart_dry_run_reads_and_says_what_it_would_do(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=3)
+    mark = await cluster.mark()
+    result = await actions.rollout_restart(RolloutRestart(), cluster.context("api", dry_run=True))
+    assert result.outcome is Outcome.DRY_RUN
+    assert result.message == f"would restart deployment {cluster.namespace}/api (3 ready)"
+    assert await cluster.mark() == mark
+
+
+async def test_restart_refuses_with_fewer_ready_than_min_available(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    mark = await cluster.mark()
+    result = await actions.rollout_restart(RolloutRestart(min_available=3), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert "refusing to restart" in result.message
+    assert "2 ready" in result.message
+    assert await cluster.mark() == mark
+
+
+async def test_restart_min_available_as_a_percentage(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=4, ready=1)  # type: ignore[call-arg]
+    refused = await actions.rollout_restart(
+        RolloutRestart(min_available="50%"), cluster.context("api")
+    )
+    assert refused.outcome is Outcome.FAILED
+    allowed = await actions.rollout_restart(
+        RolloutRestart(min_available="25%"), cluster.context("api")
+    )
+    assert allowed.outcome is Outcome.OK, allowed.message
+
+
+async def test_restart_and_wait(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    if cluster.fake:
+        cluster.fake.converge_after_reads(cluster.namespace, "api", reads=3)
+    result = await actions.rollout_restart(RolloutRestart(wait=True), cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    status = (await cluster.deployment("api"))["status"]
+    assert status["updatedReplicas"] == status["availableReplicas"] == 2
+
+
+# -- scale -----------------------------------------------------------------------------------
+
+
+async def test_scale_to_a_count_and_rerun_is_a_no_op(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    params = Scale(replicas=3, max_replicas=5)
+    result = await actions.scale(params, cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    assert result.message == f"scaled deployment {cluster.namespace}/api from 2 to 3"
+    assert (await cluster.deployment("api"))["spec"]["replicas"] == 3
+    await cluster.settle("api")
+    mark = await cluster.mark()
+    again = await actions.scale(params, cluster.context("api"))
+    assert again.outcome is Outcome.OK
+    assert again.message == "already at 3"
+    assert await cluster.mark() == mark
+
+
+async def test_scale_by_is_not_repeated_when_the_step_reruns(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    context = cluster.context("api")
+    first = await actions.scale(Scale(by=1, max_replicas=5), context)
+    assert first.message == f"scaled deployment {cluster.namespace}/api from 2 to 3"
+    await cluster.settle("api")
+    again = await actions.scale(Scale(by=1, max_replicas=5), context)  # after a crash
+    assert again.message == "already at 3"
+    next_run = await actions.scale(Scale(by=1, max_replicas=5), cluster.context("api"))
+    assert next_run.message == f"scaled deployment {cluster.namespace}/api from 3 to 4"
+
+
+async def test_scale_is_clamped_to_its_bounds(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    up = await actions.scale(Scale(by=5, max_replicas=4), cluster.context("api"))
+    assert up.message == f"scaled deployment {cluster.namespace}/api from 2 to 4"
+    await cluster.settle("api")
+    down = await actions.scale(
+        Scale(replicas=0, min_replicas=3, max_replicas=4), cluster.context("api")
+    )
+    assert down.message == f"scaled deployment {cluster.namespace}/api from 4 to 3"
+    assert (await cluster.deployment("api"))["spec"]["replicas"] == 3
+
+
+async def test_scale_by_never_moves_against_its_sign(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=3)
+    result = await actions.scale(Scale(by=2, max_replicas=2), cluster.context("api"))
+    assert result.outcome is Outcome.SKIPPED
+    assert (await cluster.deployment("api"))["spec"]["replicas"] == 3
+
+
+async def test_scale_dry_run(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_deployment("api", replicas=3)
+    mark = await cluster.mark()
+    result = await actions.scale(Scale(by=2, max_replicas=12), cluster.context("api", dry_run=True))
+    assert result.outcome is Outcome.DRY_RUN
+    assert result.message == f"would scale deployment {cluster.namespace}/api from 3 to 5"
+    assert await cluster.mark() == mark
+
+
+async def test_scale_conflict_is_transient_and_the_retry_finishes(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    fake.fail_next("PATCH", "deployments/scale", 409)
+    context = cluster.context("api")
+    with pytest.raises(Transient, match="409"):
+        await actions.scale(Scale(by=2, max_replicas=8), context)
+    retried = await actions.scale(Scale(by=2, max_replicas=8), context)
+    assert retried.message == f"scaled deployment {cluster.namespace}/api from 2 to 4"
+    assert fake.get("Deployment", cluster.namespace, "api")["spec"]["replicas"] == 4  # type: ignore[index]
+
+
+async def test_a_stale_resource_version_is_a_409(cluster: Cluster) -> None:
+    """What the actions rely on for conditional writes (and the fake emulates): a patch whose
+    metadata.resourceVersion is stale is a 409, whatever the patch type; a bad value a 422."""
+    await cluster.seed_deployment("api", replicas=2)
+    apps, ns = AppsV1Api(cluster.api), cluster.namespace
+    scale = await apps.read_namespaced_deployment_scale("api", ns)
+    stale = scale.metadata.resource_version
+    await apps.patch_namespaced_deployment_scale("api", ns, {"spec": {"replicas": 3}})
+    with pytest.raises(ApiException) as raised:
+        await apps.patch_namespaced_deployment_scale(
+            "api", ns, {"metadata": {"resourceVersion": stale}, "spec": {"replicas": 4}}
+        )
+    assert raised.value.status == 409
+    json_patch = [{"op": "replace", "path": "/metadata/resourceVersion", "value": stale}]
+    with pytest.raises(ApiException) as conflict:
+        await apps.patch_namespaced_deployment("api", ns, json_patch)
+    assert conflict.value.status == 409
+    with pytest.raises(ApiException) as invalid:
+        await apps.patch_namespaced_deployment_scale("api", ns, {"spec": {"replicas": -1}})
+    assert invalid.value.status == 422
+    assert (await cluster.deployment("api"))["spec"]["replicas"] == 3
+
+
+# -- rollout_undo ----------------------------------------------------------------------------
+
+
+async def test_undo_rolls_back_to_the_previous_revision_once(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", revisions=3)
+    context = cluster.context("api")
+    result = await actions.rollout_undo(RolloutUndo(), context)
+    assert result.outcome is Outcome.OK, result.message
+    assert result.message == (
+        f"rolled back deployment {cluster.namespace}/api from revision 3 to revision 2"
+    )
+    await cluster.settle("api")
+    dep = await cluster.deployment("api")
+    assert seeded_revision(dep) == 2
+    assert "pod-template-hash" not in dep["spec"]["template"]["metadata"]["labels"]
+    assert revision_of(dep) == 4  # the reused ReplicaSet takes the next revision, as in k8s
+
+    again = await actions.rollout_undo(RolloutUndo(), context)  # the step re-run
+    assert again.outcome is Outcome.SKIPPED
+    assert "already rolled back by this run to revision 2" in again.message
+    assert seeded_revision(await cluster.deployment("api")) == 2
+
+
+async def test_undo_to_a_given_revision(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_deployment("api", revisions=3)
+    result = await actions.rollout_undo(RolloutUndo(to_revision=1), cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    assert seeded_revision(await cluster.deployment("api")) == 1
+    missing = await actions.rollout_undo(RolloutUndo(to_revision=9), cluster.context("api"))
+    assert missing.outcome is Outcome.FAILED
+    assert "no revision 9" in missing.message
+
+
+async def test_undo_without_a_previous_revision_fails(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", revisions=1)
+    mark = await cluster.mark()
+    result = await actions.rollout_undo(RolloutUndo(), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert "no previous revision" in result.message
+    assert await cluster.mark() == mark
+
+
+async def test_undo_dry_run(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_deployment("api", revisions=2)
+    mark = await cluster.mark()
+    result = await actions.rollout_undo(RolloutUndo(), cluster.context("api", dry_run=True))
+    assert result.outcome is Outcome.DRY_RUN
+    assert result.message == (
+        f"would roll back deployment {cluster.namespace}/api from revision 2 to revision 1"
+    )
+    assert await cluster.mark() == mark
+
+
+async def test_undo_only_if_changed_within(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("old", revisions=2, changed_ago=timedelta(hours=2))  # type: ignore[call-arg]
+    await cluster.seed_deployment("new", revisions=2, changed_ago=timedelta(minutes=5))  # type: ignore[call-arg]
+    params = RolloutUndo(only_if_changed_within="1h")
+    old = await actions.rollout_undo(params, cluster.context("old"))
+    assert old.outcome is Outcome.SKIPPED
+    assert "older than 3600s" in old.message
+    assert seeded_revision(fake.get("Deployment", cluster.namespace, "old")) == 2  # type: ignore[arg-type]
+    new = await actions.rollout_undo(params, cluster.context("new"))
+    assert new.outcome is Outcome.OK, new.message
+
+
+async def test_undo_conflict_is_transient(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", revisions=2)
+    fake.fail_next("PATCH", "deployments", 409)
+    with pytest.raises(Transient):
+        await actions.rollout_undo(RolloutUndo(), cluster.context("api"))
+    assert seeded_revision(fake.get("Deployment", cluster.namespace, "api")) == 2  # type: ignore[arg-type]
+
+
+# -- delete_pod ------------------------------------------------------------------------------
+
+
+async def test_delete_pod_of_the_target_and_rerun(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=3)
+    victim = (await cluster.pods("api"))[0]["metadata"]["name"]
+    params = DeletePod(pod=victim, grace_period_seconds=0)
+    result = await actions.delete_pod(params, cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    assert victim not in {p["metadata"]["name"] for p in await cluster.pods("api")}
+    again = await actions.delete_pod(params, cluster.context("api"))
+    assert again.outcome is Outcome.OK
+    assert "already" in again.message
+
+
+async def test_delete_pod_refuses_a_pod_not_of_the_target(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    await cluster.seed_deployment("other", replicas=2)
+    await cluster.seed_pod("lookalike", {"app": "api"})  # matches the selector, owned by none
+    other_pod = (await cluster.pods("other"))[0]["metadata"]["name"]
+    mark = await cluster.mark()
+    for pod in (other_pod, "lookalike"):
+        result = await actions.delete_pod(DeletePod(pod=pod), cluster.context("api"))
+        assert result.outcome is Outcome.FAILED
+        assert "is not a pod of deployment" in result.message
+    assert await cluster.mark() == mark
+    names = {p["metadata"]["name"] for p in await cluster.pods("api")}
+    assert "lookalike" in names
+
+
+async def test_delete_pod_refuses_below_min_available(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    victim = (await cluster.pods("api"))[0]["metadata"]["name"]
+    result = await actions.delete_pod(
+        DeletePod(pod=victim, min_available=2), cluster.context("api")
+    )
+    assert result.outcome is Outcome.FAILED
+    assert "1 ready would remain" in result.message
+    assert victim in {p["metadata"]["name"] for p in await cluster.pods("api")}
+
+
+async def test_delete_pod_dry_run(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    victim = (await cluster.pods("api"))[0]["metadata"]["name"]
+    result = await actions.delete_pod(DeletePod(pod=victim), cluster.context("api", dry_run=True))
+    assert result.outcome is Outcome.DRY_RUN
+    assert result.message.startswith(f"would delete pod {cluster.namespace}/{victim}")
+    assert victim in {p["metadata"]["name"] for p in await cluster.pods("api")}
+
+
+async def test_delete_pod_with_an_empty_selector_is_an_error(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", labels={})  # type: ignore[call-arg]
+    fake.requests.clear()
+    result = await actions.delete_pod(DeletePod(pod="anything"), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert "selector is empty" in result.message
+    assert [r[0] for r in fake.requests] == ["GET"]  # the deployment, and no listing at all
+
+
+# -- patch_configmap -------------------------------------------------------------------------
+
+
+async def test_patch_configmap_sets_keys_once(cluster: Cluster, actions: KubernetesActions) -> None:
+    await cluster.seed_configmap("cfg", {"mode": "normal", "keep": "me"})
+    params = PatchConfigMap(name="cfg", data={"mode": "degraded"})
+    dry = await actions.patch_configmap(params, cluster.context("api", dry_run=True))
+    assert dry.outcome is Outcome.DRY_RUN
+    assert dry.message == f"would set mode in configmap {cluster.namespace}/cfg"
+    assert (await cluster.configmap("cfg"))["data"]["mode"] == "normal"
+    result = await actions.patch_configmap(params, cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    assert (await cluster.configmap("cfg"))["data"] == {"mode": "degraded", "keep": "me"}
+    mark = await cluster.mark()
+    again = await actions.patch_configmap(params, cluster.context("api"))
+    assert again.message == f"configmap {cluster.namespace}/cfg already set"
+    assert await cluster.mark() == mark
+    if cluster.fake:
+        patches = [r for r in cluster.fake.requests if r[0] == "PATCH"]
+        assert [r[2] for r in patches] == ["application/merge-patch+json"]
+
+
+async def test_patch_missing_configmap_fails(cluster: Cluster, actions: KubernetesActions) -> None:
+    params = PatchConfigMap(name="nope", data={"a": "b"})
+    result = await actions.patch_configmap(params, cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert result.message == f"configmap {cluster.namespace}/nope not found"
+
+
+# -- diagnose --------------------------------------------------------------------------------
+
+
+async def test_diagnose_collects_pods_events_and_history(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2, revisions=2)
+    mark = await cluster.mark()
+    result = await actions.diagnose(NoParams(), cluster.context("api"))
+    assert result.outcome is Outcome.OK, result.message
+    assert [h["revision"] for h in result.data["history"]] == [1, 2]
+    assert len(result.data["pods"]) == 2
+    assert all(p["phase"] == "Running" and p["ready"] for p in result.data["pods"])
+    assert any(e["reason"] == "ScalingReplicaSet" for e in result.data["events"])
+    assert result.data["rollout"]["revision"] == 2
+    assert await cluster.mark() == mark
+
+
+# -- API errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 503])
+async def test_retryable_statuses_raise_transient(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions, status: int
+) -> None:
+    await cluster.seed_deployment("api")
+    fake.fail_next("GET", "deployments", status)
+    with pytest.raises(Transient, match=str(status)):
+        await actions.rollout_status(RolloutStatus(), cluster.context("api"))
+
+
+async def test_forbidden_fails_with_the_rbac_hint(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api")
+    fake.fail_next("PATCH", "deployments", 403)
+    result = await actions.rollout_restart(RolloutRestart(), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert "forbidden (403)" in result.message
+    assert "RBAC" in result.message
+
+
+async def test_other_statuses_fail_with_status_and_reason(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api")
+    fake.fail_next("PATCH", "deployments", 422)
+    result = await actions.rollout_restart(RolloutRestart(), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert result.message.startswith("Kubernetes API 422")
+
+
+async def test_an_unreachable_server_is_transient() -> None:
+    api = ApiClient(configuration=Configuration(host=f"http://127.0.0.1:{free_port()}"))
+    target = RenderedTarget("Deployment", "api", "prod", None, None)
+    try:
+        with pytest.raises(Transient, match="unreachable"):
+            await KubernetesActions(api).rollout_status(
+                RolloutStatus(), StepContext(target, False, datetime.now(UTC))
+            )
+    finally:
+        await api.close()
