@@ -76,8 +76,12 @@ def alertmanager(
     log.close()
 
 
-async def post_to_alertmanager(url: str, ends_at: datetime) -> None:
-    starts_at = datetime(2026, 1, 1, tzinfo=UTC)  # fixed: every post is the same alert episode
+async def post_to_alertmanager(
+    url: str,
+    ends_at: datetime,
+    labels_of: list[dict[str, str]] = ALERTS,
+    starts_at: datetime = datetime(2026, 1, 1, tzinfo=UTC),  # fixed: the same alert episode
+) -> None:
     alerts = [
         {
             "labels": labels,
@@ -85,7 +89,7 @@ async def post_to_alertmanager(url: str, ends_at: datetime) -> None:
             "startsAt": starts_at.isoformat(),
             "endsAt": ends_at.isoformat(),
         }
-        for labels in ALERTS
+        for labels in labels_of
     ]
     async with aiohttp.ClientSession() as session:
         await eventually(lambda: ready(session, url), what="Alertmanager to be ready", timeout=30)

@@ -1,0 +1,197 @@
+"""From Alertmanager to a fix, as in production: the real Alertmanager posts, the service runs
+the shipped policies in live mode against the fake Kubernetes API, and the alert's resolution
+ends the run."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from remediator.store import Remediation, Store
+from tests.conftest import SHIPPED_POLICIES, free_port
+from tests.fake_kubernetes import FakeKubernetes
+from tests.service_process import ServiceProcess, eventually
+from tests.test_alertmanager_end_to_end import alertmanager, post_to_alertmanager
+
+__all__ = ["alertmanager"]  # the fixture, used here
+
+NAMESPACE = "claude-deployment-prod"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{url}"}}}}]
+users: [{{name: fake, user: {{token: fake}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]
+current-context: fake
+"""
+
+
+@pytest.fixture
+async def kubernetes() -> AsyncIterator[FakeKubernetes]:
+    fake = FakeKubernetes()
+    await fake.start(free_port())
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def application(kubernetes: FakeKubernetes) -> AsyncIterator[str]:
+    """The application's health endpoint: down until its deployment has been restarted."""
+
+    async def health(_: web.Request) -> web.Response:
+        deployment = kubernetes.get("Deployment", NAMESPACE, "api")
+        annotations = (deployment or {})["spec"]["template"]["metadata"].get("annotations", {})
+        return web.Response(status=200 if RESTARTED_AT in annotations else 503)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    async with TestServer(app) as server:
+        yield f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    """The shipped policies, with room in application-down's rate limit for three episodes."""
+    directory = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICIES, directory)
+    path = directory / "application-down.yaml"
+    path.write_text(path.read_text().replace("{max: 2, per: 1h}", "{max: 10, per: 1h}"))
+    return directory
+
+
+@pytest.fixture
+async def service(
+    tmp_path: Path, database_url: str, kubernetes: FakeKubernetes, policies: Path
+) -> AsyncIterator[ServiceProcess]:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG.format(url=kubernetes.url))
+    started = await ServiceProcess.start(
+        tmp_path,
+        database_url=database_url,
+        webhook_token="s3cret",
+        mode="live",
+        kubeconfig=str(kubeconfig),
+        policies=str(policies),
+    )
+    yield started
+    assert started.stop() == 0
+
+
+def application_down(instance: str) -> dict[str, str]:
+    return {
+        "alertname": "ApplicationDown",
+        "namespace": NAMESPACE,
+        "deployment": "api",
+        "instance": instance,
+        "severity": "critical",
+    }
+
+
+async def runs_until(store: Store, outcomes: list[str], *, kind: str = "firing") -> list[Any]:
+    async def reached() -> bool:
+        runs = [r for r in await store.list_remediations(50) if r.kind == kind]
+        return sorted(r.outcome for r in runs) == sorted(outcomes)
+
+    try:
+        await eventually(reached, what=f"{kind} runs ending {outcomes}", timeout=60)
+    except AssertionError as exc:
+        seen = [(r.kind, r.outcome, r.reason) for r in await store.list_remediations(50)]
+        alerts = [(a.starts_at, a.status.value) for a in await store.recent_alerts(10)]
+        raise AssertionError(f"{exc}; runs: {seen}; alerts: {alerts}") from None
+    return list(reversed([r for r in await store.list_remediations(50) if r.kind == kind]))
+
+
+async def test_application_down_is_restarted_once_then_resolved(
+    alertmanager: str,
+    service: ServiceProcess,
+    store: Store,
+    kubernetes: FakeKubernetes,
+    application: str,
+) -> None:
+    kubernetes.seed_deployment(NAMESPACE, "api", replicas=3, ready=0)
+    alert = [application_down(application)]
+    await post_to_alertmanager(alertmanager, datetime.now(UTC) + timedelta(hours=1), alert)
+    [run] = await runs_until(store, ["verifying"])
+    steps = await store.steps(run.id)
+    assert [(step.action, step.outcome) for step in steps] == [
+        ("http.check", "failed"),
+        ("kubernetes.rollout_restart", "ok"),
+        ("kubernetes.rollout_status", "ok"),
+        ("http.check", "ok"),
+        ("kubernetes.rollout_undo", "skipped"),
+    ]
+    patches = [w for w in kubernetes.writes if w[0] == "PATCH"]
+    assert len(patches) == 1
+
+    async def repeated() -> bool:  # Alertmanager repeats the alert every 2 s
+        records = await store.recent_alerts(10)
+        return bool(records) and records[0].deliveries >= 3
+
+    await eventually(repeated, what="Alertmanager to repeat the alert")
+    await post_to_alertmanager(alertmanager, datetime.now(UTC) - timedelta(seconds=1), alert)
+    [done] = await runs_until(store, ["succeeded"])
+    assert done.id == run.id
+    assert done.policy_revision is None  # the policies here are no git checkout
+    assert len([w for w in kubernetes.writes if w[0] == "PATCH"]) == 1  # restarted once
+
+
+async def test_a_high_error_rate_after_a_recent_rollout_rolls_it_back(
+    alertmanager: str, service: ServiceProcess, store: Store, kubernetes: FakeKubernetes
+) -> None:
+    kubernetes.seed_deployment(NAMESPACE, "api", revisions=2, changed_ago=timedelta(minutes=10))
+    labels = {
+        "alertname": "HighErrorRate",
+        "namespace": NAMESPACE,
+        "deployment": "api",
+        "severity": "high",
+    }
+    await post_to_alertmanager(alertmanager, datetime.now(UTC) + timedelta(hours=1), [labels])
+    [run] = await runs_until(store, ["verifying"])
+    steps = {step.action: step.outcome for step in await store.steps(run.id)}
+    assert steps == {
+        "kubernetes.rollout_status": "ok",
+        "kubernetes.rollout_undo": "ok",
+        "kubernetes.scale": "skipped",
+    }
+    deployment = kubernetes.get("Deployment", NAMESPACE, "api")
+    assert deployment is not None
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["env"] == [{"name": "SEEDED_REVISION", "value": "1"}]
+
+
+async def test_failing_runs_open_the_breaker_and_the_next_alert_is_blocked(
+    alertmanager: str,
+    service: ServiceProcess,
+    store: Store,
+    kubernetes: FakeKubernetes,
+    application: str,
+) -> None:
+    kubernetes.seed_deployment(NAMESPACE, "api", replicas=3, ready=0)
+    kubernetes.fail_next("PATCH", "deployments", 422, times=100)
+    alert = [application_down(application)]
+    outcomes: list[str] = []
+    for episode in range(3):  # application-down: 2 failures within 2h open its breaker
+        # After the previous episode's end, or Alertmanager merges it into that one.
+        starts_at = datetime.now(UTC)
+        ends_at = datetime.now(UTC) + timedelta(hours=1)
+        await post_to_alertmanager(alertmanager, ends_at, alert, starts_at=starts_at)
+        outcomes.append("failed" if episode < 2 else "blocked")
+        runs: list[Remediation] = await runs_until(store, outcomes)
+        # Resolve it, so that the next post is a new episode rather than the same alert.
+        resolved = datetime.now(UTC) - timedelta(seconds=1)
+        await post_to_alertmanager(alertmanager, resolved, alert, starts_at=starts_at)
+
+        async def episode_resolved() -> bool:
+            return all(r.status.value == "resolved" for r in await store.recent_alerts(10))
+
+        await eventually(episode_resolved, what=f"episode {episode} to resolve")
+    assert (runs[-1].outcome, runs[-1].guard) == ("blocked", "circuit_breaker")
+    assert "is open" in runs[-1].reason
