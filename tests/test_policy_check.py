@@ -163,6 +163,15 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
             "p.yaml:9:3: steps: step ids must be unique; repeated: a",
             id="step-ids",
         ),
+        pytest.param(
+            (
+                "rate_limit:",
+                "verify:\n  check: {action: kubernetes.rollout_restart}\nrate_limit:",
+            ),
+            "p.yaml:11:10: verify.check: a check must only read;"
+            " kubernetes.rollout_restart changes things",
+            id="check-that-changes",
+        ),
     ],
 )
 def test_each_mistake_names_file_line_column_and_field(

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from remediator.actions.http import HttpActions
+from remediator.actions.prometheus import PrometheusActions
 from remediator.alerts import Notification
 from remediator.guards.gate import Guards
 from remediator.guards.memory import MemoryGuards
@@ -120,11 +121,16 @@ class World:
 
 
 @pytest.fixture
-async def world(store: Store, tmp_path: Path) -> AsyncIterator[World]:
+def policy() -> str:
+    return POLICY
+
+
+@pytest.fixture
+async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[World]:
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", policies)
-    (policies / "probe-and-fix.yaml").write_text(POLICY)
+    (policies / "probe-and-fix.yaml").write_text(policy)
     application = Application()
     clock = Clock()
     async with TestServer(application.routes()) as server, aiohttp.ClientSession() as session:
@@ -138,9 +144,8 @@ async def world(store: Store, tmp_path: Path) -> AsyncIterator[World]:
             clock=clock,
         )
         fast = Retrying(attempts=3, first_wait=0.01, max_wait=0.02)
-        runner = Runner(
-            store, guards, live, HttpActions(session).actions(), clock=clock, retrying=fast
-        )
+        actions = HttpActions(session).actions() | PrometheusActions(session).actions()
+        runner = Runner(store, guards, live, actions, clock=clock, retrying=fast, check_interval=0)
         yield World(
             store,
             clock,

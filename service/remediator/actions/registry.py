@@ -14,6 +14,7 @@ import aiohttp
 
 from remediator.actions.base import Action, StepContext, StepResult, dry_run, failed
 from remediator.actions.http import HttpActions
+from remediator.actions.prometheus import PrometheusActions
 from remediator.policy.actions import CATALOGUE, Params
 
 
@@ -25,7 +26,7 @@ async def open_actions(kubeconfig: Path | None) -> AsyncIterator[dict[str, Actio
         actions: dict[str, Action] = {
             name: _unconfigured(name) for name in CATALOGUE if name.startswith("kubernetes.")
         }
-        actions |= HttpActions(session).actions()
+        actions |= HttpActions(session).actions() | PrometheusActions(session).actions()
         client = await kubernetes_client(kubeconfig)
         if client is None:
             yield actions

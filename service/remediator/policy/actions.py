@@ -149,6 +149,14 @@ class PatchConfigMap(Params):
     data: dict[str, str] = Field(min_length=1)
 
 
+class PrometheusQuery(Params):
+    url: HttpUrl = Field(description="the Prometheus server, e.g. http://prometheus:9090")
+    query: str = Field(min_length=1)
+    below: float | None = Field(None, description="every sample's value must be under this")
+    above: float | None = Field(None, description="every sample's value must be over this")
+    timeout: Duration = Field(default="10s", validate_default=True)
+
+
 class GitHubRateLimit(Params):
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     api_url: HttpUrl = "https://api.github.com"
@@ -191,5 +199,11 @@ CATALOGUE: dict[str, ActionSpec] = {
             "pods, recent events and rollout history, for the escalation",
         ),
         ActionSpec("github.rate_limit", GitHubRateLimit, False, "read GitHub's rate limit"),
+        ActionSpec(
+            "prometheus.query",
+            PrometheusQuery,
+            False,
+            "an instant PromQL query: ok when it returns samples, all within the bounds",
+        ),
     ]
 }

@@ -111,7 +111,16 @@ class CircuitBreaker(_Model):
 
 class Verify(_Model):
     resolved_within: Duration = Field(default="10m", validate_default=True)
-    check: Step | None = None
+    check: Step | None = Field(
+        None, description="a read (http.check, prometheus.query) whose passing verifies the fix"
+    )
+
+    @field_validator("check")
+    @classmethod
+    def _check_only_reads(cls, check: Step | None) -> Step | None:
+        if check is not None and CATALOGUE[check.action].mutating:
+            raise ValueError(f"a check must only read; {check.action} changes things")
+        return check
 
 
 class EscalateWhen(StrEnum):

@@ -69,6 +69,7 @@ class Dispatcher:
         events = await self._store.claim_events(self.worker, now, now + self._lease, self._batch)
         for event in events:
             await self._handle(event)
+        await self._runner.check_verifications()
         await self._runner.expire_verifications()
         return len(events)
 

@@ -69,6 +69,7 @@ class Runner:
         *,
         clock: Callable[[], float] = time.time,
         retrying: Retrying = Retrying(),
+        check_interval: float = 15.0,
     ) -> None:
         self._store = store
         self._guards = guards
@@ -76,6 +77,8 @@ class Runner:
         self._actions = actions
         self._clock = clock
         self._retrying = retrying
+        self.check_interval = check_interval
+        self._last_checked: dict[str, float] = {}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -327,6 +330,52 @@ class Runner:
                 return await self._end(remediation, "failed", f"{step.action}: {result.message}")
         return await self._end(remediation, "succeeded", "on_resolved steps done")
 
+    async def check_verifications(self) -> list[Remediation]:
+        """Runs whose policy has a verification check: the check passing verifies the fix
+        before the alert resolves. Each run is checked at most every `check_interval`."""
+        verified = []
+        for remediation in await self._store.verifying():
+            if not remediation.plan.get("verify_check"):
+                continue
+            now = self._clock()
+            if now - self._last_checked.get(remediation.id, 0.0) < self.check_interval:
+                continue
+            self._last_checked[remediation.id] = now
+            record = await self._store.alert(remediation.fingerprint, remediation.starts_at)
+            if record is None:
+                continue
+            alert = _alert(record, AlertStatus.FIRING)
+            plan = decide(alert, self._policies.current, self._now())
+            if not isinstance(plan, Plan) or plan.verify_check is None:
+                continue
+            context = StepContext(plan.target, False, remediation.started_at)
+            result, attempts = await self._execute(plan.verify_check, context, {}, alert)
+            if not result.ok:
+                continue
+            await self._store.record_step(
+                StepRecord(
+                    remediation.id,
+                    "verify",
+                    0,
+                    plan.verify_check.id,
+                    plan.verify_check.action,
+                    result.outcome.value,
+                    result.message,
+                    dict(result.data),
+                    attempts,
+                    self._now(),
+                    self._now(),
+                )
+            )
+            await self._guards.record_outcome(
+                remediation.run_id or "", _breaker(remediation), succeeded=True
+            )
+            self._last_checked.pop(remediation.id, None)
+            verified.append(
+                await self._end(remediation, "succeeded", f"verified: {result.message}")
+            )
+        return verified
+
     async def expire_verifications(self) -> list[Remediation]:
         """Runs whose alert did not resolve in time failed: count them against the breaker."""
         ended = []
@@ -440,6 +489,7 @@ def _plan_summary(plan: Plan) -> dict[str, Any]:
         "steps": [step.action for step in plan.steps],
         "on_resolved": [step.action for step in plan.on_resolved],
         "verify_within": format_duration(plan.verify_within),
+        "verify_check": plan.verify_check.action if plan.verify_check else None,
         "rate_limit_key": plan.rate_limit_key,
         "breaker": {
             "key": breaker.key,

@@ -183,6 +183,10 @@ class Store(Protocol):
 
     async def overdue_verifications(self, now: datetime) -> list[Remediation]: ...
 
+    async def verifying(self) -> list[Remediation]:
+        """Runs waiting for their verification, the soonest due first."""
+        ...
+
     async def list_remediations(
         self, limit: int, alertname: str | None = None
     ) -> list[Remediation]:

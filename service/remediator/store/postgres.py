@@ -390,6 +390,9 @@ class PostgresStore:
             "WHERE outcome = 'verifying' AND verify_until < $1 ORDER BY verify_until", now
         )
 
+    async def verifying(self) -> list[Remediation]:
+        return await self._remediations("WHERE outcome = 'verifying' ORDER BY verify_until")
+
     async def list_remediations(
         self, limit: int, alertname: str | None = None
     ) -> list[Remediation]:

@@ -328,6 +328,9 @@ class SQLiteStore:
             "WHERE outcome = 'verifying' AND verify_until < ? ORDER BY verify_until", (_iso(now),)
         )
 
+    async def verifying(self) -> list[Remediation]:
+        return await self._remediations("WHERE outcome = 'verifying' ORDER BY verify_until", ())
+
     async def list_remediations(
         self, limit: int, alertname: str | None = None
     ) -> list[Remediation]:
