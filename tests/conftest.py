@@ -12,12 +12,13 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.app import build_app
@@ -54,6 +55,14 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test that configures logging (the CLI does) binds it to pytest's captured stream,
+    which is closed after that test: put structlog's defaults back."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

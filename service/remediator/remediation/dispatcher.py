@@ -80,7 +80,7 @@ class Dispatcher:
         except StoreUnavailable:
             raise  # the claim lapses and the event is retried
         except Exception:
-            log.exception("event failed; it will not be retried", event=event.id)
+            log.exception("event failed; it will not be retried", event_id=event.id)
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -94,5 +94,5 @@ class Dispatcher:
             await asyncio.sleep(self._lease.total_seconds() / 3)
             until = datetime.fromtimestamp(self._clock(), UTC) + self._lease
             if not await self._store.renew_event(event.id, self.worker, until):
-                log.error("claim on event lost to another worker", event=event.id)
+                log.error("claim on event lost to another worker", event_id=event.id)
                 return

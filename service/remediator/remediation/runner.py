@@ -87,7 +87,7 @@ class Runner:
         """Take one claimed event as far as it goes now; the verification wait is left running."""
         record = await self._store.alert(event.fingerprint, event.starts_at)
         if record is None:
-            log.error("event without its alert", event=event.id, fingerprint=event.fingerprint)
+            log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
             return None
         earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
         interrupted = [r for r in earlier if r.event_id == event.id and r.outcome == "running"]
@@ -102,7 +102,7 @@ class Runner:
         if record.status is AlertStatus.RESOLVED:
             return await self._note(event, alert, "skipped", "resolved before the run started")
         if any(r.outcome in ACTIVE for r in earlier if r.event_id != event.id):
-            log.info("a run for this alert is still going; not starting another", event=event.id)
+            log.info("a run for this alert is still going; not starting another", event_id=event.id)
             return None
         done = await self._completed_steps(interrupted)
         return await self._fire(event, alert, done)
