@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from remediator.cli import main
 from remediator.config import Settings
 from remediator.guards.gate import Admitted
 from remediator.policy_reload import LivePolicies
-from remediator.store import Store
+from remediator.store import Remediation, StepRecord, Store
 from tests.service_process import ServiceProcess
 from tests.test_guards import memory_plan
 
@@ -142,3 +144,96 @@ def test_the_command_line_names_an_unreachable_service(
 ) -> None:
     assert main(["guards", "--url", "http://127.0.0.1:9"]) == 1
     assert "cannot reach the service at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+async def recorded_run(store: Store) -> Remediation:
+    started = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    run = Remediation(
+        id="run-1",
+        event_id=1,
+        fingerprint="fp",
+        starts_at=started,
+        alertname="ApplicationDown",
+        kind="firing",
+        policy="application-down",
+        policy_revision="abc123",
+        outcome="verifying",
+        guard=None,
+        reason="waiting up to 10m for the alert to resolve",
+        run_id="guard-run-1",
+        target="Deployment/prod/api",
+        plan={"steps": ["http.check"]},
+        started_at=started,
+        verify_until=started + timedelta(minutes=10),
+    )
+    await store.save_remediation(run)
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            0,
+            "health",
+            "http.check",
+            "failed",
+            "answered 503",
+            {"status": 503},
+            1,
+            started,
+            started,
+        )
+    )
+    return run
+
+
+async def test_the_runs_api_lists_and_shows_runs_with_their_steps(
+    api: Client, store: Store
+) -> None:
+    run = await recorded_run(store)
+    listed = await (await api.get("/api/v1/runs?alertname=ApplicationDown", headers=TOKEN)).json()
+    assert [(r["id"], r["outcome"], r["policyRevision"]) for r in listed["runs"]] == [
+        (run.id, "verifying", "abc123")
+    ]
+    assert (await (await api.get("/api/v1/runs?alertname=Other", headers=TOKEN)).json()) == {
+        "runs": []
+    }
+    shown = await (await api.get(f"/api/v1/runs/{run.id}", headers=TOKEN)).json()
+    assert [(s["action"], s["outcome"], s["data"]) for s in shown["steps"]] == [
+        ("http.check", "failed", {"status": 503})
+    ]
+    missing = await api.get("/api/v1/runs/nope", headers=TOKEN)
+    assert missing.status == 404
+    assert (await missing.json()) == {"error": "no run 'nope'"}
+    bad = await api.get("/api/v1/runs?limit=0", headers=TOKEN)
+    assert bad.status == 400
+    assert (await api.get("/api/v1/runs")).status == 401
+
+
+async def test_history_shows_runs_and_one_run_in_detail(
+    store: Store, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = await recorded_run(store)
+
+    def history(*argv: str) -> int:
+        return main(["history", "--database-url", database_url, *argv])
+
+    assert await asyncio.to_thread(history) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == [
+        "STARTED",
+        "ALERTNAME",
+        "POLICY",
+        "OUTCOME",
+        "TARGET",
+        "REASON",
+        "ID",
+    ]
+    assert "application-down" in table[1]
+    assert table[1].endswith(run.id)
+    assert await asyncio.to_thread(history, "--run", run.id) == 0
+    detail = capsys.readouterr().out
+    assert "steps[0] http.check: failed - answered 503" in detail
+    assert "policy revision: abc123" in detail
+    assert await asyncio.to_thread(history, "--alert", "ApplicationDown", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["id"] == run.id
+    assert await asyncio.to_thread(history, "--run", "nope") == 1
+    assert "no run 'nope'" in capsys.readouterr().err

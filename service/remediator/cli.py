@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="remediation runs and their steps")
     history.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
     history.add_argument("--alert", metavar="ALERTNAME", help="only this alert's runs")
-    history.add_argument("--run", metavar="ID", help="one run with every step")
+    history.add_argument("--run", dest="run_id", metavar="ID", help="one run with every step")
     history.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
     history.set_defaults(run=_history)
@@ -163,10 +163,10 @@ def _history(settings: Settings, args: argparse.Namespace) -> int:
     async def read() -> list[dict[str, Any]]:
         store = await open_store(settings.database_url)
         try:
-            if args.run is None:
+            if args.run_id is None:
                 found = await store.list_remediations(args.limit, args.alert)
                 return [remediation_json(remediation) for remediation in found]
-            one = await store.remediation(args.run)
+            one = await store.remediation(args.run_id)
             if one is None:
                 return []
             steps = await store.steps(one.id)
@@ -175,14 +175,14 @@ def _history(settings: Settings, args: argparse.Namespace) -> int:
             await store.close()
 
     runs = asyncio.run(read())
-    if args.run is not None and not runs:
-        print(f"remediator: no run {args.run!r}", file=sys.stderr)
+    if args.run_id is not None and not runs:
+        print(f"remediator: no run {args.run_id!r}", file=sys.stderr)
         return 1
     if args.json:
         for run in runs:
             print(json.dumps(run))
         return 0
-    if args.run is not None:
+    if args.run_id is not None:
         print(_run_detail(runs[0]))
         return 0
     rows = [("STARTED", "ALERTNAME", "POLICY", "OUTCOME", "TARGET", "REASON", "ID")]
