@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Application:
 
     healthy: bool = False
     fix_status: int = 200
+    fix_hangs: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def routes(self) -> web.Application:
@@ -74,6 +76,8 @@ class Application:
         async def admin(request: web.Request) -> web.Response:
             body = await request.json() if request.can_read_body else None
             self.calls.append((request.match_info["hook"], body))
+            if self.fix_hangs:
+                await asyncio.Event().wait()  # never answers
             return web.json_response({}, status=self.fix_status)
 
         app = web.Application()
@@ -216,6 +220,15 @@ async def test_a_refused_change_fails_the_run_at_once(world: World) -> None:
     [run] = await world.runs()
     assert run.outcome == "failed"
     assert run.reason.endswith("answered 400")
+
+
+@pytest.mark.parametrize("policy", [POLICY.replace("steps:\n", "step_timeout: 1s\nsteps:\n")])
+async def test_a_step_that_does_not_answer_times_out(world: World) -> None:
+    world.application.fix_hangs = True
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    [run] = await world.runs()
+    assert (run.outcome, run.reason) == ("failed", "http.request: timed out after 1s")
 
 
 async def test_a_server_error_is_retried_then_given_up(world: World) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -83,10 +83,10 @@ def _plan(
         policy=policy.name,
         fingerprint=alert.fingerprint,
         target=target,
-        steps=_steps(policy.steps, context, "steps"),
-        on_resolved=_steps(policy.on_resolved, context, "on_resolved"),
+        steps=_steps(policy.steps, context, "steps", policy.step_timeout),
+        on_resolved=_steps(policy.on_resolved, context, "on_resolved", policy.step_timeout),
         verify_within=policy.verify.resolved_within,
-        verify_check=_step(check, context, "verify.check") if check else None,
+        verify_check=_step(check, context, "verify.check", policy.step_timeout) if check else None,
         rate_limit_key=str(key),
         rate_limit=tuple(policy.rate_limit.windows),
         circuit_breaker=policy.circuit_breaker,
@@ -132,12 +132,17 @@ def _check_namespace_allowed(namespace: str, policy: Policy, policies: PolicySet
 
 
 def _steps(
-    steps: Sequence[Step], context: Mapping[str, Any], where: str
+    steps: Sequence[Step], context: Mapping[str, Any], where: str, default_timeout: timedelta
 ) -> tuple[PlannedStep, ...]:
-    return tuple(_step(step, context, f"{where}[{index}]") for index, step in enumerate(steps))
+    return tuple(
+        _step(step, context, f"{where}[{index}]", default_timeout)
+        for index, step in enumerate(steps)
+    )
 
 
-def _step(step: Step, context: Mapping[str, Any], where: str) -> PlannedStep:
+def _step(
+    step: Step, context: Mapping[str, Any], where: str, default_timeout: timedelta
+) -> PlannedStep:
     spec = CATALOGUE[step.action]
     try:
         params = spec.params.model_validate(render(step.params, context), context=RENDERED)
@@ -151,4 +156,5 @@ def _step(step: Step, context: Mapping[str, Any], where: str) -> PlannedStep:
         ) from exc
     if step.action == "kubernetes.delete_pod":
         check_dns_subdomain(f"{where} pod", getattr(params, "pod", ""))
-    return PlannedStep(step.action, params, spec.mutating, step.id, step.when, step.timeout)
+    timeout = step.timeout or default_timeout
+    return PlannedStep(step.action, params, spec.mutating, step.id, step.when, timeout)

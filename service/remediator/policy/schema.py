@@ -142,6 +142,9 @@ class Policy(_Model):
         description="namespaces this policy may act in, beyond the global list",
     )
     steps: list[Step] = Field(default_factory=list)
+    step_timeout: Duration = Field(
+        default="2m", validate_default=True, description="each step's timeout, unless it sets one"
+    )
     verify: Verify = Field(default_factory=Verify)
     rate_limit: RateLimit
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
