@@ -54,6 +54,11 @@ class ServiceProcess:
         except aiohttp.ClientConnectionError:
             return False
 
+    def kill(self) -> None:
+        """kill -9: no shutdown, no cleanup, as a crash or the OOM killer does it."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

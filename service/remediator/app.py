@@ -7,6 +7,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -78,6 +79,7 @@ def build_app(
         metrics,
         live=settings.mode == "live",
         guardrails=lambda: policies.current.guardrails,
+        lease_ttl=settings.lease_seconds,
     )
     backend_name = "redis" if settings.redis_url else "guards"
     token = settings.api_token.get_secret_value() if settings.api_token else None
@@ -134,7 +136,7 @@ async def create_app(settings: Settings) -> web.Application:
     async def dispatch(app: web.Application) -> AsyncIterator[None]:
         async with open_actions(settings.kubeconfig) as actions:
             runner = Runner(store, app[GUARDS], policies, actions)
-            dispatcher = Dispatcher(store, runner)
+            dispatcher = Dispatcher(store, runner, lease=timedelta(seconds=settings.lease_seconds))
             app[INTAKE].on_new_events = dispatcher.wake
             stop = asyncio.Event()
             task = asyncio.create_task(dispatcher.run(stop))

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     webhook_username: str | None = Field(None, description="basic-auth user Alertmanager must send")
     webhook_password: SecretStr | None = Field(None, description="basic-auth password")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
+    lease_seconds: float = Field(
+        60.0,
+        ge=3,
+        le=3600,
+        description="how long a dead worker's event claims and target leases outlive it",
+    )
     kubeconfig: Path | None = Field(
         None,
         description="kubeconfig for the Kubernetes actions; unset: the in-cluster account, if any",
