@@ -59,11 +59,15 @@ async def application(kubernetes: FakeKubernetes) -> AsyncIterator[str]:
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    """The shipped policies, with room in application-down's rate limit for three episodes."""
+    """The shipped policies, with room in their rate limits for several episodes."""
     directory = tmp_path / "policies"
     shutil.copytree(SHIPPED_POLICIES, directory)
-    path = directory / "application-down.yaml"
-    path.write_text(path.read_text().replace("{max: 2, per: 1h}", "{max: 10, per: 1h}"))
+    for name, limit in [
+        ("application-down", "{max: 2, per: 1h}"),
+        ("high-error-rate", "{max: 1, per: 1h}"),
+    ]:
+        path = directory / f"{name}.yaml"
+        path.write_text(path.read_text().replace(limit, "{max: 10, per: 1h}"))
     return directory
 
 
@@ -165,6 +169,21 @@ async def test_a_high_error_rate_after_a_recent_rollout_rolls_it_back(
     assert deployment is not None
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["env"] == [{"name": "SEEDED_REVISION", "value": "1"}]
+
+    # The errors come back in a new episode: the restored revision is old, so no second undo
+    # (back to the bad revision), but more capacity.
+    await post_to_alertmanager(alertmanager, datetime.now(UTC) - timedelta(seconds=1), [labels])
+    await runs_until(store, ["succeeded"])
+    later = datetime.now(UTC)  # after the first episode's end, or Alertmanager merges the two
+    await post_to_alertmanager(alertmanager, later + timedelta(hours=1), [labels], starts_at=later)
+    [_, second] = await runs_until(store, ["succeeded", "verifying"])
+    steps = {step.action: step.outcome for step in await store.steps(second.id)}
+    assert steps == {
+        "kubernetes.rollout_status": "ok",
+        "kubernetes.rollout_undo": "skipped",
+        "kubernetes.scale": "ok",
+    }
+    assert kubernetes.get("Deployment", NAMESPACE, "api")["spec"]["replicas"] == 5
 
 
 async def test_failing_runs_open_the_breaker_and_the_next_alert_is_blocked(

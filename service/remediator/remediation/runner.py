@@ -43,7 +43,14 @@ from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, targ
 from remediator.policy.durations import format_duration
 from remediator.policy.templates import ConditionError, evaluate_condition
 from remediator.policy_reload import LivePolicies
-from remediator.store import AlertEvent, AlertRecord, Remediation, StepRecord, Store
+from remediator.store import (
+    AlertEvent,
+    AlertRecord,
+    Remediation,
+    StepRecord,
+    Store,
+    StoreUnavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +142,11 @@ class Runner:
         remediation = await self._start(event, alert, plan, admitted)
         try:
             return await self._run_steps(remediation, alert, plan, admitted, done)
+        except StoreUnavailable:
+            raise  # the claim lapses; the next worker finds this run and takes it over
+        except Exception as exc:  # a bug must not leave the alert's run `running` for ever
+            log.exception("run failed unexpectedly", remediation=remediation.id)
+            return await self._fail(remediation, plan, f"internal error: {exc!r}")
         finally:
             if admitted is not None:
                 await self._guards.release(admitted)
