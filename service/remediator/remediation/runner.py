@@ -403,25 +403,17 @@ class Runner:
     async def _start(
         self, event: AlertEvent, alert: Alert, plan: Plan, admitted: Admitted | None
     ) -> Remediation:
-        remediation = Remediation(
-            id=str(uuid.uuid4()),
-            event_id=event.id,
-            fingerprint=alert.fingerprint,
-            starts_at=alert.starts_at,
-            alertname=alert.alertname,
-            kind=event.kind.value,
+        return await self._note(
+            event,
+            alert,
+            "running",
+            "dry-run" if admitted is None else "",
             policy=plan.policy,
-            policy_revision=self._policies.revision,
-            outcome="running",
-            guard=None,
-            reason="dry-run" if admitted is None else "",
-            run_id=admitted.run_id if admitted else None,
             target=target_key(plan),
             plan=_plan_summary(plan),
-            started_at=self._now(),
+            run_id=admitted.run_id if admitted else None,
+            finished=False,
         )
-        await self._store.save_remediation(remediation)
-        return remediation
 
     async def _note(
         self,
@@ -434,7 +426,10 @@ class Runner:
         guard: str | None = None,
         target: str | None = None,
         plan: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        finished: bool = True,
     ) -> Remediation:
+        """Record what happened for an event: a decision or block (finished), or a run begun."""
         now = self._now()
         remediation = Remediation(
             id=str(uuid.uuid4()),
@@ -448,11 +443,11 @@ class Runner:
             outcome=outcome,
             guard=guard,
             reason=reason,
-            run_id=None,
+            run_id=run_id,
             target=target,
             plan=plan or {},
             started_at=now,
-            finished_at=now,
+            finished_at=now if finished else None,
         )
         await self._store.save_remediation(remediation)
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
