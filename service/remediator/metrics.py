@@ -58,6 +58,12 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.notifications_sent = Counter(
+            "remediator_notifications_sent",
+            "Escalation messages by channel and result: sent, retried, failed",
+            ["channel", "result"],
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "remediator_store_errors",
             "Store operations that failed, by operation",

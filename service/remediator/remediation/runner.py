@@ -37,10 +37,13 @@ from remediator.actions.base import (
 )
 from remediator.alerts import Alert, AlertStatus
 from remediator.engine.decide import decide
-from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
+from remediator.engine.escalation import on_outcome, on_start
+from remediator.engine.plan import Escalation, NoMatch, Plan, PlannedStep, Refused
 from remediator.guards.base import BreakerSpec
 from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
+from remediator.notify.escalator import Escalator, dedup_key
 from remediator.policy.durations import format_duration
+from remediator.policy.schema import EscalateWhen
 from remediator.policy.templates import ConditionError, evaluate_condition
 from remediator.policy_reload import LivePolicies
 from remediator.store import (
@@ -55,6 +58,7 @@ from remediator.store import (
 log = structlog.get_logger(__name__)
 
 ACTIVE = ("running", "verifying")
+_DEFAULT_ESCALATE = ("on_failure", "when_blocked")
 DEFAULT_STEP_TIMEOUT = timedelta(minutes=2)
 ATTEMPTS = 3  # per step, on transient errors only
 
@@ -86,6 +90,7 @@ class Runner:
         self._retrying = retrying
         self.check_interval = check_interval
         self._last_checked: dict[str, float] = {}
+        self._escalator = Escalator(store, clock=clock)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -119,10 +124,21 @@ class Runner:
     ) -> Remediation:
         decision = decide(alert, self._policies.current, self._now())
         if isinstance(decision, NoMatch):
-            return await self._note(event, alert, "no_match", "no policy matches: escalate only")
+            return await self._note(
+                event,
+                alert,
+                "no_match",
+                "no policy matches: escalate only",
+                plan=_escalation_only(decision.escalation),
+            )
         if isinstance(decision, Refused):
             return await self._note(
-                event, alert, "refused", decision.reason, policy=decision.policy
+                event,
+                alert,
+                "refused",
+                decision.reason,
+                policy=decision.policy,
+                plan=_escalation_only(decision.escalation),
             )
         plan = decision
         admission = await self._guards.admit(plan)
@@ -197,6 +213,7 @@ class Runner:
             verify_until=verify_until,
         )
         await self._store.save_remediation(waiting)
+        await self._escalate(waiting)
         return waiting
 
     async def _step(
@@ -305,7 +322,8 @@ class Runner:
     async def _resolved(
         self, event: AlertEvent, alert: Alert, earlier: Sequence[Remediation]
     ) -> Remediation | None:
-        """The alert cleared: the waiting run succeeded, and its mitigation may be undone."""
+        """The alert cleared: the waiting run succeeded, its pages are resolved, and its
+        mitigation may be undone."""
         ran = None
         for remediation in earlier:
             if remediation.outcome == "verifying":
@@ -313,6 +331,8 @@ class Runner:
                     remediation.run_id or "", _breaker(remediation), succeeded=True
                 )
                 await self._end(remediation, "succeeded", "the alert resolved in time")
+            else:
+                await self._escalator.notify(remediation, "resolve")
             if remediation.kind == "firing" and remediation.outcome in (
                 "verifying",
                 "succeeded",
@@ -451,6 +471,7 @@ class Runner:
         )
         await self._store.save_remediation(remediation)
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
+        await self._escalate(remediation, start=not finished)
         return remediation
 
     async def _fail(self, remediation: Remediation, plan: Plan, reason: str) -> Remediation:
@@ -462,7 +483,21 @@ class Runner:
         ended = replace(remediation, outcome=outcome, reason=reason, finished_at=self._now())
         await self._store.save_remediation(ended)
         log.info("remediation ended", remediation=ended.id, outcome=outcome, reason=reason)
+        await self._escalate(ended)
         return ended
+
+    async def _escalate(self, remediation: Remediation, *, start: bool = False) -> None:
+        """Queue the messages this turn of the remediation calls for (the escalation rules)."""
+        plan = remediation.plan
+        escalate = tuple(EscalateWhen(e) for e in plan.get("escalate", _DEFAULT_ESCALATE))
+        if start:
+            if remediation.kind != "firing":
+                return  # undoing a mitigation pages nobody unless it fails
+            notify = on_start(escalate, bool(plan.get("page_now")))
+        else:
+            paged = bool(await self._escalator.paged_channels(dedup_key(remediation)))
+            notify = on_outcome(remediation.outcome, escalate, paged)
+        await self._escalator.notify(remediation, notify)
 
     async def _completed_steps(
         self, interrupted: Sequence[Remediation]
@@ -506,7 +541,13 @@ def _plan_summary(plan: Plan) -> dict[str, Any]:
         },
         "level": plan.escalation.level,
         "channels": list(plan.escalation.channels),
+        "page_now": plan.escalation.page_while_remediating,
+        "escalate": [when.value for when in plan.escalate_when],
     }
+
+
+def _escalation_only(escalation: Escalation) -> dict[str, Any]:
+    return {"level": escalation.level, "channels": list(escalation.channels)}
 
 
 def _breaker(remediation: Remediation) -> BreakerSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -121,6 +122,24 @@ class StepRecord:
     finished_at: datetime
 
 
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One message for one channel, from queued to sent (or given up)."""
+
+    id: str
+    channel: str
+    action: str  # trigger or resolve
+    dedup_key: str
+    remediation_id: str | None
+    message: dict[str, Any]
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None
+
+
 class Store(Protocol):
     async def record_notification(
         self, notification: Notification, body: bytes, received_at: datetime
@@ -196,6 +215,30 @@ class Store(Protocol):
     async def remediation(self, remediation_id: str) -> Remediation | None: ...
 
     async def steps(self, remediation_id: str) -> list[StepRecord]: ...
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+    async def claim_outbox(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        """Due messages nobody holds, oldest first, leased to this worker."""
+        ...
+
+    async def outbox_done(
+        self,
+        entry_id: str,
+        *,
+        sent_at: datetime | None = None,
+        failed_at: datetime | None = None,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Sent, given up, or to be tried again at retry_at."""
+        ...
+
+    async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
+        """Every message of one incident, oldest first."""
+        ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers now."""

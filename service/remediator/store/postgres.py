@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +20,7 @@ from remediator.store.base import (
     AlertRecord,
     AuditEntry,
     IntakeResult,
+    OutboxEntry,
     Pause,
     Remediation,
     RunRecord,
@@ -73,6 +74,10 @@ SELECT count(*) FROM queued
 """
 
 
+_OUTBOX_SELECT = (
+    "id, channel, action, dedup_key, remediation_id, message::text AS message, created_at,"
+    " next_attempt_at, attempts, sent_at, failed_at, last_error"
+)
 _EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
 _REMEDIATION_COLUMNS = (
     "id, event_id, fingerprint, starts_at, alertname, kind, policy, policy_revision, outcome,"
@@ -444,11 +449,102 @@ class PostgresStore:
             for row in rows
         ]
 
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        rows = [
+            (
+                e.id,
+                e.channel,
+                e.action,
+                e.dedup_key,
+                e.remediation_id,
+                json.dumps(e.message),
+                e.created_at,
+                e.next_attempt_at,
+            )
+            for e in entries
+        ]
+
+        async def write(db: Connection) -> None:
+            async with db.transaction():
+                await db.executemany(
+                    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
+                    " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)",
+                    rows,
+                )
+
+        await self._run(write)
+
+    async def claim_outbox(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "UPDATE outbox SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
+                " WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+                " AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3)"
+                " ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {_OUTBOX_SELECT}",
+                worker,
+                lease_until,
+                now,
+                limit,
+            )
+        )
+        return sorted((_outbox(row) for row in rows), key=lambda e: (e.created_at, e.id))
+
+    async def outbox_done(
+        self,
+        entry_id: str,
+        *,
+        sent_at: datetime | None = None,
+        failed_at: datetime | None = None,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET sent_at = $2, failed_at = $3,"
+                " next_attempt_at = COALESCE($4, next_attempt_at), last_error = $5,"
+                " claimed_by = NULL, lease_until = NULL WHERE id = $1",
+                entry_id,
+                sent_at,
+                failed_at,
+                retry_at,
+                error,
+            )
+        )
+
+    async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {_OUTBOX_SELECT} FROM outbox WHERE dedup_key = $1 ORDER BY created_at, id",
+                dedup_key,
+            )
+        )
+        return [_outbox(row) for row in rows]
+
     async def ping(self) -> None:
         await self._run(lambda db: db.fetchval("SELECT 1"))
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _outbox(row: asyncpg.Record) -> OutboxEntry:
+    return OutboxEntry(
+        row["id"],
+        row["channel"],
+        row["action"],
+        row["dedup_key"],
+        row["remediation_id"],
+        json.loads(row["message"]),
+        row["created_at"],
+        row["next_attempt_at"],
+        row["attempts"],
+        row["sent_at"],
+        row["failed_at"],
+        row["last_error"],
+    )
 
 
 def _event(row: asyncpg.Record, attempts: int | None = None) -> AlertEvent:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from remediator.store.base import (
     AlertRecord,
     AuditEntry,
     IntakeResult,
+    OutboxEntry,
     Pause,
     Remediation,
     RunRecord,
@@ -46,6 +47,10 @@ ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
 """
 
 
+_OUTBOX_COLUMNS = (
+    "id, channel, action, dedup_key, remediation_id, message, created_at, next_attempt_at,"
+    " attempts, sent_at, failed_at, last_error"
+)
 _EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
 _REMEDIATION_COLUMNS = (
     "id, event_id, fingerprint, starts_at, alertname, kind, policy, policy_revision, outcome,"
@@ -399,6 +404,92 @@ class SQLiteStore:
             for row in rows
         ]
 
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        rows = [
+            (
+                e.id,
+                e.channel,
+                e.action,
+                e.dedup_key,
+                e.remediation_id,
+                json.dumps(e.message),
+                _iso(e.created_at),
+                _iso(e.next_attempt_at),
+            )
+            for e in entries
+        ]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
+                    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(write)
+
+    async def claim_outbox(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"UPDATE outbox SET claimed_by = ?, lease_until = ?, attempts = attempts + 1"
+                    f" WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL"
+                    f" AND failed_at IS NULL AND next_attempt_at <= ?"
+                    f" AND (lease_until IS NULL OR lease_until < ?)"
+                    f" ORDER BY created_at, id LIMIT ?) RETURNING {_OUTBOX_COLUMNS}",
+                    (worker, _iso(lease_until), _iso(now), _iso(now), limit),
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return rows
+
+        rows = await self._run(claim)
+        return sorted((_outbox(row) for row in rows), key=lambda e: (e.created_at, e.id))
+
+    async def outbox_done(
+        self,
+        entry_id: str,
+        *,
+        sent_at: datetime | None = None,
+        failed_at: datetime | None = None,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET sent_at = ?, failed_at = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
+                " claimed_by = NULL, lease_until = NULL WHERE id = ?",
+                (
+                    _iso(sent_at) if sent_at else None,
+                    _iso(failed_at) if failed_at else None,
+                    _iso(retry_at) if retry_at else None,
+                    error,
+                    entry_id,
+                ),
+            )
+        )
+
+    async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE dedup_key = ? ORDER BY created_at, id",
+                (dedup_key,),
+            ).fetchall()
+        )
+        return [_outbox(row) for row in rows]
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
@@ -475,6 +566,23 @@ def _record(
         db.execute("ROLLBACK")
         raise
     return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
+
+
+def _outbox(row: tuple[Any, ...]) -> OutboxEntry:
+    return OutboxEntry(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        json.loads(row[5]),
+        _time(row[6]),
+        _time(row[7]),
+        int(row[8]),
+        _time(row[9]) if row[9] else None,
+        _time(row[10]) if row[10] else None,
+        row[11],
+    )
 
 
 def _event(row: tuple[Any, ...]) -> AlertEvent:

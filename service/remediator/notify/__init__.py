@@ -1,0 +1,1 @@
+"""Escalation: messages to people through PagerDuty, Slack and email, by the severity matrix."""

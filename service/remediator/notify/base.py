@@ -1,0 +1,64 @@
+"""What a channel is given to send, and how it says a send failed.
+
+A message carries everything a person needs to act without opening Remediator: the alert, its
+level, what was checked and tried with each result, and the links. Channels render it their way
+(an Events API v2 payload, Block Kit, a plain-text and HTML email); the outbox decides when and
+how often to send it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Action = Literal["trigger", "resolve"]
+
+
+@dataclass(frozen=True)
+class StepLine:
+    action: str
+    outcome: str  # ok, failed, skipped, dry_run
+    message: str
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str  # the outbox entry: a channel may use it as an idempotency key
+    action: Action  # trigger: open or update the incident; resolve: close it
+    dedup_key: str  # the same for every message about one incident, on every replica
+    level: str  # P1..P4
+    summary: str  # one line: what is wrong and what Remediator did
+    alertname: str
+    status: str  # firing or resolved
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    policy: str | None
+    target: str | None
+    outcome: str  # the remediation's: failed, blocked, no_match, verifying, succeeded, ...
+    reason: str
+    steps: tuple[StepLine, ...] = ()
+    links: dict[str, str] = field(default_factory=dict)  # runbook, alert source, silence
+
+
+class PermanentFailure(Exception):
+    """The channel refused the message (e.g. 400): sending it again would fail again."""
+
+
+class TransientFailure(Exception):
+    """Worth another try later (timeout, 429, 5xx); `retry_after` when the channel said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: Message) -> None:
+        """Deliver once; raise TransientFailure or PermanentFailure."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What it sends to, secrets left out: for /health and the start-up log."""
+        ...

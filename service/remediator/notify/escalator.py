@@ -1,0 +1,115 @@
+"""From a remediation's turn to messages in the outbox: who hears, about which incident.
+
+One incident per policy and target (or per alert, when no policy matched): its `dedup_key` is
+the same on every replica and every repeat, so PagerDuty updates one incident instead of
+opening many. A resolve goes only to the channels that were paged and not yet resolved.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from remediator.engine.escalation import Notify
+from remediator.store import OutboxEntry, Remediation, Store
+
+log = structlog.get_logger(__name__)
+
+
+def dedup_key(remediation: Remediation) -> str:
+    if remediation.policy and remediation.target:
+        return f"remediator/{remediation.policy}/{remediation.target}"
+    return f"remediator/alert/{remediation.alertname}/{remediation.fingerprint}"
+
+
+class Escalator:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def paged_channels(self, key: str) -> list[str]:
+        """Channels whose latest message about this incident opened or updated it."""
+        latest: dict[str, str] = {}
+        for entry in await self._store.outbox_for(key):
+            latest[entry.channel] = entry.action
+        return [channel for channel, action in latest.items() if action == "trigger"]
+
+    async def notify(self, remediation: Remediation, notify: Notify) -> list[OutboxEntry]:
+        if notify is None:
+            return []
+        key = dedup_key(remediation)
+        if notify == "resolve":
+            channels = await self.paged_channels(key)
+        else:
+            channels = list(remediation.plan.get("channels", []))
+        if not channels:
+            return []
+        message = await self._message(remediation, notify, key)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        entries = [
+            OutboxEntry(_entry_id(), channel, notify, key, remediation.id, message, now, now)
+            for channel in channels
+        ]
+        await self._store.enqueue(entries)
+        log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
+        return entries
+
+    async def _message(self, remediation: Remediation, action: str, key: str) -> dict[str, Any]:
+        r = remediation
+        alert = await self._store.alert(r.fingerprint, r.starts_at)
+        labels = alert.labels if alert else {}
+        annotations = alert.annotations if alert else {}
+        steps = [
+            {"action": s.action, "outcome": s.outcome, "message": s.message}
+            for s in await self._store.steps(r.id)
+        ]
+        links = {}
+        if annotations.get("runbook_url"):
+            links["Runbook"] = annotations["runbook_url"]
+        return {
+            "id": "",  # the outbox entry's id, set when sent
+            "action": action,
+            "dedup_key": key,
+            "level": r.plan.get("level", "P3"),
+            "summary": summary(r, action),
+            "alertname": r.alertname,
+            "status": "resolved" if action == "resolve" else "firing",
+            "labels": labels,
+            "annotations": annotations,
+            "policy": r.policy,
+            "target": r.target,
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "steps": steps,
+            "links": links,
+        }
+
+
+def _entry_id() -> str:
+    """Unique, and in creation order among entries of the same instant: a trigger sorts before
+    the resolve that follows it."""
+    return f"{time.time_ns():016x}-{uuid.uuid4().hex[:12]}"
+
+
+def summary(remediation: Remediation, action: str) -> str:
+    r = remediation
+    where = f" on {r.target}" if r.target else ""
+    if action == "resolve":
+        return f"{r.alertname}{where} resolved ({r.outcome}: {r.reason})"
+    what = {
+        "running": "remediation running",
+        "verifying": "fix applied, waiting for the alert to resolve",
+        "failed": "remediation failed",
+        "blocked": "remediation blocked",
+        "refused": "remediation refused",
+        "no_match": "no policy matches",
+        "dry_run": "dry-run only, nothing changed",
+        "stopped": "remediation stopped",
+        "interrupted": "remediation interrupted",
+    }.get(r.outcome, r.outcome)
+    return f"{r.alertname}{where}: {what}: {r.reason}"[:1024]

@@ -1,0 +1,230 @@
+"""Who hears, when, once: the escalation rules, the runner's outbox entries, the outbox sender."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from remediator.engine.escalation import on_outcome, on_start
+from remediator.metrics import Metrics
+from remediator.notify.base import Message, PermanentFailure, TransientFailure
+from remediator.notify.outbox import MAX_ATTEMPTS, OutboxSender
+from remediator.policy.schema import EscalateWhen
+from remediator.store import OutboxEntry, Store
+from tests.test_guards import Clock
+from tests.test_runs import POLICY, World, policy, world
+
+__all__ = ["policy", "world"]  # fixtures, used here
+
+DEFAULT = (EscalateWhen.ON_FAILURE, EscalateWhen.WHEN_BLOCKED)
+ALWAYS = (EscalateWhen.ALWAYS,)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "escalate", "paged", "expected"),
+    [
+        ("failed", DEFAULT, False, "trigger"),
+        ("failed", (EscalateWhen.WHEN_BLOCKED,), False, None),
+        ("blocked", DEFAULT, False, "trigger"),
+        ("blocked", (EscalateWhen.ON_FAILURE,), False, None),
+        ("dry_run", DEFAULT, False, "trigger"),
+        ("no_match", (), False, "trigger"),
+        ("verifying", DEFAULT, False, None),
+        ("verifying", DEFAULT, True, "trigger"),  # the open page follows the run
+        ("succeeded", DEFAULT, False, None),
+        ("succeeded", DEFAULT, True, "resolve"),
+        ("skipped", DEFAULT, False, None),
+        ("succeeded", ALWAYS, False, None),
+    ],
+)
+def test_escalation_rules(
+    outcome: str, escalate: tuple[EscalateWhen, ...], paged: bool, expected: str | None
+) -> None:
+    assert on_outcome(outcome, escalate, paged) == expected
+
+
+def test_p1_and_always_page_when_a_run_starts() -> None:
+    assert on_start(DEFAULT, page_while_remediating=True) == "trigger"
+    assert on_start(ALWAYS, page_while_remediating=False) == "trigger"
+    assert on_start(DEFAULT, page_while_remediating=False) is None
+
+
+async def outbox(store: Store, key: str) -> list[tuple[str, str]]:
+    return [(entry.channel, entry.action) for entry in await store.outbox_for(key)]
+
+
+KEY = "remediator/probe-and-fix/Application/-/shop"
+
+
+async def test_a_failed_run_pages_its_level_s_channels_and_the_resolution_closes_them(
+    world: World,
+) -> None:
+    world.application.fix_status = 400
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    assert await outbox(world.store, KEY) == [("slack", "trigger"), ("email", "trigger")]
+    [entry, _] = await world.store.outbox_for(KEY)
+    message = entry.message
+    assert message["level"] == "P2"
+    assert message["summary"].startswith("AppDown on Application/-/shop: remediation failed:")
+    assert [(s["action"], s["outcome"]) for s in message["steps"]] == [
+        ("http.check", "failed"),
+        ("http.request", "failed"),
+    ]
+    world.application.fix_status = 200  # the on_resolved undo works
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    assert await outbox(world.store, KEY) == [
+        ("slack", "trigger"),
+        ("email", "trigger"),
+        ("slack", "resolve"),
+        ("email", "resolve"),
+    ]
+
+
+async def test_a_run_that_works_pages_nobody(world: World) -> None:
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    assert await outbox(world.store, KEY) == []
+
+
+@pytest.mark.parametrize("policy", [POLICY.replace("severity: P2", "severity: P1")])
+async def test_p1_pages_at_once_follows_the_run_and_resolves(world: World) -> None:
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    assert await outbox(world.store, KEY) == [
+        ("pagerduty", "trigger"),  # at the start, in parallel with the fix
+        ("slack", "trigger"),
+        ("pagerduty", "trigger"),  # updated: fix applied, verifying
+        ("slack", "trigger"),
+    ]
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    assert (await outbox(world.store, KEY))[-2:] == [("pagerduty", "resolve"), ("slack", "resolve")]
+
+
+@dataclass
+class Recorder:
+    """A channel that keeps what it was given, and fails when told to."""
+
+    name: str
+    sent: list[Message] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
+
+    async def send(self, message: Message) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message)
+
+    def describe(self) -> dict[str, Any]:
+        return {"channel": self.name}
+
+
+def entry(channel: str, action: str = "trigger", at: float = 1_800_000_000.0) -> OutboxEntry:
+    when = datetime.fromtimestamp(at, UTC)
+    message = {
+        "level": "P2",
+        "summary": "s",
+        "alertname": "AppDown",
+        "status": "firing",
+        "labels": {},
+        "annotations": {},
+        "policy": "p",
+        "target": "t",
+        "outcome": "failed",
+        "reason": "r",
+        "steps": [],
+        "links": {},
+    }
+    return OutboxEntry(str(uuid.uuid4()), channel, action, "key", None, message, when, when)
+
+
+async def test_each_message_is_sent_once_and_a_crash_before_sending_loses_nothing(
+    store: Store,
+) -> None:
+    clock = Clock()
+    slack = Recorder("slack")
+    queued = entry("slack")
+    await store.enqueue([queued])
+    # A worker claims it and dies before sending: after its lease another sends it.
+    dead = OutboxSender(store, {"slack": Recorder("slack")}, Metrics(), clock=clock, worker="dead")
+    await store.claim_outbox(dead.worker, _at(clock), _at(clock, 60), 10)
+    sender = OutboxSender(store, {"slack": slack}, Metrics(), clock=clock)
+    assert await sender.run_once() == 0
+    clock.advance(61)
+    assert await sender.run_once() == 1
+    assert [m.id for m in slack.sent] == [queued.id]
+    clock.advance(3600)
+    assert await sender.run_once() == 0  # sent: never again
+    [done] = await store.outbox_for("key")
+    assert done.sent_at is not None
+
+
+async def test_transient_failures_are_retried_with_backoff_refusals_given_up(
+    store: Store,
+) -> None:
+    clock = Clock()
+    slack = Recorder("slack", failures=[TransientFailure("429", retry_after=7)])
+    email = Recorder("email", failures=[PermanentFailure("550 no such user")])
+    await store.enqueue([entry("slack"), entry("email")])
+    sender = OutboxSender(store, {"slack": slack, "email": email}, Metrics(), clock=clock)
+    await sender.run_once()
+    assert slack.sent == []
+    assert email.sent == []
+    clock.advance(6)
+    await sender.run_once()
+    assert slack.sent == []  # Retry-After: 7 honoured
+    clock.advance(1)
+    await sender.run_once()
+    assert len(slack.sent) == 1
+    failed = [e for e in await store.outbox_for("key") if e.channel == "email"]
+    assert failed[0].failed_at is not None
+    assert failed[0].last_error == "550 no such user"
+    assert email.sent == []
+
+
+async def test_a_dead_channel_does_not_hold_up_another_and_is_paused_by_its_breaker(
+    store: Store,
+) -> None:
+    clock = Clock()
+    dead = Recorder("pagerduty", failures=[TransientFailure("503")] * 100)
+    slack = Recorder("slack")
+    await store.enqueue([entry("pagerduty", at=clock() - 3 + i) for i in range(3)])
+    await store.enqueue([entry("slack")])
+    sender = OutboxSender(
+        store, {"pagerduty": dead, "slack": slack}, Metrics(), clock=clock, breaker_failures=3
+    )
+    await sender.run_once()
+    assert len(slack.sent) == 1  # not held up
+    assert len(dead.failures) == 99  # one try: the others wait behind it, in order
+    for wait in (11, 21):  # past each backoff: 10 s, then 20 s
+        clock.advance(wait)
+        await sender.run_once()
+    assert len(dead.failures) == 97  # three failures: its breaker opens
+    clock.advance(30)
+    await sender.run_once()
+    assert len(dead.failures) == 97  # paused, not hammered
+    clock.advance(300)
+    await sender.run_once()
+    assert len(dead.failures) == 96  # tried again after the cooldown
+
+
+async def test_an_unconfigured_channel_is_given_up_with_the_reason(store: Store) -> None:
+    await store.enqueue([entry("pagerduty")])
+    await OutboxSender(store, {}, Metrics(), clock=Clock()).run_once()
+    [given_up] = await store.outbox_for("key")
+    assert given_up.last_error == "channel pagerduty is not configured"
+
+
+def test_the_backoff_keeps_trying_for_most_of_a_day() -> None:
+    assert 18 * 3600 < sum(min(5.0 * 2**n, 3600.0) for n in range(MAX_ATTEMPTS)) < 24 * 3600
+
+
+def _at(clock: Clock, plus: float = 0.0) -> datetime:
+    return datetime.fromtimestamp(clock() + plus, UTC) + timedelta(0)
