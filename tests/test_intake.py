@@ -289,6 +289,7 @@ async def test_health_reports_each_dependency(client: Client) -> None:
         "policies": {"status": "ok", "policies": "4"},
         "guards": {"status": "ok"},
         "kill_switch": {"status": "ok"},
+        "escalation": {"status": "ok", "channels": "none"},
     }
     assert body["version"]
 

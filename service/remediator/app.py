@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
+import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +25,8 @@ from remediator.guards.opening import open_guard_backend
 from remediator.health import health
 from remediator.intake import Intake
 from remediator.metrics import Metrics
+from remediator.notify.channels import ChannelSet, open_channels
+from remediator.notify.outbox import OutboxSender
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.runner import Runner
@@ -34,6 +37,7 @@ log = structlog.get_logger("remediator.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GUARDS = web.AppKey("guards", Guards)
 INTAKE = web.AppKey("intake", Intake)
+CHANNELS = web.AppKey("channels", ChannelSet)
 
 
 @web.middleware
@@ -85,8 +89,10 @@ def build_app(
     token = settings.api_token.get_secret_value() if settings.api_token else None
     api = OperatorApi(store, guards, policies, token)
 
+    channels = ChannelSet()  # filled in when the application starts
+
     async def health_handler(_: web.Request) -> web.Response:
-        return await health(store, policies, guards, backend_name)
+        return await health(store, policies, guards, backend_name, channels)
 
     async def metrics_handler(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(metrics.registry))
@@ -101,6 +107,7 @@ def build_app(
     app.router.add_routes(api.routes())
     app[GUARDS] = guards
     app[INTAKE] = intake
+    app[CHANNELS] = channels
     return app
 
 
@@ -144,8 +151,28 @@ async def create_app(settings: Settings) -> web.Application:
             stop.set()
             await task
 
+    async def escalate(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            opened = open_channels(policies.current.matrix, session)
+            app[CHANNELS].channels.update(opened.channels)
+            app[CHANNELS].problems.update(opened.problems)
+            for problem in opened.problems.values():
+                log.error("escalation channel cannot send", problem=problem)
+            sender = OutboxSender(
+                store,
+                opened.channels,
+                policies.metrics,
+                lease=timedelta(seconds=settings.lease_seconds),
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(sender.run(stop))
+            yield
+            stop.set()
+            await task
+
     app.cleanup_ctx.append(watch_policies)
     app.cleanup_ctx.append(dispatch)
+    app.cleanup_ctx.append(escalate)
     app.on_cleanup.append(close_store)
     log.info(
         "listening",

@@ -10,6 +10,7 @@ from aiohttp import web
 from remediator import __version__
 from remediator.guards.base import GuardsUnavailable
 from remediator.guards.gate import Guards
+from remediator.notify.channels import ChannelSet
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store, StoreUnavailable
 
@@ -49,7 +50,11 @@ async def check_kill_switch(guards: Guards) -> dict[str, str]:
 
 
 async def health(
-    store: Store, policies: LivePolicies, guards: Guards, guard_backend: str
+    store: Store,
+    policies: LivePolicies,
+    guards: Guards,
+    guard_backend: str,
+    channels: ChannelSet,
 ) -> web.Response:
     """503 when the store is down; 200 but "degraded" when remediation is held back."""
     checks = {
@@ -57,6 +62,7 @@ async def health(
         "policies": policies.health(),
         guard_backend: await check_guards(guards),
         "kill_switch": await check_kill_switch(guards),
+        "escalation": channels.health(),
     }
     statuses = {check["status"] for check in checks.values()}
     status = (

@@ -72,7 +72,6 @@ class Escalator:
         if annotations.get("runbook_url"):
             links["Runbook"] = annotations["runbook_url"]
         return {
-            "id": "",  # the outbox entry's id, set when sent
             "action": action,
             "dedup_key": key,
             "level": r.plan.get("level", "P3"),

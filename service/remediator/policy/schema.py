@@ -173,6 +173,11 @@ class LevelRoute(_Model):
 
 class PagerDutyChannel(_Model):
     routing_key_env: str
+    events_url: str = Field(
+        "https://events.pagerduty.com/v2/enqueue",
+        pattern=r"^https?://\S+$",
+        description="Events API v2 endpoint (https://events.eu.pagerduty.com/v2/enqueue in the EU)",
+    )
 
 
 class SlackChannel(_Model):

@@ -1,0 +1,146 @@
+"""Slack through an incoming webhook: the team channel sees what broke and what was tried.
+
+An incoming webhook can only post: it cannot update or thread onto an earlier message (that
+needs a bot token and chat.update). So a resolve is a new message, "Resolved: ...", and the
+webhook URL, which is itself the secret, comes from the environment and is never shown.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from remediator.notify.base import Message, TransientFailure
+from remediator.notify.pagerduty import (
+    TIMEOUT,
+    ChannelNotConfigured,
+    check_answer,
+    describe_error,
+    from_env,
+    truncate,
+)
+from remediator.policy.schema import SlackChannel
+
+HEADER_LIMIT = 150  # a header block's plain_text
+SECTION_LIMIT = 3000  # a section's text
+FIELD_LIMIT = 2000  # each of a section's fields
+CONTEXT_ELEMENTS = 10  # a context block's elements
+_STEP_MESSAGE = 300  # one step's message, before the section limit applies to them all
+_PARTIAL_ENTITY = re.compile(r"&[a-z]*$")
+
+
+class Slack:
+    """Posts Block Kit messages to the channel an incoming webhook is bound to."""
+
+    name = "slack"
+
+    def __init__(
+        self, config: SlackChannel, session: aiohttp.ClientSession, *, timeout: float = TIMEOUT
+    ) -> None:
+        self._config = config
+        self._url = from_env(config.webhook_url_env, self.name)
+        if urlsplit(self._url).scheme not in ("https", "http"):
+            raise ChannelNotConfigured(
+                f"{self.name}: environment variable {config.webhook_url_env} is not a URL"
+            )
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "channel": self.name,
+            "host": urlsplit(self._url).hostname,
+            "webhook_url_env": self._config.webhook_url_env,
+        }
+
+    def body(self, message: Message) -> dict[str, Any]:
+        """The webhook's JSON: Block Kit blocks, and `text` for notifications and old clients."""
+        resolved = "Resolved: " if message.action == "resolve" else ""
+        title = f"{resolved}{message.level} {message.alertname}"
+        summary = message.summary
+        if message.reason:
+            summary = f"{summary}\nReason: {message.reason}"
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "text": _plain(truncate(title, HEADER_LIMIT))},
+            {
+                "type": "section",
+                "text": _mrkdwn(fit(summary, SECTION_LIMIT)),
+                "fields": [
+                    _mrkdwn(f"*{name}*\n{fit(value or '—', FIELD_LIMIT - len(name) - 3)}")
+                    for name, value in (
+                        ("Severity", message.level),
+                        ("Outcome", message.outcome),
+                        ("Policy", message.policy),
+                        ("Target", message.target),
+                    )
+                ],
+            },
+        ]
+        if message.steps:
+            blocks.append({"type": "section", "text": _mrkdwn(steps_text(message))})
+        if message.links:
+            links = list(message.links.items())[:CONTEXT_ELEMENTS]
+            blocks.append(
+                {"type": "context", "elements": [_mrkdwn(link(href, text)) for text, href in links]}
+            )
+        fallback = f"{resolved}[{message.level}] {message.alertname}: {message.summary}"
+        return {"text": escape(fallback), "blocks": blocks}
+
+    async def send(self, message: Message) -> None:
+        what = f"Slack {message.action} {message.dedup_key}"
+        try:
+            async with self._session.post(
+                self._url, json=self.body(message), timeout=self._timeout
+            ) as answer:
+                body = await answer.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # some of aiohttp's messages name the URL, and the URL is the secret
+            reason = describe_error(exc).replace(self._url, "<webhook URL>")
+            raise TransientFailure(f"{what}: {reason}") from exc
+        check_answer(what, answer.status, answer.headers, body, ok=200)
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping: otherwise a label value could mention <!channel> or fake links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fit(text: str, limit: int) -> str:
+    """Escaped, and cut to `limit` characters without leaving half an entity."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    return _PARTIAL_ENTITY.sub("", escaped[: limit - 1]) + "…"
+
+
+def steps_text(message: Message) -> str:
+    """`• action: outcome — message` per step, as many as the section holds."""
+    lines = [
+        f"• {fit(step.action, 100)}: {fit(step.outcome, 50)} — {fit(step.message, _STEP_MESSAGE)}"
+        for step in message.steps
+    ]
+    text = "*Steps*"
+    for shown, line in enumerate(lines):
+        rest = len(lines) - shown - 1
+        more = f"\n… and {rest} more" if rest else ""
+        if len(text) + 1 + len(line) + len(more) > SECTION_LIMIT:
+            return f"{text}\n… and {len(lines) - shown} more"
+        text = f"{text}\n{line}"
+    return text
+
+
+def link(href: str, text: str) -> str:
+    """`<url|text>`; a `|` in the URL would end it early, so it is percent-encoded."""
+    url = escape(href.replace("|", "%7C"))
+    return f"<{url}|{fit(text, 200)}>"
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
