@@ -240,7 +240,7 @@ def test_a_matrix_level_naming_an_undefined_channel_is_an_error(policy_dir: Path
     matrix = (
         (SHIPPED / "escalation.yaml")
         .read_text()
-        .replace("  pagerduty:\n    routing_key_env: REMEDIATOR_PAGERDUTY_ROUTING_KEY\n", "")
+        .replace("  pagerduty:\n    routing_key_env: PAGERDUTY_ROUTING_KEY\n", "")
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
     assert (
@@ -258,3 +258,15 @@ def test_check_prints_every_error_and_exits_1(policy_dir: Path) -> None:
     assert lines[0].startswith(f"{policy_dir}/a.yaml:9:13: steps[0].action: unknown action 'nope'")
     assert lines[1].startswith(f"{policy_dir}/b.yaml:1:7: name: String should match pattern")
     assert lines[2] == "2 errors in 2 policy files"
+
+
+def test_a_secret_in_a_remediator_variable_is_refused(policy_dir: Path) -> None:
+    """The service refuses unknown REMEDIATOR_* variables, so such a secret could never be set."""
+    matrix = (
+        (SHIPPED / "escalation.yaml")
+        .read_text()
+        .replace("SLACK_WEBHOOK_URL", "REMEDIATOR_SLACK_WEBHOOK_URL")
+    )
+    [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
+    assert error.startswith(f"{policy_dir}/escalation.yaml:32:22: channels.slack.webhook_url_env:")
+    assert "REMEDIATOR_* variables are the service's own settings" in error

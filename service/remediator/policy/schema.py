@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -171,8 +172,21 @@ class LevelRoute(_Model):
     digest: bool = False
 
 
+def _env_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"expected the name of an environment variable, got {name!r}")
+    if name.startswith("REMEDIATOR_"):
+        raise ValueError(
+            f"{name}: REMEDIATOR_* variables are the service's own settings; name it otherwise"
+        )
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 class PagerDutyChannel(_Model):
-    routing_key_env: str
+    routing_key_env: EnvName
     events_url: str = Field(
         "https://events.pagerduty.com/v2/enqueue",
         pattern=r"^https?://\S+$",
@@ -181,7 +195,7 @@ class PagerDutyChannel(_Model):
 
 
 class SlackChannel(_Model):
-    webhook_url_env: str
+    webhook_url_env: EnvName
 
 
 class EmailChannel(_Model):
@@ -189,8 +203,8 @@ class EmailChannel(_Model):
     smtp_port: int = 587
     sender: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
-    username_env: str | None = None
-    password_env: str | None = None
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
 
 
 class Channels(_Model):
