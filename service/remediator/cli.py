@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
     explain.set_defaults(run=_policies, policy_command="explain")
 
+    notify = commands.add_parser("notify", help="escalation channels")
+    notify_commands = notify.add_subparsers(required=True, metavar="COMMAND")
+    notify_test = notify_commands.add_parser("test", help="send a test message through a channel")
+    notify_test.add_argument("--channel", required=True, choices=("pagerduty", "slack", "email"))
+    notify_test.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    notify_test.set_defaults(run=_notify_test)
+
     for name, help_text in [
         ("pause", "stop all remediation (the kill switch); alerts escalate instead"),
         ("resume", "let remediation run again"),
@@ -100,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "guards":
             command.add_argument("--json", action="store_true", help="the API's JSON")
     return parser
+
+
+def _notify_test(settings: Settings, args: argparse.Namespace) -> int:
+    from remediator.notify_commands import send_test
+
+    return send_test(args.channel, args.directory or settings.policies)
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> int:

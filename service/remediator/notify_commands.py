@@ -1,0 +1,58 @@
+"""`remediator notify test --channel X`: send one test message, to check a channel's setup now
+rather than during the first incident."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+
+from remediator.notify.base import Message, PermanentFailure, TransientFailure
+from remediator.notify.channels import open_channels
+from remediator.policy.loader import load_policies
+
+
+def test_message() -> Message:
+    return Message(
+        id=f"test-{uuid.uuid4().hex[:12]}",
+        action="trigger",
+        dedup_key=f"remediator/test/{uuid.uuid4().hex[:12]}",
+        level="P4",
+        summary="Remediator test message: this channel is set up (nothing to do)",
+        alertname="RemediatorTest",
+        status="firing",
+        labels={"alertname": "RemediatorTest"},
+        annotations={"summary": "sent by `remediator notify test`"},
+        policy=None,
+        target=None,
+        outcome="test",
+        reason="an operator checked the channel's configuration",
+    )
+
+
+def send_test(channel: str, policies: Path, out: TextIO = sys.stdout) -> int:
+    matrix = load_policies(policies).matrix
+
+    async def send() -> int:
+        async with aiohttp.ClientSession() as session:
+            opened = open_channels(matrix, session)
+            if channel in opened.problems:
+                print(f"remediator: {opened.problems[channel]}", file=sys.stderr)
+                return 1
+            if channel not in opened.channels:
+                print(f"remediator: {channel} is not configured in the matrix", file=sys.stderr)
+                return 1
+            target = opened.channels[channel]
+            try:
+                await target.send(test_message())
+            except (TransientFailure, PermanentFailure) as exc:
+                print(f"remediator: {channel} did not take the message: {exc}", file=sys.stderr)
+                return 1
+            print(f"sent a test message through {channel}: {target.describe()}", file=out)
+            return 0
+
+    return asyncio.run(send())
