@@ -79,6 +79,37 @@ def test_live_mode_refuses_to_start_without_webhook_authentication(
     assert load_settings().mode == "live"
 
 
+BASIC = {"REMEDIATOR_WEBHOOK_USERNAME": "alertmanager", "REMEDIATOR_WEBHOOK_PASSWORD": "pw"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        pytest.param({"REMEDIATOR_WEBHOOK_TOKEN": ""}, "REMEDIATOR_WEBHOOK_TOKEN", id="token"),
+        pytest.param({"REMEDIATOR_WEBHOOK_TOKEN": " \t"}, "REMEDIATOR_WEBHOOK_TOKEN", id="blank"),
+        pytest.param(
+            BASIC | {"REMEDIATOR_WEBHOOK_USERNAME": ""}, "REMEDIATOR_WEBHOOK_USERNAME", id="user"
+        ),
+        pytest.param(
+            BASIC | {"REMEDIATOR_WEBHOOK_PASSWORD": " "}, "REMEDIATOR_WEBHOOK_PASSWORD", id="pass"
+        ),
+        pytest.param(BASIC | {"REMEDIATOR_API_TOKEN": ""}, "REMEDIATOR_API_TOKEN", id="api"),
+    ],
+)
+def test_live_mode_refuses_an_empty_credential_and_names_it(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], named: str
+) -> None:
+    monkeypatch.setenv("REMEDIATOR_MODE", "live")
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    option = "--" + named.removeprefix("REMEDIATOR_").lower().replace("_", "-")
+    assert raised.value.lines == [
+        f"{named} ({option}): must not be empty or blank: give it a value, or unset it"
+    ]
+
+
 def test_basic_authentication_needs_both_halves(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REMEDIATOR_WEBHOOK_USERNAME", "alertmanager")
     with pytest.raises(SettingsError, match="must be set together"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,6 +201,27 @@ def test_a_failing_policy_test_prints_a_diff_with_its_line(policy_dir: Path) -> 
     assert text.endswith("1 passed, 1 failed\n")
 
 
+def test_a_policy_test_file_that_does_not_parse_is_named_and_the_others_still_run(
+    policy_dir: Path,
+) -> None:
+    write_policy(policy_dir, "a.yaml", "a", 0, "'alertname=\"X\"'")
+    (policy_dir / "tests").mkdir()
+    (policy_dir / "tests" / "a.yaml").write_text(
+        "tests:\n  - name: matches a\n    alert: {labels: {alertname: X}\n    expect: {policy: a}\n"
+    )
+    (policy_dir / "tests" / "b.yaml").write_text(
+        "tests:\n  - name: still runs\n    alert: {labels: {alertname: X}}\n"
+        "    expect: {policy: a}\n"
+    )
+    (policy_dir / "tests" / "c.yaml").write_bytes(b"tests: \xff\n")
+    out = io.StringIO()
+    assert run_tests(policy_dir, out) == 1
+    [syntax, passed, unreadable, summary] = out.getvalue().splitlines()
+    assert syntax.startswith(f"{policy_dir}/tests/a.yaml:4:5: YAML syntax error: "), syntax
+    assert unreadable.startswith(f"{policy_dir}/tests/c.yaml:1:1: cannot read: "), unreadable
+    assert (passed, summary) == ("PASS b.yaml: still runs", "1 passed, 2 failed")
+
+
 def test_explain_names_the_winner_and_the_failed_matchers_of_near_misses() -> None:
     out = io.StringIO()
     assert explain(SAMPLES / "high-error-rate.firing.json", SHIPPED_POLICIES, out) == 0
@@ -211,6 +233,27 @@ def test_explain_names_the_winner_and_the_failed_matchers_of_near_misses() -> No
     )
     assert "outcome: plan" in text
     assert "kubernetes.rollout_undo" in text
+
+
+def test_explain_marks_each_matching_policy_that_loses_and_why(policy_dir: Path) -> None:
+    write_policy(policy_dir, "b.yaml", "b-low", 5, "'alertname=\"X\"'")
+    write_policy(policy_dir, "c.yaml", "c-high", 10, "'alertname=~\"X|Y\"'")
+    write_policy(policy_dir, "a.yaml", "a-high", 10, "'alertname=\"X\"'")
+    payload = policy_dir / "x.json"  # not a policy file: only *.yaml and *.yml are
+    body = json.loads((SAMPLES / "application-down.firing.json").read_text())["body"]
+    body["alerts"] = body["alerts"][:1]
+    body["alerts"][0]["labels"] = {"alertname": "X"}
+    payload.write_text(json.dumps(body))
+    out = io.StringIO()
+    assert explain(payload, policy_dir, out) == 0
+    verdicts = [line.strip() for line in out.getvalue().splitlines() if "priority" in line]
+    assert verdicts == [
+        "a-high (a.yaml, priority 10): matches and wins",
+        "c-high (c.yaml, priority 10): matches, but loses to a-high"
+        " (same priority 10, a.yaml sorts before c.yaml)",
+        "b-low (b.yaml, priority 5): matches, but loses to a-high (priority 10 > 5)",
+    ]
+    assert "policy: a-high" in out.getvalue()
 
 
 async def test_a_bad_edit_is_refused_and_the_live_set_stays(policy_dir: Path) -> None:

@@ -66,8 +66,12 @@ async def test_a_failed_run_pages_its_level_s_channels_and_the_resolution_closes
     world.application.fix_status = 400
     await world.post("firing")
     await world.dispatcher.run_once()
-    assert await outbox(world.store, KEY) == [("slack", "trigger"), ("email", "trigger")]
-    [entry, _] = await world.store.outbox_for(KEY)
+    assert await outbox(world.store, KEY) == [
+        ("slack", "trigger"),
+        ("email", "trigger"),
+        ("ladder", "climb"),  # P2 climbs to P1 if still open after an hour
+    ]
+    [entry, *_] = await world.store.outbox_for(KEY)
     message = entry.message
     assert message["level"] == "P2"
     assert message["summary"].startswith("AppDown on Application/-/shop: remediation failed:")
@@ -81,6 +85,7 @@ async def test_a_failed_run_pages_its_level_s_channels_and_the_resolution_closes
     assert await outbox(world.store, KEY) == [
         ("slack", "trigger"),
         ("email", "trigger"),
+        ("ladder", "climb"),
         ("slack", "resolve"),
         ("email", "resolve"),
     ]

@@ -54,6 +54,10 @@ async def service(
     text = text.replace("smtp_host: smtp.example.com", "smtp_host: 127.0.0.1")
     text = text.replace("smtp_port: 587", f"smtp_port: {mailbox[1]}")
     text = text.replace("    username_env: SMTP_USERNAME\n    password_env: SMTP_PASSWORD\n", "")
+    # P4's digest would hold its email until 09:00 (tests/test_escalation_ladder.py covers it)
+    digest = '    digest: {at: "09:00", timezone: UTC}    # "next business day": one email a day\n'
+    assert digest in text
+    text = text.replace(digest, "")
     matrix.write_text(text)
     monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "routing-key-1")
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack_api.url}/services/T0/B0/secret")

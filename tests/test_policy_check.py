@@ -68,8 +68,28 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
                 "- action: kubernetes.rollout_restart",
                 "- action: kubernetes.scale\n    params: {replicas: 3, max_replicas: 5, speed: 2}",
             ),
-            "p.yaml:10:44: steps[0].params.speed: Extra inputs are not permitted",
+            "p.yaml:10:44: steps[0].params.speed: unknown parameter 'speed' for kubernetes.scale"
+            " (expected: replicas, by, min_replicas, max_replicas)",
             id="unknown-parameter",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: http.request\n    params: {url: 'http://api', json_body: {}}",
+            ),
+            "p.yaml:10:33: steps[0].params.json_body: unknown parameter 'json_body' for"
+            " http.request; did you mean 'json'? (expected: url, method, json, headers_from_env,"
+            " expect_status, timeout)",
+            id="unknown-parameter-typo",
+        ),
+        pytest.param(
+            (
+                "- action: kubernetes.rollout_restart",
+                "- action: kubernetes.diagnose\n    params: {verbose: true}",
+            ),
+            "p.yaml:10:14: steps[0].params.verbose: unknown parameter 'verbose':"
+            " kubernetes.diagnose takes no parameters",
+            id="unknown-parameter-of-no-parameters",
         ),
         pytest.param(
             (
@@ -206,10 +226,14 @@ def test_a_matrix_missing_a_level_is_named(policy_dir: Path) -> None:
     matrix = (
         (SHIPPED / "escalation.yaml")
         .read_text()
-        .replace("  P4:\n    channels: [email]\n    respond_within: 1d\n    digest: true\n", "")
+        .replace(
+            "  P4:\n    channels: [email]\n    respond_within: 1d\n"
+            '    digest: {at: "09:00", timezone: UTC}    # "next business day": one email a day\n',
+            "",
+        )
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
-    assert error == f"{policy_dir}/escalation.yaml:13:3: levels: levels must define P4"
+    assert error == f"{policy_dir}/escalation.yaml:16:3: levels: levels must define P4"
 
 
 def test_a_duplicate_policy_name_names_both_files(policy_dir: Path) -> None:
@@ -244,7 +268,7 @@ def test_a_matrix_level_naming_an_undefined_channel_is_an_error(policy_dir: Path
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
     assert (
-        "escalation.yaml:13:3: levels: "
+        "escalation.yaml:16:3: levels: "
         "level P1 uses channels not defined under channels: ['pagerduty']" in error
     )
 
@@ -268,5 +292,41 @@ def test_a_secret_in_a_remediator_variable_is_refused(policy_dir: Path) -> None:
         .replace("SLACK_WEBHOOK_URL", "REMEDIATOR_SLACK_WEBHOOK_URL")
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
-    assert error.startswith(f"{policy_dir}/escalation.yaml:32:22: channels.slack.webhook_url_env:")
+    assert error.startswith(f"{policy_dir}/escalation.yaml:37:22: channels.slack.webhook_url_env:")
     assert "REMEDIATOR_* variables are the service's own settings" in error
+
+
+def test_a_ladder_that_goes_round_in_a_circle_is_named(policy_dir: Path) -> None:
+    matrix = (
+        (SHIPPED / "escalation.yaml")
+        .read_text()
+        .replace("    page_while_remediating: true", "    next: {after: 1h, level: P3}", 1)
+    )
+    [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
+    assert error == (
+        f"{policy_dir}/escalation.yaml:16:3: levels: "
+        "the ladder from P1 goes round in a circle: P1 -> P3 -> P2 -> P1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("digest", "expected"),
+    [
+        ("{at: 9:00}", "31:18: levels.P4.digest.at: expected a time of day in quotes"),  # YAML: 540
+        ('{at: "25:00"}', "31:18: levels.P4.digest.at: expected a time of day in quotes"),
+        (
+            '{at: "09:00", timezone: Mars/Olympus}',
+            "31:37: levels.P4.digest.timezone: unknown time zone 'Mars/Olympus'",
+        ),
+    ],
+)
+def test_a_digest_time_must_be_a_quoted_time_of_day_in_a_known_zone(
+    policy_dir: Path, digest: str, expected: str
+) -> None:
+    matrix = (
+        (SHIPPED / "escalation.yaml")
+        .read_text()
+        .replace('digest: {at: "09:00", timezone: UTC}', f"digest: {digest}")
+    )
+    [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
+    assert error.startswith(f"{policy_dir}/escalation.yaml:{expected}")

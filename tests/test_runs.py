@@ -94,6 +94,7 @@ class World:
     instance: str
     dispatcher: Dispatcher
     guards: Guards
+    live: LivePolicies
 
     async def post(self, status: str, starts_at: str = "2027-01-15T08:00:00Z") -> None:
         alert = {
@@ -157,6 +158,7 @@ async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[Worl
             f"127.0.0.1:{server.port}",
             Dispatcher(store, runner, clock=clock, worker="test"),
             guards,
+            live,
         )
 
 

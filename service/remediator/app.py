@@ -26,6 +26,7 @@ from remediator.health import health
 from remediator.intake import Intake
 from remediator.metrics import Metrics
 from remediator.notify.channels import ChannelSet, open_channels
+from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
@@ -158,9 +159,10 @@ async def create_app(settings: Settings) -> web.Application:
             app[CHANNELS].problems.update(opened.problems)
             for problem in opened.problems.values():
                 log.error("escalation channel cannot send", problem=problem)
+            ladder = Ladder(store, lambda: policies.current.matrix)
             sender = OutboxSender(
                 store,
-                opened.channels,
+                {**opened.channels, ladder.name: ladder},
                 policies.metrics,
                 lease=timedelta(seconds=settings.lease_seconds),
             )

@@ -12,9 +12,16 @@ from remediator.config import Settings
 
 @dataclass(frozen=True)
 class WebhookAuth:
-    """The one Authorization header value accepted; None accepts every request."""
+    """The one Authorization header value accepted; None accepts every request.
+
+    An expected value is never a blank credential, so no empty header can equal it.
+    """
 
     expected: bytes | None
+
+    def __post_init__(self) -> None:
+        if self.expected is not None and not _has_credentials(self.expected):
+            raise ValueError("webhook authentication needs a non-empty credential")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookAuth:
@@ -51,3 +58,17 @@ def _normalised(authorization: str) -> bytes:
         except (binascii.Error, ValueError):
             return b""
     return f"{scheme} {credentials.strip()}".encode(errors="replace")
+
+
+def _has_credentials(header: bytes) -> bool:
+    """Whether a normalised header carries a token, or a basic user and password, not blanks."""
+    scheme, _, credentials = header.partition(b" ")
+    if not credentials.strip():
+        return False
+    if scheme != b"Basic":
+        return True
+    try:
+        user, colon, password = base64.b64decode(credentials, validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return False
+    return bool(colon and user.strip() and password.strip())

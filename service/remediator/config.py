@@ -85,6 +85,15 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"expected redis://, rediss:// or unix://, got {value!r}")
 
+    @field_validator("webhook_token", "webhook_username", "webhook_password", "api_token")
+    @classmethod
+    def _credential_is_not_blank(cls, value: SecretStr | str | None) -> SecretStr | str | None:
+        """A blank credential would be a lock any empty header opens: refuse it, never ignore."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and not text.strip():
+            raise ValueError("must not be empty or blank: give it a value, or unset it")
+        return value
+
     @model_validator(mode="after")
     def _authentication_is_complete(self) -> Settings:
         basic = (self.webhook_username is not None, self.webhook_password is not None)

@@ -63,17 +63,8 @@ def explain(payload_file: Path, directory: Path, out: TextIO = sys.stdout) -> in
     for alert in notification.alerts:
         print(f"alert {alert.fingerprint} {_labels(alert.labels)}", file=out)
         for candidate in candidates(alert.labels, policies):
-            verdict = (
-                "matches"
-                if candidate.matches
-                else (
-                    "disabled"
-                    if not candidate.failed
-                    else "fails " + ", ".join(map(str, candidate.failed))
-                )
-            )
             where = f"{candidate.file}, priority {candidate.priority}"
-            print(f"  {candidate.policy} ({where}): {verdict}", file=out)
+            print(f"  {candidate.policy} ({where}): {candidate.verdict}", file=out)
         plan = describe(decide(alert, policies, now))
         print("  decision:\n" + _indent(yaml.safe_dump(plan, sort_keys=False), 4), file=out)
     return 0

@@ -21,7 +21,7 @@ from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import Channel, Level
-from remediator.policy.source import SourceError, read_yaml
+from remediator.policy.source import Position, SourceError, read_yaml
 
 _TEST_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -68,8 +68,20 @@ class Outcome:
 
 
 def run_policy_tests(directory: Path, policies: PolicySet) -> Iterator[Outcome | SourceError]:
+    """Each case's outcome, or each problem of a file that cannot be run, in file order.
+
+    A file that does not parse is reported like `policies check` reports one, and the other
+    files still run: a typo in one test file must not hide the results of the rest.
+    """
     for file in sorted(directory.glob("*.yaml")):
-        document = read_yaml(file)
+        try:
+            document = read_yaml(file)
+        except SourceError as exc:
+            yield exc
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            yield SourceError(file, Position(1, 1), "", f"cannot read: {exc}")
+            continue
         try:
             cases = PolicyTestFile.model_validate(document.value).tests
         except ValidationError as exc:

@@ -9,7 +9,7 @@ how often to send it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Action = Literal["trigger", "resolve"]
 
@@ -61,4 +61,11 @@ class Channel(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What it sends to, secrets left out: for /health and the start-up log."""
+        ...
+
+
+@runtime_checkable
+class DigestChannel(Channel, Protocol):
+    async def send_digest(self, messages: list[Message]) -> None:
+        """Deliver many messages as one (a daily digest); raise as `send` does."""
         ...

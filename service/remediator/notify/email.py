@@ -93,9 +93,41 @@ class Email:
         digest = hashlib.sha256(message.dedup_key.encode()).hexdigest()[:32]
         return f"<{digest}.incident@{self._domain}>"
 
+    def compose_digest(self, messages: list[Message]) -> EmailMessage:
+        """One email for a day's messages: each incident once, at its latest state."""
+        latest: dict[str, Message] = {}
+        for message in messages:
+            latest.pop(message.dedup_key, None)
+            latest[message.dedup_key] = message
+        incidents = list(latest.values())
+        names = sorted({m.alertname for m in incidents})
+        mail = EmailMessage()
+        mail["Subject"] = truncate(
+            f"[{incidents[0].level} digest] {len(incidents)} incidents: {', '.join(names)}",
+            SUBJECT_LIMIT,
+        )
+        mail["From"] = self._config.sender
+        mail["To"] = ", ".join(self._config.to)
+        mail["Date"] = formatdate(usegmt=True)
+        ids = "".join(sorted(m.id for m in messages))
+        mail["Message-ID"] = f"<{_id_part(ids)}.digest@{self._domain}>"
+        mail["Auto-Submitted"] = "auto-generated"
+        rule = "\n" + "-" * 72 + "\n\n"
+        mail.set_content(rule.join(plain_text(m) for m in incidents))
+        bodies = [_html_body(m) for m in incidents]
+        head = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>'
+        mail.add_alternative(
+            "\n".join([head, "\n<hr>\n".join(bodies), "</body></html>"]) + "\n", subtype="html"
+        )
+        return mail
+
     async def send(self, message: Message) -> None:
-        what = f"email {message.action} {message.dedup_key}"
-        mail = self.compose(message)
+        await self._deliver(self.compose(message), f"email {message.action} {message.dedup_key}")
+
+    async def send_digest(self, messages: list[Message]) -> None:
+        await self._deliver(self.compose_digest(messages), f"email digest of {len(messages)}")
+
+    async def _deliver(self, mail: EmailMessage, what: str) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 refused, _ = await aiosmtplib.send(
@@ -129,7 +161,7 @@ class Email:
             # delivered to the others: sending again would repeat it to them
             log.warning(
                 "email refused for some recipients",
-                dedup_key=message.dedup_key,
+                what=what,
                 refused={address: str(answer) for address, answer in refused.items()},
             )
 
@@ -158,6 +190,11 @@ def plain_text(message: Message) -> str:
 
 def html_text(message: Message) -> str:
     """The same content as `plain_text`; every value escaped, since labels are anyone's."""
+    head = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>'
+    return "\n".join([head, _html_body(message), "</body></html>"]) + "\n"
+
+
+def _html_body(message: Message) -> str:
     e = html.escape
     parts = [f"<h2>{e(subject(message))}</h2>", f"<p>{e(message.summary)}</p>"]
     if message.reason:
@@ -174,8 +211,7 @@ def html_text(message: Message) -> str:
             parts.append(f"<h3>Links</h3><ul>{items}</ul>")
         else:
             parts.append(f"<h3>{e(title)}</h3>{_html_table(pairs)}")
-    head = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>'
-    return "\n".join([head, *parts, "</body></html>"]) + "\n"
+    return "\n".join(parts)
 
 
 def _facts(message: Message) -> list[tuple[str, str]]:

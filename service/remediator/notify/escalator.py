@@ -3,22 +3,27 @@
 One incident per policy and target (or per alert, when no policy matched): its `dedup_key` is
 the same on every replica and every repeat, so PagerDuty updates one incident instead of
 opening many. A resolve goes only to the channels that were paged and not yet resolved.
+Opening an incident also queues its climb up the matrix's ladder, and a digest level's email
+waits in the outbox for the digest hour.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from remediator.engine.escalation import Notify
+from remediator.policy.schema import EscalationMatrix
 from remediator.store import OutboxEntry, Remediation, Store
 
 log = structlog.get_logger(__name__)
+
+LADDER = "ladder"  # the outbox's own channel: an entry there is a climb that falls due
 
 
 def dedup_key(remediation: Remediation) -> str:
@@ -27,34 +32,81 @@ def dedup_key(remediation: Remediation) -> str:
     return f"remediator/alert/{remediation.alertname}/{remediation.fingerprint}"
 
 
+def paged(entries: Iterable[OutboxEntry]) -> list[str]:
+    """Channels whose latest message about an incident opened or updated it."""
+    latest: dict[str, str] = {}
+    for entry in entries:
+        if entry.channel != LADDER:
+            latest[entry.channel] = entry.action
+    return [channel for channel, action in latest.items() if action == "trigger"]
+
+
+def outbox_entries(
+    matrix: EscalationMatrix,
+    message: dict[str, Any],
+    channels: Sequence[str],
+    *,
+    remediation_id: str | None,
+    now: datetime,
+    opening: bool,
+    entry_id: Callable[[str], str],
+) -> list[OutboxEntry]:
+    """One entry per channel at the message's level; and its climb, when this opens the
+    incident and the level has a next rung."""
+    action, key, level = message["action"], message["dedup_key"], message["level"]
+    route = matrix.levels.get(level)
+    entries = []
+    for channel in channels:
+        due, text = now, message
+        if route is not None and route.digest is not None and channel == "email":
+            due, text = route.digest.next_after(now), {**message, "digest": True}
+        entries.append(
+            OutboxEntry(entry_id(channel), channel, action, key, remediation_id, text, now, due)
+        )
+    if opening and action == "trigger" and route is not None and route.next is not None:
+        climb_at = now + route.next.after
+        entries.append(
+            OutboxEntry(
+                entry_id(LADDER), LADDER, "climb", key, remediation_id, message, now, climb_at
+            )
+        )
+    return entries
+
+
 class Escalator:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        matrix: Callable[[], EscalationMatrix],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
+        self._matrix = matrix
         self._clock = clock
 
     async def paged_channels(self, key: str) -> list[str]:
         """Channels whose latest message about this incident opened or updated it."""
-        latest: dict[str, str] = {}
-        for entry in await self._store.outbox_for(key):
-            latest[entry.channel] = entry.action
-        return [channel for channel, action in latest.items() if action == "trigger"]
+        return paged(await self._store.outbox_for(key))
 
     async def notify(self, remediation: Remediation, notify: Notify) -> list[OutboxEntry]:
         if notify is None:
             return []
         key = dedup_key(remediation)
-        if notify == "resolve":
-            channels = await self.paged_channels(key)
-        else:
-            channels = list(remediation.plan.get("channels", []))
+        already = await self.paged_channels(key)
+        channels = already if notify == "resolve" else list(remediation.plan.get("channels", []))
         if not channels:
             return []
         message = await self._message(remediation, notify, key)
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        entries = [
-            OutboxEntry(_entry_id(), channel, notify, key, remediation.id, message, now, now)
-            for channel in channels
-        ]
+        entries = outbox_entries(
+            self._matrix(),
+            message,
+            channels,
+            remediation_id=remediation.id,
+            now=datetime.fromtimestamp(self._clock(), UTC),
+            opening=not already,
+            entry_id=lambda _: entry_id(),
+        )
         await self._store.enqueue(entries)
         log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
         return entries
@@ -89,7 +141,7 @@ class Escalator:
         }
 
 
-def _entry_id() -> str:
+def entry_id() -> str:
     """Unique, and in creation order among entries of the same instant: a trigger sorts before
     the resolve that follows it."""
     return f"{time.time_ns():016x}-{uuid.uuid4().hex[:12]}"

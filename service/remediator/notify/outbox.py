@@ -20,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from remediator.metrics import Metrics
-from remediator.notify.base import Channel, Message, PermanentFailure, StepLine, TransientFailure
+from remediator.notify.base import (
+    Channel,
+    DigestChannel,
+    Message,
+    PermanentFailure,
+    StepLine,
+    TransientFailure,
+)
 from remediator.store import OutboxEntry, Store
 
 log = structlog.get_logger(__name__)
@@ -80,7 +87,13 @@ class OutboxSender:
         return len(entries)
 
     async def _send_all(self, name: str, entries: list[OutboxEntry]) -> None:
-        """In order, a trigger before its resolve: after a failure the rest wait their turn."""
+        """In order, a trigger before its resolve: after a failure the rest wait their turn.
+        A digest level's messages, due together at the digest hour, go as one."""
+        channel = self._channels.get(name)
+        digest = [e for e in entries if e.message.get("digest")]
+        if digest and isinstance(channel, DigestChannel):
+            await self._send_digest(name, channel, digest)
+            entries = [e for e in entries if not e.message.get("digest")]
         for position, entry in enumerate(entries):
             retry_at = await self._send(name, entry)
             if retry_at is not None:
@@ -116,6 +129,40 @@ class OutboxSender:
             self._metrics.notifications_sent.labels(name, "sent").inc()
             log.info("notification sent", channel=name, action=entry.action, key=entry.dedup_key)
             return None
+
+    async def _send_digest(
+        self, name: str, channel: DigestChannel, entries: list[OutboxEntry]
+    ) -> None:
+        breaker = self._breakers[name]
+        retry: datetime | None = None
+        if breaker.open_until > self._clock():
+            retry, error = datetime.fromtimestamp(breaker.open_until, UTC), "channel breaker open"
+        else:
+            try:
+                await asyncio.wait_for(
+                    channel.send_digest([message_of(e) for e in entries]), SEND_TIMEOUT
+                )
+            except PermanentFailure as exc:
+                for entry in entries:
+                    await self._give_up(entry, str(exc))
+                return
+            except (TransientFailure, TimeoutError) as exc:
+                self._trip(name, breaker)
+                error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
+                retry = await self._retry(entries[0], error, retry_after)
+                if retry is None:  # given up after its attempts: the digest with it
+                    for entry in entries[1:]:
+                        await self._give_up(entry, error)
+                    return
+        if retry is not None:
+            for entry in entries:
+                await self._store.outbox_done(entry.id, retry_at=retry, error=error)
+            return
+        breaker.failures = 0
+        for entry in entries:
+            await self._store.outbox_done(entry.id, sent_at=self._now())
+        self._metrics.notifications_sent.labels(name, "sent").inc(len(entries))
+        log.info("digest sent", channel=name, messages=len(entries))
 
     def _trip(self, name: str, breaker: _Breaker) -> None:
         breaker.failures += 1

@@ -170,6 +170,11 @@ class ActionSpec:
     mutating: bool
     summary: str
 
+    @property
+    def parameters(self) -> list[str]:
+        """The parameter names as a policy writes them (`json`, not `json_body`)."""
+        return [field.alias or name for name, field in self.params.model_fields.items()]
+
 
 CATALOGUE: dict[str, ActionSpec] = {
     spec.name: spec

@@ -6,13 +6,15 @@ policy that should have matched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from remediator.policy.actions import CATALOGUE
+from remediator.policy.actions import CATALOGUE, ActionSpec
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import EscalationMatrix, Guardrails, Policy
 from remediator.policy.source import Document, Location, Position, SourceError, read_yaml
@@ -85,10 +87,18 @@ def _validate(document: Document, model: type[M], errors: list[SourceError]) -> 
         return None
 
 
-def _located(document: Document, prefix: Location, exc: ValidationError) -> Iterator[SourceError]:
+def _located(
+    document: Document,
+    prefix: Location,
+    exc: ValidationError,
+    unknown: Callable[[str], str] | None = None,
+) -> Iterator[SourceError]:
+    """Each error at its place; `unknown` words the message for an unknown field's name."""
     for error in exc.errors(include_url=False):
         message = str(error["msg"]).removeprefix("Value error, ")
         at_key = error["type"] == "extra_forbidden"
+        if at_key and unknown is not None:
+            message = unknown(str(error["loc"][-1]))
         yield document.error((*prefix, *error["loc"]), message, at_key=at_key)
 
 
@@ -134,10 +144,22 @@ def _at(value: Any, location: Location) -> Any:
 def _parameter_errors(document: Document) -> Iterator[SourceError]:
     for location in _step_locations(document.value):
         step = _at(document.value, location)
+        spec = CATALOGUE[step["action"]]
         try:
-            CATALOGUE[step["action"]].params.model_validate(step.get("params") or {})
+            spec.params.model_validate(step.get("params") or {})
         except ValidationError as exc:
-            yield from _located(document, (*location, "params"), exc)
+            unknown = partial(_unknown_parameter, spec)
+            yield from _located(document, (*location, "params"), exc, unknown)
+
+
+def _unknown_parameter(spec: ActionSpec, name: str) -> str:
+    """Pydantic's "Extra inputs are not permitted" does not say what the action does take."""
+    if not spec.parameters:
+        return f"unknown parameter {name!r}: {spec.name} takes no parameters"
+    close = difflib.get_close_matches(name, spec.parameters, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    expected = ", ".join(spec.parameters)
+    return f"unknown parameter {name!r} for {spec.name}{hint} (expected: {expected})"
 
 
 def _template_errors(document: Document) -> Iterator[SourceError]:

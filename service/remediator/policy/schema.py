@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -165,11 +166,50 @@ class Policy(_Model):
         return steps
 
 
+def _clock_time(value: object) -> time:
+    # YAML reads an unquoted 09:00 as the number 540 (base 60): refuse it rather than guess.
+    if not isinstance(value, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"expected a time of day in quotes, such as '09:00'; got {value!r}")
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (e.g. UTC, Europe/Berlin)") from exc
+    return value
+
+
+class Digest(_Model):
+    """Email for the level is collected and sent once a day, at `at` in `timezone`."""
+
+    at: Annotated[time, PlainValidator(_clock_time)]
+    timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first digest time at or after `moment`."""
+        local = moment.astimezone(ZoneInfo(self.timezone))
+        due = datetime.combine(local.date(), self.at, local.tzinfo)
+        if due < local:
+            due = datetime.combine(local.date() + timedelta(days=1), self.at, local.tzinfo)
+        return due
+
+
+class NextRung(_Model):
+    """The ladder: an incident of this level still open `after` this long climbs to `level`."""
+
+    after: Duration
+    level: Level
+
+
 class LevelRoute(_Model):
     channels: list[Channel] = Field(min_length=1)
     respond_within: Duration
     page_while_remediating: bool = False
-    digest: bool = False
+    digest: Digest | None = None
+    next: NextRung | None = None
 
 
 def _env_name(name: str) -> str:
@@ -234,6 +274,13 @@ class EscalationMatrix(_Model):
                 raise ValueError(
                     f"level {level} uses channels not defined under channels: {undefined}"
                 )
+        for level in levels:
+            climbed = [level]
+            while (rung := levels[climbed[-1]].next) is not None:
+                if rung.level in climbed:
+                    ladder = " -> ".join([*climbed, rung.level])
+                    raise ValueError(f"the ladder from {level} goes round in a circle: {ladder}")
+                climbed.append(rung.level)
         return levels
 
     def level_for(self, severity_label: str | None) -> Level:

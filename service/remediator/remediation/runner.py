@@ -90,7 +90,7 @@ class Runner:
         self._retrying = retrying
         self.check_interval = check_interval
         self._last_checked: dict[str, float] = {}
-        self._escalator = Escalator(store, clock=clock)
+        self._escalator = Escalator(store, lambda: policies.current.matrix, clock=clock)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)

@@ -216,7 +216,9 @@ class Store(Protocol):
 
     async def steps(self, remediation_id: str) -> list[StepRecord]: ...
 
-    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None: ...
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        """Queue them in one transaction; an entry whose id is already queued is left as it is."""
+        ...
 
     async def claim_outbox(
         self, worker: str, now: datetime, lease_until: datetime, limit: int

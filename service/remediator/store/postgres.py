@@ -468,7 +468,8 @@ class PostgresStore:
             async with db.transaction():
                 await db.executemany(
                     "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
-                    " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)",
+                    " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)"
+                    " ON CONFLICT (id) DO NOTHING",
                     rows,
                 )
 

@@ -424,7 +424,8 @@ class SQLiteStore:
             try:
                 db.executemany(
                     "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
-                    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
                     rows,
                 )
                 db.execute("COMMIT")

@@ -1,0 +1,95 @@
+"""The escalation ladder: an incident nobody closed climbs to the next level of the matrix.
+
+Opening an incident queues a climb in the outbox, due when the level's `next.after` has passed.
+The sender hands it here like any other message: if the incident is still open (its alert has
+not resolved, no fix has worked), the next level's channels are paged, and a further climb is
+queued when that level has a next rung too. The entries it queues are named after the climb,
+so a climb repeated after a crash queues nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from remediator.notify.base import Message
+from remediator.notify.escalator import LADDER, outbox_entries, paged
+from remediator.policy.durations import format_duration
+from remediator.policy.schema import EscalationMatrix
+from remediator.store import OutboxEntry, Store
+
+log = structlog.get_logger(__name__)
+
+
+class Ladder:
+    name = LADDER
+
+    def __init__(
+        self,
+        store: Store,
+        matrix: Callable[[], EscalationMatrix],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._clock = clock
+
+    def describe(self) -> dict[str, Any]:
+        return {"channel": self.name}
+
+    async def send(self, message: Message) -> None:
+        key = message.dedup_key
+        incident = await self._store.outbox_for(key)
+        climb = next((entry for entry in incident if entry.id == message.id), None)
+        later = [e for e in incident if climb is None or (e.created_at, e.id) > _order(climb)]
+        if not paged(incident) or any(e.action == "resolve" for e in later):
+            log.info("incident closed before it climbed", dedup_key=key)
+            return
+        matrix = self._matrix()
+        route = matrix.levels.get(message.level)  # type: ignore[call-overload]
+        if route is None or route.next is None:
+            log.info("the matrix no longer climbs from this level", level=message.level)
+            return
+        rung = route.next
+        latest = max(
+            (e for e in incident if e.action == "trigger" and e.channel != LADDER), key=_order
+        )
+        opened_with = latest.message.get("opened_with", latest.message["summary"])
+        text = {
+            **latest.message,
+            "action": "trigger",
+            "level": rung.level,
+            "summary": (
+                f"still open {format_duration(rung.after)} after the {message.level} page, "
+                f"escalated to {rung.level}: {opened_with}"
+            )[:1024],
+            "opened_with": opened_with,
+        }
+        text.pop("digest", None)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        entries = outbox_entries(
+            matrix,
+            text,
+            matrix.levels[rung.level].channels,
+            remediation_id=latest.remediation_id,
+            now=now,
+            opening=True,  # the next rung's own climb
+            entry_id=lambda channel: f"{message.id}/{channel}",
+        )
+        await self._store.enqueue(entries)
+        log.warning(
+            "incident climbed the ladder",
+            dedup_key=key,
+            from_level=message.level,
+            to_level=rung.level,
+            channels=[e.channel for e in entries if e.channel != LADDER],
+        )
+
+
+def _order(entry: OutboxEntry) -> tuple[datetime, str]:
+    return entry.created_at, entry.id
