@@ -6,7 +6,7 @@
 - Circuit breaker: closed, open or half-open. Closed: a failed run opens it when `failures`
   failures (this one included) fell in (now - window, now]. Open: blocks until `cooldown` has
   passed since it opened; the next run admitted after that is the one trial, and the breaker is
-  half-open. Half-open: blocks while the trial is within its deadline (run_ttl, extended by
+  half-open. Half-open: blocks while the trial is within its deadline (trial_for, extended by
   renewing); once that lapses the next admitted run becomes the trial. While open or half-open
   only the trial's outcome counts: success closes the breaker (failures forgotten), failure
   reopens it (a new cooldown).
@@ -65,7 +65,7 @@ class ReferenceGuards:
         if breaker.state != "closed":
             breaker.state = "half_open"
             breaker.trial = attempt.run_id
-            breaker.trial_until = now + attempt.run_ttl
+            breaker.trial_until = now + attempt.trial_for
         self.slots[attempt.run_id] = now + attempt.run_ttl
         return Outcome(True, None, breaker.state)
 
@@ -93,7 +93,7 @@ class ReferenceGuards:
         self.slots[run_id] = now + ttl
         for breaker in self.breakers.values():
             if breaker.state == "half_open" and breaker.trial == run_id:
-                breaker.trial_until = now + ttl
+                breaker.trial_until = max(breaker.trial_until, now + ttl)
         return True
 
     def acquire(self, target: str, ttl: float, now: float) -> int | None:

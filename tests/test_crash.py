@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -12,10 +14,26 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from remediator.actions.base import Outcome, StepContext
+from remediator.actions.kubernetes import KubernetesActions
+from remediator.alerts import Notification
+from remediator.engine.decide import decide
+from remediator.engine.plan import Plan
+from remediator.guards.gate import Guards
+from remediator.guards.memory import MemoryGuards
+from remediator.metrics import Metrics
+from remediator.policy.actions import RolloutRestart
+from remediator.policy_reload import LivePolicies
+from remediator.remediation.dispatcher import Dispatcher
+from remediator.remediation.runner import Runner, _alert
 from remediator.store import Store
 from tests.conftest import SHIPPED_POLICIES
 from tests.service_process import ServiceProcess, eventually
+from tests.test_guards import Clock
+from tests.test_kubernetes_actions import Cluster, actions, cluster
 from tests.test_runs import POLICY
+
+__all__ = ["actions", "cluster"]  # fixtures, used here
 
 
 @dataclass
@@ -123,3 +141,90 @@ async def test_a_killed_worker_s_run_is_interrupted_and_taken_over(
         ("http.request", "ok"),  # the killed worker's fix never completed: made once, now
     ]
     assert hook[0].calls == 2
+
+
+RESTART = """\
+name: restart-api
+match:
+  - alertname="ApiDown"
+severity: P2
+namespaces: ["{namespace}"]
+target:
+  kind: Deployment
+  namespace: "{namespace}"
+  name: api
+steps:
+  - action: kubernetes.rollout_restart
+rate_limit:
+  windows:
+    - {{max: 3, per: 1h}}
+"""
+
+
+async def test_a_change_made_but_not_recorded_before_a_crash_is_not_made_again(
+    tmp_path: Path, store: Store, cluster: Cluster, actions: KubernetesActions
+) -> None:
+    """The worst moment to die: after the API call, before the step's record."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "escalation.yaml").write_text((SHIPPED_POLICIES / "escalation.yaml").read_text())
+    (policies / "restart-api.yaml").write_text(RESTART.format(namespace=cluster.namespace))
+    await cluster.seed_deployment("api")
+    clock = Clock()
+    clock.now = time.time()  # the API server stamps restarts with the wall clock
+    live = LivePolicies.load(policies, Metrics())
+    guards = Guards(
+        MemoryGuards(clock),
+        store,
+        Metrics(),
+        live=True,
+        guardrails=lambda: live.current.guardrails,
+        clock=clock,
+    )
+    runner = Runner(store, guards, live, actions.actions(), clock=clock)
+    received = datetime.fromtimestamp(clock(), UTC)
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "ApiDown"},
+        "annotations": {},
+        "startsAt": received.isoformat(),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": "fp-api",
+    }
+    body = {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "remediator",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager",
+        "alerts": [alert],
+    }
+    await store.record_notification(Notification.model_validate(body), b"{}", received)
+    lease = datetime.fromtimestamp(clock() + 60, UTC)
+    [event] = await store.claim_events("dead", received, lease, 10)
+    # The dead worker recorded its run, restarted the Deployment, and died before recording
+    # the step: the store says nothing of the restart; the Deployment does.
+    record = await store.alert(event.fingerprint, event.starts_at)
+    assert record is not None
+    plan = decide(_alert(record, event.kind), live.current, received)
+    assert isinstance(plan, Plan)
+    dead = await runner._start(event, _alert(record, event.kind), plan, None)
+    restarted = await actions.rollout_restart(
+        RolloutRestart(), StepContext(plan.target, False, dead.started_at)
+    )
+    assert restarted.outcome is Outcome.OK
+    generation = (await cluster.deployment("api"))["metadata"]["generation"]
+
+    clock.advance(61)  # its claim lapses: this worker takes the event over
+    assert await Dispatcher(store, runner, clock=clock, worker="next").run_once() == 1
+    interrupted, taken_over = reversed(await store.list_remediations(10))
+    assert interrupted.outcome == "interrupted"
+    [step] = await store.steps(taken_over.id)
+    assert step.outcome == "skipped"
+    assert "already restarted by this run" in step.message
+    assert (await cluster.deployment("api"))["metadata"]["generation"] == generation

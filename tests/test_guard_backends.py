@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,24 @@ async def test_a_lapsed_trial_lets_another_through(guards: GuardBackend, clock: 
     # The lapsed trial's outcome no longer counts; the new trial's does.
     assert await guards.finish("trial", BREAKER, True) == Transition("svc", HALF_OPEN, HALF_OPEN)
     assert await guards.finish("second", BREAKER, False) == Transition("svc", HALF_OPEN, OPEN)
+
+
+async def test_a_trial_lasts_through_its_verification(
+    guards: GuardBackend, clock: FakeClock
+) -> None:
+    await open_breaker(guards)
+    clock.advance(300)
+    trial = replace(attempt("trial", run_ttl=60), trial_ttl=900)  # steps, then a 10m wait
+    assert (await guards.admit(trial)).allowed
+    lease = await guards.acquire_lease("api", "trial", 60)
+    assert lease is not None
+    clock.advance(30)
+    assert await guards.renew("trial", lease, 60) is not None  # renewing never shortens it
+    clock.advance(570)  # the steps are long done; the trial is being verified
+    verdict = await guards.admit(attempt("another-alert-same-target"))
+    assert (verdict.guard, verdict.retry_after) == ("circuit_breaker", 300.0)
+    clock.advance(300)
+    assert (await guards.admit(attempt("next"))).allowed  # a trial never finished lapses
 
 
 async def test_outcomes_of_other_runs_change_nothing_while_not_closed(

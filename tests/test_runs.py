@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,9 +68,12 @@ class Application:
     fix_status: int = 200
     fix_hangs: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    while_checked: Callable[[], Awaitable[None]] | None = None  # runs during the health check
 
     def routes(self) -> web.Application:
         async def health(_: web.Request) -> web.Response:
+            if self.while_checked is not None:
+                await self.while_checked()
             return web.Response(status=200 if self.healthy else 503, text="health")
 
         async def admin(request: web.Request) -> web.Response:
@@ -313,6 +316,38 @@ async def test_a_crashed_run_is_taken_over_without_repeating_completed_steps(
         == f"done by the interrupted run: PUT http://{world.instance}/admin/fix answered 200"
     )
     assert len(world.application.calls) == calls_before  # nothing done twice
+
+
+async def test_an_alert_resolved_mid_run_stops_before_the_next_change_and_pages_nobody(
+    world: World,
+) -> None:
+    async def resolves() -> None:
+        await world.post("resolved")
+
+    world.application.while_checked = resolves  # it recovers while the first step reads
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    [run, *_] = await world.runs()
+    assert (run.outcome, run.reason) == ("stopped", "the alert resolved")
+    assert world.application.calls == []  # the fix was not made on a recovered application
+    assert await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}") == []
+    [admitted] = await world.store.runs_since(datetime.fromtimestamp(0, UTC))
+    assert admitted.succeeded is True  # the resolution is what verification waits for
+
+
+async def test_a_run_whose_target_lease_lapsed_does_not_act(world: World) -> None:
+    async def stalls() -> None:
+        world.clock.advance(61)  # a pause longer than the lease: another worker may hold it
+
+    world.application.while_checked = stalls
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    [run] = await world.runs()
+    assert run.outcome == "interrupted"
+    assert run.reason == "target lease lost before http.request: not acting"
+    assert world.application.calls == []
+    queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
+    assert {entry.channel for entry in queued} == {"slack", "email", "ladder"}
 
 
 async def _alert(world: World, event: Any) -> Any:

@@ -12,8 +12,9 @@ from remediator.policy.schema import EscalateWhen
 
 Notify = Literal["trigger", "resolve"] | None
 
-# Outcomes in which nothing was fixed and a person must act.
-BLOCKED = frozenset({"blocked", "refused", "dry_run", "stopped"})
+# Outcomes in which nothing was fixed and a person must act. (A run `stopped` because its
+# alert resolved pages nobody: there is nothing left to do.)
+BLOCKED = frozenset({"blocked", "refused", "dry_run"})
 FAILED = frozenset({"failed", "interrupted"})
 
 

@@ -57,7 +57,13 @@ class Attempt:
     limits: tuple[Limit, ...]
     breaker: BreakerSpec
     max_concurrent: int
-    run_ttl: float  # a run slot (and a half-open trial) lapses after this unless renewed
+    run_ttl: float  # a run slot lapses after this unless renewed
+    trial_ttl: float | None = None  # a half-open trial's deadline, through its verification
+
+    @property
+    def trial_for(self) -> float:
+        """A trial lasts until its outcome is known: at least the run's own lifetime."""
+        return max(self.run_ttl, self.trial_ttl or 0.0)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,9 @@ class Guards:
                 breaker_spec(plan),
                 guardrails.max_concurrent_runs,
                 ttl,
+                # A trial's outcome is known only after its verification: no second trial
+                # before then, even on another alert for the same target.
+                trial_ttl=(guardrails.run_timeout + plan.verify_within).total_seconds() + ttl,
             )
             verdict = await self._admit_seeded(attempt)
         except (GuardsUnavailable, StoreUnavailable) as exc:

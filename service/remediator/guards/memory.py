@@ -60,7 +60,7 @@ class MemoryGuards:
                 return Verdict(False, "rate_limit", detail, wait, self._state(attempt.breaker))
         spec = attempt.breaker
         record = self._breakers.get(spec.key, BreakerRecord())
-        admitted, wait = breaker_admit(record, spec, now, attempt.run_id, attempt.run_ttl)
+        admitted, wait = breaker_admit(record, spec, now, attempt.run_id, attempt.trial_for)
         if wait is not None:
             detail = f"circuit breaker {spec.key} is {record.state}"
             return Verdict(False, "circuit_breaker", detail, wait, record.state)
@@ -91,8 +91,9 @@ class MemoryGuards:
         self._slots[run_id] = now + ttl
         for key, record in self._breakers.items():
             if record.trial_run == run_id and record.state is BreakerState.HALF_OPEN:
+                until = max(record.trial_until or 0.0, now + ttl)  # renewing never shortens it
                 self._breakers[key] = BreakerRecord(
-                    record.state, record.failures, record.opened_at, run_id, now + ttl
+                    record.state, record.failures, record.opened_at, run_id, until
                 )
         return renewed
 

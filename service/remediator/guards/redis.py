@@ -70,18 +70,18 @@ end
 # (a rate-log entry per limit, the trial if the breaker lets one through, a slot) only when all
 # three allow. Returns {"unseeded"}, {"allowed", state}, or {guard, state, retry_after, ...}.
 # KEYS: seeded, seq, slots, trials, breaker, rate:<limit>... ARGV: clock, run id, breaker key,
-# cooldown, max concurrent, run ttl, horizon, number of limits, then per limit: number of
-# windows, then max and per of each.
+# cooldown, max concurrent, run ttl, horizon, number of limits, trial ttl, then per limit:
+# number of windows, then max and per of each.
 _ADMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unseeded'} end
 local now = clock(ARGV[1])
 local run_id, breaker_key = ARGV[2], ARGV[3]
 local cooldown, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local horizon, limits = tonumber(ARGV[7]), tonumber(ARGV[8])
+local horizon, limits, trial_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local b = redis.call('HMGET', KEYS[5], 'state', 'opened_at', 'trial_until')
 local state = b[1] or 'closed'
 
-local at = 9
+local at = 10
 for i = 1, limits do
   local log = KEYS[5 + i]
   redis.call('ZREMRANGEBYSCORE', log, '-inf', num(now - horizon))
@@ -132,7 +132,8 @@ for i = 1, limits do
 end
 if trial then
   state = 'half_open'
-  redis.call('HSET', KEYS[5], 'state', state, 'trial_run', run_id, 'trial_until', num(now + ttl))
+  redis.call('HSET', KEYS[5], 'state', state, 'trial_run', run_id,
+    'trial_until', num(now + trial_ttl))
   redis.call('HSET', KEYS[4], breaker_key, run_id)
 end
 redis.call('ZADD', KEYS[3], num(now + ttl), run_id)
@@ -175,7 +176,8 @@ return {before, after}
 """
 
 # Extends a lease still held (same token, not expired), the run's slot, and the deadline of a
-# half-open trial the run is. Returns the new expiry, or nil when the lease was lost.
+# half-open trial the run is (never shortening it). Returns the new expiry, or nil when the
+# lease was lost.
 # KEYS: leases, slots, trials. ARGV: clock, run id, target, token, owner, ttl, breaker prefix.
 _RENEW = """
 local now = clock(ARGV[1])
@@ -190,7 +192,11 @@ redis.call('ZADD', KEYS[2], expiry, run_id)
 local trials = redis.call('HGETALL', KEYS[3])
 for i = 1, #trials, 2 do
   if trials[i + 1] == run_id then
-    redis.call('HSET', ARGV[7] .. trials[i], 'trial_until', expiry)
+    local breaker = ARGV[7] .. trials[i]
+    local until_now = opt(redis.call('HGET', breaker, 'trial_until'))
+    if until_now == nil or until_now < tonumber(expiry) then
+      redis.call('HSET', breaker, 'trial_until', expiry)
+    end
   end
 end
 return expiry
@@ -381,6 +387,7 @@ class RedisGuards:
             _num(attempt.run_ttl),
             _num(_LOG_HORIZON),
             str(len(attempt.limits)),
+            _num(attempt.trial_for),
         ]
         for limit in attempt.limits:
             args.append(str(len(limit.windows)))

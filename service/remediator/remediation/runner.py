@@ -117,10 +117,17 @@ class Runner:
             log.info("a run for this alert is still going; not starting another", event_id=event.id)
             return None
         done = await self._completed_steps(interrupted)
-        return await self._fire(event, alert, done)
+        # A change the dead worker made but did not live to record is found by the actions as
+        # made "by this run": they compare with when the first attempt began.
+        began = min((r.started_at for r in interrupted), default=None)
+        return await self._fire(event, alert, done, began)
 
     async def _fire(
-        self, event: AlertEvent, alert: Alert, done: Mapping[tuple[str, int], StepRecord]
+        self,
+        event: AlertEvent,
+        alert: Alert,
+        done: Mapping[tuple[str, int], StepRecord],
+        began: datetime | None = None,
     ) -> Remediation:
         decision = decide(alert, self._policies.current, self._now())
         if isinstance(decision, NoMatch):
@@ -157,7 +164,7 @@ class Runner:
         admitted = admission if isinstance(admission, Admitted) else None
         remediation = await self._start(event, alert, plan, admitted)
         try:
-            return await self._run_steps(remediation, alert, plan, admitted, done)
+            return await self._run_steps(remediation, alert, plan, admitted, done, began)
         except StoreUnavailable:
             raise  # the claim lapses; the next worker finds this run and takes it over
         except Exception as exc:  # a bug must not leave the alert's run `running` for ever
@@ -174,8 +181,9 @@ class Runner:
         plan: Plan,
         admitted: Admitted | None,
         done: Mapping[tuple[str, int], StepRecord],
+        began: datetime | None,
     ) -> Remediation:
-        context = StepContext(plan.target, admitted is None, remediation.started_at)
+        context = StepContext(plan.target, admitted is None, began or remediation.started_at)
         results: dict[str, dict[str, Any]] = {}
         timeout = self._policies.current.guardrails.run_timeout.total_seconds()
         renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
@@ -183,7 +191,13 @@ class Runner:
             async with asyncio.timeout(timeout):
                 for position, step in enumerate(plan.steps):
                     if await self._resolved_meanwhile(alert):
-                        return await self._end(remediation, "stopped", "the alert resolved")
+                        return await self._resolved_mid_run(remediation, plan)
+                    if step.mutating and admitted and not await self._guards.may_act(admitted):
+                        # The fencing check: our lease lapsed (a pause, a partition) and
+                        # another worker may hold the target now. Not the fix's failure: the
+                        # breaker does not count it, and its slot and trial lapse by their TTL.
+                        why = f"target lease lost before {step.action}: not acting"
+                        return await self._end(remediation, "interrupted", why)
                     previous = done.get(("steps", position))
                     result = await self._step(
                         remediation, "steps", position, step, context, results, alert, previous
@@ -473,6 +487,13 @@ class Runner:
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
         await self._escalate(remediation, start=not finished)
         return remediation
+
+    async def _resolved_mid_run(self, remediation: Remediation, plan: Plan) -> Remediation:
+        """The alert resolved before the next step: acting now could undo a recovery. The
+        resolution is what verification waits for, so the run counts as a success."""
+        if remediation.run_id is not None:
+            await self._guards.record_outcome(remediation.run_id, breaker_spec(plan), True)
+        return await self._end(remediation, "stopped", "the alert resolved")
 
     async def _fail(self, remediation: Remediation, plan: Plan, reason: str) -> Remediation:
         if remediation.run_id is not None:
