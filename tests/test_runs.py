@@ -350,6 +350,23 @@ async def test_a_run_whose_target_lease_lapsed_does_not_act(world: World) -> Non
     assert {entry.channel for entry in queued} == {"slack", "email", "ladder"}
 
 
+async def test_a_pause_stops_a_run_already_going_before_its_next_change(world: World) -> None:
+    async def pauses() -> None:
+        await world.guards.pause("database failover in progress", "ops")
+
+    world.application.while_checked = pauses  # the operator pauses while the first step reads
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    [run] = await world.runs()
+    assert (run.outcome, run.guard) == ("blocked", "kill_switch")
+    assert run.reason == "paused by ops before http.request: database failover in progress"
+    assert world.application.calls == []
+    queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
+    assert [entry.message["outcome"] for entry in queued if entry.channel == "slack"] == [
+        "blocked"
+    ]
+
+
 async def _alert(world: World, event: Any) -> Any:
     from remediator.remediation.runner import _alert as to_alert
 

@@ -192,12 +192,10 @@ class Runner:
                 for position, step in enumerate(plan.steps):
                     if await self._resolved_meanwhile(alert):
                         return await self._resolved_mid_run(remediation, plan)
-                    if step.mutating and admitted and not await self._guards.may_act(admitted):
-                        # The fencing check: our lease lapsed (a pause, a partition) and
-                        # another worker may hold the target now. Not the fix's failure: the
-                        # breaker does not count it, and its slot and trial lapse by their TTL.
-                        why = f"target lease lost before {step.action}: not acting"
-                        return await self._end(remediation, "interrupted", why)
+                    if step.mutating and admitted:
+                        held = await self._may_still_act(remediation, admitted, step)
+                        if held is not None:
+                            return held
                     previous = done.get(("steps", position))
                     result = await self._step(
                         remediation, "steps", position, step, context, results, alert, previous
@@ -487,6 +485,23 @@ class Runner:
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
         await self._escalate(remediation, start=not finished)
         return remediation
+
+    async def _may_still_act(
+        self, remediation: Remediation, admitted: Admitted, step: PlannedStep
+    ) -> Remediation | None:
+        """Before a change: the kill switch, then the fencing check. Neither is the fix's
+        failure: the breaker does not count them, and the run's slot and trial lapse."""
+        paused = await self._guards.paused()
+        if paused is not None:
+            why = f"paused by {paused.paused_by} before {step.action}: {paused.reason}"
+            ended = await self._end(replace(remediation, guard="kill_switch"), "blocked", why)
+            return ended
+        if not await self._guards.may_act(admitted):
+            # Our lease lapsed (a long pause, a partition) and another worker may hold the
+            # target now.
+            why = f"target lease lost before {step.action}: not acting"
+            return await self._end(remediation, "interrupted", why)
+        return None
 
     async def _resolved_mid_run(self, remediation: Remediation, plan: Plan) -> Remediation:
         """The alert resolved before the next step: acting now could undo a recovery. The
