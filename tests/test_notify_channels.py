@@ -704,3 +704,48 @@ async def test_email_starttls_is_required_when_asked(mailbox: tuple[Mailbox, int
 async def test_email_to_a_closed_port_is_a_transient_failure() -> None:
     with pytest.raises(TransientFailure):
         await plain_email(free_port()).send(message())
+
+
+DIAGNOSED = {
+    "diagnose": {
+        "pods": [{"name": "api-7d9f-q8m2z", "phase": "Running", "restarts": 7}],
+        "events": [{"reason": "OOMKilled", "message": "<container> api used 512Mi"}],
+    }
+}
+
+
+async def test_what_diagnostic_steps_read_rides_along_in_every_channel(
+    pagerduty: PagerDuty,
+    pagerduty_api: Recorder,
+    slack: Slack,
+    slack_api: Recorder,
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    diagnosed = message(diagnostics=DIAGNOSED)
+    await pagerduty.send(diagnosed)
+    await slack.send(diagnosed)
+    box, port = mailbox
+    await plain_email(port).send(diagnosed)
+
+    [event] = pagerduty_api.requests
+    assert event.json["payload"]["custom_details"]["diagnostics"] == DIAGNOSED
+    [posted] = slack_api.requests
+    [section] = [b for b in posted.json["blocks"] if "Diagnostics" in str(b.get("text"))]
+    assert "OOMKilled" in section["text"]["text"]
+    assert "&lt;container&gt;" in section["text"]["text"]  # escaped: no fake mention or link
+    _, mail = box.mail()
+    plain, rich = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert plain is not None
+    assert rich is not None
+    assert '"restarts": 7' in plain.get_content()
+    assert "&lt;container&gt; api used 512Mi" in rich.get_content()
+    await pagerduty.send(message())  # no diagnostic step: no empty section either
+    assert "diagnostics" not in pagerduty_api.requests[1].json["payload"]["custom_details"]
+
+
+def test_diagnostics_too_large_for_an_event_are_cut_not_refused(pagerduty: PagerDuty) -> None:
+    huge = {"diagnose": {"events": ["x" * 1000] * 400}}  # 400 KB: the event may carry 512 KB
+    cut = pagerduty.event(message(diagnostics=huge))["payload"]["custom_details"]["diagnostics"]
+    assert isinstance(cut, str)
+    assert cut.endswith("(cut: see the run in Remediator)")
+    assert len(cut) < 300 * 1024

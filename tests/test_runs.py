@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from remediator.actions.http import HttpActions
 from remediator.actions.prometheus import PrometheusActions
-from remediator.alerts import Notification
+from remediator.alerts import AlertStatus, Notification
 from remediator.guards.gate import Guards
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
@@ -65,6 +65,7 @@ class Application:
     """The system being remediated: its health and the hooks the policy calls."""
 
     healthy: bool = False
+    heals_on_fix: bool = False  # /health answers 200 once the fix hook was called
     fix_status: int = 200
     fix_hangs: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
@@ -79,6 +80,8 @@ class Application:
         async def admin(request: web.Request) -> web.Response:
             body = await request.json() if request.can_read_body else None
             self.calls.append((request.match_info["hook"], body))
+            if self.heals_on_fix and request.match_info["hook"] == "fix":
+                self.healthy = True
             if self.fix_hangs:
                 await asyncio.Event().wait()  # never answers
             return web.json_response({}, status=self.fix_status)
@@ -133,12 +136,22 @@ def policy() -> str:
     return POLICY
 
 
+def write_policies(directory: Path, policy: str) -> Path:
+    directory.mkdir()
+    shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
+    (directory / "probe-and-fix.yaml").write_text(policy)
+    return directory
+
+
 @pytest.fixture
-async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[World]:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    shutil.copy(SHIPPED_POLICIES / "escalation.yaml", policies)
-    (policies / "probe-and-fix.yaml").write_text(policy)
+def policies_dir(tmp_path: Path, policy: str) -> Path:
+    """The policy directory the world's runner loads: overridden where it must be a git repo."""
+    return write_policies(tmp_path / "policies", policy)
+
+
+@pytest.fixture
+async def world(store: Store, policies_dir: Path) -> AsyncIterator[World]:
+    policies = policies_dir
     application = Application()
     clock = Clock()
     async with TestServer(application.routes()) as server, aiohttp.ClientSession() as session:
@@ -187,6 +200,61 @@ async def test_a_failing_check_leads_to_the_fix_and_the_resolution_to_success(
     assert first.outcome == "succeeded"
     assert (undo.kind, undo.outcome) == ("resolved", "succeeded")
     assert world.application.calls[-1] == ("unfix", None)
+
+
+VERIFIED_BY_HEALTH = POLICY.replace(
+    "verify:\n  resolved_within: 10m\n",
+    "verify:\n  resolved_within: 10m\n  check:\n    action: http.check\n"
+    '    params: {url: "http://{{ labels.instance }}/health"}\n',
+)
+
+
+async def _still_firing(world: World, run: Remediation) -> bool:
+    record = await world.store.alert(run.fingerprint, run.starts_at)
+    assert record is not None
+    return record.status == AlertStatus.FIRING
+
+
+@pytest.mark.parametrize("policy", [VERIFIED_BY_HEALTH])
+async def test_a_passing_health_check_verifies_the_run_before_the_alert_resolves(
+    world: World,
+) -> None:
+    world.application.heals_on_fix = True
+    await world.post("firing")
+    assert await world.dispatcher.run_once() == 1
+    [run] = await world.runs()
+    assert run.outcome == "succeeded"
+    assert run.reason == f"verified: http://{world.instance}/health answered 200"
+    steps = await world.store.steps(run.id)
+    assert [(step.phase, step.action, step.outcome) for step in steps] == [
+        ("steps", "http.check", "failed"),
+        ("steps", "http.request", "ok"),
+        ("verify", "http.check", "ok"),
+    ]
+    assert steps[-1].data["status"] == 200
+    assert await _still_firing(world, run)  # no resolved notification came
+
+
+@pytest.mark.parametrize("policy", [VERIFIED_BY_HEALTH])
+async def test_a_run_stays_verifying_while_its_health_check_fails(world: World) -> None:
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    for _ in range(3):  # the fix has not taken effect: /health still answers 503
+        [run] = await world.runs()
+        assert run.outcome == "verifying"
+        assert [step.phase for step in await world.store.steps(run.id)] == ["steps", "steps"]
+        world.clock.advance(60)
+        assert await world.dispatcher.run_once() == 0
+
+    world.application.healthy = True
+    await world.dispatcher.run_once()
+    [run] = await world.runs()
+    assert (run.outcome, run.reason) == (
+        "succeeded",
+        f"verified: http://{world.instance}/health answered 200",
+    )
+    assert await _still_firing(world, run)
+    assert world.application.calls == [("fix", {"mode": "safe"})]  # verifying changes nothing
 
 
 async def test_a_healthy_check_skips_the_fix(world: World) -> None:
@@ -362,9 +430,7 @@ async def test_a_pause_stops_a_run_already_going_before_its_next_change(world: W
     assert run.reason == "paused by ops before http.request: database failover in progress"
     assert world.application.calls == []
     queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
-    assert [entry.message["outcome"] for entry in queued if entry.channel == "slack"] == [
-        "blocked"
-    ]
+    assert [entry.message["outcome"] for entry in queued if entry.channel == "slack"] == ["blocked"]
 
 
 async def _alert(world: World, event: Any) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from remediator.notify.escalator import dedup_key
 from remediator.store import Remediation, Store
 from tests.conftest import SHIPPED_POLICIES, free_port
 from tests.fake_kubernetes import FakeKubernetes
@@ -127,6 +128,7 @@ async def test_application_down_is_restarted_once_then_resolved(
     steps = await store.steps(run.id)
     assert [(step.action, step.outcome) for step in steps] == [
         ("http.check", "failed"),
+        ("kubernetes.diagnose", "ok"),
         ("kubernetes.rollout_restart", "ok"),
         ("kubernetes.rollout_status", "ok"),
         ("http.check", "ok"),
@@ -134,6 +136,11 @@ async def test_application_down_is_restarted_once_then_resolved(
     ]
     patches = [w for w in kubernetes.writes if w[0] == "PATCH"]
     assert len(patches) == 1
+    # The P1 page, updated with the outcome, carries what diagnose read before the restart.
+    pages = [e for e in await store.outbox_for(dedup_key(run)) if e.channel == "pagerduty"]
+    seen = pages[-1].message["diagnostics"]["diagnose"]
+    assert seen["rollout"]["ready_replicas"] == 0
+    assert len(seen["pods"]) == 3
 
     async def repeated() -> bool:  # Alertmanager repeats the alert every 2 s
         records = await store.recent_alerts(10)
@@ -161,6 +168,7 @@ async def test_a_high_error_rate_after_a_recent_rollout_rolls_it_back(
     [run] = await runs_until(store, ["verifying"])
     steps = {step.action: step.outcome for step in await store.steps(run.id)}
     assert steps == {
+        "kubernetes.diagnose": "ok",
         "kubernetes.rollout_status": "ok",
         "kubernetes.rollout_undo": "ok",
         "kubernetes.scale": "skipped",
@@ -179,6 +187,7 @@ async def test_a_high_error_rate_after_a_recent_rollout_rolls_it_back(
     [_, second] = await runs_until(store, ["succeeded", "verifying"])
     steps = {step.action: step.outcome for step in await store.steps(second.id)}
     assert steps == {
+        "kubernetes.diagnose": "ok",
         "kubernetes.rollout_status": "ok",
         "kubernetes.rollout_undo": "skipped",
         "kubernetes.scale": "ok",

@@ -26,12 +26,13 @@ async def check_store(store: Store) -> dict[str, str]:
 
 
 async def check_guards(guards: Guards) -> dict[str, str]:
-    """Degraded, not unhealthy: intake goes on without Redis; only remediation stops."""
+    """Unhealthy when Redis cannot be reached; the service as a whole is only degraded by it
+    (see `health`): intake goes on without Redis, only remediation stops."""
     try:
         await asyncio.wait_for(guards.backend.ping(), _CHECK_TIMEOUT)
     except (GuardsUnavailable, TimeoutError) as exc:
         detail = str(exc) or "no answer in time"
-        return {"status": "degraded", "detail": f"{detail}; remediation is blocked"}
+        return {"status": "unhealthy", "detail": f"{detail}; remediation is blocked"}
     return {"status": "ok"}
 
 
@@ -64,7 +65,11 @@ async def health(
         "kill_switch": await check_kill_switch(guards),
         "escalation": channels.health(),
     }
-    statuses = {check["status"] for check in checks.values()}
+    # Only the store makes the service unhealthy: without the guard backend intake goes on.
+    statuses = {
+        "degraded" if name == guard_backend and check["status"] == "unhealthy" else check["status"]
+        for name, check in checks.items()
+    }
     status = (
         "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "ok"
     )

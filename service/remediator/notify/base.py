@@ -8,6 +8,7 @@ how often to send it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -38,6 +39,12 @@ class Message:
     reason: str
     steps: tuple[StepLine, ...] = ()
     links: dict[str, str] = field(default_factory=dict)  # runbook, alert source, silence
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # what diagnostic steps read
+
+
+def diagnostics_text(message: Message) -> str:
+    """The diagnostics as indented JSON: plain, exact, and readable in any channel."""
+    return json.dumps(message.diagnostics, indent=2, sort_keys=True, default=str)
 
 
 class PermanentFailure(Exception):

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 import structlog
 
-from remediator.notify.base import Message, PermanentFailure, TransientFailure
+from remediator.notify.base import Message, PermanentFailure, TransientFailure, diagnostics_text
 from remediator.notify.pagerduty import TIMEOUT, ChannelNotConfigured, from_env, truncate
 from remediator.policy.schema import EmailChannel
 
@@ -185,6 +185,8 @@ def plain_text(message: Message) -> str:
     for title, pairs in _tables(message):
         lines += ["", f"{title}:"]
         lines.extend(f"  {key}: {value}" for key, value in pairs)
+    if message.diagnostics:
+        lines += ["", "Diagnostics:", diagnostics_text(message)]
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +213,8 @@ def _html_body(message: Message) -> str:
             parts.append(f"<h3>Links</h3><ul>{items}</ul>")
         else:
             parts.append(f"<h3>{e(title)}</h3>{_html_table(pairs)}")
+    if message.diagnostics:
+        parts.append(f"<h3>Diagnostics</h3><pre>{e(diagnostics_text(message))}</pre>")
     return "\n".join(parts)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from remediator.engine.escalation import Notify
+from remediator.policy.actions import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
 from remediator.store import OutboxEntry, Remediation, Store
 
@@ -116,10 +117,11 @@ class Escalator:
         alert = await self._store.alert(r.fingerprint, r.starts_at)
         labels = alert.labels if alert else {}
         annotations = alert.annotations if alert else {}
-        steps = [
-            {"action": s.action, "outcome": s.outcome, "message": s.message}
-            for s in await self._store.steps(r.id)
-        ]
+        recorded = await self._store.steps(r.id)
+        steps = [{"action": s.action, "outcome": s.outcome, "message": s.message} for s in recorded]
+        diagnostics = {
+            s.step_id or s.action: s.data for s in recorded if s.action in DIAGNOSTIC and s.data
+        }
         links = {}
         if annotations.get("runbook_url"):
             links["Runbook"] = annotations["runbook_url"]
@@ -138,6 +140,7 @@ class Escalator:
             "reason": r.reason,
             "steps": steps,
             "links": links,
+            "diagnostics": diagnostics,
         }
 
 

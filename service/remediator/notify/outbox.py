@@ -211,4 +211,5 @@ def message_of(entry: OutboxEntry) -> Message:
         reason=m["reason"],
         steps=tuple(StepLine(s["action"], s["outcome"], s["message"]) for s in m["steps"]),
         links=m["links"],
+        diagnostics=m.get("diagnostics", {}),
     )

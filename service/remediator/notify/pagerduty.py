@@ -136,6 +136,8 @@ class PagerDuty:
             "labels": message.labels,
             "annotations": message.annotations,
         }
+        if message.diagnostics:
+            payload["custom_details"]["diagnostics"] = _within_limit(message.diagnostics)
         return {
             "routing_key": self._routing_key,
             "event_action": "trigger",
@@ -189,3 +191,14 @@ def _error_text(body: str) -> str:
         parts.extend(str(error) for error in errors)
     text = "; ".join(part for part in parts if part)
     return text or body
+
+
+DIAGNOSTICS_LIMIT = 256 * 1024  # of the 512 KB an event may carry
+
+
+def _within_limit(diagnostics: dict[str, Any]) -> dict[str, Any] | str:
+    """All of it when it fits; else its text cut to the limit, so the event is not refused."""
+    text = json.dumps(diagnostics, sort_keys=True, default=str)
+    if len(text) <= DIAGNOSTICS_LIMIT:
+        return diagnostics
+    return text[:DIAGNOSTICS_LIMIT] + " ... (cut: see the run in Remediator)"

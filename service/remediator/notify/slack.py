@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from remediator.notify.base import Message, TransientFailure
+from remediator.notify.base import Message, TransientFailure, diagnostics_text
 from remediator.notify.pagerduty import (
     TIMEOUT,
     ChannelNotConfigured,
@@ -81,6 +81,9 @@ class Slack:
         ]
         if message.steps:
             blocks.append({"type": "section", "text": _mrkdwn(steps_text(message))})
+        if message.diagnostics:
+            text = fit(diagnostics_text(message), SECTION_LIMIT - 30)
+            blocks.append({"type": "section", "text": _mrkdwn(f"*Diagnostics*\n```{text}```")})
         if message.links:
             links = list(message.links.items())[:CONTEXT_ELEMENTS]
             blocks.append(

@@ -176,6 +176,9 @@ class ActionSpec:
         return [field.alias or name for name, field in self.params.model_fields.items()]
 
 
+# Reads whose data rides along with every escalation of the run, not just their message.
+DIAGNOSTIC = frozenset({"kubernetes.diagnose"})
+
 CATALOGUE: dict[str, ActionSpec] = {
     spec.name: spec
     for spec in [
