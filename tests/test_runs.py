@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from remediator.actions.http import HttpActions
 from remediator.actions.prometheus import PrometheusActions
+from remediator.actions.registry import open_actions
 from remediator.alerts import AlertStatus, Notification
 from remediator.guards.gate import Guards
 from remediator.guards.memory import MemoryGuards
@@ -137,21 +139,16 @@ def policy() -> str:
 
 
 def write_policies(directory: Path, policy: str) -> Path:
+    """The escalation policy shipped and the policy under test, in a new directory."""
     directory.mkdir()
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
     (directory / "probe-and-fix.yaml").write_text(policy)
     return directory
 
 
-@pytest.fixture
-def policies_dir(tmp_path: Path, policy: str) -> Path:
-    """The policy directory the world's runner loads: overridden where it must be a git repo."""
-    return write_policies(tmp_path / "policies", policy)
-
-
-@pytest.fixture
-async def world(store: Store, policies_dir: Path) -> AsyncIterator[World]:
-    policies = policies_dir
+@contextlib.asynccontextmanager
+async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
+    """A runner over the policies in the directory, acting on an Application it serves."""
     application = Application()
     clock = Clock()
     async with TestServer(application.routes()) as server, aiohttp.ClientSession() as session:
@@ -176,6 +173,12 @@ async def world(store: Store, policies_dir: Path) -> AsyncIterator[World]:
             guards,
             live,
         )
+
+
+@pytest.fixture
+async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[World]:
+    async with open_world(store, write_policies(tmp_path / "policies", policy)) as world:
+        yield world
 
 
 async def test_a_failing_check_leads_to_the_fix_and_the_resolution_to_success(
@@ -431,6 +434,48 @@ async def test_a_pause_stops_a_run_already_going_before_its_next_change(world: W
     assert world.application.calls == []
     queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
     assert [entry.message["outcome"] for entry in queued if entry.channel == "slack"] == ["blocked"]
+
+
+WITHOUT_A_CLUSTER = """\
+name: restart-shop
+match:
+  - alertname="AppDown"
+severity: P2
+namespaces: [prod]
+target:
+  kind: Deployment
+  namespace: prod
+  name: "{{ labels.app }}"
+steps:
+  - action: kubernetes.rollout_status
+  - action: kubernetes.rollout_restart
+rate_limit:
+  windows:
+    - {max: 5, per: 1h}
+"""
+
+
+@pytest.mark.parametrize("policy", [WITHOUT_A_CLUSTER])
+async def test_without_a_kubernetes_api_a_live_run_can_only_dry_run_its_changes(
+    world: World,
+) -> None:
+    await world.post("firing")
+    async with open_actions(None) as actions:  # no kubeconfig, not in a cluster
+        runner = Runner(world.store, world.guards, world.live, actions, clock=world.clock)
+        await Dispatcher(world.store, runner, clock=world.clock, worker="w").run_once()
+    [run] = await world.runs()
+    status, restart = await world.store.steps(run.id)
+    assert (status.outcome, restart.outcome) == ("failed", "dry_run")
+    assert status.message.startswith(
+        "cannot read kubernetes.rollout_status on deployment prod/shop: no"
+    )
+    assert restart.message.startswith(
+        "would run kubernetes.rollout_restart on deployment prod/shop:"
+    )
+    assert run.outcome == "dry_run"  # not verifying a fix that was never made
+    assert "no Kubernetes API configured" in run.reason
+    queued = await world.store.outbox_for(f"remediator/restart-shop/{run.target}")
+    assert {entry.channel for entry in queued} >= {"slack", "email"}  # a person must act
 
 
 async def _alert(world: World, event: Any) -> Any:

@@ -1,7 +1,8 @@
 """Every action by its catalogue name, bound to the clients this service was configured with.
 
-Without a Kubernetes API (no kubeconfig, not in a cluster) the Kubernetes actions can only say
-what they would do: in dry-run that is their result, in live mode the step fails and says why.
+Without a Kubernetes API (no kubeconfig, not in a cluster) Kubernetes is dry-run only: a
+change says what it would do (live mode or not, and the run ends `dry_run`), a read fails and
+says why.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ async def open_actions(kubeconfig: Path | None) -> AsyncIterator[dict[str, Actio
             await client.close()
 
 
+NO_KUBERNETES = "no Kubernetes API configured (run in a cluster, or set REMEDIATOR_KUBECONFIG)"
+
+
 def _unconfigured(name: str) -> Action:
+    mutating = CATALOGUE[name].mutating
+
     async def unconfigured(params: Params, context: StepContext) -> StepResult:
         what = f"{name} on {context.target}"
-        if context.dry_run:
-            return dry_run(f"would run {what} (no Kubernetes API configured to read it)")
-        return failed(
-            f"{what}: no Kubernetes API configured (run in a cluster, or set REMEDIATOR_KUBECONFIG)"
-        )
+        if mutating:
+            return dry_run(f"would run {what}: dry-run only, {NO_KUBERNETES}")
+        return failed(f"cannot read {what}: {NO_KUBERNETES}")
 
     return unconfigured

@@ -185,6 +185,7 @@ class Runner:
     ) -> Remediation:
         context = StepContext(plan.target, admitted is None, began or remediation.started_at)
         results: dict[str, dict[str, Any]] = {}
+        only_dry: list[str] = []  # changes a live run could only dry-run (no client for them)
         timeout = self._policies.current.guardrails.run_timeout.total_seconds()
         renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
         try:
@@ -206,6 +207,8 @@ class Runner:
                         return await self._fail(
                             remediation, plan, f"{step.action}: {result.message}"
                         )
+                    if admitted and step.mutating and result.outcome is Outcome.DRY_RUN:
+                        only_dry.append(result.message)
         except TimeoutError:
             limit = format_duration(timedelta(seconds=timeout))
             why = f"steps still running after run_timeout {limit}"
@@ -217,6 +220,8 @@ class Runner:
                     await renewing
         if admitted is None:
             return await self._end(remediation, "dry_run", "every step ran in dry-run")
+        if only_dry:  # nothing to verify: not the fix's failure, nor a success
+            return await self._end(remediation, "dry_run", "; ".join(only_dry))
         verify_until = self._now() + plan.verify_within
         waiting = replace(
             remediation,
