@@ -184,31 +184,11 @@ class Runner:
         began: datetime | None,
     ) -> Remediation:
         context = StepContext(plan.target, admitted is None, began or remediation.started_at)
-        results: dict[str, dict[str, Any]] = {}
-        only_dry: list[str] = []  # changes a live run could only dry-run (no client for them)
         timeout = self._policies.current.guardrails.run_timeout.total_seconds()
         renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
         try:
             async with asyncio.timeout(timeout):
-                for position, step in enumerate(plan.steps):
-                    if await self._resolved_meanwhile(alert):
-                        return await self._resolved_mid_run(remediation, plan)
-                    if step.mutating and admitted:
-                        held = await self._may_still_act(remediation, admitted, step)
-                        if held is not None:
-                            return held
-                    previous = done.get(("steps", position))
-                    result = await self._step(
-                        remediation, "steps", position, step, context, results, alert, previous
-                    )
-                    # A failed read is an observation for later steps' conditions; a failed
-                    # change (or a condition that cannot be evaluated) ends the run.
-                    if not result.ok and (step.mutating or "condition" in result.data):
-                        return await self._fail(
-                            remediation, plan, f"{step.action}: {result.message}"
-                        )
-                    if admitted and step.mutating and result.outcome is Outcome.DRY_RUN:
-                        only_dry.append(result.message)
+                ended = await self._each_step(remediation, alert, plan, admitted, done, context)
         except TimeoutError:
             limit = format_duration(timedelta(seconds=timeout))
             why = f"steps still running after run_timeout {limit}"
@@ -218,16 +198,54 @@ class Runner:
                 renewing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewing
+        if isinstance(ended, Remediation):
+            return ended
+        return await self._await_verification(remediation, plan, admitted, ended)
+
+    async def _each_step(
+        self,
+        remediation: Remediation,
+        alert: Alert,
+        plan: Plan,
+        admitted: Admitted | None,
+        done: Mapping[tuple[str, int], StepRecord],
+        context: StepContext,
+    ) -> Remediation | list[str]:
+        """The steps in order: the remediation when one ended the run, else the changes a live
+        run could only dry-run (no client configured for them)."""
+        results: dict[str, dict[str, Any]] = {}
+        only_dry: list[str] = []
+        for position, step in enumerate(plan.steps):
+            if await self._resolved_meanwhile(alert):
+                return await self._resolved_mid_run(remediation, plan)
+            if step.mutating and admitted:
+                held = await self._may_still_act(remediation, admitted, step)
+                if held is not None:
+                    return held
+            previous = done.get(("steps", position))
+            result = await self._step(
+                remediation, "steps", position, step, context, results, alert, previous
+            )
+            # A failed read is an observation for later steps' conditions; a failed change (or
+            # a condition that cannot be evaluated) ends the run.
+            if not result.ok and (step.mutating or "condition" in result.data):
+                return await self._fail(remediation, plan, f"{step.action}: {result.message}")
+            if admitted and step.mutating and result.outcome is Outcome.DRY_RUN:
+                only_dry.append(result.message)
+        return only_dry
+
+    async def _await_verification(
+        self, remediation: Remediation, plan: Plan, admitted: Admitted | None, only_dry: list[str]
+    ) -> Remediation:
         if admitted is None:
             return await self._end(remediation, "dry_run", "every step ran in dry-run")
         if only_dry:  # nothing to verify: not the fix's failure, nor a success
             return await self._end(remediation, "dry_run", "; ".join(only_dry))
-        verify_until = self._now() + plan.verify_within
         waiting = replace(
             remediation,
             outcome="verifying",
             reason=f"waiting up to {format_duration(plan.verify_within)} for the alert to resolve",
-            verify_until=verify_until,
+            verify_until=self._now() + plan.verify_within,
         )
         await self._store.save_remediation(waiting)
         await self._escalate(waiting)
