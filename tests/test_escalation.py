@@ -233,3 +233,21 @@ def test_the_backoff_keeps_trying_for_most_of_a_day() -> None:
 
 def _at(clock: Clock, plus: float = 0.0) -> datetime:
     return datetime.fromtimestamp(clock() + plus, UTC) + timedelta(0)
+
+
+async def test_a_storm_on_one_target_is_one_message_per_outcome_not_one_per_alert(
+    world: World,
+) -> None:
+    world.application.fix_status = 400  # every fix fails: two failures open the breaker
+    for minute in range(6):  # six alerts (six pods, say) of the one target
+        await world.post("firing", starts_at=f"2027-01-15T08:0{minute}:00Z")
+        await world.dispatcher.run_once()
+        world.clock.advance(60)
+    outcomes = [r.outcome for r in await world.runs()]
+    assert outcomes == ["failed", "failed", "blocked", "blocked", "blocked", "blocked"]
+    sent = [
+        (entry.channel, entry.message["outcome"])
+        for entry in await world.store.outbox_for(KEY)
+        if entry.channel == "slack"
+    ]
+    assert sent == [("slack", "failed"), ("slack", "blocked")]

@@ -31,6 +31,7 @@ from remediator.notify.outbox import OutboxSender
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.runner import Runner
+from remediator.retention import prune_periodically
 from remediator.store import Store, open_store
 
 log = structlog.get_logger("remediator.app")
@@ -115,7 +116,8 @@ def build_app(
 async def create_app(settings: Settings) -> web.Application:
     """The application over a freshly opened store, which closes when the application does."""
     policies = LivePolicies.load(settings.policies, Metrics())
-    store = await open_store(settings.database_url)
+    pool = (settings.database_pool_min, settings.database_pool_max)
+    store = await open_store(settings.database_url, pool=pool)
     guard_backend = await open_guard_backend(settings.redis_url)
     app = build_app(settings, store, policies, guard_backend)
     stop_watching = asyncio.Event()
@@ -172,9 +174,17 @@ async def create_app(settings: Settings) -> web.Application:
             stop.set()
             await task
 
+    async def prune(_: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(prune_periodically(store, settings.retention_days, stop))
+        yield
+        stop.set()
+        await task
+
     app.cleanup_ctx.append(watch_policies)
     app.cleanup_ctx.append(dispatch)
     app.cleanup_ctx.append(escalate)
+    app.cleanup_ctx.append(prune)
     app.on_cleanup.append(close_store)
     log.info(
         "listening",

@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         )
     serve.set_defaults(run=_serve)
 
+    migrate = commands.add_parser(
+        "migrate", help="apply the store's schema migrations, then exit (an init container)"
+    )
+    migrate.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    migrate.set_defaults(run=_migrate)
+
     alerts = commands.add_parser("alerts", help="list recent alerts from the store")
     alerts.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
     alerts.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
@@ -150,6 +156,22 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level)
     serve(settings)
+    return 0
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    """Opening the store migrates it, under PostgreSQL's advisory lock: replicas and init
+    containers starting together apply each migration once, and a second run changes nothing."""
+    from remediator.store.migrations import migrations
+
+    async def open_and_close() -> None:
+        store = await open_store(settings.database_url)
+        await store.close()
+
+    asyncio.run(open_and_close())
+    sqlite = settings.database_url.startswith("sqlite:")
+    latest = migrations("sqlite" if sqlite else "postgres")[-1]
+    print(f"schema up to date: version {latest.version} ({latest.name})")
     return 0
 
 

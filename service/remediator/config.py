@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log threshold"
     )
+    database_pool_min: int = Field(
+        1, ge=1, le=100, description="PostgreSQL connections each replica keeps open"
+    )
+    database_pool_max: int = Field(
+        10, ge=1, le=1000, description="most PostgreSQL connections each replica opens"
+    )
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="alerts, runs and messages older than this are pruned"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -100,6 +109,11 @@ class Settings(BaseSettings):
         if any(basic) and not all(basic):
             raise ValueError(
                 "REMEDIATOR_WEBHOOK_USERNAME and REMEDIATOR_WEBHOOK_PASSWORD must be set together"
+            )
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError(
+                f"REMEDIATOR_DATABASE_POOL_MIN ({self.database_pool_min}) is more than"
+                f" REMEDIATOR_DATABASE_POOL_MAX ({self.database_pool_max})"
             )
         if self.webhook_token is not None and all(basic):
             raise ValueError(

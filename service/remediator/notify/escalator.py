@@ -88,14 +88,24 @@ class Escalator:
 
     async def paged_channels(self, key: str) -> list[str]:
         """Channels whose latest message about this incident opened or updated it."""
-        return paged(await self._store.outbox_for(key))
+        return paged(await self._store.latest_outbox(key))
 
     async def notify(self, remediation: Remediation, notify: Notify) -> list[OutboxEntry]:
         if notify is None:
             return []
         key = dedup_key(remediation)
-        already = await self.paged_channels(key)
-        channels = already if notify == "resolve" else list(remediation.plan.get("channels", []))
+        latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
+        already = paged(latest.values())
+        if notify == "resolve":
+            channels = already
+        else:
+            # A channel that already heard this outcome of this incident is not told again:
+            # a storm of alerts on one target, each blocked, is one message, not a hundred.
+            channels = [
+                channel
+                for channel in remediation.plan.get("channels", [])
+                if not _already_told(latest.get(channel), remediation.outcome)
+            ]
         if not channels:
             return []
         message = await self._message(remediation, notify, key)
@@ -142,6 +152,14 @@ class Escalator:
             "links": links,
             "diagnostics": diagnostics,
         }
+
+
+def _already_told(latest: OutboxEntry | None, outcome: str) -> bool:
+    return (
+        latest is not None
+        and latest.action == "trigger"
+        and latest.message.get("outcome") == outcome
+    )
 
 
 def entry_id() -> str:

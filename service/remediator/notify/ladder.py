@@ -2,7 +2,8 @@
 
 Opening an incident queues a climb in the outbox, due when the level's `next.after` has passed.
 The sender hands it here like any other message: if the incident is still open (its alert has
-not resolved, no fix has worked), the next level's channels are paged, and a further climb is
+not resolved, no fix has worked) and has not been closed and opened again since, the next
+level's channels are paged, and a further climb is
 queued when that level has a next rung too. The entries it queues are named after the climb,
 so a climb repeated after a crash queues nothing twice.
 """
@@ -44,10 +45,10 @@ class Ladder:
 
     async def send(self, message: Message) -> None:
         key = message.dedup_key
-        incident = await self._store.outbox_for(key)
-        climb = next((entry for entry in incident if entry.id == message.id), None)
-        later = [e for e in incident if climb is None or (e.created_at, e.id) > _order(climb)]
-        if not paged(incident) or any(e.action == "resolve" for e in later):
+        incident = await self._store.latest_outbox(key)
+        newest_climb = next((e.id for e in incident if e.channel == LADDER), None)
+        # Closed since (nothing paged), or closed and opened again (which queued a newer climb).
+        if not paged(incident) or newest_climb != message.id:
             log.info("incident closed before it climbed", dedup_key=key)
             return
         matrix = self._matrix()

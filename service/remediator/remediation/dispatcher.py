@@ -2,7 +2,9 @@
 
 Several replicas share the queue: a claim is an UPDATE over `FOR UPDATE SKIP LOCKED` rows
 (Postgres), so each event goes to one worker; a worker that dies stops renewing, and once its
-lease has passed another worker claims the event and takes the run over.
+lease has passed another worker claims the event and takes the run over. An idle worker is
+woken by its own intake, by the store when another replica queued events (Postgres LISTEN),
+and otherwise by a slow poll, which also ends overdue verifications.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Dispatcher:
         *,
         lease: timedelta = timedelta(seconds=60),
         batch: int = 10,
-        idle_poll: float = 1.0,
+        idle_poll: float = 5.0,
         clock: Callable[[], float] = time.time,
         worker: str | None = None,
     ) -> None:
@@ -50,13 +52,14 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._wake.clear()  # before claiming: a wake that comes meanwhile is not lost
             try:
                 handled = await self.run_once()
             except StoreUnavailable as exc:
                 log.warning("dispatcher cannot reach the store; retrying", error=str(exc))
                 handled = 0
             if handled == 0:
-                self._wake.clear()
+                await self._store.watch_events(self.wake)  # (again, if the listener was lost)
                 waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
                 await asyncio.wait(waits, timeout=self._idle_poll, return_when="FIRST_COMPLETED")
                 for task in waits:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -240,6 +240,25 @@ class Store(Protocol):
 
     async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
         """Every message of one incident, oldest first."""
+        ...
+
+    async def latest_outbox(self, dedup_key: str) -> list[OutboxEntry]:
+        """The newest message of one incident per channel: its state, read in one indexed
+        look-up however long the incident's history."""
+        ...
+
+    async def watch_events(self, wake: Callable[[], None]) -> None:
+        """Have `wake` called when another process queues events; a call while already
+        watching (or where one process is all, SQLite) does nothing. Never raises: without a
+        watch the dispatcher's poll still finds the work."""
+        ...
+
+    async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
+        """Delete what the retention period no longer keeps, in one transaction: alert
+        episodes last heard of before `before` (none with a pending event) with their events,
+        remediations and steps; raw bodies no event refers to; incidents whose last message is
+        older; audit entries; and guard runs admitted before `runs_before`. Counts per table.
+        """
         ...
 
     async def ping(self) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+import structlog
 
 from remediator.alerts import AlertStatus, Notification
 from remediator.store.base import (
@@ -32,6 +33,7 @@ from remediator.store.base import (
 from remediator.store.migrations import migrations
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
@@ -92,9 +94,52 @@ _STEP_COLUMNS = (
 )
 
 
+# Retention: an alert episode and everything about it go together, and never while one of its
+# events is still pending. Values are bound; the statements are constants.
+_OLD_EPISODES = (
+    "SELECT fingerprint, starts_at FROM alerts a WHERE a.last_received < {cutoff}"
+    " AND NOT EXISTS (SELECT 1 FROM alert_events e WHERE e.fingerprint = a.fingerprint"
+    " AND e.starts_at = a.starts_at AND e.done_at IS NULL)"
+)
+_OLD_INCIDENTS = (
+    "SELECT dedup_key FROM outbox GROUP BY dedup_key HAVING max(created_at) < {cutoff}"
+    " AND min(CASE WHEN sent_at IS NOT NULL OR failed_at IS NOT NULL THEN 1 ELSE 0 END) = 1"
+)
+_PRUNE_EPISODES = f"""
+WITH gone AS (
+    DELETE FROM alerts WHERE (fingerprint, starts_at) IN ({_OLD_EPISODES.format(cutoff="$1")})
+    RETURNING fingerprint, starts_at
+), events AS (
+    DELETE FROM alert_events e USING gone g
+    WHERE e.fingerprint = g.fingerprint AND e.starts_at = g.starts_at RETURNING 1
+), remediations AS (
+    DELETE FROM remediations r USING gone g
+    WHERE r.fingerprint = g.fingerprint AND r.starts_at = g.starts_at RETURNING r.id
+), steps AS (
+    DELETE FROM remediation_steps s USING remediations r WHERE s.remediation_id = r.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS alerts, (SELECT count(*) FROM events) AS alert_events,
+       (SELECT count(*) FROM remediations) AS remediations,
+       (SELECT count(*) FROM steps) AS remediation_steps
+"""
+_PRUNE_REST = [
+    (
+        "notifications",
+        "DELETE FROM notifications n WHERE n.received_at < $1 AND NOT EXISTS"
+        " (SELECT 1 FROM alert_events e WHERE e.notification_id = n.id)",
+    ),
+    ("outbox", f"DELETE FROM outbox WHERE dedup_key IN ({_OLD_INCIDENTS.format(cutoff='$1')})"),
+    ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
+]
+_EVENTS_CHANNEL = "remediator_events"  # see migration 0005
+
+
 class PostgresStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn
+        self._listener: asyncpg.Connection | None = None
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
@@ -110,7 +155,7 @@ class PostgresStore:
             await _migrate(pool)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"cannot open PostgreSQL store: {exc}") from exc
-        return cls(pool)
+        return cls(pool, dsn)
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         async def in_connection() -> T:
@@ -524,10 +569,55 @@ class PostgresStore:
         )
         return [_outbox(row) for row in rows]
 
+    async def latest_outbox(self, dedup_key: str) -> list[OutboxEntry]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT * FROM (SELECT DISTINCT ON (channel) {_OUTBOX_SELECT} FROM outbox"
+                " WHERE dedup_key = $1 ORDER BY channel, created_at DESC, id DESC) AS newest"
+                " ORDER BY created_at, id",
+                dedup_key,
+            )
+        )
+        return [_outbox(row) for row in rows]
+
+    async def watch_events(self, wake: Callable[[], None]) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+
+        def on_notify(_: object, __: int, ___: str, schema: object) -> None:
+            if schema == own_schema:
+                wake()
+
+        try:
+            listener = await asyncpg.connect(self._dsn, timeout=5)
+            own_schema = await listener.fetchval("SELECT current_schema()")
+            await listener.add_listener(_EVENTS_CHANNEL, on_notify)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("not listening for new events; polling instead", error=str(exc))
+            return
+        self._listener = listener
+        log.info("listening for new events", channel=_EVENTS_CHANNEL)
+
+    async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
+        async def delete(db: Connection) -> dict[str, int]:
+            async with db.transaction():
+                row = await db.fetchrow(_PRUNE_EPISODES, before)
+                counts: dict[str, int] = dict(row) if row is not None else {}
+                for table, statement in _PRUNE_REST:
+                    counts[table] = _deleted(await db.execute(statement, before))
+                runs = await db.execute("DELETE FROM runs WHERE admitted_at < $1", runs_before)
+                counts["runs"] = _deleted(runs)
+                return counts
+
+        return await self._run(delete)
+
     async def ping(self) -> None:
         await self._run(lambda db: db.fetchval("SELECT 1"))
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         await self._pool.close()
 
 
@@ -558,6 +648,11 @@ def _event(row: asyncpg.Record, attempts: int | None = None) -> AlertEvent:
         enqueued_at=row["enqueued_at"],
         attempts=row["attempts"] if attempts is None else attempts,
     )
+
+
+def _deleted(status: str) -> int:
+    """asyncpg's command status, `DELETE 3`, as the number."""
+    return int(status.rpartition(" ")[2] or 0)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -62,6 +62,19 @@ _STEP_COLUMNS = (
 )
 
 
+# Retention: an alert episode and everything about it go together, and never while one of its
+# events is still pending. Values are bound; the statements are constants.
+_OLD_EPISODES = (
+    "SELECT fingerprint, starts_at FROM alerts a WHERE a.last_received < {cutoff}"
+    " AND NOT EXISTS (SELECT 1 FROM alert_events e WHERE e.fingerprint = a.fingerprint"
+    " AND e.starts_at = a.starts_at AND e.done_at IS NULL)"
+)
+_OLD_INCIDENTS = (
+    "SELECT dedup_key FROM outbox GROUP BY dedup_key HAVING max(created_at) < {cutoff}"
+    " AND min(CASE WHEN sent_at IS NOT NULL OR failed_at IS NOT NULL THEN 1 ELSE 0 END) = 1"
+)
+
+
 class SQLiteStore:
     def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
         self._connection = connection
@@ -490,6 +503,74 @@ class SQLiteStore:
             ).fetchall()
         )
         return [_outbox(row) for row in rows]
+
+    async def latest_outbox(self, dedup_key: str) -> list[OutboxEntry]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY"
+                " channel ORDER BY created_at DESC, id DESC) AS newest FROM outbox"
+                " WHERE dedup_key = ?) WHERE newest = 1 ORDER BY created_at, id",
+                (dedup_key,),
+            ).fetchall()
+        )
+        return [_outbox(row) for row in rows]
+
+    async def watch_events(self, wake: Callable[[], None]) -> None:
+        """One process: its intake wakes its dispatcher directly."""
+
+    async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
+        cutoff, runs_cutoff = _iso(before), _iso(runs_before)
+        episodes = _OLD_EPISODES.format(cutoff="?")
+        statements = [
+            (
+                "remediation_steps",
+                "DELETE FROM remediation_steps WHERE remediation_id IN (SELECT id FROM"
+                f" remediations WHERE (fingerprint, starts_at) IN ({episodes}))",
+                (cutoff,),
+            ),
+            (
+                "remediations",
+                f"DELETE FROM remediations WHERE (fingerprint, starts_at) IN ({episodes})",
+                (cutoff,),
+            ),
+            (
+                "alert_events",
+                f"DELETE FROM alert_events WHERE (fingerprint, starts_at) IN ({episodes})",
+                (cutoff,),
+            ),
+            (
+                "alerts",
+                f"DELETE FROM alerts WHERE (fingerprint, starts_at) IN ({episodes})",
+                (cutoff,),
+            ),
+            (
+                "notifications",
+                "DELETE FROM notifications WHERE received_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM alert_events e WHERE e.notification_id = notifications.id)",
+                (cutoff,),
+            ),
+            (
+                "outbox",
+                f"DELETE FROM outbox WHERE dedup_key IN ({_OLD_INCIDENTS.format(cutoff='?')})",
+                (cutoff,),
+            ),
+            ("audit_log", "DELETE FROM audit_log WHERE at < ?", (cutoff,)),
+            ("runs", "DELETE FROM runs WHERE admitted_at < ?", (runs_cutoff,)),
+        ]
+
+        def delete(db: sqlite3.Connection) -> dict[str, int]:
+            counts = {}
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for table, statement, parameters in statements:
+                    counts[table] = db.execute(statement, parameters).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return counts
+
+        return await self._run(delete)
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())

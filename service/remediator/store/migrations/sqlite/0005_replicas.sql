@@ -1,0 +1,8 @@
+-- Retention: raw bodies are pruned once no event refers to them. (Waking other replicas is
+-- PostgreSQL's part: SQLite serves one process.)
+CREATE INDEX alert_events_by_notification ON alert_events (notification_id);
+CREATE INDEX audit_log_by_at ON audit_log (at);
+
+-- An incident's state is the newest message per channel: one index range, however long its
+-- history (a storm of alerts on one target appends to the same incident).
+CREATE INDEX outbox_latest ON outbox (dedup_key, channel, created_at DESC, id DESC);

@@ -1,0 +1,238 @@
+"""The store as several replicas and an operator see it: waking, migrating, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from remediator.alerts import Notification
+from remediator.retention import prune_once
+from remediator.store import (
+    OutboxEntry,
+    Remediation,
+    RunRecord,
+    StepRecord,
+    Store,
+    open_store,
+)
+from remediator.store.migrations import migrations
+
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def notification(fingerprint: str, starts_at: datetime, status: str = "firing") -> Notification:
+    alert = {
+        "status": status,
+        "labels": {"alertname": "ApplicationDown", "instance": fingerprint},
+        "annotations": {},
+        "startsAt": starts_at.isoformat(),
+        "endsAt": (starts_at + DAY).isoformat() if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": fingerprint,
+    }
+    body: dict[str, Any] = {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "remediator",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager",
+        "alerts": [alert],
+    }
+    return Notification.model_validate(body)
+
+
+async def episode(store: Store, fingerprint: str, at: datetime, *, done: bool = True) -> None:
+    """An alert episode heard of at `at`, its event handled (or still pending), a remediation
+    with a step, and a message about it."""
+    await store.record_notification(notification(fingerprint, at), b"{}", at)
+    [event] = [e for e in await store.pending_events(100) if e.fingerprint == fingerprint]
+    remediation_id = str(uuid.uuid4())
+    if done:
+        await store.claim_events("w", at, at + timedelta(minutes=1), 100)
+        await store.complete_event(event.id, "w", at)
+    await store.save_remediation(
+        Remediation(
+            id=remediation_id,
+            event_id=event.id,
+            fingerprint=fingerprint,
+            starts_at=at,
+            alertname="ApplicationDown",
+            kind="firing",
+            policy="p",
+            policy_revision=None,
+            outcome="failed",
+            guard=None,
+            reason="r",
+            run_id=None,
+            target="Deployment/prod/api",
+            plan={},
+            started_at=at,
+            finished_at=at,
+        )
+    )
+    await store.record_step(
+        StepRecord(remediation_id, "steps", 0, None, "http.check", "ok", "m", {}, 1, at, at)
+    )
+    await store.enqueue(
+        [OutboxEntry(f"{fingerprint}-slack", "slack", "trigger", fingerprint, None, {}, at, at)]
+    )
+    await store.outbox_done(f"{fingerprint}-slack", sent_at=at)
+
+
+async def test_retention_prunes_old_episodes_with_everything_about_them(store: Store) -> None:
+    old, recent = NOW - 40 * DAY, NOW - 2 * DAY
+    await episode(store, "old", old)
+    await episode(store, "old-but-pending", old, done=False)
+    await episode(store, "recent", recent)
+    await store.audit("pause", "kill_switch", {}, old)
+    await store.audit("resume", "kill_switch", {}, recent)
+    for run_id, at in (("run-old", old), ("run-9-days", NOW - 9 * DAY), ("run-new", recent)):
+        await store.record_admission(
+            RunRecord(run_id, "p", "fp", "t", ("k",), "b", 2, 3600.0, 600.0, at)
+        )
+
+    counts = await prune_once(store, days=8, now=NOW.timestamp())
+
+    assert counts == {
+        "alerts": 1,
+        "alert_events": 1,
+        "remediations": 1,
+        "remediation_steps": 1,
+        "notifications": 1,
+        "outbox": 2,  # incidents go by their last message: both old ones
+        "audit_log": 1,
+        "runs": 2,  # the 9-day-old one too: guards re-seed from the last 7 days
+    }
+    kept = {record.fingerprint for record in await store.recent_alerts(10)}
+    assert kept == {"old-but-pending", "recent"}  # a pending event is never pruned away
+    assert [e.fingerprint for e in await store.pending_events(10)] == ["old-but-pending"]
+    assert {r.fingerprint for r in await store.list_remediations(10)} == kept
+    assert await store.outbox_for("old") == []
+    assert await store.outbox_for("old-but-pending") == []
+    assert len(await store.outbox_for("recent")) == 1
+    assert [entry.kind for entry in await store.audit_log(10)] == ["resume"]
+    assert [run.id for run in await store.runs_since(NOW - 100 * DAY)] == ["run-new"]
+    assert set((await prune_once(store, days=8, now=NOW.timestamp())).values()) == {0}
+
+
+async def test_redelivery_of_a_kept_episode_is_still_a_duplicate_after_pruning(
+    store: Store,
+) -> None:
+    """Pruning keeps every event of a kept episode: a repeat is still recognised."""
+    await episode(store, "recent", NOW - 2 * DAY)
+    await prune_once(store, days=1, now=NOW.timestamp())
+    assert {record.fingerprint for record in await store.recent_alerts(10)} == set()
+    await episode(store, "kept", NOW - DAY / 2)
+    await prune_once(store, days=1, now=NOW.timestamp())
+    again = await store.record_notification(notification("kept", NOW - DAY / 2), b"{}", NOW)
+    assert (again.accepted, again.duplicates) == (0, 1)
+
+
+async def test_an_idle_replica_is_woken_when_another_queues_events(postgres_dsn: str) -> None:
+    writer, idle = await open_store(postgres_dsn), await open_store(postgres_dsn)
+    woken = asyncio.Event()
+    try:
+        await idle.watch_events(woken.set)
+        await idle.watch_events(woken.set)  # already watching: nothing more
+        await writer.record_notification(notification("fp", NOW), b"{}", NOW)
+        await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        await writer.close()
+        await idle.close()
+
+
+async def test_a_replica_is_not_woken_by_another_deployment_in_the_same_database(
+    postgres_dsn: str,
+) -> None:
+    """The notification names the schema: a deployment sharing the database does not wake
+    this one, so a wake is this deployment's news."""
+    ours = await open_store(postgres_dsn)
+    wakes: list[None] = []
+    woken = asyncio.Event()
+
+    def wake() -> None:
+        wakes.append(None)
+        woken.set()
+
+    schema = postgres_dsn.partition("search_path=")[2]
+    other = await asyncpg.connect(postgres_dsn.partition("?")[0])
+    try:
+        await ours.watch_events(wake)
+        async with other.transaction():  # delivered together, in this order, at commit
+            await other.execute("SELECT pg_notify('remediator_events', 'another_deployment')")
+            await other.execute("SELECT pg_notify('remediator_events', $1)", schema)
+        await asyncio.wait_for(woken.wait(), 10)
+        assert len(wakes) == 1
+    finally:
+        await other.close()
+        await ours.close()
+
+
+def migrate(database_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "remediator", "migrate", "--database-url", database_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_migrate_is_idempotent_and_replicas_starting_together_apply_each_once(
+    database_url: str,
+) -> None:
+    latest = migrations("sqlite" if database_url.startswith("sqlite") else "postgres")[-1]
+    together = [migrate(database_url) for _ in range(3)]
+    outputs = [process.communicate(timeout=60) for process in together]
+    assert [process.returncode for process in together] == [0, 0, 0], outputs
+    assert {out for out, _ in outputs} == {
+        f"schema up to date: version {latest.version} ({latest.name})\n"
+    }
+    again = migrate(database_url)
+    assert again.communicate(timeout=60)[0].startswith("schema up to date")
+    store = await open_store(database_url)
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+    if database_url.startswith("postgresql"):
+        db = await asyncpg.connect(database_url.partition("?")[0])
+        schema = database_url.partition("search_path=")[2]
+        applied = await db.fetch(f"SELECT version FROM {schema}.schema_migrations")
+        await db.close()
+        assert sorted(row["version"] for row in applied) == list(range(1, latest.version + 1))
+
+
+@pytest.mark.parametrize("limits", [("5", "2")])
+def test_a_pool_smaller_than_its_minimum_is_a_setting_error(limits: tuple[str, str]) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "remediator",
+            "serve",
+            "--database-pool-min",
+            limits[0],
+            "--database-pool-max",
+            limits[1],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "REMEDIATOR_DATABASE_POOL_MIN (5) is more than REMEDIATOR_DATABASE_POOL_MAX (2)" in (
+        run.stderr
+    )
