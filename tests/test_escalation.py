@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from remediator.alerts import AlertStatus
 from remediator.engine.escalation import on_outcome, on_start
 from remediator.metrics import Metrics
 from remediator.notify.base import Message, PermanentFailure, TransientFailure
-from remediator.notify.outbox import MAX_ATTEMPTS, OutboxSender
+from remediator.notify.escalator import alert_links
+from remediator.notify.outbox import MAX_ATTEMPTS, OutboxSender, QuickRetries
 from remediator.policy.schema import EscalateWhen
-from remediator.store import OutboxEntry, Store
+from remediator.store import AlertRecord, OutboxEntry, Store
 from tests.test_guards import Clock
 from tests.test_runs import POLICY, World, policy, world
 
@@ -203,7 +206,12 @@ async def test_a_dead_channel_does_not_hold_up_another_and_is_paused_by_its_brea
     await store.enqueue([entry("pagerduty", at=clock() - 3 + i) for i in range(3)])
     await store.enqueue([entry("slack")])
     sender = OutboxSender(
-        store, {"pagerduty": dead, "slack": slack}, Metrics(), clock=clock, breaker_failures=3
+        store,
+        {"pagerduty": dead, "slack": slack},
+        Metrics(),
+        clock=clock,
+        breaker_failures=3,
+        quick=QuickRetries(attempts=1),  # one try a round: the outbox's backoff is under test
     )
     await sender.run_once()
     assert len(slack.sent) == 1  # not held up
@@ -218,6 +226,28 @@ async def test_a_dead_channel_does_not_hold_up_another_and_is_paused_by_its_brea
     clock.advance(300)
     await sender.run_once()
     assert len(dead.failures) == 96  # tried again after the cooldown
+
+
+async def test_a_blip_is_retried_within_the_send_and_a_429_waits_for_its_time(
+    store: Store,
+) -> None:
+    clock = Clock()
+    flaky = Recorder("slack", failures=[TransientFailure("502"), TransientFailure("reset")])
+    await store.enqueue([entry("slack")])
+    metrics = Metrics()
+    quick = QuickRetries(attempts=3, first_wait=0.001, max_wait=0.002)
+    sender = OutboxSender(store, {"slack": flaky}, metrics, clock=clock, quick=quick)
+    assert await sender.run_once() == 1
+    assert len(flaky.sent) == 1  # sent in this round, on its third attempt
+    assert metrics.notifications_sent.labels("slack", "retried")._value.get() == 2
+    limited = Recorder("slack", failures=[TransientFailure("429", retry_after=30)])
+    await store.enqueue([entry("slack")])
+    sender = OutboxSender(store, {"slack": limited}, Metrics(), clock=clock, quick=quick)
+    await sender.run_once()
+    assert limited.sent == []  # not hammered: asked again after Retry-After, by the outbox
+    clock.advance(30)
+    await sender.run_once()
+    assert len(limited.sent) == 1
 
 
 async def test_an_unconfigured_channel_is_given_up_with_the_reason(store: Store) -> None:
@@ -251,3 +281,43 @@ async def test_a_storm_on_one_target_is_one_message_per_outcome_not_one_per_aler
         if entry.channel == "slack"
     ]
     assert sent == [("slack", "failed"), ("slack", "blocked")]
+
+
+def test_links_are_the_runbook_the_source_and_a_prefilled_silence() -> None:
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    alert = AlertRecord(
+        fingerprint="fp",
+        alertname="HighErrorRate",
+        status=AlertStatus.FIRING,
+        labels={"alertname": "HighErrorRate", "pod": 'api-"7"\\x'},
+        annotations={"runbook_url": "https://runbooks.example/high-error-rate"},
+        starts_at=at,
+        ends_at=None,
+        first_received=at,
+        last_received=at,
+        deliveries=1,
+        generator_url="http://prometheus:9090/graph?g0.expr=rate",
+        external_url="http://alertmanager:9093/",
+    )
+    links = alert_links(alert)
+    assert links["Runbook"] == "https://runbooks.example/high-error-rate"
+    assert links["Source"] == "http://prometheus:9090/graph?g0.expr=rate"
+    silence = urlsplit(links["Silence"])
+    assert (silence.netloc, silence.fragment.split("?")[0]) == (
+        "alertmanager:9093",
+        "/silences/new",
+    )
+    [matchers] = parse_qs(silence.fragment.split("?", 1)[1])["filter"]
+    assert matchers == '{alertname="HighErrorRate",pod="api-\\"7\\"\\\\x"}'
+    hostile = replace(alert, annotations={"runbook_url": "javascript:alert(1)"}, external_url="")
+    assert alert_links(hostile) == {"Source": "http://prometheus:9090/graph?g0.expr=rate"}
+
+
+async def test_a_page_links_to_a_silence_on_the_alertmanager_that_sent_it(world: World) -> None:
+    world.application.fix_status = 400
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    [entry, *_] = await world.store.outbox_for(KEY)
+    assert entry.message["links"]["Silence"].startswith(
+        "http://alertmanager/#/silences/new?filter=%7Balertname%3D%22AppDown%22%2Capp%3D%22shop"
+    )

@@ -14,13 +14,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 import structlog
 
 from remediator.engine.escalation import Notify
 from remediator.policy.actions import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
-from remediator.store import OutboxEntry, Remediation, Store
+from remediator.store import AlertRecord, OutboxEntry, Remediation, Store
 
 log = structlog.get_logger(__name__)
 
@@ -132,9 +133,7 @@ class Escalator:
         diagnostics = {
             s.step_id or s.action: s.data for s in recorded if s.action in DIAGNOSTIC and s.data
         }
-        links = {}
-        if annotations.get("runbook_url"):
-            links["Runbook"] = annotations["runbook_url"]
+        links = alert_links(alert) if alert else {}
         return {
             "action": action,
             "dedup_key": key,
@@ -152,6 +151,29 @@ class Escalator:
             "links": links,
             "diagnostics": diagnostics,
         }
+
+
+def alert_links(alert: AlertRecord) -> dict[str, str]:
+    """The runbook, the expression that fired, and a silence prefilled with the alert's labels:
+    what a responder opens first. Only http(s): a label cannot smuggle in a javascript: link."""
+    links = {
+        "Runbook": alert.annotations.get("runbook_url", ""),
+        "Source": alert.generator_url,
+    }
+    if alert.external_url:
+        matchers = ",".join(
+            f'{name}="{_quoted(value)}"' for name, value in sorted(alert.labels.items())
+        )
+        query = urlencode({"filter": "{" + matchers + "}"}, quote_via=quote)
+        links["Silence"] = f"{alert.external_url.rstrip('/')}/#/silences/new?{query}"
+    return {text: href for text, href in links.items() if urlsplit(href).scheme in _SCHEMES}
+
+
+_SCHEMES = ("http", "https")
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _already_told(latest: OutboxEntry | None, outcome: str) -> bool:

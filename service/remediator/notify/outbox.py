@@ -1,7 +1,9 @@
 """Sending the outbox: each channel on its own, so one dead channel delays no other.
 
-Every message is claimed under a lease, sent once, then marked sent; a failure is retried
-with exponential backoff (or after the channel's Retry-After), a refusal is given up and
+Every message is claimed under a lease, sent once, then marked sent. A transient failure
+(connection reset, timeout, 5xx) is first retried at once, a few times with tenacity's jittered
+backoff; if it persists, or the channel said when (429 Retry-After), the message waits in the
+outbox and is retried with exponential backoff for most of a day. A refusal is given up and
 logged. A channel failing again and again is skipped for a cooldown (its own breaker), and its
 messages wait in the outbox meanwhile rather than holding up the others.
 """
@@ -18,6 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from remediator.metrics import Metrics
 from remediator.notify.base import (
@@ -34,6 +42,15 @@ log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 30  # 5 s doubling to an hour: about 21 hours of trying
 SEND_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class QuickRetries:
+    """Retries within one send, for a blip; longer outages are the outbox's backoff."""
+
+    attempts: int = 3
+    first_wait: float = 0.5
+    max_wait: float = 4.0
 
 
 @dataclass
@@ -54,7 +71,9 @@ class OutboxSender:
         breaker_failures: int = 5,
         breaker_cooldown: float = 300.0,
         worker: str | None = None,
+        quick: QuickRetries = QuickRetries(),
     ) -> None:
+        self._quick = quick
         self._store = store
         self._channels = channels
         self._metrics = metrics
@@ -115,7 +134,7 @@ class OutboxSender:
             await self._store.outbox_done(entry.id, retry_at=retry, error="channel breaker open")
             return retry
         try:
-            await asyncio.wait_for(channel.send(message_of(entry)), SEND_TIMEOUT)
+            await self._send_quickly(name, channel, message_of(entry))
         except PermanentFailure as exc:
             await self._give_up(entry, str(exc))
             return None
@@ -163,6 +182,25 @@ class OutboxSender:
             await self._store.outbox_done(entry.id, sent_at=self._now())
         self._metrics.notifications_sent.labels(name, "sent").inc(len(entries))
         log.info("digest sent", channel=name, messages=len(entries))
+
+    async def _send_quickly(self, name: str, channel: Channel, message: Message) -> None:
+        """One send, each attempt under its timeout; the last failure is raised as it was."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._quick.attempts),
+            wait=wait_exponential_jitter(
+                multiplier=self._quick.first_wait,
+                max=self._quick.max_wait,
+                jitter=self._quick.first_wait,
+            ),
+            retry=retry_if_exception(_worth_retrying_now),
+            reraise=True,
+            before_sleep=lambda state: self._metrics.notifications_sent.labels(
+                name, "retried"
+            ).inc(),
+        )
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.wait_for(channel.send(message), SEND_TIMEOUT)
 
     def _trip(self, name: str, breaker: _Breaker) -> None:
         breaker.failures += 1
@@ -213,3 +251,10 @@ def message_of(entry: OutboxEntry) -> Message:
         links=m["links"],
         diagnostics=m.get("diagnostics", {}),
     )
+
+
+def _worth_retrying_now(exc: BaseException) -> bool:
+    """A blip is; a channel that said when to come back (429) is asked then, not now."""
+    if isinstance(exc, TimeoutError):
+        return True
+    return isinstance(exc, TransientFailure) and exc.retry_after is None

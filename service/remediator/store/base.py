@@ -36,6 +36,8 @@ class AlertRecord:
     first_received: datetime
     last_received: datetime
     deliveries: int
+    generator_url: str = ""  # the Prometheus expression that fired it
+    external_url: str = ""  # the Alertmanager that sent it
 
 
 @dataclass(frozen=True)

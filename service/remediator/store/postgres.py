@@ -59,9 +59,10 @@ WITH notification AS (
     RETURNING 1
 ), upserted AS (
     INSERT INTO alerts AS a (fingerprint, starts_at, alertname, status, labels, annotations,
-                             ends_at, generator_url, first_received, last_received, deliveries)
+                             ends_at, generator_url, first_received, last_received, deliveries,
+                             external_url)
     SELECT DISTINCT ON (fingerprint, starts_at) fingerprint, starts_at, alertname, status,
-           labels, annotations, ends_at, generator_url, $1, $1, 1
+           labels, annotations, ends_at, generator_url, $1, $1, 1, $14
     FROM incoming
     ORDER BY fingerprint, starts_at, status DESC
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
@@ -69,13 +70,18 @@ WITH notification AS (
         annotations = excluded.annotations,
         ends_at = COALESCE(excluded.ends_at, a.ends_at),
         last_received = excluded.last_received,
-        deliveries = a.deliveries + 1
+        deliveries = a.deliveries + 1,
+        external_url = excluded.external_url
     RETURNING 1
 )
 SELECT count(*) FROM queued
 """
 
 
+_ALERT_COLUMNS = (
+    "fingerprint, alertname, status, labels::text AS labels, annotations::text AS annotations,"
+    " starts_at, ends_at, first_received, last_received, deliveries, generator_url, external_url"
+)
 _OUTBOX_SELECT = (
     "id, channel, action, dedup_key, remediation_id, message::text AS message, created_at,"
     " next_attempt_at, attempts, sent_at, failed_at, last_error"
@@ -190,6 +196,7 @@ class PostgresStore:
                 [json_text(alert.annotations) for alert in alerts],
                 [alert.ends_at for alert in alerts],
                 [alert.generator_url for alert in alerts],
+                notification.external_url,
             )
         )
         return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
@@ -197,8 +204,7 @@ class PostgresStore:
     async def recent_alerts(self, limit: int) -> list[AlertRecord]:
         rows = await self._run(
             lambda db: db.fetch(
-                "SELECT fingerprint, alertname, status, labels::text, annotations::text, starts_at,"
-                " ends_at, first_received, last_received, deliveries FROM alerts"
+                f"SELECT {_ALERT_COLUMNS} FROM alerts"
                 " ORDER BY last_received DESC, fingerprint LIMIT $1",
                 limit,
             )
@@ -366,9 +372,7 @@ class PostgresStore:
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
         row = await self._run(
             lambda db: db.fetchrow(
-                "SELECT fingerprint, alertname, status, labels::text, annotations::text, starts_at,"
-                " ends_at, first_received, last_received, deliveries FROM alerts"
-                " WHERE fingerprint = $1 AND starts_at = $2",
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE fingerprint = $1 AND starts_at = $2",
                 fingerprint,
                 starts_at,
             )
@@ -696,4 +700,6 @@ def _alert_record(row: Any) -> AlertRecord:
         first_received=row["first_received"],
         last_received=row["last_received"],
         deliveries=row["deliveries"],
+        generator_url=row["generator_url"],
+        external_url=row["external_url"],
     )

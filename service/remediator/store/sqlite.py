@@ -36,17 +36,22 @@ T = TypeVar("T")
 
 _UPSERT_ALERT = """
 INSERT INTO alerts (fingerprint, starts_at, alertname, status, labels, annotations, ends_at,
-                    generator_url, first_received, last_received, deliveries)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    generator_url, first_received, last_received, deliveries, external_url)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     status = CASE WHEN alerts.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
     annotations = excluded.annotations,
     ends_at = COALESCE(excluded.ends_at, alerts.ends_at),
     last_received = excluded.last_received,
-    deliveries = alerts.deliveries + 1
+    deliveries = alerts.deliveries + 1,
+    external_url = excluded.external_url
 """
 
 
+_ALERT_COLUMNS = (
+    "fingerprint, alertname, status, labels, annotations, starts_at, ends_at, first_received,"
+    " last_received, deliveries, generator_url, external_url"
+)
 _OUTBOX_COLUMNS = (
     "id, channel, action, dedup_key, remediation_id, message, created_at, next_attempt_at,"
     " attempts, sent_at, failed_at, last_error"
@@ -112,8 +117,7 @@ class SQLiteStore:
     async def recent_alerts(self, limit: int) -> list[AlertRecord]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT fingerprint, alertname, status, labels, annotations, starts_at, ends_at,"
-                " first_received, last_received, deliveries FROM alerts"
+                f"SELECT {_ALERT_COLUMNS} FROM alerts"
                 " ORDER BY last_received DESC, fingerprint LIMIT ?",
                 (limit,),
             ).fetchall()
@@ -278,9 +282,7 @@ class SQLiteStore:
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
         row = await self._run(
             lambda db: db.execute(
-                "SELECT fingerprint, alertname, status, labels, annotations, starts_at, ends_at,"
-                " first_received, last_received, deliveries FROM alerts"
-                " WHERE fingerprint = ? AND starts_at = ?",
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE fingerprint = ? AND starts_at = ?",
                 (fingerprint, _iso(starts_at)),
             ).fetchone()
         )
@@ -641,6 +643,7 @@ def _record(
                     alert.generator_url,
                     received,
                     received,
+                    notification.external_url,
                 ),
             )
         db.execute("COMMIT")
@@ -675,7 +678,7 @@ def _event(row: tuple[Any, ...]) -> AlertEvent:
 
 def _alert_record(row: tuple[object, ...]) -> AlertRecord:
     (fingerprint, alertname, status, labels, annotations, starts_at, ends_at) = row[:7]
-    first_received, last_received, deliveries = row[7:]
+    first_received, last_received, deliveries, generator_url, external_url = row[7:]
     return AlertRecord(
         fingerprint=str(fingerprint),
         alertname=str(alertname),
@@ -687,6 +690,8 @@ def _alert_record(row: tuple[object, ...]) -> AlertRecord:
         first_received=_time(first_received),
         last_received=_time(last_received),
         deliveries=int(str(deliveries)),
+        generator_url=str(generator_url),
+        external_url=str(external_url),
     )
 
 
