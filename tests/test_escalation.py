@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +20,7 @@ from remediator.notify.outbox import MAX_ATTEMPTS, OutboxSender, QuickRetries
 from remediator.policy.schema import EscalateWhen
 from remediator.store import AlertRecord, OutboxEntry, Store
 from tests.test_guards import Clock
-from tests.test_runs import POLICY, World, policy, world
+from tests.test_runs import POLICY, World, open_world, policy, world, write_policies
 
 __all__ = ["policy", "world"]  # fixtures, used here
 
@@ -321,3 +322,27 @@ async def test_a_page_links_to_a_silence_on_the_alertmanager_that_sent_it(world:
     assert entry.message["links"]["Silence"].startswith(
         "http://alertmanager/#/silences/new?filter=%7Balertname%3D%22AppDown%22%2Capp%3D%22shop"
     )
+
+
+async def test_a_level_may_ask_for_no_email_when_the_incident_is_over(
+    store: Store, tmp_path: Path
+) -> None:
+    policies = write_policies(tmp_path / "policies", POLICY)  # P2: slack and email
+    matrix = policies / "escalation.yaml"
+    text = matrix.read_text()
+    rung = "    next: {after: 1h, level: P1}    # not answered within its response time: page\n"
+    assert rung in text
+    matrix.write_text(text.replace(rung, rung + "    resolved_email: false\n", 1))
+    async with open_world(store, policies) as world:
+        world.application.fix_status = 400
+        await world.post("firing")
+        await world.dispatcher.run_once()
+        world.application.fix_status = 200
+        await world.post("resolved")
+        await world.dispatcher.run_once()
+        assert await outbox(world.store, KEY) == [
+            ("slack", "trigger"),
+            ("email", "trigger"),
+            ("ladder", "climb"),
+            ("slack", "resolve"),  # and no email: this level did not ask for one
+        ]

@@ -98,7 +98,9 @@ class Escalator:
         latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
         already = paged(latest.values())
         if notify == "resolve":
-            channels = already
+            route = self._matrix().levels.get(remediation.plan.get("level", ""))
+            quiet = route is not None and not route.resolved_email
+            channels = [channel for channel in already if not (quiet and channel == "email")]
         else:
             # A channel that already heard this outcome of this incident is not told again:
             # a storm of alerts on one target, each blocked, is one message, not a hundred.

@@ -210,6 +210,9 @@ class LevelRoute(_Model):
     page_while_remediating: bool = False
     digest: Digest | None = None
     next: NextRung | None = None
+    resolved_email: bool = Field(
+        True, description="email when the incident is over (PagerDuty and Slack always hear it)"
+    )
 
 
 def _env_name(name: str) -> str:
