@@ -799,6 +799,22 @@ def _set_ready(pod: Obj, ready: bool) -> None:
                 "started": True,
                 "restartCount": 0 if ready else 3,
                 "state": {"running": {"startedAt": now}},
+                # A container that is not ready here has been restarting: how it last ended.
+                **(
+                    {}
+                    if ready
+                    else {
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 137,
+                                "reason": "OOMKilled",
+                                "startedAt": now,
+                                "finishedAt": now,
+                                "containerID": f"containerd://{'1' * 64}",
+                            }
+                        }
+                    }
+                ),
             }
         ],
         "startTime": now,

@@ -768,6 +768,22 @@ async def test_diagnose_collects_pods_events_and_history(
     assert await cluster.mark() == mark
 
 
+async def test_diagnose_says_how_restarting_containers_last_ended(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    assert isinstance(cluster, FakeCluster)
+    await cluster.seed_deployment("api", replicas=2, ready=0)
+    result = await actions.diagnose(NoParams(), cluster.context("api"))
+    [first, second] = result.data["pods"]
+    for pod in (first, second):
+        assert pod["restarts"] == 3
+        [ended] = pod["last_terminated"]
+        assert ended.startswith("app: OOMKilled (exit 137) at ")
+    await cluster.seed_deployment("web", replicas=1)
+    [healthy] = (await actions.diagnose(NoParams(), cluster.context("web"))).data["pods"]
+    assert healthy["last_terminated"] == []
+
+
 # -- API errors ------------------------------------------------------------------------------
 
 

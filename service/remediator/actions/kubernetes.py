@@ -711,8 +711,22 @@ def _pod_summary(pod: Any) -> dict[str, Any]:
         "ready": _pod_ready(pod),
         "restarts": sum(int(s.restart_count or 0) for s in statuses),
         "waiting": waiting,
+        "last_terminated": [_last_terminated(s) for s in statuses if _terminated(s) is not None],
         "node": pod.spec.node_name if pod.spec else None,
     }
+
+
+def _terminated(status: Any) -> Any:
+    last = status.last_state
+    return last.terminated if last is not None else None
+
+
+def _last_terminated(status: Any) -> str:
+    """How a container last ended, e.g. `api: OOMKilled (exit 137) at 2027-01-15T08:00:00Z`:
+    what a crash loop's page must say."""
+    ended = _terminated(status)
+    at = f" at {_iso(ended.finished_at)}" if ended.finished_at else ""
+    return f"{status.name}: {ended.reason or 'terminated'} (exit {ended.exit_code}){at}"
 
 
 def _history_entry(replica_set: Any) -> dict[str, Any]:
