@@ -46,7 +46,8 @@ def errors_for(directory: Path, files: dict[str, str]) -> list[str]:
 def test_the_shipped_policies_are_valid() -> None:
     out = io.StringIO()
     assert check(SHIPPED, out) == 0
-    assert "4 policies valid" in out.getvalue()
+    shipped = len(list(SHIPPED.glob("*.yaml"))) - 2  # the matrix and the guard rails aside
+    assert f"{shipped} policies valid" in out.getvalue()
 
 
 def test_a_valid_policy_loads(policy_dir: Path) -> None:
