@@ -353,6 +353,20 @@ async def test_outcomes_of_other_runs_change_nothing_while_not_closed(
 # Concurrency cap
 
 
+async def test_a_run_done_with_its_steps_frees_its_slot_while_it_is_verified(
+    guards: GuardBackend, clock: FakeClock
+) -> None:
+    def capped(run_id: str) -> Attempt:
+        return attempt(run_id, max_concurrent=1, run_ttl=60)
+
+    assert (await guards.admit(capped("first"))).allowed
+    lease = await guards.acquire_lease("api", "first", 60)
+    assert lease is not None
+    assert (await guards.admit(capped("second"))).guard == "concurrency"
+    await guards.release_lease(lease)  # its steps are done; it waits for its alert to resolve
+    assert (await guards.admit(capped("second"))).allowed
+
+
 async def test_concurrency_cap_and_slot_expiry(guards: GuardBackend, clock: FakeClock) -> None:
     def capped(run_id: str) -> Attempt:
         return attempt(run_id, max_concurrent=2, run_ttl=60)

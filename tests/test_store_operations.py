@@ -180,6 +180,32 @@ async def test_a_replica_is_not_woken_by_another_deployment_in_the_same_database
         await ours.close()
 
 
+async def test_only_a_delivery_that_queued_something_wakes_the_replicas(
+    postgres_dsn: str,
+) -> None:
+    store = await open_store(postgres_dsn)
+    listener = await asyncpg.connect(postgres_dsn.partition("?")[0])
+    schema = postgres_dsn.partition("search_path=")[2]
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    def hear(_: object, __: int, ___: str, payload: object) -> None:
+        if payload in (schema, "marker"):  # other tests' schemas may share the database
+            heard.put_nowait(str(payload))
+
+    try:
+        await listener.add_listener("remediator_events", hear)
+        await store.record_notification(notification("fp", NOW), b"{}", NOW)
+        await store.record_notification(notification("fp", NOW), b"{}", NOW)  # a repeat
+        await listener.execute("SELECT pg_notify('remediator_events', 'marker')")
+        received = [await asyncio.wait_for(heard.get(), 10)]
+        while received[-1] != "marker":
+            received.append(await asyncio.wait_for(heard.get(), 10))
+        assert received == [schema, "marker"]  # delivered in commit order: nothing for the repeat
+    finally:
+        await listener.close()
+        await store.close()
+
+
 def migrate(database_url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "remediator", "migrate", "--database-url", database_url],

@@ -159,7 +159,11 @@ class GuardBackend(Protocol):
         """The fencing check: is this lease still the target's current one?"""
         ...
 
-    async def release_lease(self, lease: Lease) -> None: ...
+    async def release_lease(self, lease: Lease) -> None:
+        """The run (the lease's owner) is done with its steps: free its slot under the
+        concurrency cap, and the target unless another holds it now. Its breaker trial and
+        rate-limit entries stay until its outcome is recorded."""
+        ...
 
     async def seed(self, history: Sequence[PastRun]) -> None:
         """Rebuild rate logs and breakers from the store's runs; a no-op once seeded."""

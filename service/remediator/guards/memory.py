@@ -117,6 +117,7 @@ class MemoryGuards:
         )
 
     async def release_lease(self, lease: Lease) -> None:
+        self._slots.pop(lease.owner, None)  # the owner is the run: its steps are done
         current = self._leases.get(lease.target)
         if current is not None and (current.token, current.owner) == (lease.token, lease.owner):
             del self._leases[lease.target]

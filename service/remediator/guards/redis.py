@@ -231,9 +231,11 @@ if token == ARGV[3] and owner == ARGV[4] and expires > clock(ARGV[1]) then retur
 return 0
 """
 
-# Drops the target's lease if it is still this one (a newer holder's stays).
-# KEYS: leases. ARGV: target, token, owner.
+# The run's steps are done: frees its slot under the cap (the owner is the run), and drops the
+# target's lease if it is still this one (a newer holder's stays).
+# KEYS: leases, slots. ARGV: target, token, owner.
 _RELEASE = """
+redis.call('ZREM', KEYS[2], ARGV[3])
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
 local token, _, owner = parse_lease(current)
@@ -466,7 +468,8 @@ class RedisGuards:
 
     async def release_lease(self, lease: Lease) -> None:
         args = [lease.target, str(lease.token), lease.owner]
-        await self._call(self._release([self._key("leases")], args), "release_lease")
+        keys = [self._key("leases"), self._key("slots")]
+        await self._call(self._release(keys, args), "release_lease")
 
     async def seed(self, history: Sequence[PastRun]) -> None:
         logs, breakers = replay(history)

@@ -1,14 +1,18 @@
 -- Several replicas: a statement that queues alert events tells the others at commit
 -- (LISTEN remediator_events), so an idle replica starts at once instead of at its next poll.
--- Statement-level: one notification per intake statement, however many alerts it carries.
+-- Statement-level: one notification per intake statement, however many alerts it carries, and
+-- none when it queued nothing (a repeat from Alertmanager: ON CONFLICT DO NOTHING).
 -- The payload is the schema, so deployments sharing a database wake only their own replicas.
 CREATE FUNCTION remediator_events_queued() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('remediator_events', current_schema());
+    IF EXISTS (SELECT 1 FROM queued) THEN
+        PERFORM pg_notify('remediator_events', current_schema());
+    END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER alert_events_queued AFTER INSERT ON alert_events
+    REFERENCING NEW TABLE AS queued
     FOR EACH STATEMENT EXECUTE FUNCTION remediator_events_queued();
 
 -- Retention: raw bodies are pruned once no event refers to them.
