@@ -144,9 +144,15 @@ async def create_app(settings: Settings) -> web.Application:
         log.info("store closed")
 
     async def dispatch(app: web.Application) -> AsyncIterator[None]:
-        async with open_actions(settings.kubeconfig) as actions:
+        async with open_actions(
+            settings.kubeconfig,
+            aws_region=settings.aws_region,
+            aws_role_arn=settings.aws_role_arn,
+            aws_endpoint_url=settings.aws_endpoint_url,
+        ) as actions:
             runner = Runner(store, app[GUARDS], policies, actions)
-            dispatcher = Dispatcher(store, runner, lease=timedelta(seconds=settings.lease_seconds))
+            lease = timedelta(seconds=settings.lease_seconds)
+            dispatcher = Dispatcher(store, runner, lease=lease)
             app[INTAKE].on_new_events = dispatcher.wake
             stop = asyncio.Event()
             task = asyncio.create_task(dispatcher.run(stop))

@@ -7,6 +7,7 @@ typo in a variable name or a live install without webhook authentication must no
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +70,17 @@ class Settings(BaseSettings):
     retention_days: int = Field(
         30, ge=1, le=3650, description="alerts, runs and messages older than this are pruned"
     )
+    aws_region: str | None = Field(
+        None, description="AWS region for the aws.* actions; unset: they can only run in dry-run"
+    )
+    aws_role_arn: str | None = Field(
+        None,
+        description="IAM role the aws.* actions assume through STS; unset: the default"
+        " credential chain",
+    )
+    aws_endpoint_url: str | None = Field(
+        None, description="one endpoint for every AWS API (localstack, moto); unset: AWS's own"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -93,6 +105,31 @@ class Settings(BaseSettings):
         if value is None or value.startswith(("redis://", "rediss://", "unix://")):
             return value
         raise ValueError(f"expected redis://, rediss:// or unix://, got {value!r}")
+
+    @field_validator("aws_region")
+    @classmethod
+    def _aws_region_is_a_region(cls, value: str | None) -> str | None:
+        if value is None or _AWS_REGION.fullmatch(value):
+            return value
+        raise ValueError(f"expected an AWS region such as eu-west-1, got {value!r}")
+
+    @field_validator("aws_role_arn")
+    @classmethod
+    def _aws_role_arn_is_a_role(cls, value: str | None) -> str | None:
+        if value is None or _AWS_ROLE_ARN.fullmatch(value):
+            return value
+        raise ValueError(
+            f"expected an IAM role ARN such as arn:aws:iam::123456789012:role/NAME, got {value!r}"
+        )
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _aws_endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is None or (
+            value.startswith(("http://", "https://")) and not any(ch.isspace() for ch in value)
+        ):
+            return value
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
 
     @field_validator("webhook_token", "webhook_username", "webhook_password", "api_token")
     @classmethod
@@ -119,6 +156,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set REMEDIATOR_WEBHOOK_TOKEN or REMEDIATOR_WEBHOOK_USERNAME/PASSWORD, not both"
             )
+        if self.aws_region is None and (self.aws_role_arn or self.aws_endpoint_url):
+            raise ValueError(
+                "REMEDIATOR_AWS_ROLE_ARN and REMEDIATOR_AWS_ENDPOINT_URL need"
+                " REMEDIATOR_AWS_REGION: set it, or unset them"
+            )
         if self.mode == "live" and self.webhook_token is None and not all(basic):
             raise ValueError(
                 "REMEDIATOR_MODE=live refuses to start without webhook authentication: set"
@@ -134,6 +176,10 @@ class Settings(BaseSettings):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_AWS_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 
 def env_name(field: str) -> str:

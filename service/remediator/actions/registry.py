@@ -2,7 +2,7 @@
 
 Without a Kubernetes API (no kubeconfig, not in a cluster) Kubernetes is dry-run only: a
 change says what it would do (live mode or not, and the run ends `dry_run`), a read fails and
-says why.
+says why. So is AWS without a region (REMEDIATOR_AWS_REGION).
 """
 
 from __future__ import annotations
@@ -13,21 +13,39 @@ from pathlib import Path
 
 import aiohttp
 
+from remediator.actions.alertmanager import AlertmanagerActions
 from remediator.actions.base import Action, StepContext, StepResult, dry_run, failed
+from remediator.actions.docker import DockerActions
 from remediator.actions.http import HttpActions
+from remediator.actions.postgres import PostgresActions
 from remediator.actions.prometheus import PrometheusActions
 from remediator.policy.actions import CATALOGUE, Params
 
 
 @asynccontextmanager
-async def open_actions(kubeconfig: Path | None) -> AsyncIterator[dict[str, Action]]:
+async def open_actions(
+    kubeconfig: Path | None,
+    *,
+    aws_region: str | None = None,
+    aws_role_arn: str | None = None,
+    aws_endpoint_url: str | None = None,
+) -> AsyncIterator[dict[str, Action]]:
+    from remediator.actions.aws import open_aws_actions
     from remediator.actions.kubernetes import KubernetesActions, kubernetes_client
 
-    async with aiohttp.ClientSession() as session:
+    async with (
+        aiohttp.ClientSession() as session,
+        open_aws_actions(aws_region, aws_role_arn, aws_endpoint_url) as aws,
+    ):
         actions: dict[str, Action] = {
-            name: _unconfigured(name) for name in CATALOGUE if name.startswith("kubernetes.")
+            name: _unconfigured(name)
+            for name in CATALOGUE
+            if name.startswith(("kubernetes.", "aws."))
         }
+        actions |= aws
         actions |= HttpActions(session).actions() | PrometheusActions(session).actions()
+        actions |= DockerActions().actions() | AlertmanagerActions(session).actions()
+        actions |= PostgresActions().actions()
         client = await kubernetes_client(kubeconfig)
         if client is None:
             yield actions
@@ -39,15 +57,17 @@ async def open_actions(kubeconfig: Path | None) -> AsyncIterator[dict[str, Actio
 
 
 NO_KUBERNETES = "no Kubernetes API configured (run in a cluster, or set REMEDIATOR_KUBECONFIG)"
+NO_AWS = "no AWS region configured (set REMEDIATOR_AWS_REGION)"
 
 
 def _unconfigured(name: str) -> Action:
     mutating = CATALOGUE[name].mutating
+    reason = NO_AWS if name.startswith("aws.") else NO_KUBERNETES
 
     async def unconfigured(params: Params, context: StepContext) -> StepResult:
         what = f"{name} on {context.target}"
         if mutating:
-            return dry_run(f"would run {what}: dry-run only, {NO_KUBERNETES}")
-        return failed(f"cannot read {what}: {NO_KUBERNETES}")
+            return dry_run(f"would run {what}: dry-run only, {reason}")
+        return failed(f"cannot read {what}: {reason}")
 
     return unconfigured

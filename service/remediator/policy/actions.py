@@ -163,6 +163,223 @@ class GitHubRateLimit(Params):
     min_remaining: int = Field(0, ge=0, description="the step fails when fewer remain")
 
 
+def _dsn_env(name: str) -> str:
+    """As the escalation matrix's `*_env` fields (policy.schema): a variable, not a setting."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"expected the name of an environment variable, got {name!r}")
+    if name.startswith("REMEDIATOR_"):
+        raise ValueError(
+            f"{name}: REMEDIATOR_* variables are the service's own settings; name it otherwise"
+        )
+    return name
+
+
+DsnEnv = Annotated[str, AfterValidator(_dsn_env)]
+
+
+class _Postgres(Params):
+    dsn_env: DsnEnv = Field(
+        "DATABASE_URL", description="the environment variable holding the database's DSN"
+    )
+    timeout: Duration = Field(
+        default="10s", validate_default=True, description="to connect, and for each statement"
+    )
+
+
+class _PostgresBackends(_Postgres):
+    """Which backends a step may signal; the remediator's own sessions are never among them."""
+
+    database: str | None = Field(None, description="only backends connected to this database")
+    user: str | None = Field(None, description="only backends of this role")
+    application_name: str | None = Field(None, description="only backends of this application")
+
+
+class TerminateIdleConnections(_PostgresBackends):
+    idle_for: Duration = Field(description="terminate connections idle for longer than this")
+    include_idle_in_transaction: bool = Field(
+        False, description="also terminate sessions idle in an open transaction"
+    )
+    max_terminate: int = Field(20, ge=1, description="at most this many per run")
+
+
+class CancelLongQueries(_PostgresBackends):
+    running_for: Duration = Field(description="cancel queries active for longer than this")
+    terminate: bool = Field(
+        False, description="pg_terminate_backend (the whole session) instead of pg_cancel_backend"
+    )
+    max_cancel: int = Field(20, ge=1, description="at most this many per run")
+
+
+class ConnectionReport(_Postgres):
+    long_running: Duration = Field(
+        default="1m", validate_default=True, description="list queries running longer than this"
+    )
+    limit: int = Field(50, ge=1, description="at most this many rows in each list")
+
+
+def _aws_name(what: str, pattern: str, longest: int) -> AfterValidator:
+    """An AWS resource name; before rendering, template expressions may stand in."""
+    compiled = re.compile(pattern)
+
+    def check(value: str, info: ValidationInfo) -> str:
+        checked = value if info.context == RENDERED else _TEMPLATE_EXPRESSION.sub("x", value)
+        if len(checked) > longest or not compiled.fullmatch(checked):
+            raise ValueError(f"expected {what}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+AutoScalingGroupName = Annotated[
+    str, _aws_name("an Auto Scaling group name (1 to 255 characters)", r"[^\x00-\x1f\x7f]+", 255)
+]
+EksName = Annotated[
+    str,
+    _aws_name(
+        "an EKS name (a letter or digit, then letters, digits, '-' and '_')",
+        r"[A-Za-z0-9][A-Za-z0-9_-]*",
+        100,
+    ),
+]
+RdsIdentifier = Annotated[
+    str,
+    _aws_name(
+        "an RDS identifier (a letter, then letters, digits and single hyphens, 1 to 63"
+        " characters, not ending in '-')",
+        r"[A-Za-z](-?[A-Za-z0-9])*",
+        63,
+    ),
+]
+
+
+class Capacity(Params):
+    """Set the desired capacity to `desired`, or change it by `by`, always clamped to both the
+    resource's own bounds and the policy's [min, max]."""
+
+    desired: int | None = Field(None, ge=0)
+    by: int | None = None
+    min: int = Field(0, ge=0, description="never below this (nor below the group's own minimum)")
+    max: int = Field(ge=0, description="never above this (nor above the group's own maximum)")
+
+    @model_validator(mode="after")
+    def _one_way_within_bounds(self) -> Capacity:
+        if (self.desired is None) == (self.by is None):
+            raise ValueError("set exactly one of desired and by")
+        if self.min > self.max:
+            raise ValueError("min is above max")
+        return self
+
+
+class AutoScalingSetCapacity(Capacity):
+    group: AutoScalingGroupName
+
+
+class EksNodegroupScale(Capacity):
+    cluster: EksName
+    nodegroup: EksName
+
+
+class RdsCreateSnapshot(Params):
+    instance: RdsIdentifier = Field(description="the DB instance identifier")
+    prefix: RdsIdentifier = Field(
+        "remediator", description="the snapshot is PREFIX-INSTANCE-YYYYMMDDHHMMSS (run start)"
+    )
+    wait_up_to: Duration = Field(
+        default="0s",
+        validate_default=True,
+        description="wait this long for the snapshot to become available (0s: do not wait)",
+    )
+
+
+def _docker_name(value: str, info: ValidationInfo) -> str:
+    """A container, Compose project or service name; before rendering, templates stand in."""
+    checked = value if info.context == RENDERED else _TEMPLATE_EXPRESSION.sub("x", value)
+    if len(checked) > 255 or not _DOCKER_NAME.fullmatch(checked):
+        raise ValueError(
+            f"expected a container, Compose project or service name (a letter or digit, then"
+            f" letters, digits, '_', '.' and '-'), got {value!r}"
+        )
+    return value
+
+
+_DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+DockerName = Annotated[str, AfterValidator(_docker_name)]
+
+
+def _socket_path(value: str) -> str:
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError(f"expected the absolute path of the Docker socket, got {value!r}")
+    return value
+
+
+class DockerRestartContainer(Params):
+    """The container by its name, or a Compose service's containers by their labels."""
+
+    name: DockerName | None = Field(None, description="the container's name, exactly")
+    project: DockerName | None = Field(
+        None, description="with service: the Compose project (com.docker.compose.project)"
+    )
+    service: DockerName | None = Field(
+        None, description="with project: the Compose service (com.docker.compose.service)"
+    )
+    socket: Annotated[str, AfterValidator(_socket_path)] = Field(
+        "/var/run/docker.sock", description="the Docker Engine API's unix socket"
+    )
+    stop_timeout: Duration = Field(
+        default="10s",
+        validate_default=True,
+        description="wait this long for the container to stop before it is killed",
+    )
+    max_containers: int = Field(1, ge=1, description="refuse when more containers than this match")
+
+    @model_validator(mode="after")
+    def _one_way_to_find(self) -> DockerRestartContainer:
+        by_labels = (self.project, self.service)
+        if self.name is not None and by_labels != (None, None):
+            raise ValueError("set name, or project and service, not both")
+        if self.name is None and None in by_labels:
+            raise ValueError("set name, or both project and service")
+        return self
+
+
+def _label_name(value: str) -> str:
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value):
+        raise ValueError(f"expected a label name such as alertname, got {value!r}")
+    return value
+
+
+LabelName = Annotated[str, AfterValidator(_label_name)]
+
+
+class _Silences(Params):
+    url: HttpUrl = Field(description="the Alertmanager, e.g. http://alertmanager:9093")
+    matchers: dict[LabelName, str] = Field(
+        min_length=1,
+        description="label -> value (templates from the alert); a value rendering empty is left"
+        " out, so `{{ labels.x | default('') }}` matches on x only when the alert has it",
+    )
+    created_by: str = Field("remediator", min_length=1, description="the silence's author")
+    timeout: Duration = Field(default="10s", validate_default=True)
+
+
+class AlertmanagerSilence(_Silences):
+    duration: Duration = Field(default="1h", validate_default=True)
+    comment: str | None = Field(
+        None, description="default: the target and the run's start; name the policy here"
+    )
+
+    @model_validator(mode="after")
+    def _lasts(self) -> AlertmanagerSilence:
+        if self.duration.total_seconds() <= 0:
+            raise ValueError("duration must be longer than 0s")
+        return self
+
+
+class AlertmanagerExpireSilence(_Silences):
+    """The silence is found again by its matchers and author: on_resolved runs without the
+    firing run's step data."""
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     name: str
@@ -177,7 +394,7 @@ class ActionSpec:
 
 
 # Reads whose data rides along with every escalation of the run, not just their message.
-DIAGNOSTIC = frozenset({"kubernetes.diagnose"})
+DIAGNOSTIC = frozenset({"kubernetes.diagnose", "postgres.connection_report"})
 
 CATALOGUE: dict[str, ActionSpec] = {
     spec.name: spec
@@ -208,10 +425,64 @@ CATALOGUE: dict[str, ActionSpec] = {
         ),
         ActionSpec("github.rate_limit", GitHubRateLimit, False, "read GitHub's rate limit"),
         ActionSpec(
+            "postgres.terminate_idle_connections",
+            TerminateIdleConnections,
+            True,
+            "terminate connections idle longer than a threshold, never the remediator's own",
+        ),
+        ActionSpec(
+            "postgres.cancel_long_queries",
+            CancelLongQueries,
+            True,
+            "cancel (or terminate) queries running longer than a threshold",
+        ),
+        ActionSpec(
+            "postgres.connection_report",
+            ConnectionReport,
+            False,
+            "connections by state and client, long-running queries, ungranted locks",
+        ),
+        ActionSpec(
             "prometheus.query",
             PrometheusQuery,
             False,
             "an instant PromQL query: ok when it returns samples, all within the bounds",
+        ),
+        ActionSpec(
+            "aws.autoscaling_set_capacity",
+            AutoScalingSetCapacity,
+            True,
+            "set an Auto Scaling group's desired capacity within bounds",
+        ),
+        ActionSpec(
+            "aws.eks_nodegroup_scale",
+            EksNodegroupScale,
+            True,
+            "set an EKS managed node group's desired size within bounds",
+        ),
+        ActionSpec(
+            "aws.rds_create_snapshot",
+            RdsCreateSnapshot,
+            True,
+            "take a manual snapshot of an RDS DB instance, e.g. before a risky step",
+        ),
+        ActionSpec(
+            "docker.restart_container",
+            DockerRestartContainer,
+            True,
+            "restart a container, or a Compose service's, through the Docker Engine API",
+        ),
+        ActionSpec(
+            "alertmanager.silence",
+            AlertmanagerSilence,
+            True,
+            "silence the alert in Alertmanager (reused while one of ours is active)",
+        ),
+        ActionSpec(
+            "alertmanager.expire_silence",
+            AlertmanagerExpireSilence,
+            True,
+            "expire the silences alertmanager.silence made with these matchers and author",
         ),
     ]
 }
