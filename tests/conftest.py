@@ -29,6 +29,8 @@ from remediator.store import Store, open_store
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+# The shipped policies, the severity matrix and the guard rails aside.
+SHIPPED_POLICY_COUNT = len(list(SHIPPED_POLICIES.glob("*.yaml"))) - 2
 POSTGRES_ADMIN_DSN = os.environ.get("REMEDIATOR_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
 
 

@@ -21,7 +21,7 @@ from remediator.config import Settings
 from remediator.logs import configure_logging
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store
-from tests.conftest import sample
+from tests.conftest import SHIPPED_POLICY_COUNT, sample
 
 Client = TestClient[Any, Any]
 AUTH = {"Authorization": "Bearer s3cret"}
@@ -286,7 +286,7 @@ async def test_health_reports_each_dependency(client: Client) -> None:
     assert body["status"] == "ok"
     assert body["checks"] == {
         "store": {"status": "ok"},
-        "policies": {"status": "ok", "policies": "4"},
+        "policies": {"status": "ok", "policies": str(SHIPPED_POLICY_COUNT)},
         "guards": {"status": "ok"},
         "kill_switch": {"status": "ok"},
         "escalation": {"status": "ok", "channels": "none"},

@@ -18,7 +18,7 @@ import pytest
 from remediator.alerts import Notification
 from remediator.cli import main
 from remediator.store import open_store
-from tests.conftest import SHIPPED_POLICIES, sample
+from tests.conftest import SHIPPED_POLICIES, SHIPPED_POLICY_COUNT, sample
 from tests.service_process import ServiceProcess, eventually
 
 
@@ -172,14 +172,16 @@ async def test_the_service_reloads_policies_on_file_change_and_on_sighup(tmp_pat
             (policies / "high-error-rate.yaml").unlink()
             os.kill(service.process.pid, signal.SIGHUP)
 
-            async def three_policies() -> bool:
-                return (await policies_check()) == {"status": "ok", "policies": "3"}
+            left = str(SHIPPED_POLICY_COUNT - 1)
 
-            await eventually(three_policies, what="the reload after the file was removed")
+            async def one_policy_less() -> bool:
+                return (await policies_check()) == {"status": "ok", "policies": left}
+
+            await eventually(one_policy_less, what="the reload after the file was removed")
             async with session.get(f"{service.url}/metrics") as answer:
                 metrics = await answer.text()
             assert 'remediator_policy_reloads_total{outcome="failed"}' in metrics
-            assert "remediator_policies_loaded 3.0" in metrics
+            assert f"remediator_policies_loaded {left}.0" in metrics
     finally:
         assert service.stop() == 0
 

@@ -138,7 +138,11 @@ _PRUNE_REST = [
     ("outbox", f"DELETE FROM outbox WHERE dedup_key IN ({_OLD_INCIDENTS.format(cutoff='$1')})"),
     ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
 ]
-_EVENTS_CHANNEL = "remediator_events"  # see migration 0005
+_EVENTS_CHANNEL = "remediator_events"
+# Wake-ups are sent after the intake's commit, in a transaction of their own, at most this
+# often: PostgreSQL serialises the commits of every notifying transaction on one lock, so a
+# NOTIFY inside each intake transaction would queue every acknowledgement behind the others.
+_WAKE_EVERY = 0.05
 
 
 class PostgresStore:
@@ -146,6 +150,8 @@ class PostgresStore:
         self._pool = pool
         self._dsn = dsn
         self._listener: asyncpg.Connection | None = None
+        self._waking: asyncio.Task[None] | None = None
+        self._wake_again = False
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
@@ -199,7 +205,31 @@ class PostgresStore:
                 notification.external_url,
             )
         )
+        if accepted:
+            self._wake_replicas()
         return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
+
+    def _wake_replicas(self) -> None:
+        """Tell every replica listening that events were queued: one NOTIFY for the events
+        committed meanwhile, however many, in its own transaction. The payload is the schema,
+        so deployments sharing a database wake only their own replicas."""
+        if self._waking is not None and not self._waking.done():
+            self._wake_again = True
+            return
+        self._waking = asyncio.create_task(self._send_wakes())
+
+    async def _send_wakes(self) -> None:
+        self._wake_again = True
+        while self._wake_again:
+            self._wake_again = False
+            try:
+                await self._run(
+                    lambda db: db.execute("SELECT pg_notify($1, current_schema())", _EVENTS_CHANNEL)
+                )
+            except StoreUnavailable as exc:  # the others' poll finds the work
+                log.warning("replicas not woken", error=str(exc))
+                return
+            await asyncio.sleep(_WAKE_EVERY)
 
     async def recent_alerts(self, limit: int) -> list[AlertRecord]:
         rows = await self._run(
@@ -619,6 +649,8 @@ class PostgresStore:
         await self._run(lambda db: db.fetchval("SELECT 1"))
 
     async def close(self) -> None:
+        if self._waking is not None:
+            await self._waking
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
