@@ -29,7 +29,7 @@ from remediator.notify.channels import ChannelSet, open_channels
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
 from remediator.policy_reload import LivePolicies
-from remediator.remediation.dispatcher import Dispatcher
+from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.runner import Runner
 from remediator.retention import prune_periodically
 from remediator.store import Store, open_store
@@ -151,8 +151,11 @@ async def create_app(settings: Settings) -> web.Application:
             aws_endpoint_url=settings.aws_endpoint_url,
         ) as actions:
             runner = Runner(store, app[GUARDS], policies, actions)
-            lease = timedelta(seconds=settings.lease_seconds)
-            dispatcher = Dispatcher(store, runner, lease=lease)
+            # An event's claim outlives the target lease its run holds (both renewed every
+            # third of their time), so the worker that takes a dead worker's event over finds
+            # the target free, not still held by the dead run.
+            claim = timedelta(seconds=settings.lease_seconds * CLAIM_OVER_LEASE)
+            dispatcher = Dispatcher(store, runner, lease=claim)
             app[INTAKE].on_new_events = dispatcher.wake
             stop = asyncio.Event()
             task = asyncio.create_task(dispatcher.run(stop))

@@ -15,14 +15,17 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from remediator.remediation.runner import Runner
-from remediator.store import AlertEvent, Store, StoreUnavailable
+from remediator.store import AlertEvent, Remediation, Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
+
+CLAIM_OVER_LEASE = 1.5  # an event's claim lasts this many target leases
 
 
 class Dispatcher:
@@ -70,32 +73,63 @@ class Dispatcher:
         """Claim and run one batch, then end overdue verifications; how many events ran."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         events = await self._store.claim_events(self.worker, now, now + self._lease, self._batch)
-        for event in events:
-            await self._handle(event)
+        if events:
+            # Every claim of the batch is renewed while any waits its turn: an event claimed
+            # and left to lapse would be taken by another replica and run twice.
+            batch = _Batch({event.id for event in events})
+            renewing = asyncio.create_task(self._keep_claims(batch))
+            try:
+                for event in events:
+                    if event.id in batch.held:
+                        await self._handle(event, batch)
+            finally:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
         await self._runner.check_verifications()
         await self._runner.expire_verifications()
         return len(events)
 
-    async def _handle(self, event: AlertEvent) -> None:
-        renewing = asyncio.create_task(self._keep_claim(event))
+    async def _handle(self, event: AlertEvent, batch: _Batch) -> None:
+        running = asyncio.create_task(self._runner.handle(event))
+        batch.running[event.id] = running
         try:
-            await self._runner.handle(event)
+            await running
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if this is not None and this.cancelling():  # the dispatcher itself is stopped
+                running.cancel()
+                raise
+            log.error("claim lost mid-run: stopped; the worker that has it goes on", event=event.id)
+            return
         except StoreUnavailable:
             raise  # the claim lapses and the event is retried
         except Exception:
             log.exception("event failed; it will not be retried", event_id=event.id)
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            batch.running.pop(event.id, None)
+            batch.held.discard(event.id)
         await self._store.complete_event(
             event.id, self.worker, datetime.fromtimestamp(self._clock(), UTC)
         )
 
-    async def _keep_claim(self, event: AlertEvent) -> None:
-        while True:
+    async def _keep_claims(self, batch: _Batch) -> None:
+        while batch.held:
             await asyncio.sleep(self._lease.total_seconds() / 3)
             until = datetime.fromtimestamp(self._clock(), UTC) + self._lease
-            if not await self._store.renew_event(event.id, self.worker, until):
-                log.error("claim on event lost to another worker", event_id=event.id)
-                return
+            for event_id in list(batch.held):
+                if await self._store.renew_event(event_id, self.worker, until):
+                    continue
+                # Taken over (this worker stalled past its lease): as if it had died, its
+                # run stops here, and the worker that has the event now finishes it.
+                batch.held.discard(event_id)
+                running = batch.running.get(event_id)
+                if running is not None:
+                    running.cancel()
+                log.error("claim on event lost to another worker", event_id=event_id)
+
+
+@dataclass
+class _Batch:
+    held: set[int]  # events still claimed by this worker and not done
+    running: dict[int, asyncio.Task[Remediation | None]] = field(default_factory=dict)
