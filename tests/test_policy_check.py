@@ -117,6 +117,12 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
             id="template-syntax",
         ),
         pytest.param(
+            ('"{{ labels.deployment }}"', '"{{ lables.deployment }}"'),
+            "p.yaml:7:9: target.name: template uses 'lables', which it cannot see"
+            " (it sees alert, annotations, labels)",
+            id="template-unknown-name",
+        ),
+        pytest.param(
             ("steps:", "stepz:"),
             "p.yaml:8:1: stepz: Extra inputs are not permitted",
             id="unknown-field",
@@ -331,3 +337,17 @@ def test_a_digest_time_must_be_a_quoted_time_of_day_in_a_known_zone(
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
     assert error.startswith(f"{policy_dir}/escalation.yaml:{expected}")
+
+
+def test_a_condition_may_name_earlier_steps_but_nothing_unknown(policy_dir: Path) -> None:
+    steps = "steps:\n  - id: health\n    action: http.check\n    params: {url: http://x}\n"
+    then = "  - action: kubernetes.rollout_restart\n    when: not steps.health.ok"
+    valid = VALID.replace("steps:\n  - action: kubernetes.rollout_restart", steps + then)
+    assert load_policies_in(policy_dir, valid)
+    [error] = errors_for(policy_dir, {"p.yaml": valid.replace("steps.health", "stpes.health")})
+    assert error.startswith(f"{policy_dir}/p.yaml:13:11: steps[1].when: expression uses 'stpes'")
+
+
+def load_policies_in(directory: Path, text: str) -> object:
+    (directory / "p.yaml").write_text(text)
+    return load_policies(directory)

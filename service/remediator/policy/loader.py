@@ -18,7 +18,7 @@ from remediator.policy.actions import CATALOGUE, ActionSpec
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import EscalationMatrix, Guardrails, Policy
 from remediator.policy.source import Document, Location, Position, SourceError, read_yaml
-from remediator.policy.templates import template_syntax_error
+from remediator.policy.templates import CONDITION_NAMES, template_syntax_error
 
 MATRIX_FILE = "escalation.yaml"
 GUARDRAILS_FILE = "guardrails.yaml"
@@ -178,7 +178,7 @@ def _template_errors(document: Document) -> Iterator[SourceError]:
     for location in _step_locations(value):
         condition = _at(value, location).get("when")
         if condition is not None:
-            problem = template_syntax_error("{{ " + str(condition) + " }}")
+            problem = template_syntax_error("{{ " + str(condition) + " }}", CONDITION_NAMES)
             if problem:
                 yield document.error(
                     (*location, "when"), problem.replace("template", "expression", 1)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 # Renders are always text: a native environment would literal_eval a label value of "[1, 2]"
@@ -32,12 +32,23 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
-def template_syntax_error(text: str) -> str | None:
-    """What is wrong with the template's syntax, or None; checked when policies load."""
+TEMPLATE_NAMES = frozenset({"labels", "annotations", "alert"})
+CONDITION_NAMES = TEMPLATE_NAMES | {"steps"}
+
+
+def template_syntax_error(text: str, known: frozenset[str] = TEMPLATE_NAMES) -> str | None:
+    """What is wrong with the template, or None; checked when policies load. A name the
+    template cannot see (`lables.pod`) is caught here, not when an alert first needs it."""
     try:
         _compiled(text)
+        unknown = sorted(meta.find_undeclared_variables(_ENVIRONMENT.parse(text)) - known)
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message} (line {exc.lineno} of the template)"
+    if unknown:
+        return (
+            f"template uses {', '.join(map(repr, unknown))}, which it cannot see"
+            f" (it sees {', '.join(sorted(known))})"
+        )
     return None
 
 
