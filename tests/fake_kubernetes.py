@@ -11,6 +11,8 @@ its status codes (Status objects for 404 NotFound, 409 Conflict, 422 Invalid, 41
     GET, DELETE /api/v1/namespaces/{ns}/pods/{name}      (DeleteOptions.preconditions.uid)
     GET, PATCH  /api/v1/namespaces/{ns}/configmaps/{name}
     GET         /api/v1/namespaces/{ns}/events
+    GET         /api/v1/nodes/{name}                     (cluster-scoped)
+    GET         /api/v1/pods?fieldSelector=spec.nodeName=...&labelSelector=...   (all namespaces)
 
 PATCH takes the content types kubernetes-asyncio sends: application/strategic-merge-patch+json
 (a dict body; applied as a JSON merge patch, which is what it means for the maps the actions
@@ -27,9 +29,10 @@ events are recorded (ScalingReplicaSet, Killing). Rollouts finish at once, unles
 them (`hold_rollouts`, then `converge`, or `converge_after_reads`): no timing is involved.
 
 Tests seed objects (`seed_deployment` with N ready pods and a revision history,
-`seed_configmap`, `seed_pod`, `seed_event`), inspect them (`get`, `pods_of`), see the requests
-made (`requests`) and inject failures (`fail_next`). Start it with `await fake.start(port)` on a
-loopback port and point `kubernetes_asyncio.client.Configuration(host=fake.url)` at it.
+`seed_configmap`, `seed_pod`, `seed_event`, `seed_node`), inspect them (`get`, `pods_of`), see
+the requests made (`requests`) and inject failures (`fail_next`). Start it with
+`await fake.start(port)` on a loopback port and point
+`kubernetes_asyncio.client.Configuration(host=fake.url)` at it.
 
 The same tests run against a real cluster (kind): with REMEDIATOR_TEST_KUBECONFIG set, the
 fixture in test_kubernetes_actions.py seeds through the API instead (a namespace per test) and
@@ -62,6 +65,7 @@ KINDS = {
     "Pod": ("v1", "pods", ""),
     "ConfigMap": ("v1", "configmaps", ""),
     "Event": ("v1", "events", ""),
+    "Node": ("v1", "nodes", ""),
     "Scale": ("autoscaling/v1", "deployments", "apps"),
 }
 _REASONS = {
@@ -174,6 +178,38 @@ def _get(node: Any, key: Any, *, missing: bool = False) -> Any:
         return _MISSING if missing else None
 
 
+# The pod fields the API server can select on (a few of them) and the pod's value of each.
+_POD_FIELDS = {
+    "metadata.name": lambda pod: pod["metadata"]["name"],
+    "metadata.namespace": lambda pod: pod["metadata"]["namespace"],
+    "spec.nodeName": lambda pod: pod["spec"].get("nodeName", ""),
+    "status.phase": lambda pod: pod["status"].get("phase", ""),
+}
+
+
+def field_matches(selector: str | None, pod: Obj) -> bool:
+    """A pod field selector as the API server reads it (=, ==, !=, comma-separated); a field it
+    cannot select on is a 400, as on the real server."""
+    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
+        negated = "!=" in term
+        field, _, value = term.replace("!=", "=").replace("==", "=").partition("=")
+        if field not in _POD_FIELDS:
+            raise ApiError(400, f"field label not supported: {field}")
+        if (_POD_FIELDS[field](pod) == value) == negated:
+            return False
+    return True
+
+
+def _resource_path(path: str) -> str:
+    """What `fail_next` calls a request's resource: "deployments", "deployments/scale",
+    "pods" (in a namespace or in all), "nodes"."""
+    parts = path.strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]  # /api/v1/..., /apis/GROUP/VERSION/...
+    if len(parts) > 2 and parts[0] == "namespaces":
+        parts = parts[2:]
+    return "/".join(parts[:1] + parts[2:3])
+
+
 _SET_SELECTOR = re.compile(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$")
 
 
@@ -256,6 +292,8 @@ class FakeKubernetes:
         app.router.add_route("GET", base_core + "/configmaps/{name}", self._get("ConfigMap"))
         app.router.add_route("PATCH", base_core + "/configmaps/{name}", self._patch_configmap)
         app.router.add_route("GET", base_core + "/events", self._list("Event"))
+        app.router.add_route("GET", "/api/v1/nodes/{name}", self._get_node)
+        app.router.add_route("GET", "/api/v1/pods", self._list_all_pods)
         app.middlewares.append(self._middleware)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -272,9 +310,7 @@ class FakeKubernetes:
         self.requests.append(
             (request.method, request.path, request.headers.get("Content-Type", ""))
         )
-        resource = request.path.split("/namespaces/", 1)[-1].split("/")
-        plural = resource[1] if len(resource) > 1 else ""
-        sub = f"{plural}/{resource[3]}" if len(resource) > 3 else plural
+        sub = _resource_path(request.path)
         for fault in self._faults:
             if fault.times > 0 and fault.method == request.method and fault.resource == sub:
                 fault.times -= 1
@@ -368,11 +404,48 @@ class FakeKubernetes:
         self.objects[("ConfigMap", namespace, name)] = cm
         return copy.deepcopy(cm)
 
-    def seed_pod(self, namespace: str, name: str, labels: dict[str, str]) -> Obj:
-        """A ready pod owned by nothing (or by whatever the test adds)."""
-        pod = self._pod(namespace, name, labels, owner=None, ready=True)
+    def seed_pod(
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        *,
+        node: str = "kind-worker",
+        ready: bool = True,
+        phase: str = "Running",
+    ) -> Obj:
+        """A pod owned by nothing (or by whatever the test adds), on `node`."""
+        pod = self._pod(namespace, name, labels, owner=None, ready=ready, node=node)
+        pod["status"]["phase"] = phase
         self.objects[("Pod", namespace, name)] = pod
         return copy.deepcopy(pod)
+
+    def seed_node(
+        self,
+        name: str,
+        *,
+        ready: str = "True",
+        unschedulable: bool = False,
+        taints: list[Obj] | None = None,
+    ) -> Obj:
+        """A Node as the kubelet reports it; `ready` is its Ready condition's status ("True",
+        "False" or "Unknown": the kubelet stopped posting, as after a crash or a partition)."""
+        now = datetime.now(UTC)
+        node: Obj = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": self._metadata("", name, now - timedelta(days=3)),
+            "spec": {"podCIDR": "10.244.1.0/24", "providerID": f"kind://docker/kind/{name}"},
+            "status": node_status(name, ready, now),
+        }
+        del node["metadata"]["namespace"]
+        node["metadata"]["labels"] = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+        if unschedulable:
+            node["spec"]["unschedulable"] = True
+        if taints:
+            node["spec"]["taints"] = copy.deepcopy(taints)
+        self.objects[("Node", "", name)] = node
+        return copy.deepcopy(node)
 
     def seed_event(self, namespace: str, about: Obj, reason: str, message: str) -> None:
         self._event(about, reason, message, kind="Warning")
@@ -422,6 +495,25 @@ class FakeKubernetes:
             )
 
         return handler
+
+    async def _get_node(self, request: web.Request) -> web.Response:
+        found = self.objects.get(("Node", "", request.match_info["name"]))
+        if found is None:
+            raise not_found("Node", request.match_info["name"])
+        return web.json_response(found)
+
+    async def _list_all_pods(self, request: web.Request) -> web.Response:
+        labels, fields = request.query.get("labelSelector"), request.query.get("fieldSelector")
+        items = [
+            obj
+            for (kind, _, _), obj in sorted(self.objects.items())
+            if kind == "Pod"
+            and matches(labels, obj["metadata"].get("labels") or {})
+            and field_matches(fields, obj)
+        ]
+        version = str(next(self._versions))
+        body = {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": version}}
+        return web.json_response(body | {"items": items})
 
     async def _get_deployment(self, request: web.Request) -> web.Response:
         dep = self._find("Deployment", request)
@@ -690,7 +782,13 @@ class FakeKubernetes:
         }
 
     def _pod(
-        self, namespace: str, name: str, labels: dict[str, str], owner: Obj | None, ready: bool
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        owner: Obj | None,
+        ready: bool,
+        node: str = "kind-worker",
     ) -> Obj:
         template = (
             owner["spec"]["template"]["spec"]
@@ -707,7 +805,7 @@ class FakeKubernetes:
                 labels=dict(labels),
                 ownerReferences=[_owner(owner)] if owner else [],
             ),
-            "spec": {**copy.deepcopy(template), "nodeName": "kind-worker"},
+            "spec": {**copy.deepcopy(template), "nodeName": node},
             "status": {},
         }
         _set_ready(pod, ready)
@@ -753,6 +851,65 @@ def pod_template(labels: dict[str, str], revision: int) -> Obj:
                 }
             ],
             "terminationGracePeriodSeconds": 1,
+        },
+    }
+
+
+_NODE_CONDITIONS = [
+    # type, status when healthy, its reason then, its message then
+    ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
+    ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+]
+
+
+def node_status(name: str, ready: str, now: datetime) -> Obj:
+    """A Node's status as the kubelet posts it; once it stops posting ("Unknown"), the node
+    controller sets every condition Unknown, as it does."""
+    stale = ready == "Unknown"
+    conditions = []
+    for kind, healthy, reason, message in _NODE_CONDITIONS:
+        status, why, says = healthy, reason, message
+        if stale:
+            status, why, says = (
+                "Unknown",
+                "NodeStatusUnknown",
+                "Kubelet stopped posting node status.",
+            )
+        elif kind == "Ready" and ready == "False":
+            status, why, says = "False", "KubeletNotReady", "container runtime is down"
+        conditions.append(
+            {
+                "type": kind,
+                "status": status,
+                "reason": why,
+                "message": says,
+                "lastHeartbeatTime": timestamp(now - timedelta(minutes=10 if stale else 0)),
+                "lastTransitionTime": timestamp(now - timedelta(minutes=6)),
+            }
+        )
+    resources = {"cpu": "4", "memory": "16374584Ki", "pods": "110", "ephemeral-storage": "100Gi"}
+    return {
+        "capacity": resources,
+        "allocatable": {**resources, "cpu": "3800m", "memory": "15850296Ki"},
+        "conditions": conditions,
+        "addresses": [
+            {"type": "InternalIP", "address": "172.18.0.3"},
+            {"type": "Hostname", "address": name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "machineID": "0" * 32,
+            "systemUUID": str(uuid.uuid4()),
+            "bootID": str(uuid.uuid4()),
+            "kernelVersion": "6.8.0-45-generic",
+            "osImage": "Debian GNU/Linux 12 (bookworm)",
+            "containerRuntimeVersion": "containerd://2.1.1",
+            "kubeletVersion": "v1.33.1",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
         },
     }
 

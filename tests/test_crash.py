@@ -32,6 +32,7 @@ from tests.service_process import ServiceProcess, eventually
 from tests.test_guards import Clock
 from tests.test_kubernetes_actions import Cluster, actions, cluster
 from tests.test_runs import POLICY
+from tests.webhooks import webhook, webhook_alert
 
 __all__ = ["actions", "cluster"]  # fixtures, used here
 
@@ -83,26 +84,8 @@ async def test_a_killed_worker_s_run_is_interrupted_and_taken_over(
         "lease_seconds": "3",
     }
     first = await ServiceProcess.start(tmp_path, **settings)
-    alert = {
-        "status": "firing",
-        "labels": {"alertname": "AppDown", "app": "shop", "instance": hook[1]},
-        "annotations": {},
-        "startsAt": "2027-01-15T08:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": "fp-crash",
-    }
-    body = {
-        "version": "4",
-        "groupKey": "{}:{}",
-        "status": "firing",
-        "receiver": "remediator",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager",
-        "alerts": [alert],
-    }
+    labels = {"alertname": "AppDown", "app": "shop", "instance": hook[1]}
+    body = webhook(webhook_alert(labels, fingerprint="fp-crash", starts_at="2027-01-15T08:00:00Z"))
     try:
         headers = {"Authorization": "Bearer s3cret"}
         async with (
@@ -183,27 +166,10 @@ async def test_a_change_made_but_not_recorded_before_a_crash_is_not_made_again(
     )
     runner = Runner(store, guards, live, actions.actions(), clock=clock)
     received = datetime.fromtimestamp(clock(), UTC)
-    alert = {
-        "status": "firing",
-        "labels": {"alertname": "ApiDown"},
-        "annotations": {},
-        "startsAt": received.isoformat(),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": "fp-api",
-    }
-    body = {
-        "version": "4",
-        "groupKey": "{}:{}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "remediator",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager",
-        "alerts": [alert],
-    }
+    alert = webhook_alert(
+        {"alertname": "ApiDown"}, fingerprint="fp-api", starts_at=received.isoformat()
+    )
+    body = webhook(alert)
     await store.record_notification(Notification.model_validate(body), b"{}", received)
     lease = datetime.fromtimestamp(clock() + 60, UTC)
     [event] = await store.claim_events("dead", received, lease, 10)

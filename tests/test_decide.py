@@ -294,3 +294,14 @@ def test_explain_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
     _, errors = reader.communicate(timeout=60)
     assert b"Traceback" not in errors
     assert reader.returncode == 0
+
+
+def test_a_node_target_is_cluster_scoped_and_its_plan_only_reads(shipped: PolicySet) -> None:
+    decision = decide(
+        alert(alertname="NodeNotReady", node="worker-2", severity="high"), shipped, NOW
+    )
+    assert isinstance(decision, Plan)
+    assert (decision.target.kind, decision.target.namespace) == ("Node", None)
+    assert decision.rate_limit_key == "node-not-ready/-/worker-2"
+    assert decision.steps
+    assert not any(step.mutating for step in decision.steps + decision.on_resolved)

@@ -66,6 +66,12 @@ LEAST_PRIVILEGE = {
     ("", "configmaps", "patch"),
     ("", "events", "list"),
 }
+# What kubernetes.node_status reads, the one cluster-wide grant (a ClusterRole): a Node, and the
+# pods on it in every namespace. Reads only.
+CLUSTER_READS = {
+    ("", "nodes", "get"),
+    ("", "pods", "list"),
+}
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -186,24 +192,49 @@ def test_each_allowed_namespace_has_a_role_with_exactly_the_least_privilege_rule
             f"allowed_namespaces entry {namespace!r} is a pattern: RBAC needs one Role and "
             "RoleBinding per namespace it stands for (deploy/kubernetes/rbac.yaml)"
         )
-    assert not of_kind("ClusterRole")
-    assert not of_kind("ClusterRoleBinding")
     roles = of_kind("Role")
     assert sorted(role["metadata"]["namespace"] for role in roles) == sorted(allowed)
     for role in roles:
-        granted = {
-            (group, resource, verb)
-            for rule in role["rules"]
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-            for verb in rule["verbs"]
-        }
-        where = role["metadata"]["namespace"]
-        assert granted == LEAST_PRIVILEGE, (
-            f"in {where}: extra {sorted(granted - LEAST_PRIVILEGE)}, "
-            f"missing {sorted(LEAST_PRIVILEGE - granted)}"
+        where, rules = role["metadata"]["namespace"], granted(role)
+        assert rules == LEAST_PRIVILEGE, (
+            f"in {where}: extra {sorted(rules - LEAST_PRIVILEGE)}, "
+            f"missing {sorted(LEAST_PRIVILEGE - rules)}"
         )
         assert all("nonResourceURLs" not in rule for rule in role["rules"])
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of each rule of a Role or ClusterRole."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_one_cluster_role_grants_only_the_node_reads_to_remediator_only() -> None:
+    role = one("ClusterRole")
+    assert granted(role) == CLUSTER_READS, (
+        f"cluster-wide: extra {sorted(granted(role) - CLUSTER_READS)}, "
+        f"missing {sorted(CLUSTER_READS - granted(role))}"
+    )
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames, no URLs"
+        assert set(rule["verbs"]) <= {"get", "list"}, "cluster-wide, Remediator only reads"
+    binding = one("ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    account = one("ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+    assert "namespace" not in role["metadata"]
+    assert "namespace" not in binding["metadata"]
 
 
 def test_each_role_is_bound_to_remediators_service_account_only() -> None:
@@ -221,37 +252,42 @@ def test_each_role_is_bound_to_remediators_service_account_only() -> None:
     assert one("Deployment")["metadata"]["namespace"] == account["namespace"]
 
 
-def kubernetes_calls() -> set[tuple[str, str, str]]:
-    """(group, resource, verb) of every API call in the Kubernetes actions' source."""
+def kubernetes_calls() -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """(group, resource, verb) of every API call in the Kubernetes actions' source: those in a
+    namespace (`read_namespaced_pod`), and those across the cluster (`read_node`, a
+    cluster-scoped object; `list_pod_for_all_namespaces`)."""
     source = KUBERNETES_ACTIONS.read_text()
     calls = re.findall(r"self\._(apps|core)\.(\w+)\(", source)
     verbs = {"read": "get", "list": "list", "patch": "patch", "delete": "delete"}
     verbs |= {"create": "create", "replace": "update"}
-    found: set[tuple[str, str, str]] = set()
+    namespaced: set[tuple[str, str, str]] = set()
+    cluster: set[tuple[str, str, str]] = set()
     for api, method in calls:
-        parsed = re.fullmatch(r"(read|list|patch|delete|create|replace)_namespaced_(\w+)", method)
+        parsed = re.fullmatch(
+            r"(read|list|patch|delete|create|replace)_(namespaced_)?(\w+?)(_for_all_namespaces)?",
+            method,
+        )
         assert parsed, f"self._{api}.{method}: map this call to its RBAC verb in {__file__}"
-        verb, kind = parsed.groups()
+        verb, in_namespace, kind, all_namespaces = parsed.groups()
+        assert kind in {"node"} or in_namespace or all_namespaces, (
+            f"self._{api}.{method}: is {kind} cluster-scoped? Add it here, and to CLUSTER_READS"
+        )
         resource = kind.replace("_", "") + "s"
         if kind.endswith("_scale"):
             resource = kind.removesuffix("_scale").replace("_", "") + "s/scale"
-        found.add(("apps" if api == "apps" else "", resource, verbs[verb]))
-    return found
+        call = ("apps" if api == "apps" else "", resource, verbs[verb])
+        (namespaced if in_namespace else cluster).add(call)
+    return namespaced, cluster
 
 
 def test_every_call_the_kubernetes_actions_make_is_granted() -> None:
-    calls = kubernetes_calls()
-    assert len(calls) >= 10, f"found too few API calls to be the actions' source: {calls}"
+    namespaced, cluster = kubernetes_calls()
+    assert len(namespaced) >= 10, f"too few API calls to be the actions' source: {namespaced}"
     for role in of_kind("Role"):
-        granted = {
-            (g, r, v)
-            for rule in role["rules"]
-            for g in rule["apiGroups"]
-            for r in rule["resources"]
-            for v in rule["verbs"]
-        }
-        missing = calls - granted
+        missing = namespaced - granted(role)
         assert not missing, f"a 403 waiting to happen in {role['metadata']['namespace']}: {missing}"
+    # Cluster-wide, exactly what the actions read: no grant beyond them, none missing.
+    assert cluster == CLUSTER_READS == granted(one("ClusterRole"))
 
 
 def effective_security(container: dict[str, Any]) -> dict[str, Any]:
@@ -646,8 +682,19 @@ def test_each_alert_the_rules_fire_gets_a_plan_from_its_policy(
     decision = decide(firing(labels), shipped, NOW)
     assert isinstance(decision, Plan), decision
     assert decision.policy == policy_alertnames()[labels["alertname"]]
-    assert decision.target.namespace == labels["namespace"]
-    assert decision.target.name == labels["deployment"]
+    name_label, namespace_label = TARGET_LABELS.get(
+        labels["alertname"], ("deployment", "namespace")
+    )
+    assert decision.target.name == labels[name_label]
+    assert decision.target.namespace == (labels[namespace_label] if namespace_label else None)
+
+
+# The label each alert's target is named by, and its namespace's (none: cluster-scoped, or not
+# in Kubernetes); the others' are `deployment` and `namespace`.
+TARGET_LABELS: dict[str, tuple[str, str | None]] = {
+    "NodeNotReady": ("node", None),
+    "PostgresConnectionsHigh": ("instance", None),
+}
 
 
 # --- docker compose --------------------------------------------------------------------------

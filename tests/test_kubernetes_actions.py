@@ -32,7 +32,9 @@ from remediator.actions.kubernetes import KubernetesActions, kubernetes_client
 from remediator.engine.plan import RenderedTarget
 from remediator.policy.actions import (
     CATALOGUE,
+    DIAGNOSTIC,
     DeletePod,
+    NodeStatus,
     NoParams,
     PatchConfigMap,
     RolloutRestart,
@@ -69,6 +71,9 @@ class Cluster:
 
     async def seed_pod(self, name: str, labels: dict[str, str]) -> None:
         raise NotImplementedError
+
+    async def ensure_node(self, name: str) -> None:
+        """The node `name` exists and is Ready (on kind it does already: its pods run there)."""
 
     async def deployment(self, name: str) -> Obj:
         found = await self.apps.read_namespaced_deployment(name, self.namespace)
@@ -130,6 +135,11 @@ class FakeCluster(Cluster):
     async def seed_pod(self, name: str, labels: dict[str, str]) -> None:
         assert self.fake is not None
         self.fake.seed_pod(self.namespace, name, labels)
+
+    async def ensure_node(self, name: str) -> None:
+        assert self.fake is not None
+        if self.fake.get("Node", "", name) is None:
+            self.fake.seed_node(name)
 
     async def mark(self) -> object:
         assert self.fake is not None
@@ -255,6 +265,8 @@ async def test_every_kubernetes_catalogue_name_has_an_implementation(
     assert set(actions.actions()) == names
     assert {"kubernetes.wait_rollout", "kubernetes.patch_configmap", "kubernetes.diagnose"} <= names
     assert not CATALOGUE["kubernetes.diagnose"].mutating
+    assert not CATALOGUE["kubernetes.node_status"].mutating
+    assert "kubernetes.node_status" in DIAGNOSTIC  # its data rides along with the page
     with pytest.raises(ValueError, match="wait_up_to"):
         WaitRollout.model_validate({})
 
@@ -782,6 +794,192 @@ async def test_diagnose_says_how_restarting_containers_last_ended(
     await cluster.seed_deployment("web", replicas=1)
     [healthy] = (await actions.diagnose(NoParams(), cluster.context("web"))).data["pods"]
     assert healthy["last_terminated"] == []
+
+
+# -- node_status -----------------------------------------------------------------------------
+
+
+def node_context(name: str) -> StepContext:
+    return StepContext(RenderedTarget("Node", name, None, None, None), False, datetime.now(UTC))
+
+
+async def test_node_status_reads_a_ready_node_and_the_pods_on_it(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", replicas=2)
+    node = (await cluster.pods("api"))[0]["spec"]["nodeName"]
+    ours = [p for p in await cluster.pods("api") if p["spec"]["nodeName"] == node]
+    await cluster.ensure_node(node)
+    mark = await cluster.mark()
+    result = await actions.node_status(NodeStatus(), node_context(node))
+    assert result.outcome is Outcome.OK, result.message
+    data = result.data
+    assert (data["node"], data["ready"], data["unschedulable"]) == (node, "True", False)
+    ready = next(c for c in data["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert datetime.fromisoformat(ready["last_transition_time"]) <= datetime.now(UTC)
+    assert {"MemoryPressure", "DiskPressure", "PIDPressure"} <= {
+        c["type"] for c in data["conditions"]
+    }
+    assert {"cpu", "memory", "pods"} <= set(data["capacity"])
+    assert {"cpu", "memory", "pods"} <= set(data["allocatable"])
+    pods = data["pods"]
+    assert pods["total"] >= len(ours)
+    assert pods["by_phase"]["Running"] >= len(ours)
+    if cluster.fake:  # on kind, the node's system pods are listed too
+        assert pods == {
+            "total": 2,
+            "by_phase": {"Running": 2},
+            "not_ready_count": 0,
+            "not_ready": [],
+        }
+        assert (
+            result.message
+            == f"node {node}: Ready True (KubeletReady), 0 taints; 2 pods (2 Running), 0 not ready"
+        )
+    assert await cluster.mark() == mark
+
+
+UNREACHABLE = [
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "effect": "NoSchedule",
+        "timeAdded": "2027-01-15T08:00:00Z",
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "effect": "NoExecute",
+        "timeAdded": "2027-01-15T08:00:05Z",
+    },
+]
+
+
+async def test_node_status_says_why_a_node_is_not_ready_and_which_pods_are_not(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    fake.seed_node("worker-2", ready="Unknown", unschedulable=True, taints=UNREACHABLE)
+    fake.seed_node("worker-3")
+    fake.seed_pod("prod", "api-a", {"app": "api"}, node="worker-2")
+    fake.seed_pod("prod", "web-b", {"app": "web"}, node="worker-2", ready=False, phase="Pending")
+    fake.seed_pod("monitoring", "exporter", {"app": "exporter"}, node="worker-2", ready=False)
+    fake.seed_pod("batch", "job-1", {"app": "job"}, node="worker-2", ready=False, phase="Succeeded")
+    fake.seed_pod("prod", "elsewhere", {"app": "api"}, node="worker-3", ready=False)
+    fake.requests.clear()
+    result = await actions.node_status(NodeStatus(), node_context("worker-2"))
+    assert result.outcome is Outcome.OK, result.message
+    assert result.message == (
+        "node worker-2: Ready Unknown (NodeStatusUnknown), unschedulable, 2 taints; "
+        "4 pods (1 Pending, 2 Running, 1 Succeeded), 2 not ready"
+    )
+    data = result.data
+    ready = next(c for c in data["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "NodeStatusUnknown"
+    assert ready["message"] == "Kubelet stopped posting node status."
+    assert all(c["status"] == "Unknown" for c in data["conditions"])
+    assert data["taints"] == [
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "value": None,
+            "effect": "NoSchedule",
+            "time_added": "2027-01-15T08:00:00+00:00",
+        },
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "value": None,
+            "effect": "NoExecute",
+            "time_added": "2027-01-15T08:00:05+00:00",
+        },
+    ]
+    assert (data["capacity"]["cpu"], data["allocatable"]["cpu"]) == ("4", "3800m")
+    assert data["pods"] == {
+        "total": 4,
+        "by_phase": {"Pending": 1, "Running": 2, "Succeeded": 1},
+        "not_ready_count": 2,  # a finished pod is never ready, and is not counted
+        "not_ready": ["monitoring/exporter", "prod/web-b"],
+    }
+    assert [(method, path) for method, path, _ in fake.requests] == [
+        ("GET", "/api/v1/nodes/worker-2"),
+        ("GET", "/api/v1/pods"),
+    ]
+    limited = await actions.node_status(NodeStatus(limit=1), node_context("worker-2"))
+    assert limited.data["pods"]["not_ready"] == ["monitoring/exporter"]
+    assert limited.data["pods"]["not_ready_count"] == 2
+
+
+async def test_node_status_of_a_node_that_kubelet_reports_not_ready(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    fake.seed_node("worker-2", ready="False")
+    result = await actions.node_status(NodeStatus(), node_context("worker-2"))
+    assert result.message.startswith("node worker-2: Ready False (KubeletNotReady), 0 taints")
+    [ready] = [c for c in result.data["conditions"] if c["type"] == "Ready"]
+    assert ready["message"] == "container runtime is down"
+
+
+async def test_node_status_of_a_missing_node_fails_not_found(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    result = await actions.node_status(NodeStatus(), node_context("no-such-node"))
+    assert result.outcome is Outcome.FAILED
+    assert result.message == "node no-such-node not found"
+
+
+async def test_node_status_retries_a_busy_server_and_names_the_cluster_role_when_forbidden(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    fake.seed_node("worker-2")
+    fake.fail_next("GET", "nodes", 503)
+    with pytest.raises(Transient, match="503"):
+        await actions.node_status(NodeStatus(), node_context("worker-2"))
+    fake.fail_next("GET", "pods", 403)
+    result = await actions.node_status(NodeStatus(), node_context("worker-2"))
+    assert result.outcome is Outcome.FAILED
+    assert "forbidden (403)" in result.message
+    assert "a ClusterRole with that verb on that resource (RBAC)" in result.message
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        pytest.param(
+            RenderedTarget("Deployment", "api", "prod", None, None), "reads Nodes", id="deployment"
+        ),
+        pytest.param(
+            RenderedTarget("Node", "worker-2", "prod", None, None),
+            "nodes have none",
+            id="namespace",
+        ),
+        pytest.param(
+            RenderedTarget("Node", "worker-2,metadata.namespace=prod", None, None, None),
+            "not a Kubernetes object name",
+            id="selector-injection",
+        ),
+        pytest.param(RenderedTarget("Node", "", None, None, None), "not a Kubernetes", id="empty"),
+    ],
+)
+async def test_node_status_refuses_anything_but_a_node_by_name_without_a_call(
+    cluster: Cluster, actions: KubernetesActions, target: RenderedTarget, expected: str
+) -> None:
+    context = StepContext(target, False, datetime.now(UTC))
+    result = await actions.node_status(NodeStatus(), context)
+    assert result.outcome is Outcome.FAILED
+    assert expected in result.message
+    if cluster.fake:
+        assert cluster.fake.requests == []
+
+
+@pytest.mark.parametrize(("action", "params"), EVERY_ACTION)
+async def test_no_other_action_touches_a_node(
+    cluster: Cluster, actions: KubernetesActions, action: str, params: Any
+) -> None:
+    await cluster.ensure_node("worker-2")
+    mark = await cluster.mark()
+    result: StepResult = await getattr(actions, action)(params, node_context("worker-2"))
+    assert result.outcome is Outcome.FAILED
+    assert "act on Deployments, not 'Node'" in result.message
+    assert await cluster.mark() == mark
+    if cluster.fake:
+        assert cluster.fake.requests == []
 
 
 # -- API errors ------------------------------------------------------------------------------

@@ -351,3 +351,52 @@ def test_a_condition_may_name_earlier_steps_but_nothing_unknown(policy_dir: Path
 def load_policies_in(directory: Path, text: str) -> object:
     (directory / "p.yaml").write_text(text)
     return load_policies(directory)
+
+
+NODE = """\
+name: read-node
+match:
+  - alertname="NodeNotReady"
+target:
+  kind: Node
+  name: "{{ labels.node }}"
+steps:
+  - action: kubernetes.node_status
+rate_limit:
+  windows:
+    - {max: 2, per: 1h}
+"""
+
+
+def test_a_node_target_is_read_without_a_namespace(policy_dir: Path) -> None:
+    (policy_dir / "p.yaml").write_text(NODE)
+    [policy] = load_policies(policy_dir).policies
+    assert (policy.target.kind, policy.target.namespace) == ("Node", None)
+
+
+def test_a_node_target_allows_reads_only_and_each_change_is_named_at_its_line(
+    policy_dir: Path,
+) -> None:
+    changes = NODE.replace(
+        "  - action: kubernetes.node_status\n",
+        "  - action: kubernetes.node_status\n"
+        "  - action: kubernetes.diagnose\n"
+        "  - action: kubernetes.scale\n"
+        "    params: {by: -1, max_replicas: 3}\n",
+    ) + ("on_resolved:\n  - action: http.request\n    params: {url: 'http://drainer/uncordon'}\n")
+    errors = errors_for(policy_dir, {"p.yaml": changes})
+    assert errors == [
+        f"{policy_dir}/p.yaml:10:13: steps[2].action: a Node target allows reads only;"
+        " kubernetes.scale changes things",
+        f"{policy_dir}/p.yaml:16:13: on_resolved[0].action: a Node target allows reads only;"
+        " http.request changes things",
+    ]
+
+
+def test_a_node_target_names_no_namespace(policy_dir: Path) -> None:
+    text = NODE.replace("  kind: Node\n", "  kind: Node\n  namespace: prod\n")
+    [error] = errors_for(policy_dir, {"p.yaml": text})
+    assert error == (
+        f"{policy_dir}/p.yaml:5:3: target: a Node target is cluster-scoped and names only the"
+        " node; remove namespace"
+    )

@@ -29,6 +29,7 @@ from remediator.remediation.runner import Retrying, Runner
 from remediator.store import Remediation, Store
 from tests.conftest import SHIPPED_POLICIES
 from tests.test_guards import Clock
+from tests.webhooks import webhook, webhook_alert
 
 POLICY = """\
 name: probe-and-fix
@@ -105,27 +106,11 @@ class World:
     live: LivePolicies
 
     async def post(self, status: str, starts_at: str = "2027-01-15T08:00:00Z") -> None:
-        alert = {
-            "status": status,
-            "labels": {"alertname": "AppDown", "app": "shop", "instance": self.instance},
-            "annotations": {},
-            "startsAt": starts_at,
-            "endsAt": "2027-01-15T08:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
-            "generatorURL": "",
-            "fingerprint": f"fp-{starts_at}",
-        }
-        body = {
-            "version": "4",
-            "groupKey": '{}:{alertname="AppDown"}',
-            "truncatedAlerts": 0,
-            "status": status,
-            "receiver": "remediator",
-            "groupLabels": {},
-            "commonLabels": {},
-            "commonAnnotations": {},
-            "externalURL": "http://alertmanager",
-            "alerts": [alert],
-        }
+        labels = {"alertname": "AppDown", "app": "shop", "instance": self.instance}
+        alert = webhook_alert(
+            labels, fingerprint=f"fp-{starts_at}", starts_at=starts_at, status=status
+        )
+        body = webhook(alert, group_key='{}:{alertname="AppDown"}')
         received = datetime.fromtimestamp(self.clock(), UTC)
         await self.store.record_notification(Notification.model_validate(body), b"{}", received)
 

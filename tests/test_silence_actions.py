@@ -34,6 +34,7 @@ from tests.conftest import SHIPPED_POLICIES, free_port
 from tests.service_process import eventually
 from tests.test_alertmanager_end_to_end import ready
 from tests.test_guards import Clock
+from tests.webhooks import webhook, webhook_alert
 
 # Nothing is routed anywhere: these tests only read and write silences (and one alert).
 ALERTMANAGER_CONFIG = """
@@ -278,27 +279,11 @@ circuit_breaker:
 
 
 async def _post(store: Store, clock: Clock, status: str) -> None:
-    alert = {
-        "status": status,
-        "labels": {"alertname": "AppDown", "app": "shop"},
-        "annotations": {},
-        "startsAt": "2027-01-15T08:00:00Z",
-        "endsAt": "2027-01-15T08:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": "fp-silenced",
-    }
-    body = {
-        "version": "4",
-        "groupKey": '{}:{alertname="AppDown"}',
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "remediator",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager",
-        "alerts": [alert],
-    }
+    labels = {"alertname": "AppDown", "app": "shop"}
+    alert = webhook_alert(
+        labels, fingerprint="fp-silenced", starts_at="2027-01-15T08:00:00Z", status=status
+    )
+    body = webhook(alert, group_key='{}:{alertname="AppDown"}')
     received = datetime.fromtimestamp(clock(), UTC)
     await store.record_notification(Notification.model_validate(body), b"{}", received)
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,34 +22,22 @@ from remediator.store import (
     open_store,
 )
 from remediator.store.migrations import migrations
+from tests.webhooks import webhook, webhook_alert
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
 def notification(fingerprint: str, starts_at: datetime, status: str = "firing") -> Notification:
-    alert = {
-        "status": status,
-        "labels": {"alertname": "ApplicationDown", "instance": fingerprint},
-        "annotations": {},
-        "startsAt": starts_at.isoformat(),
-        "endsAt": (starts_at + DAY).isoformat() if status == "resolved" else "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": fingerprint,
-    }
-    body: dict[str, Any] = {
-        "version": "4",
-        "groupKey": "{}:{}",
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "remediator",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager",
-        "alerts": [alert],
-    }
-    return Notification.model_validate(body)
+    labels = {"alertname": "ApplicationDown", "instance": fingerprint}
+    alert = webhook_alert(
+        labels,
+        fingerprint=fingerprint,
+        starts_at=starts_at.isoformat(),
+        status=status,
+        ends_at=(starts_at + DAY).isoformat(),
+    )
+    return Notification.model_validate(webhook(alert))
 
 
 async def episode(store: Store, fingerprint: str, at: datetime, *, done: bool = True) -> None:

@@ -3,7 +3,9 @@
 Each action acts on its target Deployment and on nothing else: a target outside a namespace,
 or in kube-system, kube-public or kube-node-lease, is refused before any API call; a pod is
 deleted only when it belongs to the target (owned by one of its ReplicaSets and matching its
-selector), and an empty selector is an error, never "everything".
+selector), and an empty selector is an error, never "everything". One action reads beyond a
+namespace: `kubernetes.node_status` reads a Node and the pods on it, cluster-wide, and writes
+nothing (a Node target allows no change: policy.schema).
 
 Every action reads before it writes, so that a step re-run after a crash finds its work done:
 a restart, scale or undo records when it was made (an annotation on the Deployment) and a
@@ -20,6 +22,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +56,7 @@ from remediator.actions.base import (
 from remediator.engine.plan import RenderedTarget
 from remediator.policy.actions import (
     DeletePod,
+    NodeStatus,
     NoParams,
     PatchConfigMap,
     RolloutRestart,
@@ -115,24 +119,28 @@ class _Done(Exception):
         self.result = result
 
 
-def _api_errors(method: F) -> F:
-    """Map API and connection errors to Transient or a failed result with a useful message."""
+def _calls_api(refuse: Callable[[RenderedTarget], StepResult | None]) -> Callable[[F], F]:
+    """Refuse a wrong target before any call (`refuse`), then map API and connection errors
+    to Transient or a failed result with a useful message."""
 
-    @wraps(method)
-    async def wrapper(self: KubernetesActions, params: Any, context: StepContext) -> StepResult:
-        refusal = _refuse_target(context.target)
-        if refusal is not None:
-            return refusal
-        try:
-            return await method(self, params, context)
-        except _Done as done:
-            return done.result
-        except ApiException as exc:
-            return _api_failure(exc, context.target)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            raise Transient(f"Kubernetes API unreachable: {exc!r}") from exc
+    def decorate(method: F) -> F:
+        @wraps(method)
+        async def wrapper(self: KubernetesActions, params: Any, context: StepContext) -> StepResult:
+            refusal = refuse(context.target)
+            if refusal is not None:
+                return refusal
+            try:
+                return await method(self, params, context)
+            except _Done as done:
+                return done.result
+            except ApiException as exc:
+                return _api_failure(exc, context.target)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                raise Transient(f"Kubernetes API unreachable: {exc!r}") from exc
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _refuse_target(target: RenderedTarget) -> StepResult | None:
@@ -147,17 +155,40 @@ def _refuse_target(target: RenderedTarget) -> StepResult | None:
     return None
 
 
+_RFC1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _refuse_node(target: RenderedTarget) -> StepResult | None:
+    """Only a Node, by a valid name: the name goes into a field selector, where a comma would
+    add a term of its own."""
+    if target.kind != "Node":
+        return failed(f"kubernetes.node_status reads Nodes, not {target.kind!r}")
+    if target.namespace:
+        return failed(f"refusing to read node {target.name!r} in a namespace: nodes have none")
+    if len(target.name) > 253 or not _RFC1123_SUBDOMAIN.fullmatch(target.name):
+        return failed(f"refusing to read node {target.name!r}: not a Kubernetes object name")
+    return None
+
+
+_api_errors = _calls_api(_refuse_target)
+_node_api_errors = _calls_api(_refuse_node)
+
+
 def _api_failure(exc: ApiException, target: RenderedTarget) -> StepResult:
     status = int(exc.status or 0)
     message = _status_message(exc)
     if status in (409, 429) or status >= 500:
         raise Transient(f"Kubernetes API {status} {exc.reason}: {message}") from exc
     if status == 404:
-        return failed(f"{target.kind.lower()} {target.namespace}/{target.name} not found")
+        return failed(f"{target} not found")
     if status == 403:
+        grant = (
+            f"a Role with that verb on that resource in namespace {target.namespace}"
+            if target.namespace
+            else "a ClusterRole with that verb on that resource"
+        )
         return failed(
-            f"forbidden (403): {message}. Grant the remediator's ServiceAccount a Role with that "
-            f"verb on that resource in namespace {target.namespace} (RBAC)",
+            f"forbidden (403): {message}. Grant the remediator's ServiceAccount {grant} (RBAC)",
             status=status,
         )
     return failed(f"Kubernetes API {status} {exc.reason}: {message}", status=status)
@@ -321,6 +352,7 @@ class KubernetesActions:
             "kubernetes.delete_pod": self.delete_pod,
             "kubernetes.patch_configmap": self.patch_configmap,
             "kubernetes.diagnose": self.diagnose,
+            "kubernetes.node_status": self.node_status,
         }
 
     # -- reading -----------------------------------------------------------------------------
@@ -645,6 +677,18 @@ class KubernetesActions:
             **data,
         )
 
+    @_node_api_errors
+    async def node_status(self, params: NodeStatus, context: StepContext) -> StepResult:
+        """A read for the escalation of a NotReady node: its conditions, taints and capacity,
+        and the pods on it in every namespace. It changes nothing: a node is a person's."""
+        name = context.target.name
+        node = await self._core.read_node(name)
+        listed = await self._core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={name}"
+        )
+        data = _node_summary(node) | {"pods": _pods_on_node(listed.items, params.limit)}
+        return ok(_node_message(context.target, data), **data)
+
 
 def _undo_to(
     params: RolloutUndo, target: RenderedTarget, current: int, by_revision: Mapping[int, Any]
@@ -741,3 +785,64 @@ def _history_entry(replica_set: Any) -> dict[str, Any]:
         "images": [c.image for c in containers],
         "change_cause": (replica_set.metadata.annotations or {}).get(CHANGE_CAUSE),
     }
+
+
+def _node_summary(node: Any) -> dict[str, Any]:
+    """What `kubectl describe node` shows of why a node is not ready, as data."""
+    status, spec = node.status, node.spec
+    conditions = [
+        {
+            "type": c.type,
+            "status": c.status,
+            "reason": c.reason,
+            "message": c.message,
+            "last_transition_time": _iso(c.last_transition_time),
+        }
+        for c in (status.conditions if status else None) or []
+    ]
+    ready = next((c for c in conditions if c["type"] == "Ready"), None)
+    taints = [
+        {"key": t.key, "value": t.value, "effect": t.effect, "time_added": _iso(t.time_added)}
+        for t in (spec.taints if spec else None) or []
+    ]
+    return {
+        "node": node.metadata.name,
+        "ready": ready["status"] if ready else "Unknown",
+        "ready_reason": ready["reason"] if ready else None,
+        "conditions": conditions,
+        "unschedulable": bool(spec.unschedulable) if spec else False,
+        "taints": taints,
+        "capacity": dict((status.capacity if status else None) or {}),
+        "allocatable": dict((status.allocatable if status else None) or {}),
+    }
+
+
+def _pods_on_node(pods: list[Any], limit: int) -> dict[str, Any]:
+    """Counts by phase, and which pods are not ready (a finished pod is never ready: left out)."""
+    by_phase: dict[str, int] = {}
+    not_ready: list[str] = []
+    for pod in sorted(pods, key=lambda p: (p.metadata.namespace, p.metadata.name)):
+        phase = (pod.status.phase if pod.status else None) or "Unknown"
+        by_phase[phase] = by_phase.get(phase, 0) + 1
+        if phase != "Succeeded" and not _pod_ready(pod):
+            not_ready.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+    return {
+        "total": len(pods),
+        "by_phase": dict(sorted(by_phase.items())),
+        "not_ready_count": len(not_ready),
+        "not_ready": not_ready[:limit],
+    }
+
+
+def _node_message(target: RenderedTarget, data: Mapping[str, Any]) -> str:
+    """E.g. `node w-1: Ready Unknown (NodeStatusUnknown), unschedulable, 2 taints; 5 pods (1
+    Pending, 4 Running), 5 not ready`: the page's one line."""
+    reason = f" ({data['ready_reason']})" if data["ready_reason"] else ""
+    cordoned = ", unschedulable" if data["unschedulable"] else ""
+    pods = data["pods"]
+    phases = ", ".join(f"{count} {phase}" for phase, count in pods["by_phase"].items())
+    return (
+        f"{target}: Ready {data['ready']}{reason}{cordoned}, {len(data['taints'])} taints; "
+        f"{pods['total']} pods{f' ({phases})' if phases else ''}, "
+        f"{pods['not_ready_count']} not ready"
+    )

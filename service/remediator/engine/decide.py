@@ -111,6 +111,11 @@ def _target(policy: Policy, context: Mapping[str, Any], policies: PolicySet) -> 
         if url is not None and not re.fullmatch(r"https?://[^\s]+", url):
             raise RenderError(f"target url {url!r} is not an http(s) URL")
         return RenderedTarget(raw.kind, name, rendered["namespace"], None, url)
+    if raw.kind == "Node":
+        # Cluster-scoped, so no namespace to allow: a Node policy may only read (policy.schema
+        # refuses its changes at check time), and its name is checked like any object's.
+        name = check_dns_subdomain("target name", rendered["name"])
+        return RenderedTarget(raw.kind, name, None, None, None)
     namespace = check_dns_label("target namespace", rendered["namespace"])
     _check_namespace_allowed(namespace, policy, policies)
     name = check_dns_subdomain("target name", rendered["name"])

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from remediator.policy.durations import Duration
+from remediator.policy.envnames import EnvName
 
 
 class Params(BaseModel):
@@ -144,6 +145,12 @@ class DeletePod(Params):
     )
 
 
+class NodeStatus(Params):
+    """What `kubectl describe node` shows a person deciding about a NotReady node, as data."""
+
+    limit: int = Field(50, ge=1, description="at most this many not-ready pods named")
+
+
 class PatchConfigMap(Params):
     name: KubernetesName
     data: dict[str, str] = Field(min_length=1)
@@ -158,27 +165,13 @@ class PrometheusQuery(Params):
 
 
 class GitHubRateLimit(Params):
-    token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+    token_env: EnvName = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     api_url: HttpUrl = "https://api.github.com"
     min_remaining: int = Field(0, ge=0, description="the step fails when fewer remain")
 
 
-def _dsn_env(name: str) -> str:
-    """As the escalation matrix's `*_env` fields (policy.schema): a variable, not a setting."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"expected the name of an environment variable, got {name!r}")
-    if name.startswith("REMEDIATOR_"):
-        raise ValueError(
-            f"{name}: REMEDIATOR_* variables are the service's own settings; name it otherwise"
-        )
-    return name
-
-
-DsnEnv = Annotated[str, AfterValidator(_dsn_env)]
-
-
 class _Postgres(Params):
-    dsn_env: DsnEnv = Field(
+    dsn_env: EnvName = Field(
         "DATABASE_URL", description="the environment variable holding the database's DSN"
     )
     timeout: Duration = Field(
@@ -394,7 +387,9 @@ class ActionSpec:
 
 
 # Reads whose data rides along with every escalation of the run, not just their message.
-DIAGNOSTIC = frozenset({"kubernetes.diagnose", "postgres.connection_report"})
+DIAGNOSTIC = frozenset(
+    {"kubernetes.diagnose", "kubernetes.node_status", "postgres.connection_report"}
+)
 
 CATALOGUE: dict[str, ActionSpec] = {
     spec.name: spec
@@ -422,6 +417,12 @@ CATALOGUE: dict[str, ActionSpec] = {
             NoParams,
             False,
             "pods, recent events and rollout history, for the escalation",
+        ),
+        ActionSpec(
+            "kubernetes.node_status",
+            NodeStatus,
+            False,
+            "a node's conditions, taints, capacity and the pods on it, for the escalation",
         ),
         ActionSpec("github.rate_limit", GitHubRateLimit, False, "read GitHub's rate limit"),
         ActionSpec(

@@ -20,13 +20,16 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from remediator.policy.actions import CATALOGUE
 from remediator.policy.durations import Duration
+from remediator.policy.envnames import EnvName
 from remediator.policy.matchers import Matcher, MatcherError, parse_matcher
 
 Level = Literal["P1", "P2", "P3", "P4"]
@@ -75,15 +78,22 @@ class Step(_Model):
 
 
 class Target(_Model):
-    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Pod", "Application"]
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Pod", "Application", "Node"]
     name: str
     namespace: str | None = None
     container: str | None = None
     url: str | None = Field(None, description="base URL of an Application target")
 
     @model_validator(mode="after")
-    def _kubernetes_objects_have_a_namespace(self) -> Target:
-        if self.kind != "Application" and self.namespace is None:
+    def _namespaced_objects_have_a_namespace(self) -> Target:
+        if self.kind == "Node":
+            named = [f for f in ("namespace", "container", "url") if getattr(self, f) is not None]
+            if named:
+                raise ValueError(
+                    f"a Node target is cluster-scoped and names only the node; remove "
+                    f"{', '.join(named)}"
+                )
+        elif self.kind != "Application" and self.namespace is None:
             raise ValueError(f"a {self.kind} target needs a namespace")
         return self
 
@@ -165,6 +175,33 @@ class Policy(_Model):
             raise ValueError(f"step ids must be unique; repeated: {', '.join(duplicated)}")
         return steps
 
+    @field_validator("steps", "on_resolved")
+    @classmethod
+    def _a_node_is_only_read(cls, steps: list[Step], info: ValidationInfo) -> list[Step]:
+        """A Node target allows reads only: cordoning, draining or replacing a node moves every
+        pod on it, in every namespace, past the namespace allow-list; a person decides that."""
+        target = info.data.get("target")
+        if target is None or target.kind != "Node":
+            return steps
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "node_reads_only",
+                    "a Node target allows reads only; {action} changes things",
+                    {"action": step.action},
+                ),
+                loc=(index, "action"),
+                input=step.action,
+            )
+            for index, step in enumerate(steps)
+            if CATALOGUE[step.action].mutating
+        ]
+        if errors:
+            # A ValidationError (not a ValueError) so that each error sits at its step's
+            # `action`: `policies check` then names the very line.
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return steps
+
 
 def _clock_time(value: object) -> time:
     # YAML reads an unquoted 09:00 as the number 540 (base 60): refuse it rather than guess.
@@ -213,19 +250,6 @@ class LevelRoute(_Model):
     resolved_email: bool = Field(
         True, description="email when the incident is over (PagerDuty and Slack always hear it)"
     )
-
-
-def _env_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"expected the name of an environment variable, got {name!r}")
-    if name.startswith("REMEDIATOR_"):
-        raise ValueError(
-            f"{name}: REMEDIATOR_* variables are the service's own settings; name it otherwise"
-        )
-    return name
-
-
-EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class PagerDutyChannel(_Model):
