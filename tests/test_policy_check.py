@@ -400,3 +400,37 @@ def test_a_node_target_names_no_namespace(policy_dir: Path) -> None:
         f"{policy_dir}/p.yaml:5:3: target: a Node target is cluster-scoped and names only the"
         " node; remove namespace"
     )
+
+
+@pytest.mark.parametrize(
+    ("verify", "action", "params"),
+    [
+        ('http: "http://{{ labels.namespace }}:5000/health"', "http.check", "url"),
+        (
+            'promql: {url: "http://prometheus:9090", query: up == 0, below: 1}',
+            "prometheus.query",
+            "query",
+        ),
+    ],
+)
+def test_verify_http_and_promql_are_checks_written_short(
+    policy_dir: Path, verify: str, action: str, params: str
+) -> None:
+    text = VALID + f"verify:\n  resolved_within: 10m\n  {verify}\n"
+    [policy] = load_policies_in(policy_dir, text).policies  # type: ignore[attr-defined]
+    assert policy.verify.check is not None
+    assert policy.verify.check.action == action
+    assert params in policy.verify.check.params
+
+
+def test_a_short_check_with_a_wrong_parameter_or_beside_another_is_named(
+    policy_dir: Path,
+) -> None:
+    wrong = VALID + "verify:\n  promql: {url: 'http://prometheus:9090', qurey: up}\n"
+    missing, unknown = errors_for(policy_dir, {"p.yaml": wrong})
+    assert missing == f"{policy_dir}/p.yaml:14:11: verify.promql.query: Field required"
+    assert unknown.startswith(f"{policy_dir}/p.yaml:14:")
+    assert "verify.promql.qurey: unknown parameter 'qurey' for prometheus.query" in unknown
+    both = VALID + "verify:\n  http: http://x/health\n  promql: {url: http://p, query: up}\n"
+    [error] = errors_for(policy_dir, {"p.yaml": both})
+    assert error.startswith(f"{policy_dir}/p.yaml:14:3: verify: verify takes one of check,")

@@ -195,6 +195,11 @@ VERIFIED_BY_HEALTH = POLICY.replace(
     "verify:\n  resolved_within: 10m\n  check:\n    action: http.check\n"
     '    params: {url: "http://{{ labels.instance }}/health"}\n',
 )
+# The same, written short: `verify.http` is that check.
+VERIFIED_BY_HEALTH_SHORT = POLICY.replace(
+    "verify:\n  resolved_within: 10m\n",
+    'verify:\n  resolved_within: 10m\n  http: "http://{{ labels.instance }}/health"\n',
+)
 
 
 async def _still_firing(world: World, run: Remediation) -> bool:
@@ -203,7 +208,7 @@ async def _still_firing(world: World, run: Remediation) -> bool:
     return record.status == AlertStatus.FIRING
 
 
-@pytest.mark.parametrize("policy", [VERIFIED_BY_HEALTH])
+@pytest.mark.parametrize("policy", [VERIFIED_BY_HEALTH, VERIFIED_BY_HEALTH_SHORT])
 async def test_a_passing_health_check_verifies_the_run_before_the_alert_resolves(
     world: World,
 ) -> None:

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ValidationError
 
 from remediator.policy.actions import CATALOGUE, ActionSpec
 from remediator.policy.policyset import PolicySet
-from remediator.policy.schema import EscalationMatrix, Guardrails, Policy
+from remediator.policy.schema import (
+    VERIFY_SHORTHANDS,
+    EscalationMatrix,
+    Guardrails,
+    Policy,
+    shorthand_params,
+)
 from remediator.policy.source import Document, Location, Position, SourceError, read_yaml
 from remediator.policy.templates import CONDITION_NAMES, template_syntax_error
 
@@ -150,6 +156,20 @@ def _parameter_errors(document: Document) -> Iterator[SourceError]:
         except ValidationError as exc:
             unknown = partial(_unknown_parameter, spec)
             yield from _located(document, (*location, "params"), exc, unknown)
+    for location, name, value in _verify_shorthands(document.value):
+        spec = CATALOGUE[VERIFY_SHORTHANDS[name]]
+        try:
+            spec.params.model_validate(shorthand_params(name, value))
+        except ValidationError as exc:
+            yield from _located(document, location, exc, partial(_unknown_parameter, spec))
+
+
+def _verify_shorthands(value: Mapping[str, Any]) -> Iterator[tuple[Location, str, Any]]:
+    verify = value.get("verify")
+    if isinstance(verify, dict):
+        for name in VERIFY_SHORTHANDS:
+            if verify.get(name) is not None:
+                yield ("verify", name), name, verify[name]
 
 
 def _unknown_parameter(spec: ActionSpec, name: str) -> str:
@@ -170,6 +190,7 @@ def _template_errors(document: Document) -> Iterator[SourceError]:
     ]
     if isinstance(value.get("rate_limit"), dict) and "key" in value["rate_limit"]:
         places.append((("rate_limit", "key"), value["rate_limit"]["key"]))
+    places += [(location, part) for location, _, part in _verify_shorthands(value)]
     for location, part in places:
         for where, text in _strings(location, part):
             problem = template_syntax_error(text)

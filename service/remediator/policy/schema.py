@@ -121,11 +121,33 @@ class CircuitBreaker(_Model):
     cooldown: Duration = Field(default="30m", validate_default=True)
 
 
+# `verify.http: URL` and `verify.promql: {url, query, below, above}`: the two checks the
+# runbooks use, written short; each is `verify.check` with that action.
+VERIFY_SHORTHANDS = {"http": "http.check", "promql": "prometheus.query"}
+
+
 class Verify(_Model):
     resolved_within: Duration = Field(default="10m", validate_default=True)
     check: Step | None = Field(
         None, description="a read (http.check, prometheus.query) whose passing verifies the fix"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand_is_a_check(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        written = [name for name in ("check", *VERIFY_SHORTHANDS) if data.get(name) is not None]
+        if len(written) > 1:
+            raise ValueError(f"verify takes one of check, http and promql; got {written}")
+        for name, action in VERIFY_SHORTHANDS.items():
+            if name in data:
+                rest = {key: value for key, value in data.items() if key != name}
+                return {
+                    **rest,
+                    "check": {"action": action, "params": shorthand_params(name, data[name])},
+                }
+        return data
 
     @field_validator("check")
     @classmethod
@@ -133,6 +155,11 @@ class Verify(_Model):
         if check is not None and CATALOGUE[check.action].mutating:
             raise ValueError(f"a check must only read; {check.action} changes things")
         return check
+
+
+def shorthand_params(name: str, value: Any) -> Any:
+    """The check's parameters: `http` is the URL alone, `promql` the query's parameters."""
+    return {"url": value} if name == "http" else value
 
 
 class EscalateWhen(StrEnum):
