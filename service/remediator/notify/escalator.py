@@ -87,16 +87,20 @@ class Escalator:
         self._matrix = matrix
         self._clock = clock
 
-    async def paged_channels(self, key: str) -> list[str]:
-        """Channels whose latest message about this incident opened or updated it."""
-        return paged(await self._store.latest_outbox(key))
-
     async def notify(self, remediation: Remediation, notify: Notify) -> list[OutboxEntry]:
-        if notify is None:
-            return []
+        return await self.turn(remediation, lambda _: notify)
+
+    async def turn(
+        self, remediation: Remediation, rule: Callable[[bool], Notify]
+    ) -> list[OutboxEntry]:
+        """Queue what `rule` says for this turn of the remediation; the rule is told whether
+        the incident is open (paged and not resolved), read with the rest in one look-up."""
         key = dedup_key(remediation)
         latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
         already = paged(latest.values())
+        notify = rule(bool(already))
+        if notify is None:
+            return []
         if notify == "resolve":
             route = self._matrix().levels.get(remediation.plan.get("level", ""))
             quiet = route is not None and not route.resolved_email

@@ -41,7 +41,7 @@ from remediator.engine.escalation import on_outcome, on_start
 from remediator.engine.plan import Escalation, NoMatch, Plan, PlannedStep, Refused
 from remediator.guards.base import BreakerSpec
 from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
-from remediator.notify.escalator import Escalator, dedup_key
+from remediator.notify.escalator import Escalator
 from remediator.policy.durations import format_duration
 from remediator.policy.schema import EscalateWhen
 from remediator.policy.templates import ConditionError, evaluate_condition
@@ -553,10 +553,13 @@ class Runner:
             if remediation.kind != "firing":
                 return  # undoing a mitigation pages nobody unless it fails
             notify = on_start(escalate, bool(plan.get("page_now")))
-        else:
-            paged = bool(await self._escalator.paged_channels(dedup_key(remediation)))
-            notify = on_outcome(remediation.outcome, escalate, paged)
-        await self._escalator.notify(remediation, notify)
+            if notify is not None:
+                await self._escalator.notify(remediation, notify)
+            return
+        outcome = remediation.outcome
+        await self._escalator.turn(
+            remediation, lambda paged: on_outcome(outcome, escalate, already_paged=paged)
+        )
 
     async def _completed_steps(
         self, interrupted: Sequence[Remediation]
