@@ -248,3 +248,18 @@ def test_a_pool_smaller_than_its_minimum_is_a_setting_error(limits: tuple[str, s
     assert "REMEDIATOR_DATABASE_POOL_MIN (5) is more than REMEDIATOR_DATABASE_POOL_MAX (2)" in (
         run.stderr
     )
+
+
+async def test_the_store_s_sessions_carry_the_name_the_postgres_actions_never_signal(
+    postgres_dsn: str,
+) -> None:
+    admin = await asyncpg.connect(postgres_dsn.partition("?")[0])
+    named = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'remediator'"
+    before = await admin.fetchval(named)
+    store = await open_store(postgres_dsn)
+    try:
+        await store.watch_events(lambda: None)
+        assert await admin.fetchval(named) - before == 2  # the pool's one, and the listener
+    finally:
+        await store.close()
+        await admin.close()

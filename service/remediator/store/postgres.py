@@ -138,6 +138,9 @@ _PRUNE_REST = [
     ("outbox", f"DELETE FROM outbox WHERE dedup_key IN ({_OLD_INCIDENTS.format(cutoff='$1')})"),
     ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
 ]
+# The name the postgres.* actions never signal: a runbook's clean-up of idle sessions on a
+# server that also holds the store leaves the store's own sessions alone.
+_SESSION = {"application_name": "remediator"}
 _EVENTS_CHANNEL = "remediator_events"
 # Wake-ups are sent after the intake's commit, in a transaction of their own, at most this
 # often: PostgreSQL serialises the commits of every notifying transaction on one lock, so a
@@ -163,6 +166,7 @@ class PostgresStore:
                 command_timeout=5,
                 timeout=5,
                 reset=_keep_session,
+                server_settings=_SESSION,
             )
             await _migrate(pool)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -623,7 +627,7 @@ class PostgresStore:
                 wake()
 
         try:
-            listener = await asyncpg.connect(self._dsn, timeout=5)
+            listener = await asyncpg.connect(self._dsn, timeout=5, server_settings=_SESSION)
             own_schema = await listener.fetchval("SELECT current_schema()")
             await listener.add_listener(_EVENTS_CHANNEL, on_notify)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
