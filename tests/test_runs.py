@@ -474,3 +474,21 @@ async def _alert(world: World, event: Any) -> Any:
     record = await world.store.alert(event.fingerprint, event.starts_at)
     assert record is not None
     return to_alert(record, event.kind)
+
+
+async def test_undoing_a_mitigation_waits_for_no_other_run_and_says_so_when_it_must(
+    world: World,
+) -> None:
+    await world.post("firing")
+    await world.dispatcher.run_once()  # fixed; verifying
+    [run] = await world.runs()
+    other = await world.guards.backend.acquire_lease(run.target or "", "another-run", 60)
+    assert other is not None  # another alert's run acts on the same target right now
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    assert ("unfix", None) not in world.application.calls  # not undone under another run
+    undo = [r for r in await world.runs() if r.kind == "resolved"]
+    assert [(r.outcome, r.guard) for r in undo] == [("blocked", "target_lock")]
+    assert undo[0].reason == f"on_resolved: another run holds {run.target}"
+    queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
+    assert [e.message["outcome"] for e in queued if e.channel == "slack"] == ["blocked"]

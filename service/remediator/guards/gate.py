@@ -183,6 +183,18 @@ class Guards:
         await self.release(admitted)
         await self.record_outcome(admitted.run_id, breaker_spec(plan), succeeded)
 
+    async def hold(self, plan: Plan) -> Admitted | Blocked:
+        """The target alone, for undoing a run's mitigation once its alert resolved: no new
+        remediation, so no rate limit, breaker or slot; but not while another run acts on it."""
+        run_id = str(uuid.uuid4())
+        try:
+            lease = await self.backend.acquire_lease(target_key(plan), run_id, self.lease_ttl)
+        except GuardsUnavailable as exc:
+            return Blocked("guards_unavailable", f"guard state unavailable, failing closed: {exc}")
+        if lease is None:
+            return Blocked("target_lock", f"another run holds {target_key(plan)}")
+        return Admitted(run_id, lease, trial=False)
+
     async def release(self, admitted: Admitted) -> None:
         """The run's steps are done: others may act on the target while it is verified."""
         await self._release_quietly(admitted.lease)

@@ -381,15 +381,44 @@ class Runner:
         decision = decide(alert, self._policies.current, self._now())
         if not isinstance(decision, Plan) or not decision.on_resolved:
             return await self._note(event, alert, "refused", "on_resolved steps cannot be planned")
+        dry = ran.outcome == "dry_run"
         paused = await self._guards.paused()
+        held: Admitted | Blocked | None = None
         if paused is not None:
+            held = Blocked("kill_switch", f"paused: {paused.reason}")
+        elif not dry:
+            held = await self._guards.hold(decision)
+        if isinstance(held, Blocked):
+            # Not undone: a person is told what is left, about the incident they know.
             return await self._note(
-                event, alert, "blocked", f"paused: {paused.reason}", guard="kill_switch"
+                event,
+                alert,
+                "blocked",
+                f"on_resolved: {held.reason}",
+                policy=decision.policy,
+                guard=held.guard,
+                target=target_key(decision),
+                plan=_plan_summary(decision),
             )
-        remediation = await self._start(event, alert, decision, None)
-        context = StepContext(decision.target, ran.outcome == "dry_run", remediation.started_at)
+        try:
+            return await self._undo(event, alert, decision, held, dry)
+        finally:
+            if held is not None:
+                await self._guards.release(held)
+
+    async def _undo(
+        self, event: AlertEvent, alert: Alert, plan: Plan, held: Admitted | None, dry: bool
+    ) -> Remediation:
+        """The on_resolved steps, holding the target as a run does, with the same checks
+        (the kill switch, the lease) before each change."""
+        remediation = await self._start(event, alert, plan, held)
+        context = StepContext(plan.target, dry, remediation.started_at)
         results: dict[str, dict[str, Any]] = {}
-        for position, step in enumerate(decision.on_resolved):
+        for position, step in enumerate(plan.on_resolved):
+            if step.mutating and held is not None:
+                stopped = await self._may_still_act(remediation, held, step)
+                if stopped is not None:
+                    return stopped
             result = await self._step(
                 remediation, "on_resolved", position, step, context, results, alert, None
             )
