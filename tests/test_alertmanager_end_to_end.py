@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,29 +52,44 @@ async def service(tmp_path: Path, database_url: str) -> AsyncIterator[ServicePro
     assert started.stop() == 0
 
 
+@contextlib.contextmanager
+def running_alertmanager(
+    binary: str,
+    config: Path,
+    directory: Path,
+    *,
+    name: str = "alertmanager",
+    cluster_flags: Sequence[str] = ("--cluster.listen-address=",),  # none: standalone
+) -> Iterator[str]:
+    """The real binary on a free port, its data and log in `directory`. Yields its URL."""
+    port = free_port()
+    with (directory / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={directory / f'{name}-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *cluster_flags,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+
+
 @pytest.fixture
 def alertmanager(
     alertmanager_binary: str, service: ServiceProcess, tmp_path: Path
 ) -> Iterator[str]:
     config = tmp_path / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG.format(url=service.url))
-    port = free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
-        [
-            alertmanager_binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    with running_alertmanager(alertmanager_binary, config, tmp_path) as url:
+        yield url
 
 
 async def post_to_alertmanager(

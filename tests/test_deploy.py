@@ -32,8 +32,9 @@ from remediator.engine.plan import Plan
 from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
 from remediator.store import open_store
-from tests.conftest import SHIPPED_POLICIES, free_port, missing_service
+from tests.conftest import SHIPPED_POLICIES, missing_service
 from tests.service_process import ServiceProcess, eventually
+from tests.test_alertmanager_end_to_end import running_alertmanager
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -551,22 +552,8 @@ def alertmanager(
     webhook["http_config"]["authorization"]["credentials_file"] = str(COMPOSE_TOKEN)
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    with (tmp_path / "alertmanager.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                alertmanager_binary,
-                f"--config.file={path}",
-                f"--storage.path={tmp_path / 'alertmanager-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    with running_alertmanager(alertmanager_binary, path, tmp_path) as url:
+        yield url
 
 
 async def test_the_shipped_receiver_delivers_to_the_service_with_the_compose_token(

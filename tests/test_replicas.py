@@ -11,7 +11,6 @@ import contextlib
 import re
 import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,11 @@ from remediator.store import Remediation, Store, open_store
 from tests.conftest import SHIPPED_POLICIES, free_port, missing_service
 from tests.fake_kubernetes import FakeKubernetes
 from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import post_to_alertmanager, ready
+from tests.test_alertmanager_end_to_end import (
+    post_to_alertmanager,
+    ready,
+    running_alertmanager,
+)
 from tests.test_runs_end_to_end import KUBECONFIG, NAMESPACE, RESTARTED_AT
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # a database of this test's own, flushed around it
@@ -158,12 +161,6 @@ async def services(
         assert codes == [0] * len(codes), codes
 
 
-@dataclass
-class Alertmanager:
-    process: subprocess.Popen[bytes]
-    url: str
-
-
 @pytest.fixture
 def alertmanagers(
     alertmanager_binary: str, services: list[ServiceProcess], tmp_path: Path
@@ -173,44 +170,33 @@ def alertmanagers(
     webhooks = "".join(WEBHOOK.format(url=s.url, token=TOKEN) for s in services)
     config = tmp_path / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG.format(webhooks=webhooks))
-    web_ports = [free_port(), free_port()]
     cluster_ports = [free_port(), free_port()]
-    started: list[Alertmanager] = []
-    logs = []
-    try:
+    with contextlib.ExitStack() as peers:  # stopped one after the other, as they leave the mesh
+        urls = []
         for i in range(2):
-            log = (tmp_path / f"alertmanager-{i}.log").open("wb")
-            logs.append(log)
             own, other = cluster_ports[i], cluster_ports[1 - i]
-            process = subprocess.Popen(
-                [
-                    alertmanager_binary,
-                    f"--config.file={config}",
-                    f"--storage.path={tmp_path / f'alertmanager-{i}-data'}",
-                    f"--web.listen-address=127.0.0.1:{web_ports[i]}",
-                    f"--cluster.listen-address=127.0.0.1:{own}",
-                    f"--cluster.advertise-address=127.0.0.1:{own}",
-                    f"--cluster.peer=127.0.0.1:{other}",
-                    # Quick to settle and to notify: the second peer waits peer-timeout before
-                    # sending what the first has not (by the gossiped notification log) sent.
-                    "--cluster.settle-timeout=2s",
-                    "--cluster.gossip-interval=100ms",
-                    "--cluster.pushpull-interval=2s",
-                    "--cluster.peer-timeout=1s",
-                    "--cluster.reconnect-interval=1s",
-                    "--cluster.reconnect-timeout=1m",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            cluster_flags = [
+                f"--cluster.listen-address=127.0.0.1:{own}",
+                f"--cluster.advertise-address=127.0.0.1:{own}",
+                f"--cluster.peer=127.0.0.1:{other}",
+                # Quick to settle and to notify: the second peer waits peer-timeout before
+                # sending what the first has not (by the gossiped notification log) sent.
+                "--cluster.settle-timeout=2s",
+                "--cluster.gossip-interval=100ms",
+                "--cluster.pushpull-interval=2s",
+                "--cluster.peer-timeout=1s",
+                "--cluster.reconnect-interval=1s",
+                "--cluster.reconnect-timeout=1m",
+            ]
+            started = running_alertmanager(
+                alertmanager_binary,
+                config,
+                tmp_path,
+                name=f"alertmanager-{i}",
+                cluster_flags=cluster_flags,
             )
-            started.append(Alertmanager(process, f"http://127.0.0.1:{web_ports[i]}"))
-        yield [am.url for am in started]
-    finally:
-        for am in started:  # one after the other: each leaves the gossip mesh at once
-            am.process.terminate()
-            am.process.wait(timeout=15)
-        for log in logs:
-            log.close()
+            urls.append(peers.enter_context(started))
+        yield urls
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from remediator.remediation.runner import Retrying, Runner
 from remediator.store import Store
 from tests.conftest import SHIPPED_POLICIES, free_port
 from tests.service_process import eventually
-from tests.test_alertmanager_end_to_end import ready
+from tests.test_alertmanager_end_to_end import ready, running_alertmanager
 from tests.test_guards import Clock
 from tests.webhooks import webhook, webhook_alert
 
@@ -53,29 +52,12 @@ async def alertmanager(alertmanager_binary: str, tmp_path: Path) -> AsyncIterato
     """A real Alertmanager on a free port, as the end-to-end tests start it."""
     config = tmp_path / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG)
-    port = free_port()
-    with (tmp_path / "alertmanager.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                alertmanager_binary,
-                f"--config.file={config}",
-                f"--storage.path={tmp_path / 'alertmanager-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            async with aiohttp.ClientSession() as session:
-                await eventually(
-                    lambda: ready(session, url), what="Alertmanager to be ready", timeout=30
-                )
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with running_alertmanager(alertmanager_binary, config, tmp_path) as url:
+        async with aiohttp.ClientSession() as session:
+            await eventually(
+                lambda: ready(session, url), what="Alertmanager to be ready", timeout=30
+            )
+        yield url
 
 
 @dataclass
