@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check bench clean
+.PHONY: run test check bench chaos clean
 
 $(BIN)/remediator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ check: $(BIN)/remediator
 bench: $(BIN)/remediator
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/decide.py
+
+# The reliability suite at the issue's full counts; writes the figures to docs/reliability.md.
+chaos: $(BIN)/remediator
+	REMEDIATOR_CHAOS=long REMEDIATOR_RELIABILITY_REPORT=docs/reliability.md \
+		$(BIN)/pytest tests/reliability --timeout 3600
 
 clean:
 	rm -rf $(VENV) remediator.db remediator.db-wal remediator.db-shm
