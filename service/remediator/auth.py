@@ -1,23 +1,71 @@
-"""Webhook authentication, as Alertmanager's `http_config` sends it: bearer or basic."""
+"""Webhook authentication, as Alertmanager's `http_config` sends it: bearer or basic.
+
+A token can also come from a file that is re-read whenever it changes: a Kubernetes Secret
+volume is updated in place and Alertmanager reads its `credentials_file` on every request, so
+a rotated token takes effect on both sides without a restart, and the old one stops working.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from remediator.config import Settings
+import structlog
+
+from remediator.config import Settings, read_tokens
+
+log = structlog.get_logger("remediator.auth")
+
+
+class TokenFile:
+    """The bearer tokens a file holds now, one a line: any of them is accepted.
+
+    Rotating without a gap: add the new token on a line of its own, switch Alertmanager to it,
+    then remove the old one. The file is checked on every request (one stat) and read again
+    when it changed; a file that is gone, unreadable or empty accepts nothing (fail closed),
+    so replace it whole (write a new file, rename it over), as the kubelet does.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._version: tuple[int, ...] | None = None
+        self._accepted: tuple[bytes, ...] = ()
+
+    def accepted(self) -> tuple[bytes, ...]:
+        """The Authorization header values the file's tokens make, as `_normalised` gives them."""
+        try:
+            stat = self._path.stat()
+            version: tuple[int, ...] = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = ()
+        if version != self._version:
+            self._version = version
+            self._accepted = self._read()
+        return self._accepted
+
+    def _read(self) -> tuple[bytes, ...]:
+        try:
+            tokens = read_tokens(self._path)
+        except ValueError as exc:
+            log.error("webhook token file unusable: refusing every webhook", problem=str(exc))
+            return ()
+        log.info("webhook tokens read", file=str(self._path), tokens=len(tokens))
+        return tuple(f"Bearer {token}".encode() for token in tokens)
 
 
 @dataclass(frozen=True)
 class WebhookAuth:
-    """The one Authorization header value accepted; None accepts every request.
+    """The Authorization header values accepted: `expected`, or those of `token_file`; neither
+    accepts every request.
 
     An expected value is never a blank credential, so no empty header can equal it.
     """
 
     expected: bytes | None
+    token_file: TokenFile | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.expected is not None and not _has_credentials(self.expected):
@@ -25,6 +73,8 @@ class WebhookAuth:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookAuth:
+        if settings.webhook_token_file is not None:
+            return cls(None, TokenFile(settings.webhook_token_file))
         if settings.webhook_token is not None:
             return cls(f"Bearer {settings.webhook_token.get_secret_value()}".encode())
         if settings.webhook_username is not None and settings.webhook_password is not None:
@@ -34,18 +84,24 @@ class WebhookAuth:
 
     @property
     def enabled(self) -> bool:
-        return self.expected is not None
+        return self.expected is not None or self.token_file is not None
 
     @classmethod
     def bearer(cls, token: str | None) -> WebhookAuth:
         return cls(None if token is None else f"Bearer {token}".encode())
 
     def allows(self, authorization: str | None) -> bool:
-        if self.expected is None:
+        if self.token_file is not None:
+            accepted = self.token_file.accepted()
+        elif self.expected is None:
             return True
+        else:
+            accepted = (self.expected,)
         if authorization is None:
             return False
-        return hmac.compare_digest(_normalised(authorization), self.expected)
+        given = _normalised(authorization)
+        # Every accepted value is compared, each in constant time.
+        return [hmac.compare_digest(given, value) for value in accepted].count(True) > 0
 
 
 def _normalised(authorization: str) -> bytes:

@@ -131,7 +131,9 @@ def _operator(settings: Settings, args: argparse.Namespace) -> int:
     wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognised, not bound
     host = "127.0.0.1" if wildcard else settings.host
     host = f"[{host}]" if ":" in host else host
-    url = args.url or f"http://{host}:{settings.port}"
+    # Served over HTTPS, the certificate is checked against the system's trust (or SSL_CERT_FILE)
+    scheme = "https" if settings.tls_cert_file is not None else "http"
+    url = args.url or f"{scheme}://{host}:{settings.port}"
     token = settings.api_token.get_secret_value() if settings.api_token else None
     try:
         if args.operator_command == "pause":

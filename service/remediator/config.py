@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,17 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = Field(None, description="bearer token Alertmanager must send")
     webhook_username: str | None = Field(None, description="basic-auth user Alertmanager must send")
     webhook_password: SecretStr | None = Field(None, description="basic-auth password")
+    webhook_token_file: Path | None = Field(
+        None,
+        description="file of bearer tokens Alertmanager may send, one a line; re-read when it"
+        " changes, so a rotated Secret takes effect without a restart",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain to serve HTTPS with (with REMEDIATOR_TLS_KEY_FILE)"
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of REMEDIATOR_TLS_CERT_FILE, not encrypted"
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
     lease_seconds: float = Field(
         60.0,
@@ -140,6 +152,50 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty or blank: give it a value, or unset it")
         return value
 
+    @field_validator("webhook_token_file")
+    @classmethod
+    def _token_file_holds_a_token(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_tokens(value)
+        return value
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _cert_file_is_a_pem_certificate(cls, value: Path | None) -> Path | None:
+        if value is not None and "-----BEGIN CERTIFICATE-----" not in _read_text(value):
+            raise ValueError(f"{str(value)!r} is not a PEM certificate (no BEGIN CERTIFICATE)")
+        return value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _key_file_is_a_pem_key(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        text = _read_text(value)
+        if not _PEM_PRIVATE_KEY.search(text):
+            raise ValueError(f"{str(value)!r} is not a PEM private key (no BEGIN PRIVATE KEY)")
+        if "ENCRYPTED" in text:
+            raise ValueError(
+                f"{str(value)!r} is encrypted: the service cannot ask for its passphrase;"
+                " give it the key unencrypted (a Secret's file, readable only by the service)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files_make_a_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "REMEDIATOR_TLS_CERT_FILE and REMEDIATOR_TLS_KEY_FILE must be set together"
+            )
+        try:
+            self.server_ssl_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                "REMEDIATOR_TLS_KEY_FILE and REMEDIATOR_TLS_CERT_FILE cannot serve HTTPS"
+                f" together (is the key the certificate's?): {exc}"
+            ) from None
+        return self
+
     @model_validator(mode="after")
     def _authentication_is_complete(self) -> Settings:
         basic = (self.webhook_username is not None, self.webhook_password is not None)
@@ -152,22 +208,38 @@ class Settings(BaseSettings):
                 f"REMEDIATOR_DATABASE_POOL_MIN ({self.database_pool_min}) is more than"
                 f" REMEDIATOR_DATABASE_POOL_MAX ({self.database_pool_max})"
             )
-        if self.webhook_token is not None and all(basic):
-            raise ValueError(
-                "set REMEDIATOR_WEBHOOK_TOKEN or REMEDIATOR_WEBHOOK_USERNAME/PASSWORD, not both"
+        schemes = [
+            name
+            for name, is_set in (
+                ("REMEDIATOR_WEBHOOK_TOKEN", self.webhook_token is not None),
+                ("REMEDIATOR_WEBHOOK_TOKEN_FILE", self.webhook_token_file is not None),
+                ("REMEDIATOR_WEBHOOK_USERNAME/PASSWORD", all(basic)),
             )
+            if is_set
+        ]
+        if len(schemes) > 1:
+            raise ValueError(f"set one of {' or '.join(schemes)}, not several")
         if self.aws_region is None and (self.aws_role_arn or self.aws_endpoint_url):
             raise ValueError(
                 "REMEDIATOR_AWS_ROLE_ARN and REMEDIATOR_AWS_ENDPOINT_URL need"
                 " REMEDIATOR_AWS_REGION: set it, or unset them"
             )
-        if self.mode == "live" and self.webhook_token is None and not all(basic):
+        if self.mode == "live" and not schemes:
             raise ValueError(
                 "REMEDIATOR_MODE=live refuses to start without webhook authentication: set"
                 " REMEDIATOR_WEBHOOK_TOKEN, or REMEDIATOR_WEBHOOK_USERNAME and"
                 " REMEDIATOR_WEBHOOK_PASSWORD"
             )
         return self
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The context HTTPS is served with (TLS 1.2 or newer), or None: plain HTTP."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert_file, self.tls_key_file, password=_no_passphrase)
+        return context
 
     @property
     def host(self) -> str:
@@ -176,6 +248,30 @@ class Settings(BaseSettings):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----")
+
+
+def read_tokens(path: Path) -> tuple[str, ...]:
+    """The bearer tokens a token file holds, one a line (blank lines aside); raises ValueError
+    naming the file when it cannot be read or holds none."""
+    tokens = tuple(line.strip() for line in _read_text(path).splitlines() if line.strip())
+    if not tokens:
+        raise ValueError(f"{str(path)!r} holds no token: write one, or unset the setting")
+    return tokens
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc}") from None
+
+
+def _no_passphrase() -> str:
+    """Asked for by OpenSSL only for an encrypted key: never prompt on a terminal."""
+    raise ssl.SSLError("the private key is encrypted")
 
 
 _AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")

@@ -13,7 +13,6 @@ import platform
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,8 +54,8 @@ _RECORDED: list[Figure] = []
 
 
 @pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
-    yield Figures(request.node.nodeid)
+def figures(request: pytest.FixtureRequest) -> Figures:
+    return Figures(request.node.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -107,10 +107,18 @@ def _target(policy: Policy, context: Mapping[str, Any], policies: PolicySet) -> 
         name = str(rendered["name"])
         if not name.strip():
             raise RenderError("target name renders empty")
+        namespace = rendered["namespace"]
+        if namespace is not None:
+            # An application in a namespace is one the cluster serves (NAME.NAMESPACE.svc): its
+            # namespace is allowed like any other kind's, and its name is a name, so no label
+            # can move a URL built from them to another host (`evil.example/x?`) or namespace.
+            namespace = check_dns_label("target namespace", namespace)
+            _check_namespace_allowed(namespace, policy, policies)
+            name = check_dns_subdomain("target name", name)
         url = rendered["url"]
         if url is not None and not re.fullmatch(r"https?://[^\s]+", url):
             raise RenderError(f"target url {url!r} is not an http(s) URL")
-        return RenderedTarget(raw.kind, name, rendered["namespace"], None, url)
+        return RenderedTarget(raw.kind, name, namespace, None, url)
     if raw.kind == "Node":
         # Cluster-scoped, so no namespace to allow: a Node policy may only read (policy.schema
         # refuses its changes at check time), and its name is checked like any object's.

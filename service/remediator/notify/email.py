@@ -102,10 +102,8 @@ class Email:
         incidents = list(latest.values())
         names = sorted({m.alertname for m in incidents})
         mail = EmailMessage()
-        mail["Subject"] = truncate(
-            f"[{incidents[0].level} digest] {len(incidents)} incidents: {', '.join(names)}",
-            SUBJECT_LIMIT,
-        )
+        line = f"[{incidents[0].level} digest] {len(incidents)} incidents: {', '.join(names)}"
+        mail["Subject"] = truncate(" ".join(line.split()), SUBJECT_LIMIT)
         mail["From"] = self._config.sender
         mail["To"] = ", ".join(self._config.to)
         mail["Date"] = formatdate(usegmt=True)
