@@ -146,7 +146,9 @@ class GuardBackend(Protocol):
         ...
 
     async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> Transition:
-        """Free the run's slot and count its outcome against its breaker."""
+        """Free the run's slot and count its outcome against its breaker, once: a repeat (a
+        retry whose first attempt did land, or a run the seed already replayed) changes
+        nothing."""
         ...
 
     async def renew(self, run_id: str, lease: Lease, ttl: float) -> Lease | None:

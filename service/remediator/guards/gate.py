@@ -7,10 +7,12 @@ escalation can. Guard state that cannot be reached blocks too: without it nothin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +63,15 @@ class Blocked:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How a run ended, recorded in the store and still to be counted by the backend."""
+
+    run_id: str
+    breaker: BreakerSpec
+    succeeded: bool
+
+
 def target_key(plan: Plan) -> str:
     target = plan.target
     return f"{target.kind}/{target.namespace or '-'}/{target.name}"
@@ -97,6 +108,9 @@ class Guards:
         self._guardrails = guardrails
         self._clock = clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
+        # Outcomes the backend could not be told yet (Redis unreachable), oldest first.
+        self._unsettled: deque[_Outcome] = deque()
+        self._settling = asyncio.Lock()
 
     async def admit(self, plan: Plan) -> Admitted | Blocked:
         blocked = await self._admit(plan)
@@ -121,6 +135,9 @@ class Guards:
         run_id = str(uuid.uuid4())
         lease: Lease | None = None
         try:
+            # A breaker that has not counted every recorded outcome is not known: count them
+            # first, or fail closed.
+            await self._settle()
             lease = await self.backend.acquire_lease(target_key(plan), run_id, ttl)
             if lease is None:
                 return Blocked("target_lock", f"another run holds {target_key(plan)}")
@@ -200,12 +217,39 @@ class Guards:
         await self._release_quietly(admitted.lease)
 
     async def record_outcome(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> None:
-        """How the run ended (its steps, then its verification), counted by its breaker."""
-        now = self._clock()
-        await self._store.record_finish(run_id, succeeded, _utc(now))
-        transition = await self.backend.finish(run_id, breaker, succeeded)
-        if transition.changed:
-            await self._record_transition(transition, run_id, succeeded, now)
+        """How the run ended (its steps, then its verification), counted by its breaker.
+
+        The store has it first. A backend that cannot be reached counts it later, before this
+        process admits another run: the run's end is still recorded and escalated, and no run
+        is admitted past a breaker that missed a failure. (A replica that dies meanwhile leaves
+        it in the store, from which an empty backend is seeded.)
+        """
+        await self._store.record_finish(run_id, succeeded, _utc(self._clock()))
+        self._unsettled.append(_Outcome(run_id, breaker, succeeded))
+        try:
+            await self._settle()
+        except GuardsUnavailable as exc:
+            log.warning(
+                "run outcome recorded, not yet counted by the guards",
+                run=run_id,
+                waiting=len(self._unsettled),
+                error=str(exc),
+            )
+
+    async def _settle(self) -> None:
+        """Tell the backend every outcome it missed, oldest first (it counts each run once);
+        GuardsUnavailable while it still cannot be told."""
+        async with self._settling:
+            while self._unsettled:
+                outcome = self._unsettled[0]
+                transition = await self.backend.finish(
+                    outcome.run_id, outcome.breaker, outcome.succeeded
+                )
+                self._unsettled.popleft()
+                if transition.changed:
+                    await self._record_transition(
+                        transition, outcome.run_id, outcome.succeeded, self._clock()
+                    )
 
     async def _record_transition(
         self, transition: Transition, run_id: str, succeeded: bool | None, now: float
@@ -243,7 +287,9 @@ class Guards:
         return await self._store.pause()
 
     async def snapshot(self, policies: PolicySet) -> Snapshot:
-        """The state of every limit and breaker that a run of the last week touched."""
+        """The state of every limit and breaker that a run of the last week touched, with the
+        outcomes this process has not yet told the backend counted first."""
+        await self._settle()
         since = _utc(self._clock()) - SEED_HORIZON
         runs = await self._store.runs_since(since)
         guardrails = self._guardrails()

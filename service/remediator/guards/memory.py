@@ -28,6 +28,7 @@ from remediator.guards.state import (
     BreakerRecord,
     breaker_admit,
     breaker_finish,
+    finished_runs,
     rate_retry_after,
     recent_failures,
     replay,
@@ -46,6 +47,7 @@ class MemoryGuards:
         self._slots: dict[str, float] = {}  # run id -> expiry
         self._leases: dict[str, Lease] = {}
         self._fences: dict[str, int] = {}
+        self._finished: dict[str, float] = {}  # run id -> when its outcome was counted
 
     async def admit(self, attempt: Attempt) -> Verdict:
         if not self._seeded:
@@ -78,7 +80,12 @@ class MemoryGuards:
     async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> Transition:
         self._slots.pop(run_id, None)
         before = self._breakers.get(breaker.key, BreakerRecord())
-        after = breaker_finish(before, breaker, self._clock(), run_id, succeeded)
+        if run_id in self._finished:
+            return Transition(breaker.key, before.state, before.state)
+        now = self._clock()
+        self._finished = {run: at for run, at in self._finished.items() if at > now - _LOG_HORIZON}
+        self._finished[run_id] = now
+        after = breaker_finish(before, breaker, now, run_id, succeeded)
         self._breakers[breaker.key] = after
         return Transition(breaker.key, before.state, after.state)
 
@@ -128,6 +135,7 @@ class MemoryGuards:
         logs, breakers = replay(history)
         self._logs = {key: sorted(times) for key, times in logs.items()}
         self._breakers = breakers
+        self._finished.update(finished_runs(history))
         self._seeded = True
 
     async def snapshot(self, limits: Sequence[Limit], breakers: Sequence[BreakerSpec]) -> Snapshot:

@@ -12,7 +12,8 @@ Keys, all under the prefix: `seeded`; `seq` (unique rate-log and failure members
 `rate:<limit>` (sorted set, admission times); `breaker:<key>` (hash: state, opened_at,
 trial_run, trial_until); `failures:<key>` (sorted set, failure times while closed); `trials`
 (hash, breaker key -> its half-open trial run); `slots` (sorted set, run id -> expiry);
-`leases` (hash, target -> "token expiry owner"); `fences` (hash, target -> last token).
+`leases` (hash, target -> "token expiry owner"); `fences` (hash, target -> last token);
+`finished` (sorted set, run id -> when its outcome was counted: each run counts once).
 Scripts read the keys they are given, except `renew`, which follows `trials` to the breaker of
 the run's trial: use one Redis server (with replicas if you like), not Redis Cluster.
 """
@@ -42,7 +43,7 @@ from remediator.guards.base import (
     Unseeded,
     Verdict,
 )
-from remediator.guards.state import replay
+from remediator.guards.state import finished_runs, replay
 
 _LOG_HORIZON = 7 * 86400.0  # rate-log entries older than this are dropped (as in MemoryGuards)
 
@@ -142,9 +143,10 @@ return {'allowed', state}
 
 # Frees the run's slot and counts its outcome: while closed a failure joins the failures in the
 # window and opens the breaker at `failures`; while open or half-open only the trial's outcome
-# counts (success closes, failure reopens). Returns {state before, state after}.
-# KEYS: seq, slots, trials, breaker, failures. ARGV: clock, run id, breaker key, succeeded
-# ("1"/"0"), failures, window.
+# counts (success closes, failure reopens). A run already counted (a retry whose first attempt
+# landed after all, or one the seed replayed) changes nothing. Returns {state before, after}.
+# KEYS: seq, slots, trials, breaker, failures, finished. ARGV: clock, run id, breaker key,
+# succeeded ("1"/"0"), failures, window, horizon.
 _FINISH = """
 local now = clock(ARGV[1])
 local run_id, breaker_key, succeeded = ARGV[2], ARGV[3], ARGV[4] == '1'
@@ -153,6 +155,9 @@ redis.call('ZREM', KEYS[2], run_id)
 local b = redis.call('HMGET', KEYS[4], 'state', 'trial_run')
 local before = b[1] or 'closed'
 local after = before
+if redis.call('ZSCORE', KEYS[6], run_id) then return {before, after} end
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', num(now - tonumber(ARGV[7])))
+redis.call('ZADD', KEYS[6], num(now), run_id)
 if before ~= 'closed' then
   if b[2] == run_id then
     redis.call('DEL', KEYS[4], KEYS[5])
@@ -245,13 +250,14 @@ return 0
 
 # Writes the rate logs and breakers replayed from the store, once: the marker is set with NX in
 # the same atomic step, so a second replica seeding at the same time changes nothing. Returns
-# 1 when it seeded. KEYS: seeded, seq, trials, then rate:<limit> per log, then breaker and
-# failures per breaker. ARGV: number of logs, then per log: count and times; number of
-# breakers, then per breaker: key, state, opened_at, trial_run, trial_until ("" for none),
-# count and failure times.
+# 1 when it seeded. KEYS: seeded, seq, trials, finished, then rate:<limit> per log, then
+# breaker and failures per breaker. ARGV: number of logs, then per log: count and times;
+# number of breakers, then per breaker: key, state, opened_at, trial_run, trial_until ("" for
+# none), count and failure times; then the number of finished runs, and each run's id and
+# finish time (their outcomes are in the replay: not to be counted again).
 _SEED = """
 if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
-local at, k = 1, 4
+local at, k = 1, 5
 local logs = tonumber(ARGV[at])
 at = at + 1
 for i = 1, logs do
@@ -282,6 +288,12 @@ for i = 1, breakers do
     redis.call('ZADD', failures, ARGV[at], redis.call('INCR', KEYS[2]) .. ':seed')
     at = at + 1
   end
+end
+local finished = tonumber(ARGV[at])
+at = at + 1
+for i = 1, finished do
+  redis.call('ZADD', KEYS[4], ARGV[at + 1], ARGV[at])
+  at = at + 2
 end
 return 1
 """
@@ -325,6 +337,10 @@ local in_flight = redis.call('ZCOUNT', KEYS[1], '(' .. num(now), '+inf')
 return {num(now), budgets, breakers, leases, in_flight}
 """
 
+# The health check: a script, as every guard decision is one. PING alone still answers while
+# scripts wait (CLIENT PAUSE WRITE, say), and every remediation would then be blocked unseen.
+_PING = "return 1"
+
 # Errors that mean "Redis cannot be reached or will not take writes": fail closed on them.
 _UNAVAILABLE = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError (loading its dataset)
@@ -355,6 +371,7 @@ class RedisGuards:
         self._release = client.register_script(_PRELUDE + _RELEASE)
         self._seed = client.register_script(_PRELUDE + _SEED)
         self._snapshot = client.register_script(_PRELUDE + _SNAPSHOT)
+        self._ping = client.register_script(_PING)
 
     @classmethod
     async def connect(
@@ -424,6 +441,7 @@ class RedisGuards:
             self._key("trials"),
             self._key("breaker:", breaker.key),
             self._key("failures:", breaker.key),
+            self._key("finished"),
         ]
         args = [
             self._now(),
@@ -432,6 +450,7 @@ class RedisGuards:
             "1" if succeeded else "0",
             str(breaker.failures),
             _num(breaker.window),
+            _num(_LOG_HORIZON),
         ]
         before, after = await self._call(self._finish(keys, args), "finish")
         return Transition(breaker.key, BreakerState(_text(before)), BreakerState(_text(after)))
@@ -473,7 +492,7 @@ class RedisGuards:
 
     async def seed(self, history: Sequence[PastRun]) -> None:
         logs, breakers = replay(history)
-        keys = [self._key("seeded"), self._key("seq"), self._key("trials")]
+        keys = [self._key("seeded"), self._key("seq"), self._key("trials"), self._key("finished")]
         args = [str(len(logs))]
         for key, times in logs.items():
             keys.append(self._key("rate:", key))
@@ -490,6 +509,10 @@ class RedisGuards:
                 str(len(record.failures)),
                 *(_num(at) for at in record.failures),
             ]
+        finished = finished_runs(history)
+        args.append(str(len(finished)))
+        for run_id, at in finished.items():
+            args += [run_id, _num(at)]
         await self._call(self._seed(keys, args), "seed")
 
     async def snapshot(self, limits: Sequence[Limit], breakers: Sequence[BreakerSpec]) -> Snapshot:
@@ -528,7 +551,8 @@ class RedisGuards:
         return Snapshot(float(now), breaker_views, budgets, held, int(in_flight))
 
     async def ping(self) -> None:
-        await self._call(self._client.ping(), "ping")
+        """Redis runs the guards' scripts now: what every decision needs."""
+        await self._call(self._ping([], []), "ping")
 
     async def close(self) -> None:
         await self._client.aclose()

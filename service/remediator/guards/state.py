@@ -79,6 +79,16 @@ def recent_failures(record: BreakerRecord, spec: BreakerSpec, now: float) -> int
     return sum(1 for at in record.failures if at > now - spec.window)
 
 
+def finished_runs(history: Sequence[PastRun]) -> dict[str, float]:
+    """Run id -> finish time of the runs whose outcome `replay` counts: a backend seeded from
+    them does not count them again."""
+    return {
+        run.run_id: run.finished_at
+        for run in history
+        if run.finished_at is not None and run.succeeded is not None
+    }
+
+
 def replay(history: Sequence[PastRun]) -> tuple[dict[str, list[float]], dict[str, BreakerRecord]]:
     """Rate logs and breakers as the recorded runs left them, for seeding an empty backend."""
     logs: dict[str, list[float]] = {}
