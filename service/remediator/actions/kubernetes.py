@@ -90,6 +90,13 @@ _SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/tok
 _DEFAULT_PROGRESS_DEADLINE = 600.0
 _EVENTS_KEPT = 30
 
+# Each request's bound: kubernetes-asyncio sets none, so a request to an API server that stopped
+# answering (a dead route, a failover) would hold its step until the step's timeout, where a new
+# connection may answer at once. Connecting, and each wait for the answer's next bytes, not the
+# whole answer: a large list that keeps arriving is not cut off. A timeout is Transient: the
+# runner tries the step again. Every call passes it.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(sock_connect=5, sock_read=10)
+
 F = TypeVar("F", bound=Callable[..., Awaitable[StepResult]])
 
 
@@ -358,13 +365,17 @@ class KubernetesActions:
     # -- reading -----------------------------------------------------------------------------
 
     async def _deployment(self, target: RenderedTarget) -> Any:
-        return await self._apps.read_namespaced_deployment(target.name, _ns(target))
+        return await self._apps.read_namespaced_deployment(
+            target.name, _ns(target), _request_timeout=REQUEST_TIMEOUT
+        )
 
     async def _replica_sets(self, deployment: Any) -> list[Any]:
         """The Deployment's ReplicaSets, oldest revision first: matching its selector and owned."""
         selector = _label_selector(deployment.spec.selector)
         listed = await self._apps.list_namespaced_replica_set(
-            deployment.metadata.namespace, label_selector=selector
+            deployment.metadata.namespace,
+            label_selector=selector,
+            _request_timeout=REQUEST_TIMEOUT,
         )
         owned = [rs for rs in listed.items if _owned_by(rs, deployment.metadata.uid, "Deployment")]
         return sorted(owned, key=_revision)
@@ -373,7 +384,9 @@ class KubernetesActions:
         """The Deployment's pods: matching its selector and owned by one of its ReplicaSets."""
         selector = _label_selector(deployment.spec.selector)
         listed = await self._core.list_namespaced_pod(
-            deployment.metadata.namespace, label_selector=selector
+            deployment.metadata.namespace,
+            label_selector=selector,
+            _request_timeout=REQUEST_TIMEOUT,
         )
         uids = {rs.metadata.uid for rs in replica_sets}
         return [
@@ -474,6 +487,7 @@ class KubernetesActions:
             target.name,
             _ns(target),
             {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}},
+            _request_timeout=REQUEST_TIMEOUT,
         )
         if params.wait:
             deadline = deployment.spec.progress_deadline_seconds or _DEFAULT_PROGRESS_DEADLINE
@@ -487,7 +501,9 @@ class KubernetesActions:
         target = context.target
         deployment = await self._deployment(target)
         record = _record((deployment.metadata.annotations or {}).get(SCALED))
-        current_scale = await self._apps.read_namespaced_deployment_scale(target.name, _ns(target))
+        current_scale = await self._apps.read_namespaced_deployment_scale(
+            target.name, _ns(target), _request_timeout=REQUEST_TIMEOUT
+        )
         current = int(current_scale.spec.replicas or 0)
         if _by_this_run(record, context):
             desired = int(record["to"])  # a re-run after a crash: finish, never add again
@@ -513,12 +529,14 @@ class KubernetesActions:
                 target.name,
                 _ns(target),
                 {"metadata": {"resourceVersion": resource_version, "annotations": {SCALED: note}}},
+                _request_timeout=REQUEST_TIMEOUT,
             )
             resource_version = annotated.metadata.resource_version
         await self._apps.patch_namespaced_deployment_scale(
             target.name,
             _ns(target),
             {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": desired}},
+            _request_timeout=REQUEST_TIMEOUT,
         )
         return ok(f"scaled {target} from {current} to {desired}", replicas=desired)
 
@@ -567,6 +585,7 @@ class KubernetesActions:
                 {"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "replace", "path": "/metadata/annotations", "value": annotations},
             ],
+            _request_timeout=REQUEST_TIMEOUT,
         )
         return ok(
             f"rolled back {target} from revision {current} to revision {wanted}",
@@ -580,7 +599,9 @@ class KubernetesActions:
         deployment = await self._deployment(target)
         replica_sets = await self._replica_sets(deployment)
         try:
-            pod = await self._core.read_namespaced_pod(params.pod, _ns(target))
+            pod = await self._core.read_namespaced_pod(
+                params.pod, _ns(target), _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return ok(f"pod {target.namespace}/{params.pod} already gone")
@@ -615,6 +636,7 @@ class KubernetesActions:
                     grace_period_seconds=params.grace_period_seconds,
                     preconditions=V1Preconditions(uid=pod.metadata.uid),
                 ),
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -627,7 +649,9 @@ class KubernetesActions:
         namespace = _ns(context.target)
         where = f"configmap {namespace}/{params.name}"
         try:
-            configmap = await self._core.read_namespaced_config_map(params.name, namespace)
+            configmap = await self._core.read_namespaced_config_map(
+                params.name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return failed(f"{where} not found")
@@ -645,6 +669,7 @@ class KubernetesActions:
                 "metadata": {"resourceVersion": configmap.metadata.resource_version},
                 "data": {key: params.data[key] for key in changed},
             },
+            _request_timeout=REQUEST_TIMEOUT,
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
         return ok(f"set {', '.join(changed)} in {where}", keys=changed)
@@ -655,7 +680,9 @@ class KubernetesActions:
         deployment = await self._deployment(target)
         replica_sets = await self._replica_sets(deployment)
         pods = await self._pods(deployment, replica_sets)
-        events = await self._core.list_namespaced_event(_ns(target))
+        events = await self._core.list_namespaced_event(
+            _ns(target), _request_timeout=REQUEST_TIMEOUT
+        )
         about = {("Deployment", deployment.metadata.name)}
         about |= {("ReplicaSet", rs.metadata.name) for rs in replica_sets}
         about |= {("Pod", pod.metadata.name) for pod in pods}
@@ -682,9 +709,10 @@ class KubernetesActions:
         """A read for the escalation of a NotReady node: its conditions, taints and capacity,
         and the pods on it in every namespace. It changes nothing: a node is a person's."""
         name = context.target.name
-        node = await self._core.read_node(name)
+        node = await self._core.read_node(name, _request_timeout=REQUEST_TIMEOUT)
         listed = await self._core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={name}"
+            field_selector=f"spec.nodeName={name}",
+            _request_timeout=REQUEST_TIMEOUT,
         )
         data = _node_summary(node) | {"pods": _pods_on_node(listed.items, params.limit)}
         return ok(_node_message(context.target, data), **data)

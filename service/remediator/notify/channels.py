@@ -51,9 +51,11 @@ def open_channels(matrix: EscalationMatrix, session: aiohttp.ClientSession) -> C
 def _build(name: str, matrix: EscalationMatrix, session: aiohttp.ClientSession) -> Channel | None:
     config = matrix.channels
     if name == "pagerduty" and config.pagerduty is not None:
-        return PagerDuty(config.pagerduty, session, url=config.pagerduty.events_url)
+        pagerduty = config.pagerduty
+        timeout = pagerduty.timeout.total_seconds()
+        return PagerDuty(pagerduty, session, url=pagerduty.events_url, timeout=timeout)
     if name == "slack" and config.slack is not None:
-        return Slack(config.slack, session)
+        return Slack(config.slack, session, timeout=config.slack.timeout.total_seconds())
     if name == "email" and config.email is not None:
-        return Email(config.email)
+        return Email(config.email, timeout=config.email.timeout.total_seconds())
     return None

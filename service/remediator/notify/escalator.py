@@ -26,6 +26,9 @@ from remediator.store import AlertRecord, OutboxEntry, Remediation, Store
 log = structlog.get_logger(__name__)
 
 LADDER = "ladder"  # the outbox's own channel: an entry there is a climb that falls due
+# A page's fallback channels, and on a fallback's copy the channel that did not take it.
+FALLBACK, FALLBACK_FOR = "fallback", "fallback_for"
+FALLBACK_KEYS = (FALLBACK, FALLBACK_FOR)
 
 
 def dedup_key(remediation: Remediation) -> str:
@@ -54,14 +57,19 @@ def outbox_entries(
     entry_id: Callable[[str], str],
 ) -> list[OutboxEntry]:
     """One entry per channel at the message's level; and its climb, when this opens the
-    incident and the level has a next rung."""
+    incident and the level has a next rung. A page names the channel's fallback, where the
+    sender sends it as well if that channel does not take it."""
     action, key, level = message["action"], message["dedup_key"], message["level"]
     route = matrix.levels.get(level)
     entries = []
+    own = {name: value for name, value in message.items() if name not in FALLBACK_KEYS}
     for channel in channels:
-        due, text = now, message
+        due, text = now, own
         if route is not None and route.digest is not None and channel == "email":
-            due, text = route.digest.next_after(now), {**message, "digest": True}
+            due, text = route.digest.next_after(now), {**own, "digest": True}
+        fallback = matrix.fallback_of(channel)
+        if action == "trigger" and fallback:
+            text = {**text, FALLBACK: fallback}
         entries.append(
             OutboxEntry(entry_id(channel), channel, action, key, remediation_id, text, now, due)
         )

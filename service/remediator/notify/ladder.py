@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from remediator.notify.base import Message
-from remediator.notify.escalator import LADDER, outbox_entries, paged
+from remediator.notify.escalator import FALLBACK_FOR, LADDER, outbox_entries, paged
 from remediator.policy.durations import format_duration
 from remediator.policy.schema import EscalationMatrix
 from remediator.store import OutboxEntry, Store
@@ -57,9 +57,10 @@ class Ladder:
             log.info("the matrix no longer climbs from this level", level=message.level)
             return
         rung = route.next
-        latest = max(
-            (e for e in incident if e.action == "trigger" and e.channel != LADDER), key=_order
-        )
+        triggers = [e for e in incident if e.action == "trigger" and e.channel != LADDER]
+        # The page itself, not a fallback's copy of it (which says a channel did not take it).
+        pages = [e for e in triggers if FALLBACK_FOR not in e.message] or triggers
+        latest = max(pages, key=_order)
         opened_with = latest.message.get("opened_with", latest.message["summary"])
         text = {
             **latest.message,

@@ -6,6 +6,13 @@ backoff; if it persists, or the channel said when (429 Retry-After), the message
 outbox and is retried with exponential backoff for most of a day. A refusal is given up and
 logged. A channel failing again and again is skipped for a cooldown (its own breaker), and its
 messages wait in the outbox meanwhile rather than holding up the others.
+
+Each channel has a lane: a task sending its messages in order, so a channel that is slow or
+does not answer holds up only its own messages, never another channel's. A message of an
+incident never overtakes an earlier one of the same incident on the same channel (a resolve
+never reaches PagerDuty before its trigger). A page a channel did not take (its send failed,
+was refused, or its breaker is open) goes to the channel's fallback as well (the matrix's
+`fallback`), saying so: who reads Slack must know that PagerDuty woke nobody.
 """
 
 from __future__ import annotations
@@ -36,12 +43,17 @@ from remediator.notify.base import (
     StepLine,
     TransientFailure,
 )
+from remediator.notify.escalator import FALLBACK, FALLBACK_FOR
 from remediator.store import OutboxEntry, Store
 
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 30  # 5 s doubling to an hour: about 21 hours of trying
 SEND_TIMEOUT = 15.0
+BATCH = 100  # messages claimed at once, and held at most per channel
+STOP_GRACE = 5.0  # at shutdown, sends still going after this are abandoned (sent again later)
+TITLES = {"pagerduty": "PagerDuty", "slack": "Slack", "email": "Email"}
+_SOON = timedelta(seconds=1)  # a message waiting for an earlier one is not claimed in a loop
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,20 @@ class QuickRetries:
 class _Breaker:
     failures: int = 0
     open_until: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    entry: OutboxEntry
+    at: float  # when this sender claimed it
+
+
+@dataclass(frozen=True)
+class _Undelivered:
+    """A message not sent this time: when it is tried again (None: given up), and why."""
+
+    retry_at: datetime | None
+    error: str
 
 
 class OutboxSender:
@@ -82,28 +108,80 @@ class OutboxSender:
         self._breaker_failures = breaker_failures
         self._breaker_cooldown = breaker_cooldown
         self._breakers = {name: _Breaker() for name in channels}
+        self._queued: dict[str, list[_Claimed]] = {}
+        self._lanes: dict[str, asyncio.Task[None]] = {}
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:  # the store may be down: try again at the next poll
-                log.exception("outbox round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._dispatch()
+                except Exception:  # the store may be down: try again at the next poll
+                    log.exception("outbox round failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll)
+        finally:
+            await self._stop_lanes()
 
     async def run_once(self) -> int:
-        """Send what is due, each channel in parallel; how many messages were tried."""
+        """Send what is due, each channel in parallel, and wait until it is sent (or put back);
+        how many messages were tried."""
+        claimed = await self._dispatch()
+        await asyncio.gather(*self._lanes.values())
+        return claimed
+
+    async def _dispatch(self) -> int:
+        """Claim what is due and hand each channel's messages to its lane, after the ones that
+        lane is still busy with (a slow channel's), so that no channel waits for another."""
         now = self._now()
-        entries = await self._store.claim_outbox(self.worker, now, now + self._lease, 100)
-        by_channel: dict[str, list[OutboxEntry]] = {}
+        entries = await self._store.claim_outbox(self.worker, now, now + self._lease, BATCH)
         for entry in entries:
-            by_channel.setdefault(entry.channel, []).append(entry)
-        await asyncio.gather(
-            *(self._send_all(channel, queued) for channel, queued in by_channel.items())
-        )
+            queued = self._queued.setdefault(entry.channel, [])
+            if len(queued) < BATCH:
+                queued.append(_Claimed(entry, self._clock()))
+            else:  # that lane is far behind: the message waits in the outbox, not in memory
+                await self._store.outbox_done(entry.id, retry_at=now + self._lease / 2)
+        for name, queued in self._queued.items():
+            lane = self._lanes.get(name)
+            if queued and (lane is None or lane.done()):
+                self._lanes[name] = asyncio.create_task(self._lane(name))
         return len(entries)
+
+    async def _lane(self, name: str) -> None:
+        try:
+            while entries := await self._take(name):
+                await self._send_all(name, entries)
+        except Exception:  # the store may be down: what is left is claimed again later
+            log.exception("outbox lane failed", channel=name)
+
+    async def _take(self, name: str) -> list[OutboxEntry]:
+        """What the lane has been given since it last looked. A message that waited there for
+        half its lease (behind a slow channel's sends) is put back unsent, so that its lease
+        cannot pass while it is being sent (another replica may claim it then)."""
+        queued, self._queued[name] = self._queued.get(name, []), []
+        stale_before = self._clock() - self._lease.total_seconds() / 2
+        fresh = [claimed.entry for claimed in queued if claimed.at >= stale_before]
+        for claimed in queued:
+            if claimed.at < stale_before:
+                with contextlib.suppress(Exception):
+                    await self._store.outbox_done(claimed.entry.id)
+        return fresh
+
+    async def _stop_lanes(self) -> None:
+        """Let sends in progress finish for a moment, then abandon them: an abandoned message
+        stays claimed until its lease passes, and is sent then (at least once)."""
+        lanes = [lane for lane in self._lanes.values() if not lane.done()]
+        if lanes:
+            _, pending = await asyncio.wait(lanes, timeout=STOP_GRACE)
+            for lane in pending:
+                lane.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for queued in self._queued.values():
+            for claimed in queued:
+                with contextlib.suppress(Exception):
+                    await self._store.outbox_done(claimed.entry.id)  # for another replica
+        self._queued.clear()
 
     async def _send_all(self, name: str, entries: list[OutboxEntry]) -> None:
         """In order, a trigger before its resolve: after a failure the rest wait their turn.
@@ -114,40 +192,100 @@ class OutboxSender:
             await self._send_digest(name, channel, digest)
             entries = [e for e in entries if not e.message.get("digest")]
         for position, entry in enumerate(entries):
-            retry_at = await self._send(name, entry)
-            if retry_at is not None:
+            if await self._behind_its_incident(entry):
+                continue
+            undelivered = await self._send(name, entry)
+            if undelivered is None:
+                continue
+            await self._fall_back(entry, undelivered.error)
+            if undelivered.retry_at is not None:
                 for waiting in entries[position + 1 :]:
                     await self._store.outbox_done(
-                        waiting.id, retry_at=retry_at, error="behind a message being retried"
+                        waiting.id,
+                        retry_at=undelivered.retry_at,
+                        error="behind a message being retried",
                     )
+                    await self._fall_back(waiting, undelivered.error)
                 return
 
-    async def _send(self, name: str, entry: OutboxEntry) -> datetime | None:
-        """None when sent or given up; else when it is to be tried again."""
+    async def _behind_its_incident(self, entry: OutboxEntry) -> bool:
+        """An earlier message of the same incident to the same channel, still unsent, goes
+        first: this one waits until that one is due (and is put back if so)."""
+        earlier = [
+            other
+            for other in await self._store.outbox_for(entry.dedup_key)
+            if other.channel == entry.channel
+            and (other.created_at, other.id) < (entry.created_at, entry.id)
+            and other.sent_at is None
+            and other.failed_at is None
+        ]
+        if not earlier:
+            return False
+        retry_at = max(min(other.next_attempt_at for other in earlier), self._now() + _SOON)
+        error = "behind an earlier message of its incident"
+        await self._store.outbox_done(entry.id, retry_at=retry_at, error=error)
+        return True
+
+    async def _send(self, name: str, entry: OutboxEntry) -> _Undelivered | None:
+        """None when sent; else why not, and when it is to be tried again (None: given up)."""
         channel = self._channels.get(name)
         if channel is None:
-            await self._give_up(entry, f"channel {name} is not configured")
-            return None
+            return await self._give_up(entry, f"channel {name} is not configured")
         breaker = self._breakers[name]
         if breaker.open_until > self._clock():
             retry = datetime.fromtimestamp(breaker.open_until, UTC)
             await self._store.outbox_done(entry.id, retry_at=retry, error="channel breaker open")
-            return retry
+            return _Undelivered(retry, "its breaker is open after repeated failures")
         try:
             await self._send_quickly(name, channel, message_of(entry))
         except PermanentFailure as exc:
-            await self._give_up(entry, str(exc))
-            return None
+            return await self._give_up(entry, str(exc))
         except (TransientFailure, TimeoutError) as exc:
             self._trip(name, breaker)
             error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
             return await self._retry(entry, error, retry_after)
-        else:
-            breaker.failures = 0
-            await self._store.outbox_done(entry.id, sent_at=self._now())
-            self._metrics.notifications_sent.labels(name, "sent").inc()
-            log.info("notification sent", channel=name, action=entry.action, key=entry.dedup_key)
-            return None
+        breaker.failures = 0
+        await self._store.outbox_done(entry.id, sent_at=self._now())
+        self._metrics.notifications_sent.labels(name, "sent").inc()
+        log.info("notification sent", channel=name, action=entry.action, key=entry.dedup_key)
+        return None
+
+    async def _fall_back(self, entry: OutboxEntry, error: str) -> None:
+        """The page to the channel's fallback too, saying this channel did not take it; once
+        per page (the copies are named after it), and not once the incident was resolved."""
+        fallback = entry.message.get(FALLBACK) or []
+        if entry.action != "trigger" or not fallback:
+            return
+        latest = {e.channel: e for e in await self._store.latest_outbox(entry.dedup_key)}
+        if (newest := latest.get(entry.channel)) is not None and newest.action == "resolve":
+            return
+        title = TITLES.get(entry.channel, entry.channel)
+        text = {
+            **entry.message,
+            "summary": (
+                f"{title} could not be reached ({error}): this {entry.message['level']} page "
+                f"may have reached nobody there. {entry.message['summary']}"
+            )[:1024],
+            FALLBACK_FOR: entry.channel,
+        }
+        text.pop(FALLBACK, None)
+        text.pop("digest", None)
+        now = self._now()
+        copies = [
+            OutboxEntry(
+                f"{entry.id}/{FALLBACK}/{channel}",
+                channel,
+                "trigger",
+                entry.dedup_key,
+                entry.remediation_id,
+                text,
+                now,
+                now,
+            )
+            for channel in fallback
+        ]
+        await self._store.enqueue(copies)
+        log.warning("page sent to the fallback", channel=entry.channel, fallback=fallback)
 
     async def _send_digest(
         self, name: str, channel: DigestChannel, entries: list[OutboxEntry]
@@ -168,11 +306,12 @@ class OutboxSender:
             except (TransientFailure, TimeoutError) as exc:
                 self._trip(name, breaker)
                 error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
-                retry = await self._retry(entries[0], error, retry_after)
-                if retry is None:  # given up after its attempts: the digest with it
+                undelivered = await self._retry(entries[0], error, retry_after)
+                if undelivered.retry_at is None:  # given up after its attempts: the digest too
                     for entry in entries[1:]:
                         await self._give_up(entry, error)
                     return
+                retry = undelivered.retry_at
         if retry is not None:
             for entry in entries:
                 await self._store.outbox_done(entry.id, retry_at=retry, error=error)
@@ -211,21 +350,21 @@ class OutboxSender:
 
     async def _retry(
         self, entry: OutboxEntry, error: str, retry_after: float | None
-    ) -> datetime | None:
+    ) -> _Undelivered:
         if entry.attempts >= MAX_ATTEMPTS:
-            await self._give_up(entry, f"gave up after {entry.attempts} attempts: {error}")
-            return None
+            return await self._give_up(entry, f"gave up after {entry.attempts} attempts: {error}")
         backoff = retry_after if retry_after is not None else min(5.0 * 2**entry.attempts, 3600.0)
         retry_at = self._now() + timedelta(seconds=backoff)
         await self._store.outbox_done(entry.id, retry_at=retry_at, error=error)
         self._metrics.notifications_sent.labels(entry.channel, "retried").inc()
         log.warning("notification will be retried", channel=entry.channel, error=error)
-        return retry_at
+        return _Undelivered(retry_at, error)
 
-    async def _give_up(self, entry: OutboxEntry, error: str) -> None:
+    async def _give_up(self, entry: OutboxEntry, error: str) -> _Undelivered:
         await self._store.outbox_done(entry.id, failed_at=self._now(), error=error)
         self._metrics.notifications_sent.labels(entry.channel, "failed").inc()
         log.error("notification not sent", channel=entry.channel, error=error)
+        return _Undelivered(None, error)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)

@@ -279,7 +279,22 @@ class LevelRoute(_Model):
     )
 
 
-class PagerDutyChannel(_Model):
+SEND_TIMEOUT_LIMIT = timedelta(seconds=15)  # the outbox's own bound on one attempt
+
+
+def _send_timeout(value: timedelta) -> timedelta:
+    if not timedelta(seconds=1) <= value <= SEND_TIMEOUT_LIMIT:
+        raise ValueError("a channel's timeout lasts from 1s to 15s (the outbox's bound)")
+    return value
+
+
+class _ChannelConfig(_Model):
+    timeout: Annotated[Duration, AfterValidator(_send_timeout)] = Field(
+        default="10s", validate_default=True, description="each attempt to send one message"
+    )
+
+
+class PagerDutyChannel(_ChannelConfig):
     routing_key_env: EnvName
     events_url: str = Field(
         "https://events.pagerduty.com/v2/enqueue",
@@ -288,11 +303,11 @@ class PagerDutyChannel(_Model):
     )
 
 
-class SlackChannel(_Model):
+class SlackChannel(_ChannelConfig):
     webhook_url_env: EnvName
 
 
-class EmailChannel(_Model):
+class EmailChannel(_ChannelConfig):
     smtp_host: str
     smtp_port: int = 587
     sender: str = Field(alias="from")
@@ -312,6 +327,14 @@ class EscalationMatrix(_Model):
     default_level: Level
     channels: Channels  # before levels, so that levels can be checked against it
     levels: dict[Level, LevelRoute]
+    fallback: dict[Channel, list[Channel]] = Field(
+        default_factory=dict,
+        description=(
+            "per channel, the channels a page goes to as well, saying so, when that channel "
+            "has not taken it: its send failed after the quick retries, it was refused, or "
+            "its breaker is open"
+        ),
+    )
 
     @field_validator("levels")
     @classmethod
@@ -336,6 +359,25 @@ class EscalationMatrix(_Model):
                     raise ValueError(f"the ladder from {level} goes round in a circle: {ladder}")
                 climbed.append(rung.level)
         return levels
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallbacks_are_other_defined_channels(
+        cls, fallback: dict[Channel, list[Channel]], info: ValidationInfo
+    ) -> dict[Channel, list[Channel]]:
+        channels = info.data.get("channels")
+        for name, others in fallback.items():
+            # (A fallback of a channel not defined never applies; the levels name that one.)
+            for channel in others:
+                if channels is not None and getattr(channels, channel) is None:
+                    raise ValueError(f"fallback names {channel}, not defined under channels")
+            if name in others:
+                raise ValueError(f"the fallback of {name} names {name} itself")
+        return fallback
+
+    def fallback_of(self, channel: str) -> list[Channel]:
+        """Where a page this channel has not taken goes as well."""
+        return next((list(others) for name, others in self.fallback.items() if name == channel), [])
 
     def level_for(self, severity_label: str | None) -> Level:
         if severity_label is None:
