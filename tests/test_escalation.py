@@ -258,6 +258,20 @@ async def test_an_unconfigured_channel_is_given_up_with_the_reason(store: Store)
     assert given_up.last_error == "channel pagerduty is not configured"
 
 
+async def test_a_message_the_channel_cannot_compose_is_given_up_and_blocks_nothing(
+    store: Store,
+) -> None:
+    clock = Clock()
+    email = Recorder("email", failures=[ValueError("Header values may not contain linefeed")])
+    first, second = entry("email", at=clock() - 1), entry("email")
+    await store.enqueue([first, second])
+    await OutboxSender(store, {"email": email}, Metrics(), clock=clock).run_once()
+    assert [m.id for m in email.sent] == [second.id]
+    [given_up] = [e for e in await store.outbox_for("key") if e.id == first.id]
+    assert given_up.failed_at is not None
+    assert given_up.last_error == "ValueError: Header values may not contain linefeed"
+
+
 def test_the_backoff_keeps_trying_for_most_of_a_day() -> None:
     assert 18 * 3600 < sum(min(5.0 * 2**n, 3600.0) for n in range(MAX_ATTEMPTS)) < 24 * 3600
 

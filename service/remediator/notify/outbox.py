@@ -244,6 +244,9 @@ class OutboxSender:
             self._trip(name, breaker)
             error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
             return await self._retry(entry, error, retry_after)
+        except Exception as exc:  # a message the channel cannot compose: no retry will help
+            log.exception("notification could not be sent", channel=name, key=entry.dedup_key)
+            return await self._give_up(entry, f"{type(exc).__name__}: {exc}")
         breaker.failures = 0
         await self._store.outbox_done(entry.id, sent_at=self._now())
         self._metrics.notifications_sent.labels(name, "sent").inc()
