@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,23 +23,35 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    client_ssl: ssl.SSLContext | None = None  # what trusts its certificate, served over HTTPS
 
     @classmethod
-    async def start(cls, tmp_path: Path, **settings: str) -> ServiceProcess:
-        port = free_port()
+    async def start(
+        cls,
+        tmp_path: Path,
+        *,
+        port: int | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        **settings: str,
+    ) -> ServiceProcess:
+        """Start `remediator serve` on `port` (a free one by default: give the port of a killed
+        service to restart it where its clients send) and wait until it answers /health.
+        With `tls_cert_file` and `tls_key_file` it serves HTTPS, checked with `client_ssl`."""
+        port = port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
         env.update({f"REMEDIATOR_{name.upper()}": value for name, value in settings.items()})
         env["REMEDIATOR_LISTEN"] = f"127.0.0.1:{port}"
         env.setdefault("REMEDIATOR_POLICIES", str(SHIPPED_POLICIES))
         log_path = tmp_path / f"remediator-{port}.log"
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:  # a restart on the same port appends to the log
             process = subprocess.Popen(
                 [sys.executable, "-m", "remediator", "serve"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        service = cls(process, f"http://127.0.0.1:{port}", log_path)
+        scheme = "https" if "tls_cert_file" in settings else "http"
+        service = cls(process, f"{scheme}://127.0.0.1:{port}", log_path, client_ssl)
         await eventually(service.is_healthy, what=f"service on port {port} to answer /health")
         return service
 
@@ -48,7 +61,7 @@ class ServiceProcess:
         try:
             async with (
                 aiohttp.ClientSession() as session,
-                session.get(f"{self.url}/health") as answer,
+                session.get(f"{self.url}/health", ssl=self.client_ssl or True) as answer,
             ):
                 return answer.status == 200
         except aiohttp.ClientConnectionError:

@@ -7,16 +7,127 @@ reach the port, and the webhook's credentials, which Alertmanager holds, do not 
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
+from typing_extensions import TypedDict  # pydantic documents these; typing's needs 3.12
 
+from remediator.alerts import Text
 from remediator.auth import WebhookAuth
-from remediator.guards.base import GuardsUnavailable, Snapshot
+from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.gate import Guards
 from remediator.policy_reload import LivePolicies
 from remediator.store import Pause, Remediation, StepRecord, Store, StoreUnavailable
+
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+"""An RFC 3339 time, as datetime.isoformat() writes it."""
+
+
+class PauseRequest(BaseModel):
+    """POST /api/v1/pause; both optional, an empty body too."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+    reason: Text | None = None  # default: "paused through the API"
+    by: Text | None = None  # default: the caller's address
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True)
+    by: Text | None = None
+
+
+class PauseJson(TypedDict):
+    reason: str
+    by: str
+    at: Timestamp
+
+
+class PauseState(TypedDict):
+    """The kill switch: null while remediation runs."""
+
+    paused: PauseJson | None
+
+
+class RunJson(TypedDict):
+    id: str
+    alertname: str
+    fingerprint: str
+    startsAt: Timestamp
+    event: str
+    policy: str | None
+    policyRevision: str | None
+    outcome: str
+    guard: str | None
+    reason: str
+    run: str | None
+    target: str | None
+    plan: dict[str, Any]
+    started: Timestamp
+    verifyUntil: Timestamp | None
+    finished: Timestamp | None
+
+
+class StepJson(TypedDict):
+    phase: str
+    position: int
+    id: str | None
+    action: str
+    outcome: str
+    message: str
+    data: dict[str, Any]
+    attempts: int
+    started: Timestamp
+    finished: Timestamp
+
+
+class RunList(TypedDict):
+    runs: list[RunJson]
+
+
+class RunDetail(RunJson):
+    steps: list[StepJson]
+
+
+class BreakerJson(TypedDict):
+    key: str
+    state: BreakerState
+    recent_failures: int
+    opened_at: float | None
+    trial_until: float | None
+
+
+class WindowJson(TypedDict):
+    max: int
+    per_seconds: float
+    used: int
+    remaining: int
+
+
+class RateLimitJson(TypedDict):
+    key: str
+    windows: list[WindowJson]
+
+
+class LeaseJson(TypedDict):
+    target: str
+    run: str
+    token: int
+    expires_in_seconds: float
+
+
+class GuardSnapshot(TypedDict):
+    breakers: list[BreakerJson]
+    rate_limits: list[RateLimitJson]
+    leases: list[LeaseJson]
+    runs_in_flight: int
+
+
+class GuardState(GuardSnapshot):
+    """The kill switch, breakers, rate-limit budgets, target leases and runs in flight."""
+
+    paused: PauseJson | None
+    max_concurrent_runs: int
 
 
 class OperatorApi:
@@ -40,22 +151,26 @@ class OperatorApi:
 
     async def runs(self, request: web.Request) -> web.Response:
         self._authorize(request)
+        unknown = sorted(set(request.query) - {"limit", "alertname"})
+        if unknown:  # a typo (`?alert=`) must not quietly list every run
+            raise _bad_request(f"unknown query parameter {unknown[0]!r} (known: limit, alertname)")
         try:
             limit = int(request.query.get("limit", "50"))
         except ValueError:
             raise _bad_request("limit must be a whole number") from None
         if not 1 <= limit <= 1000:
             raise _bad_request("limit must be from 1 to 1000")
-        alertname = request.query.get("alertname")
+        alertname = _text(request.query.get("alertname"), "alertname")
         try:
             found = await self._store.list_remediations(limit, alertname)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
-        return web.json_response({"runs": [remediation_json(r) for r in found]})
+        return web.json_response(RunList(runs=[_run_json(r) for r in found]))
 
     async def run(self, request: web.Request) -> web.Response:
         self._authorize(request)
         remediation_id = request.match_info["id"]
+        _text(remediation_id, "the run id")
         try:
             found = await self._store.remediation(remediation_id)
             steps = await self._store.steps(remediation_id) if found else []
@@ -63,9 +178,8 @@ class OperatorApi:
             raise _unavailable(exc) from exc
         if found is None:
             raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
-        return web.json_response(
-            remediation_json(found) | {"steps": [step_json(step) for step in steps]}
-        )
+        detail = RunDetail(**_run_json(found), steps=[_step_json(step) for step in steps])
+        return web.json_response(detail)
 
     async def guards(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -74,35 +188,33 @@ class OperatorApi:
             snapshot = await self._guards.snapshot(self._policies.current)
         except (GuardsUnavailable, StoreUnavailable) as exc:
             raise _unavailable(exc) from exc
-        return web.json_response(
-            {"paused": _pause(paused), **_snapshot(snapshot)}
-            | {"max_concurrent_runs": self._policies.current.guardrails.max_concurrent_runs}
+        state = GuardState(
+            paused=_pause(paused),
+            **_snapshot(snapshot),
+            max_concurrent_runs=self._policies.current.guardrails.max_concurrent_runs,
         )
+        return web.json_response(state)
 
     async def pause(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await _json_object(request)
-        reason = body.get("reason") or "paused through the API"
-        by = body.get("by") or request.remote or "api"
-        if not isinstance(reason, str) or not isinstance(by, str):
-            raise _bad_request("reason and by must be strings")
+        body = await _parsed(request, PauseRequest)
+        reason = body.reason or "paused through the API"
+        by = body.by or request.remote or "api"
         try:
             pause = await self._guards.pause(reason, by)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
-        return web.json_response({"paused": _pause(pause)})
+        return web.json_response(PauseState(paused=_pause(pause)))
 
     async def resume(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await _json_object(request)
-        by = body.get("by") or request.remote or "api"
-        if not isinstance(by, str):
-            raise _bad_request("by must be a string")
+        body = await _parsed(request, ResumeRequest)
+        by = body.by or request.remote or "api"
         try:
             await self._guards.resume(by)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
-        return web.json_response({"paused": None})
+        return web.json_response(PauseState(paused=None))
 
     def _authorize(self, request: web.Request) -> None:
         if not self._open:
@@ -114,16 +226,30 @@ class OperatorApi:
             )
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
+Body = TypeVar("Body", PauseRequest, ResumeRequest)
+
+
+async def _parsed(request: web.Request, model: type[Body]) -> Body:
+    """The body as its model, an absent or empty body as the defaults; a 400 naming what is
+    wrong otherwise (pydantic's parser bounds nesting and numbers, so no input is a 500)."""
+    body = await request.read() if request.can_read_body else b""
     try:
-        body = json.loads(await request.read() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad_request(f"the body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise _bad_request("the body must be a JSON object")
-    return body
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        [first, *_] = exc.errors(include_url=False, include_input=False)
+        if first["type"] == "json_invalid":
+            raise _bad_request(f"the body is not JSON: {first['msg']}") from None
+        if first["type"] == "model_type":
+            raise _bad_request("the body must be a JSON object") from None
+        field = ".".join(str(part) for part in first["loc"])
+        raise _bad_request(f"{field}: {first['msg']}") from None
+
+
+def _text(value: str | None, what: str) -> str | None:
+    """A query or path value the store can look up: PostgreSQL text holds no NUL."""
+    if value is not None and "\x00" in value:
+        raise _bad_request(f"{what} must not contain a NUL character")
+    return value
 
 
 def _bad_request(reason: str) -> web.HTTPBadRequest:
@@ -135,83 +261,91 @@ def _unavailable(exc: Exception) -> web.HTTPServiceUnavailable:
 
 
 def remediation_json(remediation: Remediation) -> dict[str, Any]:
-    r = remediation
-    return {
-        "id": r.id,
-        "alertname": r.alertname,
-        "fingerprint": r.fingerprint,
-        "startsAt": r.starts_at.isoformat(),
-        "event": r.kind,
-        "policy": r.policy,
-        "policyRevision": r.policy_revision,
-        "outcome": r.outcome,
-        "guard": r.guard,
-        "reason": r.reason,
-        "run": r.run_id,
-        "target": r.target,
-        "plan": r.plan,
-        "started": r.started_at.isoformat(),
-        "verifyUntil": r.verify_until.isoformat() if r.verify_until else None,
-        "finished": r.finished_at.isoformat() if r.finished_at else None,
-    }
+    """A run as the API shows it, for the command line's `history --json` too."""
+    return dict(_run_json(remediation))
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:
-    return {
-        "phase": step.phase,
-        "position": step.position,
-        "id": step.step_id,
-        "action": step.action,
-        "outcome": step.outcome,
-        "message": step.message,
-        "data": step.data,
-        "attempts": step.attempts,
-        "started": step.started_at.isoformat(),
-        "finished": step.finished_at.isoformat(),
-    }
+    return dict(_step_json(step))
 
 
-def _pause(pause: Pause | None) -> dict[str, str] | None:
+def _run_json(r: Remediation) -> RunJson:
+    return RunJson(
+        id=r.id,
+        alertname=r.alertname,
+        fingerprint=r.fingerprint,
+        startsAt=r.starts_at.isoformat(),
+        event=r.kind,
+        policy=r.policy,
+        policyRevision=r.policy_revision,
+        outcome=r.outcome,
+        guard=r.guard,
+        reason=r.reason,
+        run=r.run_id,
+        target=r.target,
+        plan=r.plan,
+        started=r.started_at.isoformat(),
+        verifyUntil=r.verify_until.isoformat() if r.verify_until else None,
+        finished=r.finished_at.isoformat() if r.finished_at else None,
+    )
+
+
+def _step_json(step: StepRecord) -> StepJson:
+    return StepJson(
+        phase=step.phase,
+        position=step.position,
+        id=step.step_id,
+        action=step.action,
+        outcome=step.outcome,
+        message=step.message,
+        data=step.data,
+        attempts=step.attempts,
+        started=step.started_at.isoformat(),
+        finished=step.finished_at.isoformat(),
+    )
+
+
+def _pause(pause: Pause | None) -> PauseJson | None:
     if pause is None:
         return None
-    return {"reason": pause.reason, "by": pause.paused_by, "at": pause.paused_at.isoformat()}
+    return PauseJson(reason=pause.reason, by=pause.paused_by, at=pause.paused_at.isoformat())
 
 
-def _snapshot(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "breakers": [
-            {
-                "key": key,
-                "state": view.state.value,
-                "recent_failures": view.recent_failures,
-                "opened_at": view.opened_at,
-                "trial_until": view.trial_until,
-            }
+def _snapshot(snapshot: Snapshot) -> GuardSnapshot:
+    return GuardSnapshot(
+        breakers=[
+            BreakerJson(
+                key=key,
+                state=view.state,
+                recent_failures=view.recent_failures,
+                opened_at=view.opened_at,
+                trial_until=view.trial_until,
+            )
             for key, view in sorted(snapshot.breakers.items())
         ],
-        "rate_limits": [
-            {
-                "key": key,
-                "windows": [
-                    {
-                        "max": budget.window.max,
-                        "per_seconds": budget.window.per,
-                        "used": budget.used,
-                        "remaining": budget.remaining,
-                    }
+        rate_limits=[
+            RateLimitJson(
+                key=key,
+                windows=[
+                    WindowJson(
+                        max=budget.window.max,
+                        per_seconds=budget.window.per,
+                        used=budget.used,
+                        remaining=budget.remaining,
+                    )
                     for budget in budgets
                 ],
-            }
+            )
             for key, budgets in sorted(snapshot.budgets.items())
         ],
-        "leases": [
-            {
-                "target": lease.target,
-                "run": lease.owner,
-                "token": lease.token,
-                "expires_in_seconds": round(lease.expires_at - snapshot.now, 1),
-            }
+        leases=[
+            LeaseJson(
+                target=lease.target,
+                run=lease.owner,
+                token=lease.token,
+                expires_in_seconds=round(lease.expires_at - snapshot.now, 1),
+            )
             for lease in snapshot.leases
         ],
-        "runs_in_flight": snapshot.runs_in_flight,
-    }
+        runs_in_flight=snapshot.runs_in_flight,
+    )

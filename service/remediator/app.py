@@ -28,6 +28,7 @@ from remediator.metrics import Metrics
 from remediator.notify.channels import ChannelSet, open_channels
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
+from remediator.openapi import routes as openapi_routes
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.runner import Runner
@@ -107,6 +108,7 @@ def build_app(
     app.router.add_get("/health", health_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_routes(api.routes())
+    app.router.add_routes(openapi_routes(settings))
     app[GUARDS] = guards
     app[INTAKE] = intake
     app[CHANNELS] = channels
@@ -207,11 +209,16 @@ async def create_app(settings: Settings) -> web.Application:
 
 
 def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then finish in-flight requests and close the store."""
+    """Run until SIGTERM or SIGINT, then finish in-flight requests and close the store.
+
+    HTTPS when the settings name a certificate and key: webhook credentials then never cross
+    the network in the clear, and a plain-HTTP client fails its handshake before any request.
+    """
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        ssl_context=settings.server_ssl_context(),
         access_log=None,
         print=None,
         shutdown_timeout=30,

@@ -10,11 +10,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
+from typing_extensions import TypedDict  # pydantic documents these; typing's needs 3.12
 
 from remediator.alerts import Notification
 from remediator.auth import WebhookAuth
@@ -22,6 +23,31 @@ from remediator.metrics import Metrics
 from remediator.store import Store, StoreUnavailable
 
 log = structlog.get_logger("remediator.intake")
+
+
+class Acknowledgement(TypedDict):
+    """200: every alert of the notification is durably stored; `duplicates` were known."""
+
+    accepted: int
+    duplicates: int
+
+
+class Problem(TypedDict):
+    path: str  # a JSON path into the body, `$.alerts[0].startsAt`
+    message: str
+
+
+class InvalidPayload(TypedDict):
+    """400: what is wrong with the body, field by field."""
+
+    error: str
+    problems: list[Problem]
+
+
+class ErrorAnswer(TypedDict):
+    """Every other refusal, and 503 when the store cannot write."""
+
+    error: str
 
 
 class Intake:
@@ -33,6 +59,7 @@ class Intake:
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
         self.on_new_events: Callable[[], None] | None = None  # wakes the dispatcher
+        self._challenge = f'{auth_scheme(auth) or "Bearer"} realm="remediator"'
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -45,7 +72,7 @@ class Intake:
         if not self._auth.allows(request.headers.get("Authorization")):
             log.warning("webhook refused", reason="missing or wrong credentials")
             return _error(
-                401, "missing or wrong credentials", headers={"WWW-Authenticate": "Bearer"}
+                401, "missing or wrong credentials", headers={"WWW-Authenticate": self._challenge}
             )
         if request.content_type != "application/json":
             return _error(
@@ -58,13 +85,12 @@ class Intake:
         except web.HTTPRequestEntityTooLarge:
             return _too_large(self._max_body_bytes)
         try:
-            notification = Notification.model_validate_json(body)
+            notification = Notification.from_webhook(body)
         except ValidationError as exc:
             problems = list(_problems(exc.errors(include_url=False, include_input=False)))
             log.warning("webhook payload invalid", problems=problems)
-            return web.json_response(
-                {"error": "invalid webhook payload", "problems": problems}, status=400
-            )
+            invalid = InvalidPayload(error="invalid webhook payload", problems=problems)
+            return web.json_response(invalid, status=400)
         structlog.contextvars.bind_contextvars(group_key=notification.group_key)
         return await self._store_notification(notification, body)
 
@@ -88,7 +114,9 @@ class Intake:
             accepted=result.accepted,
             duplicates=result.duplicates,
         )
-        return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
+        return web.json_response(
+            Acknowledgement(accepted=result.accepted, duplicates=result.duplicates)
+        )
 
     def _count(self, notification: Notification, duplicates: int) -> None:
         self._metrics.notifications_received.labels(notification.status.value).inc()
@@ -99,9 +127,16 @@ class Intake:
         self._metrics.alert_duplicates.inc(duplicates)
 
 
-def _problems(errors: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, str]]:
+def auth_scheme(auth: WebhookAuth) -> Literal["Basic", "Bearer"] | None:
+    """The HTTP authentication scheme the webhook expects; None when it accepts any request."""
+    if not auth.enabled:
+        return None
+    return "Basic" if auth.expected and auth.expected.startswith(b"Basic ") else "Bearer"
+
+
+def _problems(errors: Iterable[Mapping[str, Any]]) -> Iterable[Problem]:
     for error in errors:
-        yield {"path": json_path(error["loc"]), "message": error["msg"]}
+        yield Problem(path=json_path(error["loc"]), message=error["msg"])
 
 
 def json_path(location: Iterable[int | str]) -> str:
@@ -117,4 +152,4 @@ def _too_large(limit: int) -> web.Response:
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.json_response(ErrorAnswer(error=message), status=status, headers=headers)

@@ -1,0 +1,316 @@
+"""GET /openapi.json: the OpenAPI 3.1 document of the service's HTTP API.
+
+The request and answer schemas are generated from the models the handlers parse with and
+answer in (the webhook payload, the operator API's bodies and typed answers), so they cannot
+drift from the code; tests compare the paths with the routes and fuzz a running service with
+the document. The security schemes are the ones this service's settings accept.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+from typing_extensions import TypedDict  # pydantic documents it; typing's needs 3.12
+
+from remediator import __version__
+from remediator.alerts import Notification
+from remediator.api import GuardState, PauseRequest, PauseState, ResumeRequest, RunDetail, RunList
+from remediator.auth import WebhookAuth
+from remediator.config import Settings
+from remediator.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
+
+PATH = "/openapi.json"
+_HTTP_REFUSAL = "malformed HTTP, or a request line or header over 8190 bytes"
+_NO_NUL = {"type": "string", "pattern": "^[^\\x00]*$"}
+
+
+class HealthAnswer(TypedDict):
+    """What GET /health answers (remediator.health builds it)."""
+
+    status: Literal["ok", "degraded", "unhealthy"]
+    timestamp: str
+    version: str
+    checks: dict[str, dict[str, str]]  # per dependency: status, and detail when not ok
+
+
+# Each is a component named as its class: requests as they are parsed, answers as written.
+_COMPONENTS: list[tuple[JsonSchemaMode, type[Any]]] = [
+    ("validation", Notification),
+    ("validation", PauseRequest),
+    ("validation", ResumeRequest),
+    ("serialization", Acknowledgement),
+    ("serialization", InvalidPayload),
+    ("serialization", ErrorAnswer),
+    ("serialization", HealthAnswer),
+    ("serialization", PauseState),
+    ("serialization", GuardState),
+    ("serialization", RunList),
+    ("serialization", RunDetail),
+]
+
+
+def routes(settings: Settings) -> list[web.RouteDef]:
+    """The document's own route; it needs no credentials, as it holds none."""
+    body = json.dumps(openapi_document(settings)).encode()
+
+    async def serve(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return [web.get(PATH, serve)]
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    webhook_scheme, webhook_security = _webhook_security(settings)
+    operator: list[dict[str, list[str]]] = [{"operatorToken": []}]
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Remediator",
+            "version": __version__,
+            "description": "Receives Alertmanager webhooks, stores them durably and runs the"
+            " runbook's first response under guard rails; the operator API pauses it and shows"
+            " its guards and runs.",
+        },
+        "paths": {
+            "/api/v1/alerts": {"post": _intake(webhook_security)},
+            "/health": {"get": _health()},
+            "/metrics": {"get": _metrics()},
+            PATH: {"get": _document()},
+            "/api/v1/guards": {"get": _guards(operator)},
+            "/api/v1/pause": {"post": _pause(operator)},
+            "/api/v1/resume": {"post": _resume(operator)},
+            "/api/v1/runs": {"get": _runs(operator)},
+            "/api/v1/runs/{id}": {"get": _run(operator)},
+        },
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                **webhook_scheme,
+                "operatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "REMEDIATOR_API_TOKEN; unset, the operator API answers 403."
+                    " The webhook's credentials do not open it.",
+                },
+            },
+        },
+    }
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            _refused_by_http(operation["responses"])
+    return document
+
+
+def _refused_by_http(responses: dict[str, Any]) -> None:
+    """Every operation: aiohttp answers 400 in plain text, before any handler, to malformed
+    HTTP or a request line or header over its limit."""
+    refusal = responses.setdefault("400", {"description": _HTTP_REFUSAL, "content": {}})
+    if refusal["description"] != _HTTP_REFUSAL:
+        refusal["description"] += f"; or (text/plain) {_HTTP_REFUSAL}"
+    refusal["content"]["text/plain"] = {"schema": {"type": "string"}}
+
+
+def _webhook_security(settings: Settings) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:
+    scheme_name = auth_scheme(WebhookAuth.from_settings(settings))
+    if scheme_name == "Bearer":
+        where = "REMEDIATOR_WEBHOOK_TOKEN, or a line of REMEDIATOR_WEBHOOK_TOKEN_FILE"
+        scheme = {"type": "http", "scheme": "bearer", "description": where}
+        return {"webhookBearer": scheme}, [{"webhookBearer": []}]
+    if scheme_name == "Basic":
+        scheme = {
+            "type": "http",
+            "scheme": "basic",
+            "description": "REMEDIATOR_WEBHOOK_USERNAME and REMEDIATOR_WEBHOOK_PASSWORD",
+        }
+        return {"webhookBasic": scheme}, [{"webhookBasic": []}]
+    return {}, []  # dry-run without webhook authentication: every webhook is accepted
+
+
+def _schemas() -> dict[str, Any]:
+    """Every component and the definitions they share, each $ref into components."""
+    inputs = [(kind.__name__, mode, TypeAdapter(kind)) for mode, kind in _COMPONENTS]
+    tops, shared = TypeAdapter.json_schemas(
+        inputs, by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    schemas: dict[str, Any] = dict(shared.get("$defs", {}))
+    for (name, _), schema in tops.items():
+        if schema.get("$ref") != _ref(name):  # a class's top is a $ref to its own definition
+            schemas[name] = schema
+    return schemas
+
+
+def _ref(name: str) -> str:
+    return f"#/components/schemas/{name}"
+
+
+def _json(name: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _ref(name)}}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": schema}
+
+
+def _operator_refusals() -> dict[str, Any]:
+    challenge = {"WWW-Authenticate": _header("the bearer challenge", {"type": "string"})}
+    return {
+        "401": _json("ErrorAnswer", "missing or wrong bearer token", challenge),
+        "403": _json("ErrorAnswer", "the operator API is closed: REMEDIATOR_API_TOKEN is unset"),
+        "503": _json("ErrorAnswer", "the store or the guard state cannot be reached"),
+    }
+
+
+def _intake(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    challenge = {"WWW-Authenticate": _header("the scheme expected", {"type": "string"})}
+    retry = _header("seconds to wait before retrying", {"type": "string", "pattern": "^[0-9]+$"})
+    return {
+        "operationId": "receiveAlerts",
+        "tags": ["intake"],
+        "summary": "Alertmanager's webhook (payload version 4)",
+        "description": "Answers only after the body, every alert and the queued events are"
+        " committed; a repeat of a known alert state is a duplicate, queued nothing.",
+        "security": security,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": _ref("Notification")}}},
+        },
+        "responses": {
+            "200": _json("Acknowledgement", "stored durably, each alert state once"),
+            "400": _json("InvalidPayload", "not JSON, or a field missing or of the wrong type"),
+            "401": _json("ErrorAnswer", "credentials missing or wrong", challenge),
+            "413": _json("ErrorAnswer", "body over REMEDIATOR_MAX_BODY_BYTES"),
+            "415": _json("ErrorAnswer", "Content-Type is not application/json"),
+            "503": _json("ErrorAnswer", "the store cannot write: retry", {"Retry-After": retry}),
+        },
+    }
+
+
+def _health() -> dict[str, Any]:
+    return {
+        "operationId": "health",
+        "tags": ["health"],
+        "summary": "One check per dependency",
+        "security": [],
+        "responses": {
+            "200": _json("HealthAnswer", "ok, or degraded: remediation is held back, intake works"),
+            "503": _json("HealthAnswer", "unhealthy: the store cannot be reached"),
+        },
+    }
+
+
+def _metrics() -> dict[str, Any]:
+    return {
+        "operationId": "metrics",
+        "tags": ["health"],
+        "summary": "Prometheus metrics, in the text exposition format",
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "the metrics",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+
+
+def _document() -> dict[str, Any]:
+    return {
+        "operationId": "openapi",
+        "tags": ["health"],
+        "summary": "This document",
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "the OpenAPI 3.1 document",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+
+
+def _guards(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "guards",
+        "tags": ["operator"],
+        "summary": "The kill switch, breakers, rate-limit budgets, leases and runs in flight",
+        "security": security,
+        "responses": {"200": _json("GuardState", "the guards' state"), **_operator_refusals()},
+    }
+
+
+def _kill_switch(
+    operation: str, summary: str, body: str, security: list[dict[str, list[str]]]
+) -> dict[str, Any]:
+    return {
+        "operationId": operation,
+        "tags": ["operator"],
+        "summary": summary,
+        "security": security,
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"$ref": _ref(body)}}},
+        },
+        "responses": {
+            "200": _json("PauseState", "the kill switch as it now is"),
+            "400": _json("ErrorAnswer", "the body is not a JSON object of strings"),
+            "413": _json("ErrorAnswer", "body over REMEDIATOR_MAX_BODY_BYTES"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _pause(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return _kill_switch("pause", "Stop all remediation (the kill switch)", "PauseRequest", security)
+
+
+def _resume(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return _kill_switch("resume", "Lift the kill switch", "ResumeRequest", security)
+
+
+def _runs(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "listRuns",
+        "tags": ["operator"],
+        "summary": "The latest remediation records, newest first",
+        "security": security,
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+            },
+            {"name": "alertname", "in": "query", "required": False, "schema": _NO_NUL},
+        ],
+        "responses": {
+            "200": _json("RunList", "the runs"),
+            "400": _json("ErrorAnswer", "limit is not from 1 to 1000, or an unknown parameter"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _run(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "showRun",
+        "tags": ["operator"],
+        "summary": "One remediation record with every step and its result",
+        "security": security,
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": _NO_NUL}],
+        "responses": {
+            "200": _json("RunDetail", "the run and its steps"),
+            "400": _json("ErrorAnswer", "the id holds a NUL character"),
+            "404": _json("ErrorAnswer", "no such run"),
+            **_operator_refusals(),
+        },
+    }
