@@ -63,11 +63,24 @@ class Dispatcher:
                 handled = 0
             if handled == 0:
                 await self._store.watch_events(self.wake)  # (again, if the listener was lost)
+                idle = await self._idle_wait()
                 waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
-                await asyncio.wait(waits, timeout=self._idle_poll, return_when="FIRST_COMPLETED")
+                await asyncio.wait(waits, timeout=idle, return_when="FIRST_COMPLETED")
                 for task in waits:
                     task.cancel()
                 await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _idle_wait(self) -> float:
+        """How long to wait with nothing to claim: the idle poll, or a tenth of a claim while
+        other workers hold queued events. Nothing wakes a replica when a dead worker's claim
+        lapses, so this is how soon after that its events are taken over."""
+        try:
+            held = await self._store.pending_events(1)
+        except StoreUnavailable:
+            return self._idle_poll
+        if held:
+            return min(self._idle_poll, self._lease.total_seconds() / 10)
+        return self._idle_poll
 
     async def run_once(self) -> int:
         """Claim and run one batch, then end overdue verifications; how many events ran."""

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -58,9 +59,11 @@ from remediator.store import (
 log = structlog.get_logger(__name__)
 
 ACTIVE = ("running", "verifying")
+_UNFINISHED = ("running", "interrupted")  # attempts at an event that a crash cut short
 _DEFAULT_ESCALATE = ("on_failure", "when_blocked")
 DEFAULT_STEP_TIMEOUT = timedelta(minutes=2)
 ATTEMPTS = 3  # per step, on transient errors only
+HELD_BACK = "held_back"  # in a step's data: a retry the kill switch or the lease refused
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,13 @@ class Runner:
             log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
             return None
         earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
-        interrupted = [r for r in earlier if r.event_id == event.id and r.outcome == "running"]
-        for remediation in interrupted:
-            await self._store.save_remediation(
-                replace(remediation, outcome="interrupted", finished_at=self._now())
-            )
-            log.warning("run interrupted; taking it over", remediation=remediation.id)
+        handled = [r for r in earlier if r.event_id == event.id and r.outcome not in _UNFINISHED]
+        if handled:
+            # Its worker died after recording how the event went, before marking it done:
+            # deciding again would act twice on one alert state.
+            log.warning("event already handled; not again", event_id=event.id)
+            return handled[-1]
+        attempts = await self._take_over(event, earlier)
         alert = _alert(record, event.kind)
         if event.kind is AlertStatus.RESOLVED:
             return await self._resolved(event, alert, earlier)
@@ -116,11 +120,25 @@ class Runner:
         if any(r.outcome in ACTIVE for r in earlier if r.event_id != event.id):
             log.info("a run for this alert is still going; not starting another", event_id=event.id)
             return None
-        done = await self._completed_steps(interrupted)
-        # A change the dead worker made but did not live to record is found by the actions as
+        done = await self._completed_steps(attempts)
+        # A change a dead worker made but did not live to record is found by the actions as
         # made "by this run": they compare with when the first attempt began.
-        began = min((r.started_at for r in interrupted), default=None)
+        began = min((r.started_at for r in attempts), default=None)
         return await self._fire(event, alert, done, began)
+
+    async def _take_over(
+        self, event: AlertEvent, earlier: Sequence[Remediation]
+    ) -> list[Remediation]:
+        """Every earlier attempt at this event, the one a dead worker left running marked
+        interrupted now: not only the last, as a worker killed twice leaves one of each."""
+        attempts = [r for r in earlier if r.event_id == event.id and r.outcome in _UNFINISHED]
+        for remediation in attempts:
+            if remediation.outcome == "running":
+                await self._store.save_remediation(
+                    replace(remediation, outcome="interrupted", finished_at=self._now())
+                )
+                log.warning("run interrupted; taking it over", remediation=remediation.id)
+        return attempts
 
     async def _fire(
         self,
@@ -224,8 +242,10 @@ class Runner:
                     return held
             previous = done.get(("steps", position))
             result = await self._step(
-                remediation, "steps", position, step, context, results, alert, previous
+                remediation, "steps", position, step, context, results, alert, previous, admitted
             )
+            if HELD_BACK in result.data:
+                return await self._held_back(remediation, *result.data[HELD_BACK])
             # A failed read is an observation for later steps' conditions; a failed change (or
             # a condition that cannot be evaluated) ends the run.
             if not result.ok and (step.mutating or "condition" in result.data):
@@ -261,6 +281,7 @@ class Runner:
         results: dict[str, dict[str, Any]],
         alert: Alert,
         previous: StepRecord | None,
+        admitted: Admitted | None = None,
     ) -> StepResult:
         started = self._now()
         attempts = 0
@@ -270,7 +291,10 @@ class Runner:
                 Outcome.OK, f"done by the interrupted run: {previous.message}", previous.data
             )
         else:
-            result, attempts = await self._execute(step, context, results, alert)
+            before_retry = None
+            if step.mutating and admitted is not None:
+                before_retry = partial(self._refusal, admitted, step, "before retrying")
+            result, attempts = await self._execute(step, context, results, alert, before_retry)
         if step.id:
             results[step.id] = {"ok": result.ok, "outcome": result.outcome.value, **_view(result)}
         await self._store.record_step(
@@ -303,17 +327,15 @@ class Runner:
         context: StepContext,
         results: Mapping[str, Mapping[str, Any]],
         alert: Alert,
+        before_retry: Callable[[], Awaitable[tuple[str, str] | None]] | None = None,
     ) -> tuple[StepResult, int]:
-        if step.when is not None:
-            scope = {"steps": results, "labels": alert.labels, "annotations": alert.annotations}
-            try:
-                if not evaluate_condition(step.when, scope):
-                    return skipped(f"when {step.when!r} is false"), 0
-            except ConditionError as exc:
-                return failed(str(exc), condition=step.when), 0
-        action = self._actions.get(step.action)
-        if action is None:
-            return failed(f"{step.action} is not available here (not configured)"), 0
+        """Run the step's action, retrying transient errors; a change is retried only if the
+        kill switch and the lease still allow it (`before_retry`), as a retry comes up to
+        seconds after the check made before the step."""
+        not_run = self._not_run(step, results, alert)
+        if not_run is not None:
+            return not_run, 0
+        action = self._actions[step.action]
         step_context = context if step.mutating else replace(context, dry_run=False)
         timeout = (step.timeout or DEFAULT_STEP_TIMEOUT).total_seconds()
         attempts = 0
@@ -327,6 +349,9 @@ class Runner:
                 ),
                 retry=retry_if_exception_type(Transient),
             ):
+                refusal = await before_retry() if attempts and before_retry else None
+                if refusal is not None:
+                    return failed(f"not retried: {refusal[1]}", **{HELD_BACK: refusal}), attempts
                 with attempt:
                     attempts += 1
                     async with asyncio.timeout(timeout):
@@ -338,10 +363,28 @@ class Runner:
             return failed(
                 f"timed out after {format_duration(timedelta(seconds=timeout))}"
             ), attempts
+        except StoreUnavailable:
+            raise  # from the check before a retry: the claim lapses, the event is retried
         except Exception as exc:  # an action's bug must not kill the dispatcher
             log.exception("action raised", action=step.action)
             return failed(f"{type(exc).__name__}: {exc}"), attempts
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _not_run(
+        self, step: PlannedStep, results: Mapping[str, Mapping[str, Any]], alert: Alert
+    ) -> StepResult | None:
+        """The step's result when its action is not to run: its `when` is false or cannot be
+        evaluated, or the action is not configured here."""
+        if step.when is not None:
+            scope = {"steps": results, "labels": alert.labels, "annotations": alert.annotations}
+            try:
+                if not evaluate_condition(step.when, scope):
+                    return skipped(f"when {step.when!r} is false")
+            except ConditionError as exc:
+                return failed(str(exc), condition=step.when)
+        if step.action not in self._actions:
+            return failed(f"{step.action} is not available here (not configured)")
+        return None
 
     async def _keep_lease(self, admitted: Admitted) -> None:
         current: Admitted | None = admitted
@@ -420,8 +463,10 @@ class Runner:
                 if stopped is not None:
                     return stopped
             result = await self._step(
-                remediation, "on_resolved", position, step, context, results, alert, None
+                remediation, "on_resolved", position, step, context, results, alert, None, held
             )
+            if HELD_BACK in result.data:
+                return await self._held_back(remediation, *result.data[HELD_BACK])
             if not result.ok:
                 return await self._end(remediation, "failed", f"{step.action}: {result.message}")
         return await self._end(remediation, "succeeded", "on_resolved steps done")
@@ -543,17 +588,31 @@ class Runner:
     ) -> Remediation | None:
         """Before a change: the kill switch, then the fencing check. Neither is the fix's
         failure: the breaker does not count them, and the run's slot and trial lapse."""
+        refusal = await self._refusal(admitted, step, "before")
+        return None if refusal is None else await self._held_back(remediation, *refusal)
+
+    async def _refusal(
+        self, admitted: Admitted, step: PlannedStep, when: str
+    ) -> tuple[str, str] | None:
+        """Why this change must not be made now (the guard, and the reason), if it must not."""
         paused = await self._guards.paused()
         if paused is not None:
-            why = f"paused by {paused.paused_by} before {step.action}: {paused.reason}"
-            ended = await self._end(replace(remediation, guard="kill_switch"), "blocked", why)
-            return ended
+            return (
+                "kill_switch",
+                f"paused by {paused.paused_by} {when} {step.action}: {paused.reason}",
+            )
         if not await self._guards.may_act(admitted):
             # Our lease lapsed (a long pause, a partition) and another worker may hold the
             # target now.
-            why = f"target lease lost before {step.action}: not acting"
-            return await self._end(remediation, "interrupted", why)
+            return "target_lease", f"target lease lost {when} {step.action}: not acting"
         return None
+
+    async def _held_back(self, remediation: Remediation, guard: str, why: str) -> Remediation:
+        """End a run a refusal stopped before a change: blocked by the kill switch (and
+        escalated as such), or interrupted as its lease was lost."""
+        if guard == "kill_switch":
+            return await self._end(replace(remediation, guard=guard), "blocked", why)
+        return await self._end(remediation, "interrupted", why)
 
     async def _resolved_mid_run(self, remediation: Remediation, plan: Plan) -> Remediation:
         """The alert resolved before the next step: acting now could undo a recovery. The
