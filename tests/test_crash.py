@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from remediator.engine.plan import Plan
 from remediator.guards.gate import Guards
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
+from remediator.notify.escalator import dedup_key
 from remediator.policy.actions import RolloutRestart
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
@@ -194,3 +195,47 @@ async def test_a_change_made_but_not_recorded_before_a_crash_is_not_made_again(
     assert step.outcome == "skipped"
     assert "already restarted by this run" in step.message
     assert (await cluster.deployment("api"))["metadata"]["generation"] == generation
+
+
+async def test_an_outcome_recorded_but_not_told_before_a_crash_is_told_by_the_next_worker(
+    store: Store,
+) -> None:
+    """Another bad moment: after the run's end is recorded, before its messages are queued."""
+    clock = Clock()
+    clock.now = time.time()
+    live = LivePolicies.load(SHIPPED_POLICIES, Metrics())
+    guards = Guards(
+        MemoryGuards(clock),
+        store,
+        Metrics(),
+        live=False,
+        guardrails=lambda: live.current.guardrails,
+        clock=clock,
+    )
+    runner = Runner(store, guards, live, {}, clock=clock)
+    received = datetime.fromtimestamp(clock(), UTC)
+    labels = {
+        "alertname": "HighMemoryUsage",
+        "namespace": "claude-deployment-prod",
+        "deployment": "api",
+        "pod": "api-0",
+        "severity": "warning",
+    }
+    body = webhook(webhook_alert(labels, fingerprint="fp-1", starts_at=received.isoformat()))
+    await store.record_notification(Notification.model_validate(body), b"{}", received)
+    lease = datetime.fromtimestamp(clock() + 90, UTC)
+    [event] = await store.claim_events("dead", received, lease, 10)
+    record = await store.alert(event.fingerprint, event.starts_at)
+    assert record is not None
+    plan = decide(_alert(record, event.kind), live.current, received)
+    assert isinstance(plan, Plan)
+    dead = await runner._start(event, _alert(record, event.kind), plan, None)
+    await store.save_remediation(replace(dead, outcome="dry_run", finished_at=received))
+
+    clock.advance(91)  # its claim lapses: this worker finds the event handled, and untold
+    assert await Dispatcher(store, runner, clock=clock, worker="next").run_once() == 1
+    assert [r.outcome for r in await store.list_remediations(10)] == ["dry_run"]
+    told = await store.outbox_for(dedup_key(dead))
+    assert {entry.remediation_id for entry in told} == {dead.id}
+    channels = [entry.channel for entry in told if entry.action == "trigger"]
+    assert len(channels) == len(set(channels)) > 0  # each channel told once

@@ -42,7 +42,7 @@ from remediator.engine.escalation import on_outcome, on_start
 from remediator.engine.plan import Escalation, NoMatch, Plan, PlannedStep, Refused
 from remediator.guards.base import BreakerSpec
 from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
-from remediator.notify.escalator import Escalator
+from remediator.notify.escalator import Escalator, dedup_key
 from remediator.policy.durations import format_duration
 from remediator.policy.schema import EscalateWhen
 from remediator.policy.templates import ConditionError, evaluate_condition
@@ -110,6 +110,7 @@ class Runner:
             # Its worker died after recording how the event went, before marking it done:
             # deciding again would act twice on one alert state.
             log.warning("event already handled; not again", event_id=event.id)
+            await self._tell_if_untold(handled[-1])
             return handled[-1]
         attempts = await self._take_over(event, earlier)
         alert = _alert(record, event.kind)
@@ -648,6 +649,13 @@ class Runner:
         await self._escalator.turn(
             remediation, lambda paged: on_outcome(outcome, escalate, already_paged=paged)
         )
+
+    async def _tell_if_untold(self, remediation: Remediation) -> None:
+        """Its worker may have died between recording the outcome and queueing what it calls
+        for: then nothing of this run is in the outbox, and it is queued now."""
+        told = await self._store.latest_outbox(dedup_key(remediation))
+        if not any(entry.remediation_id == remediation.id for entry in told):
+            await self._escalate(remediation)
 
     async def _completed_steps(
         self, interrupted: Sequence[Remediation]
