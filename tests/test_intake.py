@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from remediator.logs import configure_logging
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store
 from tests.conftest import SHIPPED_POLICY_COUNT, sample
+from tests.webhooks import webhook, webhook_alert
 
 Client = TestClient[Any, Any]
 AUTH = {"Authorization": "Bearer s3cret"}
@@ -147,6 +149,140 @@ async def test_simultaneous_deliveries_from_peers_queue_the_alert_once(
     assert sum(answer["accepted"] for _, answer in answers) == 2
     assert sum(answer["duplicates"] for _, answer in answers) == 18
     assert len(await store.pending_events(100)) == 2
+
+
+# Two episodes of one alert, as a clustered Alertmanager delivers them when a peer was stopped
+# (SIGSTOP) meanwhile: the old episode fired and resolved; the new one fired; then the peer,
+# continued, merged a stale firing of the old episode into the new one (Alertmanager keeps the
+# earlier startsAt) and sent the new episode's resolution under the OLD startsAt. The other
+# peer's notification log says that resolution was sent, so it never sends its own.
+FLAPPING = {"alertname": "ApplicationDown", "namespace": "claude-deployment-prod"}
+FP = "5e1f0a7c2d9b4e36"
+OLD, OLD_END = "2026-11-23T20:00:00Z", "2026-11-23T20:05:00Z"
+NEW = "2026-11-23T20:06:00Z"
+NEW_END = "2026-11-23T20:09:00Z"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def state(starts_at: str, status: str = "firing", ends_at: str = NEW_END) -> dict[str, Any]:
+    return webhook_alert(
+        FLAPPING, fingerprint=FP, starts_at=starts_at, status=status, ends_at=ends_at
+    )
+
+
+async def last_notification_id(database_url: str) -> int:
+    """The id of the body stored last, read behind the store's back."""
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            found: int = db.execute("SELECT max(id) FROM notifications").fetchone()[0]
+        return found
+    other = await asyncpg.connect(database_url)
+    try:
+        found = await other.fetchval("SELECT max(id) FROM notifications")
+    finally:
+        await other.close()
+    return found
+
+
+async def old_resolved_and_new_firing(client: Client) -> None:
+    assert await post(client, webhook(state(OLD))) == (200, {"accepted": 1, "duplicates": 0})
+    resolved = webhook(state(OLD, "resolved", OLD_END))
+    assert await post(client, resolved) == (200, {"accepted": 1, "duplicates": 0})
+    assert await post(client, webhook(state(NEW))) == (200, {"accepted": 1, "duplicates": 0})
+
+
+async def test_a_resolution_under_an_older_starts_at_resolves_the_later_episode_it_covers(
+    client: Client, store: Store, database_url: str
+) -> None:
+    await old_resolved_and_new_firing(client)
+    # The stale firing the continued peer processed: a copy of the resolved old episode.
+    assert await post(client, webhook(state(OLD))) == (200, {"accepted": 0, "duplicates": 1})
+    before = await store.alert(FP, at(OLD))
+    merged = webhook(state(OLD, "resolved", NEW_END))
+    assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
+    merged_id = await last_notification_id(database_url)
+
+    new = await store.alert(FP, at(NEW))
+    assert new is not None
+    assert (new.status, new.ends_at) == (AlertStatus.RESOLVED, at(NEW_END))
+    old = await store.alert(FP, at(OLD))
+    assert old is not None and before is not None
+    assert (old.status, old.ends_at) == (AlertStatus.RESOLVED, at(OLD_END))
+    assert (old.labels, old.first_received) == (before.labels, before.first_received)
+    events = [(e.starts_at, e.kind) for e in await store.pending_events(10)]
+    assert events == [
+        (at(OLD), AlertStatus.FIRING),
+        (at(OLD), AlertStatus.RESOLVED),
+        (at(NEW), AlertStatus.FIRING),
+        (at(NEW), AlertStatus.RESOLVED),
+    ]
+    [resolution] = [e for e in await store.pending_events(10) if e.starts_at == at(NEW)][1:]
+    assert resolution.notification_id == merged_id
+    # The other peer, or the next repeat, delivering the same state again queues nothing.
+    assert await post(client, merged) == (200, {"accepted": 0, "duplicates": 1})
+    assert len(await store.pending_events(10)) == 4
+
+
+@pytest.mark.parametrize("ends_at", ["2026-11-23T20:05:30Z", NEW], ids=["before", "at-start"])
+async def test_a_resolution_under_an_older_starts_at_ending_before_the_later_episode_is_a_repeat(
+    client: Client, store: Store, ends_at: str
+) -> None:
+    await old_resolved_and_new_firing(client)
+    earlier = webhook(state(OLD, "resolved", ends_at))
+    assert await post(client, earlier) == (200, {"accepted": 0, "duplicates": 1})
+    new = await store.alert(FP, at(NEW))
+    assert new is not None and new.status is AlertStatus.FIRING
+    old = await store.alert(FP, at(OLD))
+    assert old is not None and old.ends_at == at(OLD_END)  # an episode's end is its first
+    assert len(await store.pending_events(10)) == 3
+    # One whose endsAt is after the later episode's startsAt does end it.
+    merged = webhook(state(OLD, "resolved", NEW_END))
+    assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
+    new = await store.alert(FP, at(NEW))
+    assert new is not None and new.status is AlertStatus.RESOLVED
+
+
+async def test_a_stale_firing_copy_stays_a_repeat_after_an_older_resolution_ended_an_episode(
+    client: Client, store: Store
+) -> None:
+    await old_resolved_and_new_firing(client)
+    merged = webhook(state(OLD, "resolved", NEW_END))
+    assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
+    for stale in (state(OLD), state(NEW)):
+        assert await post(client, webhook(stale)) == (200, {"accepted": 0, "duplicates": 1})
+    records = {record.starts_at: record for record in await store.recent_alerts(10)}
+    assert {s: r.status for s, r in records.items()} == {
+        at(OLD): AlertStatus.RESOLVED,
+        at(NEW): AlertStatus.RESOLVED,
+    }
+    assert records[at(NEW)].ends_at == at(NEW_END)
+    assert len(await store.pending_events(10)) == 4
+
+
+async def test_one_older_resolution_ending_two_firing_episodes_counts_once(
+    client: Client, store: Store
+) -> None:
+    """The old episode's own resolution was lost: the merged one ends both, and the alert it
+    carries is one accepted state, however many events it queued."""
+    assert await post(client, webhook(state(OLD))) == (200, {"accepted": 1, "duplicates": 0})
+    assert await post(client, webhook(state(NEW))) == (200, {"accepted": 1, "duplicates": 0})
+    merged = webhook(state(OLD, "resolved", NEW_END))
+    assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
+    records = await store.recent_alerts(10)
+    assert [(r.status, r.ends_at) for r in records] == [(AlertStatus.RESOLVED, at(NEW_END))] * 2
+    kinds = sorted((e.starts_at, e.kind) for e in await store.pending_events(10))
+    assert kinds == [
+        (at(OLD), AlertStatus.FIRING),
+        (at(OLD), AlertStatus.RESOLVED),
+        (at(NEW), AlertStatus.FIRING),
+        (at(NEW), AlertStatus.RESOLVED),
+    ]
+    # With the later episode's own resolution in the same payload, that one is its end.
+    again = webhook(state(OLD, "resolved", NEW_END), state(NEW, "resolved", NEW_END))
+    assert await post(client, again) == (200, {"accepted": 0, "duplicates": 2})
 
 
 async def raw_post(client: Client, data: bytes, headers: dict[str, str]) -> tuple[int, Any]:
