@@ -21,7 +21,7 @@ from remediator.app import build_app
 from remediator.config import Settings
 from remediator.logs import configure_logging
 from remediator.policy_reload import LivePolicies
-from remediator.store import Store
+from remediator.store import AlertRecord, Store
 from tests.conftest import SHIPPED_POLICY_COUNT, sample
 from tests.webhooks import webhook, webhook_alert
 
@@ -167,10 +167,19 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-def state(starts_at: str, status: str = "firing", ends_at: str = NEW_END) -> dict[str, Any]:
+def state(
+    starts_at: str, status: str = "firing", ends_at: str = NEW_END, fingerprint: str = FP
+) -> dict[str, Any]:
+    labels = {**FLAPPING, "instance": fingerprint}
     return webhook_alert(
-        FLAPPING, fingerprint=FP, starts_at=starts_at, status=status, ends_at=ends_at
+        labels, fingerprint=fingerprint, starts_at=starts_at, status=status, ends_at=ends_at
     )
+
+
+async def episode(store: Store, starts_at: str) -> AlertRecord:
+    found = await store.alert(FP, at(starts_at))
+    assert found is not None, f"no episode {FP} at {starts_at}"
+    return found
 
 
 async def last_notification_id(database_url: str) -> int:
@@ -200,16 +209,14 @@ async def test_a_resolution_under_an_older_starts_at_resolves_the_later_episode_
     await old_resolved_and_new_firing(client)
     # The stale firing the continued peer processed: a copy of the resolved old episode.
     assert await post(client, webhook(state(OLD))) == (200, {"accepted": 0, "duplicates": 1})
-    before = await store.alert(FP, at(OLD))
+    before = await episode(store, OLD)
     merged = webhook(state(OLD, "resolved", NEW_END))
     assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
     merged_id = await last_notification_id(database_url)
 
-    new = await store.alert(FP, at(NEW))
-    assert new is not None
+    new = await episode(store, NEW)
     assert (new.status, new.ends_at) == (AlertStatus.RESOLVED, at(NEW_END))
-    old = await store.alert(FP, at(OLD))
-    assert old is not None and before is not None
+    old = await episode(store, OLD)
     assert (old.status, old.ends_at) == (AlertStatus.RESOLVED, at(OLD_END))
     assert (old.labels, old.first_received) == (before.labels, before.first_received)
     events = [(e.starts_at, e.kind) for e in await store.pending_events(10)]
@@ -233,16 +240,13 @@ async def test_a_resolution_under_an_older_starts_at_ending_before_the_later_epi
     await old_resolved_and_new_firing(client)
     earlier = webhook(state(OLD, "resolved", ends_at))
     assert await post(client, earlier) == (200, {"accepted": 0, "duplicates": 1})
-    new = await store.alert(FP, at(NEW))
-    assert new is not None and new.status is AlertStatus.FIRING
-    old = await store.alert(FP, at(OLD))
-    assert old is not None and old.ends_at == at(OLD_END)  # an episode's end is its first
+    assert (await episode(store, NEW)).status is AlertStatus.FIRING
+    assert (await episode(store, OLD)).ends_at == at(OLD_END)  # an episode's end is its first
     assert len(await store.pending_events(10)) == 3
     # One whose endsAt is after the later episode's startsAt does end it.
     merged = webhook(state(OLD, "resolved", NEW_END))
     assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
-    new = await store.alert(FP, at(NEW))
-    assert new is not None and new.status is AlertStatus.RESOLVED
+    assert (await episode(store, NEW)).status is AlertStatus.RESOLVED
 
 
 async def test_a_stale_firing_copy_stays_a_repeat_after_an_older_resolution_ended_an_episode(
@@ -262,27 +266,44 @@ async def test_a_stale_firing_copy_stays_a_repeat_after_an_older_resolution_ende
     assert len(await store.pending_events(10)) == 4
 
 
-async def test_one_older_resolution_ending_two_firing_episodes_counts_once(
+async def test_an_older_resolution_counts_once_and_yields_to_an_episodes_own(
     client: Client, store: Store
 ) -> None:
-    """The old episode's own resolution was lost: the merged one ends both, and the alert it
-    carries is one accepted state, however many events it queued."""
-    assert await post(client, webhook(state(OLD))) == (200, {"accepted": 1, "duplicates": 0})
-    assert await post(client, webhook(state(NEW))) == (200, {"accepted": 1, "duplicates": 0})
-    merged = webhook(state(OLD, "resolved", NEW_END))
-    assert await post(client, merged) == (200, {"accepted": 1, "duplicates": 0})
-    records = await store.recent_alerts(10)
-    assert [(r.status, r.ends_at) for r in records] == [(AlertStatus.RESOLVED, at(NEW_END))] * 2
+    """Each alert of a payload is one accepted state however many events it queued, and an
+    episode resolved in the payload itself ends at its own endsAt, not an older one's."""
+    # Three episodes firing (their resolutions lost); the oldest one's resolution covers both
+    # later ones, the middle one's own comes with it.
+    newer, new_end = "2026-11-23T20:07:30Z", "2026-11-23T20:07:00Z"
+    for starts_at in (OLD, NEW, newer):
+        answer = await post(client, webhook(state(starts_at)))
+        assert answer == (200, {"accepted": 1, "duplicates": 0})
+    both = webhook(state(OLD, "resolved", NEW_END), state(NEW, "resolved", new_end))
+    assert await post(client, both) == (200, {"accepted": 2, "duplicates": 0})
+    ends = {r.starts_at: (r.status, r.ends_at) for r in await store.recent_alerts(10)}
+    assert ends == {
+        at(OLD): (AlertStatus.RESOLVED, at(NEW_END)),
+        at(NEW): (AlertStatus.RESOLVED, at(new_end)),
+        at(newer): (AlertStatus.RESOLVED, at(NEW_END)),
+    }
     kinds = sorted((e.starts_at, e.kind) for e in await store.pending_events(10))
-    assert kinds == [
-        (at(OLD), AlertStatus.FIRING),
-        (at(OLD), AlertStatus.RESOLVED),
-        (at(NEW), AlertStatus.FIRING),
-        (at(NEW), AlertStatus.RESOLVED),
-    ]
-    # With the later episode's own resolution in the same payload, that one is its end.
-    again = webhook(state(OLD, "resolved", NEW_END), state(NEW, "resolved", NEW_END))
-    assert await post(client, again) == (200, {"accepted": 0, "duplicates": 2})
+    assert kinds == sorted(
+        (at(starts_at), kind)
+        for starts_at in (OLD, NEW, newer)
+        for kind in (AlertStatus.FIRING, AlertStatus.RESOLVED)
+    )
+    assert await post(client, both) == (200, {"accepted": 0, "duplicates": 2})
+
+    # Another alert: the old episode resolved, the new one firing, then both resolutions in
+    # one payload. The old one's is a repeat: the new episode has its own.
+    other = "0c4b7d1e9a2f6358"
+    for alert in (state(OLD, fingerprint=other), state(OLD, "resolved", OLD_END, other)):
+        await post(client, webhook(alert))
+    await post(client, webhook(state(NEW, fingerprint=other)))
+    pair = webhook(state(OLD, "resolved", NEW_END, other), state(NEW, "resolved", new_end, other))
+    assert await post(client, pair) == (200, {"accepted": 1, "duplicates": 1})
+    resolved = await store.alert(other, at(NEW))
+    assert resolved is not None
+    assert (resolved.status, resolved.ends_at) == (AlertStatus.RESOLVED, at(new_end))
 
 
 async def raw_post(client: Client, data: bytes, headers: dict[str, str]) -> tuple[int, Any]:

@@ -41,6 +41,13 @@ if TYPE_CHECKING:
 # Any number, the same in every replica: migrations run under this advisory lock.
 _MIGRATION_LOCK = 0x72656D6564
 
+# An alert state is (fingerprint, startsAt, status); `origin` is the incoming state a row comes
+# from. A resolution under an older startsAt also ends the later episodes of its fingerprint
+# still firing that began before its endsAt: an Alertmanager peer that merged a stale firing
+# into a later episode keeps the earlier startsAt, and sends that episode's resolution under it
+# (its cluster peers, told it was sent, never send theirs). Each such episode gets a resolution
+# of its own (the alerts primary key finds them), unless the payload carries one itself.
+# `accepted` counts incoming states that queued an event, their own or an overtaken episode's.
 _RECORD_NOTIFICATION = """
 WITH notification AS (
     INSERT INTO notifications (received_at, group_key, receiver, status, body)
@@ -51,30 +58,46 @@ WITH notification AS (
                          $11::json[], $12::timestamptz[], $13::text[])
         AS i (fingerprint, starts_at, status, alertname, labels, annotations, ends_at,
               generator_url)
+), overtaken AS (
+    SELECT DISTINCT ON (a.fingerprint, a.starts_at) a.fingerprint, a.starts_at, i.status,
+           i.alertname, i.labels, i.annotations, i.ends_at, i.generator_url,
+           i.starts_at AS origin
+    FROM incoming i JOIN alerts a ON a.fingerprint = i.fingerprint
+        AND a.starts_at > i.starts_at AND a.starts_at < i.ends_at
+    WHERE i.status = 'resolved' AND a.status = 'firing'
+      AND (a.fingerprint, a.starts_at) NOT IN  -- a hashed subplan: no NULL in either
+          (SELECT fingerprint, starts_at FROM incoming WHERE status = 'resolved')
+    ORDER BY a.fingerprint, a.starts_at, i.starts_at
+), states AS (
+    SELECT *, starts_at AS origin FROM incoming UNION ALL SELECT * FROM overtaken
 ), queued AS (
     INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)
-    SELECT fingerprint, starts_at, status, (SELECT id FROM notification), $1 FROM incoming
+    SELECT fingerprint, starts_at, status, (SELECT id FROM notification), $1 FROM states
     ORDER BY fingerprint, starts_at, status
     ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING
-    RETURNING 1
+    RETURNING fingerprint, starts_at, kind
 ), upserted AS (
     INSERT INTO alerts AS a (fingerprint, starts_at, alertname, status, labels, annotations,
                              ends_at, generator_url, first_received, last_received, deliveries,
                              external_url)
     SELECT DISTINCT ON (fingerprint, starts_at) fingerprint, starts_at, alertname, status,
            labels, annotations, ends_at, generator_url, $1, $1, 1, $14
-    FROM incoming
+    FROM states
     ORDER BY fingerprint, starts_at, status DESC
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
         status = CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
         annotations = excluded.annotations,
-        ends_at = COALESCE(excluded.ends_at, a.ends_at),
+        ends_at = CASE WHEN a.status = 'resolved' THEN COALESCE(a.ends_at, excluded.ends_at)
+                       ELSE COALESCE(excluded.ends_at, a.ends_at) END,
         last_received = excluded.last_received,
         deliveries = a.deliveries + 1,
         external_url = excluded.external_url
     RETURNING 1
 )
-SELECT count(*) FROM queued
+SELECT CASE WHEN NOT EXISTS (SELECT FROM overtaken) THEN (SELECT count(*) FROM queued)
+    ELSE (SELECT count(DISTINCT (s.fingerprint, s.origin, s.status)) FROM queued q JOIN states s
+          ON s.fingerprint = q.fingerprint AND s.starts_at = q.starts_at AND s.status = q.kind)
+END
 """
 
 

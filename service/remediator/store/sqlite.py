@@ -41,11 +41,27 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     status = CASE WHEN alerts.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
     annotations = excluded.annotations,
-    ends_at = COALESCE(excluded.ends_at, alerts.ends_at),
+    ends_at = CASE WHEN alerts.status = 'resolved' THEN COALESCE(alerts.ends_at, excluded.ends_at)
+                   ELSE COALESCE(excluded.ends_at, alerts.ends_at) END,
     last_received = excluded.last_received,
     deliveries = alerts.deliveries + 1,
     external_url = excluded.external_url
 """
+_QUEUE_EVENT = (
+    "INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING"
+)
+# The later episodes of a fingerprint still firing that a resolution under an older startsAt
+# ends (see PostgresStore's intake): every resolution of the payload, (fingerprint, startsAt,
+# endsAt), looked up by the alerts primary key in one query (CROSS JOIN keeps the payload the
+# outer loop). `{rows}` is one `(?, ?, ?)` a resolution: placeholders only, values are bound.
+_OVERTAKEN = """
+WITH r (fingerprint, starts_at, ends_at) AS (VALUES {rows})
+SELECT a.fingerprint, a.starts_at, r.starts_at AS origin FROM r CROSS JOIN alerts AS a
+WHERE a.fingerprint = r.fingerprint AND a.starts_at > r.starts_at AND a.starts_at < r.ends_at
+  AND a.status = 'firing'
+"""
+_OVERTAKEN_BATCH = 500  # resolutions a query: 1,500 values, well under SQLite's bound of 32,766
 
 
 _ALERT_COLUMNS = (
@@ -636,8 +652,19 @@ def _statements(script: str) -> list[str]:
 def _record(
     db: sqlite3.Connection, notification: Notification, body: bytes, received_at: datetime
 ) -> IntakeResult:
+    """What PostgresStore's one statement does: each state queued once, and a resolution under
+    an older startsAt also ending the later episodes it covers."""
     received = _iso(received_at)
     accepted = 0
+    states = [
+        (alert, _iso(alert.starts_at), _iso(alert.ends_at) if alert.ends_at else None)
+        for alert in distinct_states(notification)
+    ]
+    resolutions = [
+        (alert.fingerprint, starts_at, ends_at)
+        for alert, starts_at, ends_at in states
+        if alert.status is AlertStatus.RESOLVED and ends_at is not None
+    ]
     db.execute("BEGIN IMMEDIATE")
     try:
         notification_id = db.execute(
@@ -645,36 +672,61 @@ def _record(
             " VALUES (?, ?, ?, ?, ?)",
             (received, notification.group_key, notification.receiver, notification.status, body),
         ).lastrowid
-        for alert in distinct_states(notification):
-            fingerprint, starts_at, status = alert.fingerprint, _iso(alert.starts_at), alert.status
-            new = db.execute(
-                "INSERT INTO alert_events"
-                " (fingerprint, starts_at, kind, notification_id, enqueued_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING",
-                (fingerprint, starts_at, status, notification_id, received),
-            ).rowcount
-            accepted += new
-            db.execute(
-                _UPSERT_ALERT,
-                (
-                    fingerprint,
-                    starts_at,
-                    alert.alertname,
-                    status,
-                    json_text(alert.labels),
-                    json_text(alert.annotations),
-                    _iso(alert.ends_at) if alert.ends_at else None,
-                    alert.generator_url,
-                    received,
-                    received,
-                    notification.external_url,
-                ),
-            )
+        overtaken = _overtaken(db, resolutions) if resolutions else {}
+        for alert, starts_at, ends_at in states:
+            fingerprint, status = alert.fingerprint, alert.status
+            episodes = [starts_at]
+            if status is AlertStatus.RESOLVED:
+                episodes += overtaken.get((fingerprint, starts_at), ())
+            queued = 0
+            for episode in episodes:
+                queued += db.execute(
+                    _QUEUE_EVENT, (fingerprint, episode, status, notification_id, received)
+                ).rowcount
+                db.execute(
+                    _UPSERT_ALERT,
+                    (
+                        fingerprint,
+                        episode,
+                        alert.alertname,
+                        status,
+                        json_text(alert.labels),
+                        json_text(alert.annotations),
+                        ends_at,
+                        alert.generator_url,
+                        received,
+                        received,
+                        notification.external_url,
+                    ),
+                )
+            accepted += queued > 0  # its own event, or one of an episode it ended
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     return IntakeResult(accepted=accepted, duplicates=len(notification.alerts) - accepted)
+
+
+def _overtaken(
+    db: sqlite3.Connection, resolutions: list[tuple[str, str, str]]
+) -> dict[tuple[str, str], list[str]]:
+    """The later firing episodes each resolution (fingerprint, startsAt) of the payload ends,
+    as they were before it: each by the earliest resolution covering it, none that has a
+    resolution of its own in the payload."""
+    resolved_here = {(fingerprint, starts_at) for fingerprint, starts_at, _ in resolutions}
+    ends: dict[tuple[str, str], list[str]] = {}
+    taken: set[tuple[str, str]] = set()
+    found: list[tuple[str, str, str]] = []
+    for first in range(0, len(resolutions), _OVERTAKEN_BATCH):
+        batch = resolutions[first : first + _OVERTAKEN_BATCH]
+        query = _OVERTAKEN.format(rows=", ".join(["(?, ?, ?)"] * len(batch)))
+        found += db.execute(query, [value for resolution in batch for value in resolution])
+    for fingerprint, starts_at, origin in sorted(found):
+        episode = (fingerprint, starts_at)
+        if episode not in taken and episode not in resolved_here:
+            taken.add(episode)
+            ends.setdefault((fingerprint, origin), []).append(starts_at)
+    return ends
 
 
 def _outbox(row: tuple[Any, ...]) -> OutboxEntry:
