@@ -92,6 +92,7 @@ class Application:
         app = web.Application()
         app.router.add_get("/health", health)
         app.router.add_put("/admin/{hook}", admin)
+        app.router.add_post("/admin/{hook}", admin)
         return app
 
 
@@ -492,3 +493,34 @@ async def test_undoing_a_mitigation_waits_for_no_other_run_and_says_so_when_it_m
     assert undo[0].reason == f"on_resolved: another run holds {run.target}"
     queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
     assert [e.message["outcome"] for e in queued if e.channel == "slack"] == ["blocked"]
+
+
+POSTED_FIX = POLICY.replace("params: {method: PUT, url:", "params: {method: POST, url:", 1)
+
+
+@pytest.mark.parametrize("policy", [POSTED_FIX])
+async def test_a_hook_call_cut_off_by_a_crash_is_not_made_again_but_left_to_a_person(
+    world: World,
+) -> None:
+    """A POST to an application's hook cannot be read back: it is recorded as started before
+    it is made, and a run taking over from a dead worker does not make it a second time (a
+    PUT is idempotent, and is made again)."""
+    world.application.fix_hangs = True
+    await world.post("firing")
+    worker = asyncio.create_task(world.dispatcher.run_once())
+    while not world.application.calls:  # the call is in flight, and never answered
+        await asyncio.sleep(0.01)
+    [run] = await world.runs()
+    steps = [(s.action, s.outcome) for s in await world.store.steps(run.id)]
+    assert steps == [("http.check", "failed"), ("http.request", "started")]
+    worker.cancel()  # the worker dies with the call made and its answer never recorded
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+
+    world.application.fix_hangs = False
+    world.clock.advance(120)  # the dead worker's claim and lease lapse
+    assert await world.dispatcher.run_once() == 1
+    assert world.application.calls == [("fix", {"mode": "safe"})]  # made once, by the dead run
+    taken_over = (await world.runs())[-1]
+    assert taken_over.outcome == "failed"
+    assert "not made again, as it may have taken effect" in (taken_over.reason or "")

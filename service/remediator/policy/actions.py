@@ -386,6 +386,34 @@ class ActionSpec:
         return [field.alias or name for name, field in self.params.model_fields.items()]
 
 
+# Changes that can be made again after a crash without acting twice: they read before they
+# write (a restart stamped after the run began is not made again) or set a value. The others
+# (a POST to an application's hook, a container restart, a new silence or snapshot) cannot
+# tell whether a dead worker made them, so a take-over does not make them again.
+REPEATABLE = frozenset(
+    {
+        "kubernetes.rollout_restart",
+        "kubernetes.rollout_undo",
+        "kubernetes.scale",
+        "kubernetes.delete_pod",
+        "kubernetes.patch_configmap",
+        "postgres.terminate_idle_connections",
+        "postgres.cancel_long_queries",
+        "aws.autoscaling_set_capacity",
+        "aws.eks_nodegroup_scale",
+        "alertmanager.expire_silence",
+    }
+)
+IDEMPOTENT_METHODS = frozenset({"PUT", "DELETE"})  # RFC 9110, 9.2.2
+
+
+def repeatable(action: str, params: Params) -> bool:
+    """Whether the change can be made again after a crash without acting twice: a hook only
+    when its method is idempotent, the others as listed."""
+    if isinstance(params, HttpRequest):
+        return params.method in IDEMPOTENT_METHODS
+    return action in REPEATABLE
+
 # Reads whose data rides along with every escalation of the run, not just their message.
 DIAGNOSTIC = frozenset(
     {"kubernetes.diagnose", "kubernetes.node_status", "postgres.connection_report"}

@@ -43,6 +43,7 @@ from remediator.engine.plan import Escalation, NoMatch, Plan, PlannedStep, Refus
 from remediator.guards.base import BreakerSpec
 from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
 from remediator.notify.escalator import Escalator, dedup_key
+from remediator.policy.actions import repeatable
 from remediator.policy.durations import format_duration
 from remediator.policy.schema import EscalateWhen
 from remediator.policy.templates import ConditionError, evaluate_condition
@@ -71,6 +72,15 @@ class Retrying:
     attempts: int = ATTEMPTS
     first_wait: float = 0.5
     max_wait: float = 10.0
+
+
+# A change that cannot be made twice safely is recorded as started before it is made: a run
+# taking over from a dead worker then knows it may have been made, and leaves it to a person.
+STARTED = "started"
+_MAYBE_MADE = (
+    "the interrupted run made this change and died before its answer was recorded: not made"
+    " again, as it may have taken effect; check it by hand"
+)
 
 
 class Runner:
@@ -291,7 +301,25 @@ class Runner:
             result = StepResult(
                 Outcome.OK, f"done by the interrupted run: {previous.message}", previous.data
             )
+        elif step.mutating and previous is not None and previous.outcome == STARTED:
+            result = StepResult(Outcome.FAILED, _MAYBE_MADE)
         else:
+            if step.mutating and admitted is not None and not repeatable(step.action, step.params):
+                await self._store.record_step(
+                    StepRecord(
+                        remediation.id,
+                        phase,
+                        position,
+                        step.id,
+                        step.action,
+                        STARTED,
+                        "made by this run; its answer is not recorded yet",
+                        {},
+                        0,
+                        started,
+                        started,
+                    )
+                )
             before_retry = None
             if step.mutating and admitted is not None:
                 before_retry = partial(self._refusal, admitted, step, "before retrying")
