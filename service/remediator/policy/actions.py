@@ -414,6 +414,7 @@ def repeatable(action: str, params: Params) -> bool:
         return params.method in IDEMPOTENT_METHODS
     return action in REPEATABLE
 
+
 # Reads whose data rides along with every escalation of the run, not just their message.
 DIAGNOSTIC = frozenset(
     {"kubernetes.diagnose", "kubernetes.node_status", "postgres.connection_report"}
