@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +24,7 @@ from remediator.store import (
     Store,
     open_store,
 )
+from remediator.store import postgres as postgres_store
 from remediator.store.migrations import migrations
 from tests.webhooks import webhook, webhook_alert
 
@@ -263,3 +267,45 @@ async def test_the_store_s_sessions_carry_the_name_the_postgres_actions_never_si
     finally:
         await store.close()
         await admin.close()
+
+
+async def test_the_queue_finds_events_by_index_however_many_done_events_are_kept(
+    postgres_dsn: str,
+) -> None:
+    """Done events stay for the retention period: a claim, renewal or completion that scanned
+    the table would slow the dispatcher down as the history grows (10 events a second with a
+    million kept), so their generic plans must not scan alert_events."""
+    store = await open_store(postgres_dsn)
+    await store.close()  # migrated
+    db = await asyncpg.connect(postgres_dsn)
+    try:
+        await db.execute(
+            "INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id,"
+            " enqueued_at, done_at) SELECT 'f' || n, $1, 'firing', 1, $1, $1"
+            " FROM generate_series(1, 50000) AS n",
+            NOW,
+        )
+        await db.execute("ANALYZE alert_events")
+        await db.execute("SET plan_cache_mode = force_generic_plan")
+        scans: dict[str, list[str]] = {}
+        for name, arguments in (
+            ("_CLAIM_EVENTS", "'w', now(), now(), 10"),
+            ("_RENEW_EVENT", "1, 'w', now()"),
+            ("_COMPLETE_EVENT", "1, 'w', now()"),
+        ):
+            await db.execute(f"PREPARE {name[1:]} AS {getattr(postgres_store, name)}")
+            plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name[1:]}({arguments})")
+            scans[name] = [
+                node["Node Type"]
+                for node in plan_nodes(json.loads(plan)[0]["Plan"])
+                if node.get("Relation Name") == "alert_events" and "Seq" in node["Node Type"]
+            ]
+        assert scans == {"_CLAIM_EVENTS": [], "_RENEW_EVENT": [], "_COMPLETE_EVENT": []}
+    finally:
+        await db.close()
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)

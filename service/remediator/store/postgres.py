@@ -122,6 +122,23 @@ _STEP_COLUMNS = (
     " started_at, finished_at"
 )
 
+# The queue's statements find events by id through the pending index only: its predicate,
+# `done_at IS NULL`, must appear in every one of them, or each claim and completion scans the
+# whole table (done events are kept for the retention period).
+_CLAIM_EVENTS = (
+    "UPDATE alert_events SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
+    " WHERE done_at IS NULL AND id IN (SELECT id FROM alert_events"
+    " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
+    " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {_EVENT_COLUMNS}"
+)
+_RENEW_EVENT = (
+    "UPDATE alert_events SET lease_until = $3 WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL"
+)
+_COMPLETE_EVENT = (
+    "UPDATE alert_events SET done_at = $3 WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL"
+)
+
 
 # Retention: an alert episode and everything about it go together, and never while one of its
 # events is still pending. Values are bound; the statements are constants.
@@ -391,11 +408,7 @@ class PostgresStore:
     ) -> list[AlertEvent]:
         rows = await self._run(
             lambda db: db.fetch(
-                "UPDATE alert_events SET claimed_by = $1, lease_until = $2,"
-                " attempts = attempts + 1 WHERE id IN (SELECT id FROM alert_events"
-                " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
-                " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
-                f" RETURNING {_EVENT_COLUMNS}",
+                _CLAIM_EVENTS,
                 worker,
                 lease_until,
                 now,
@@ -407,8 +420,7 @@ class PostgresStore:
     async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool:
         status: str = await self._run(
             lambda db: db.execute(
-                "UPDATE alert_events SET lease_until = $3"
-                " WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL",
+                _RENEW_EVENT,
                 event_id,
                 worker,
                 lease_until,
@@ -419,7 +431,7 @@ class PostgresStore:
     async def complete_event(self, event_id: int, worker: str, at: datetime) -> None:
         await self._run(
             lambda db: db.execute(
-                "UPDATE alert_events SET done_at = $3 WHERE id = $1 AND claimed_by = $2",
+                _COMPLETE_EVENT,
                 event_id,
                 worker,
                 at,
