@@ -6,9 +6,11 @@ Run it from the repository root with `make bench`, which runs `python bench/inta
     .venv/bin/python bench/intake.py --store sqlite   # a temporary SQLite file
     .venv/bin/python bench/intake.py --duration 10 --json bench.json
 
-It starts two servers as subprocesses on free loopback ports: `python -m remediator serve`
-(Postgres in a fresh schema `bench_<random>`, dropped at the end), and, as the ceiling, a
-bare aiohttp handler that only parses the JSON body (`bench/intake.py --bare-server PORT`).
+It starts, as subprocesses on free loopback ports, the ceiling: a bare aiohttp handler that
+only parses the JSON body (`bench/intake.py --bare-server PORT`), once; and for each service
+run a `python -m remediator serve` of its own on an empty store (Postgres: a fresh schema
+`bench_<random>`, after a CHECKPOINT, dropped after the run), so that no run inherits the
+events an earlier one queued.
 This process is the load generator: one asyncio loop sending pre-built bodies, every request
 with new alerts (fingerprint = request number + alert index) so the service writes rows
 rather than counting duplicates.
@@ -16,8 +18,9 @@ rather than counting duplicates.
 Phases: closed-loop throughput with 1, 10 and 100 alerts per request (`--concurrency`
 keep-alive connections, `--duration` seconds after `--warmup`), then open-loop latency at
 `--rate` requests/s of 1-alert payloads, latency counted from each request's scheduled time.
-It prints a table, the service/bare ratios, the issue's targets with PASS/FAIL, and each
-server's peak RSS; `--json FILE` writes every figure.
+It prints a table, how many of each service run's events its dispatcher finished and the
+longest commit flush seen meanwhile, the service/bare ratios, the issue's targets with
+PASS/FAIL, and each server's peak RSS; `--json FILE` writes every figure.
 
 Client, servers and the database share the machine's cores: read the CPU columns (percent of
 one core) before blaming either server.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -36,13 +40,15 @@ import platform
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -63,6 +69,7 @@ OPEN_LOOP_CONNECTIONS = 256
 RATIO_TARGET = 0.30
 P99_TARGET_MS = 25.0
 CLIENT_BOUND = 90.0  # percent of a core
+WAL_POLL_MS = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -266,6 +273,10 @@ async def postgres_schema(admin_dsn: str) -> AsyncIterator[tuple[str, str]]:
     connection = await asyncpg.connect(admin_dsn)
     try:
         await connection.execute(f"CREATE SCHEMA {schema}")
+        # Write out what the run before left dirty (and its dropped schema), so that its
+        # writeback does not stall this run's commits: fdatasync waits behind it.
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("CHECKPOINT")
         yield schema, with_query(admin_dsn, search_path=schema)
     finally:
         await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -279,14 +290,67 @@ def with_query(dsn: str, **params: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def database(args: argparse.Namespace, workdir: Path) -> AsyncIterator[tuple[str, str]]:
-    """The service's REMEDIATOR_DATABASE_URL and how to describe it."""
+async def database(args: argparse.Namespace, workdir: Path) -> AsyncIterator[str]:
+    """A new, empty store for the service's REMEDIATOR_DATABASE_URL."""
     if args.store == "sqlite":
-        path = workdir / "bench.db"
-        yield f"sqlite:///{path}", f"sqlite (temporary file {path})"
+        yield f"sqlite:///{workdir / f'bench_{secrets.token_hex(4)}.db'}"
         return
-    async with postgres_schema(args.database_url) as (schema, dsn):
-        yield dsn, f"postgres ({urlsplit(args.database_url).netloc}, schema {schema})"
+    async with postgres_schema(args.database_url) as (_, dsn):
+        yield dsn
+
+
+async def queue_counts(database_url: str) -> tuple[int, int]:
+    """Events queued in a service run's store, and how many its dispatcher finished."""
+    query = "SELECT count(*), count(done_at) FROM alert_events"
+    if database_url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            queued, handled = db.execute(query).fetchone()
+            return int(queued), int(handled)
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(query)
+        return int(row[0]), int(row[1])
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def longest_wal_flush(database_url: str) -> AsyncIterator[list[float]]:
+    """The longest WAL flush (fdatasync) a commit waited on meanwhile, in seconds, seen by
+    polling pg_stat_activity. Every commit queues behind a slow one, so one stall of the disk
+    is the latency of every acknowledgement waiting at the time."""
+    longest = [0.0]
+    if database_url.startswith("sqlite:"):
+        yield longest
+        return
+    connection = await asyncpg.connect(database_url)
+    first_seen: dict[tuple[int, object], float] = {}  # by backend and transaction
+
+    async def watch() -> None:
+        while True:
+            rows = await connection.fetch(
+                "SELECT pid, xact_start FROM pg_stat_activity WHERE wait_event = 'WALSync'"
+                " AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+            )
+            now = time.perf_counter()
+            for pid, xact_start in rows:
+                longest[0] = max(longest[0], now - first_seen.setdefault((pid, xact_start), now))
+            await asyncio.sleep(WAL_POLL_MS / 1000)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield longest
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await connection.close()
+
+
+def describe_store(args: argparse.Namespace) -> str:
+    if args.store == "sqlite":
+        return "sqlite (a temporary file per service run)"
+    return f"postgres ({urlsplit(args.database_url).netloc}, a fresh schema per service run)"
 
 
 # ---------------------------------------------------------------------------- load
@@ -387,6 +451,9 @@ class Result:
     send_lag_p99_ms: float | None
     bodies_built_during_run: int
     error_samples: dict[str, int]
+    events_queued: int | None = None  # by the service run, warm-up included
+    events_handled: int | None = None  # of those, by its dispatcher before it was stopped
+    longest_wal_flush_ms: float | None = None  # seen during the service run
 
 
 def percentile_ms(values: Sequence[float], fraction: float) -> float | None:
@@ -574,11 +641,30 @@ def throughput_table(results: list[Result], concurrency: int) -> list[str]:
             f"    {cpu_columns(r)}"
         )
     found = ratios(results)
+    lines += service_run_lines(results)
     lines.append(
         "service/bare alerts/s: "
         + ", ".join(f"{size} alert(s) {found[size]:.0%}" for size in PAYLOAD_SIZES if size in found)
     )
     return lines
+
+
+def flush(result: Result) -> str:
+    """A flush seen by one poll only lasted less than the polling interval."""
+    ms = result.longest_wal_flush_ms or 0.0
+    return f"{ms:.0f} ms" if ms >= WAL_POLL_MS else f"under {WAL_POLL_MS:.0f} ms"
+
+
+def service_run_lines(results: list[Result]) -> list[str]:
+    """How much of the remediation work the service runs alongside its intake got done, and
+    the disk's worst moment meanwhile."""
+    return [
+        f"  service, {r.alerts_per_request} alert(s): its dispatcher finished"
+        f" {r.events_handled:,} of the {r.events_queued:,} events queued"
+        + ("" if r.longest_wal_flush_ms is None else f"; longest commit flush {flush(r)}")
+        for r in results
+        if r.events_queued is not None and r.events_handled is not None
+    ]
 
 
 def latency_table(results: list[Result], rate: float) -> list[str]:
@@ -593,7 +679,7 @@ def latency_table(results: list[Result], rate: float) -> list[str]:
             f"{r.target:<8} {r.requests_per_s:>12.0f} {fmt(r.p50_ms):>7} {fmt(r.p99_ms):>7}"
             f" {r.errors:>7} {fmt(r.send_lag_p99_ms, 2):>15}    {cpu_columns(r)}"
         )
-    return lines
+    return lines + service_run_lines(results)
 
 
 def report_lines(
@@ -634,39 +720,77 @@ def progress(message: str) -> None:
 # ---------------------------------------------------------------------------- main
 
 
-async def measure_all(bench: Bench, bare: Server, service: Server) -> list[Result]:
+@dataclass
+class Measured:
+    results: list[Result]
+    peak_rss_kib: dict[str, int | None]
+    service_log: str
+
+
+async def measure_all(
+    bench: Bench,
+    bare: Server,
+    fresh_service: Callable[[], AbstractAsyncContextManager[tuple[Server, str]]],
+) -> Measured:
+    """Each service run gets a service process and an empty store of its own. The events an
+    earlier run queued would otherwise keep its dispatcher and PostgreSQL busy through every
+    run after it, the bare handler's included."""
     results = []
+    service_rss: list[int] = []
+    service_log = ""
+
+    async def on_service(measure: Callable[[Server], Awaitable[Result]]) -> None:
+        nonlocal service_log
+        async with fresh_service() as (service, database_url):
+            async with longest_wal_flush(database_url) as wal_flush:
+                result = await measure(service)
+            service_rss.append(service.peak_rss_kib() or 0)
+            service_log = service.log_tail(3)
+            queued, handled = await queue_counts(database_url)
+            results.append(
+                replace(
+                    result,
+                    events_queued=queued,
+                    events_handled=handled,
+                    longest_wal_flush_ms=wal_flush[0] * 1000 if bench.with_postgres else None,
+                )
+            )
+
     for size in PAYLOAD_SIZES:
-        for server in (bare, service):
-            results.append(await bench.throughput(server, size))
-    for server in (bare, service):
-        results.append(await bench.latency(server))
+        results.append(await bench.throughput(bare, size))
+        await on_service(functools.partial(bench.throughput, size=size))
+    results.append(await bench.latency(bare))
+    await on_service(bench.latency)
     progress("")
-    return results
+    rss = {"service": max(service_rss) or None, "bare": bare.peak_rss_kib()}
+    return Measured(results, rss, service_log)
 
 
 async def benchmark(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="remediator-bench-") as workdir:
-        async with database(args, Path(workdir)) as (database_url, store_description):
-            print(
-                f"remediator intake benchmark: store {store_description}\n"
-                f"{args.duration:g} s per run after {args.warmup:g} s warm-up;"
-                f" {os.cpu_count()} CPUs, Python {platform.python_version()}\n"
-            )
-            logs = Path(workdir)
+        logs = Path(workdir)
+
+        @contextlib.asynccontextmanager
+        async def fresh_service() -> AsyncIterator[tuple[Server, str]]:
             async with (
-                started(spawn_bare(logs), accepts_connections) as bare,
+                database(args, logs) as database_url,
                 started(spawn_service(database_url, logs), is_healthy) as service,
             ):
-                results = await measure_all(Bench(args), bare, service)
-                rss = {"service": service.peak_rss_kib(), "bare": bare.peak_rss_kib()}
-                service_log = service.log_tail(3)
-    found = targets(results, args.store)
-    print("\n".join(report_lines(results, found, rss, args)))
-    if service_log:
-        print(f"Service log (last lines):\n{service_log}")
+                yield service, database_url
+
+        print(
+            f"remediator intake benchmark: store {describe_store(args)}\n"
+            f"{args.duration:g} s per run after {args.warmup:g} s warm-up;"
+            f" {os.cpu_count()} CPUs, Python {platform.python_version()}\n"
+        )
+        async with started(spawn_bare(logs), accepts_connections) as bare:
+            measured = await measure_all(Bench(args), bare, fresh_service)
+    found = targets(measured.results, args.store)
+    print("\n".join(report_lines(measured.results, found, measured.peak_rss_kib, args)))
+    if measured.service_log:
+        print(f"Service log (last lines):\n{measured.service_log}")
     if args.json:
-        write_json(args, results, found, rss)
+        write_json(args, measured.results, found, measured.peak_rss_kib)
     return 0
 
 
