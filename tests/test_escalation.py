@@ -229,6 +229,35 @@ async def test_a_dead_channel_does_not_hold_up_another_and_is_paused_by_its_brea
     assert len(dead.failures) == 96  # tried again after the cooldown
 
 
+async def test_a_message_waiting_its_turn_or_for_a_paused_channel_keeps_its_attempts(
+    store: Store,
+) -> None:
+    """Only a send tried counts: a message held for hours behind a dead channel's first one
+    still gets its full backoff and attempts once it is its turn."""
+    clock = Clock()
+    dead = Recorder("pagerduty", failures=[TransientFailure("503")] * 100)
+    first, *waiting = [entry("pagerduty", at=clock() - 3 + i) for i in range(3)]
+    first = replace(first, dedup_key="first")  # its own incident: the others wait in the lane
+    await store.enqueue([first, *waiting])
+    sender = OutboxSender(
+        store,
+        {"pagerduty": dead},
+        Metrics(),
+        clock=clock,
+        breaker_failures=2,
+        quick=QuickRetries(attempts=1),
+    )
+    # A minute a round: two tries, the breaker holds every message back for 300 s (the first
+    # one is claimed meanwhile, due after its backoff), then two tries more.
+    for _ in range(8):
+        await sender.run_once()
+        clock.advance(60)
+    attempts = {e.id: e.attempts for e in await store.outbox_for("key")}
+    attempts.update({e.id: e.attempts for e in await store.outbox_for("first")})
+    assert 100 - len(dead.failures) == 4
+    assert attempts == {first.id: 4, waiting[0].id: 0, waiting[1].id: 0}
+
+
 async def test_a_blip_is_retried_within_the_send_and_a_429_waits_for_its_time(
     store: Store,
 ) -> None:

@@ -141,7 +141,7 @@ class OutboxSender:
             if len(queued) < BATCH:
                 queued.append(_Claimed(entry, self._clock()))
             else:  # that lane is far behind: the message waits in the outbox, not in memory
-                await self._store.outbox_done(entry.id, retry_at=now + self._lease / 2)
+                await self._store.outbox_put_back(entry.id, retry_at=now + self._lease / 2)
         for name, queued in self._queued.items():
             lane = self._lanes.get(name)
             if queued and (lane is None or lane.done()):
@@ -165,7 +165,7 @@ class OutboxSender:
         for claimed in queued:
             if claimed.at < stale_before:
                 with contextlib.suppress(Exception):
-                    await self._store.outbox_done(claimed.entry.id)
+                    await self._store.outbox_put_back(claimed.entry.id)
         return fresh
 
     async def _stop_lanes(self) -> None:
@@ -180,7 +180,7 @@ class OutboxSender:
         for queued in self._queued.values():
             for claimed in queued:
                 with contextlib.suppress(Exception):
-                    await self._store.outbox_done(claimed.entry.id)  # for another replica
+                    await self._store.outbox_put_back(claimed.entry.id)  # for another replica
         self._queued.clear()
 
     async def _send_all(self, name: str, entries: list[OutboxEntry]) -> None:
@@ -200,7 +200,7 @@ class OutboxSender:
             await self._fall_back(entry, undelivered.error)
             if undelivered.retry_at is not None:
                 for waiting in entries[position + 1 :]:
-                    await self._store.outbox_done(
+                    await self._store.outbox_put_back(
                         waiting.id,
                         retry_at=undelivered.retry_at,
                         error="behind a message being retried",
@@ -223,7 +223,7 @@ class OutboxSender:
             return False
         retry_at = max(min(other.next_attempt_at for other in earlier), self._now() + _SOON)
         error = "behind an earlier message of its incident"
-        await self._store.outbox_done(entry.id, retry_at=retry_at, error=error)
+        await self._store.outbox_put_back(entry.id, retry_at=retry_at, error=error)
         return True
 
     async def _send(self, name: str, entry: OutboxEntry) -> _Undelivered | None:
@@ -234,7 +234,9 @@ class OutboxSender:
         breaker = self._breakers[name]
         if breaker.open_until > self._clock():
             retry = datetime.fromtimestamp(breaker.open_until, UTC)
-            await self._store.outbox_done(entry.id, retry_at=retry, error="channel breaker open")
+            await self._store.outbox_put_back(
+                entry.id, retry_at=retry, error="channel breaker open"
+            )
             return _Undelivered(retry, "its breaker is open after repeated failures")
         try:
             await self._send_quickly(name, channel, message_of(entry))
@@ -294,30 +296,32 @@ class OutboxSender:
         self, name: str, channel: DigestChannel, entries: list[OutboxEntry]
     ) -> None:
         breaker = self._breakers[name]
-        retry: datetime | None = None
         if breaker.open_until > self._clock():
-            retry, error = datetime.fromtimestamp(breaker.open_until, UTC), "channel breaker open"
-        else:
-            try:
-                await asyncio.wait_for(
-                    channel.send_digest([message_of(e) for e in entries]), SEND_TIMEOUT
-                )
-            except PermanentFailure as exc:
-                for entry in entries:
-                    await self._give_up(entry, str(exc))
-                return
-            except (TransientFailure, TimeoutError) as exc:
-                self._trip(name, breaker)
-                error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
-                undelivered = await self._retry(entries[0], error, retry_after)
-                if undelivered.retry_at is None:  # given up after its attempts: the digest too
-                    for entry in entries[1:]:
-                        await self._give_up(entry, error)
-                    return
-                retry = undelivered.retry_at
-        if retry is not None:
+            retry = datetime.fromtimestamp(breaker.open_until, UTC)
             for entry in entries:
-                await self._store.outbox_done(entry.id, retry_at=retry, error=error)
+                await self._store.outbox_put_back(
+                    entry.id, retry_at=retry, error="channel breaker open"
+                )
+            return
+        try:
+            await asyncio.wait_for(
+                channel.send_digest([message_of(e) for e in entries]), SEND_TIMEOUT
+            )
+        except PermanentFailure as exc:
+            for entry in entries:
+                await self._give_up(entry, str(exc))
+            return
+        except (TransientFailure, TimeoutError) as exc:
+            self._trip(name, breaker)
+            error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
+            undelivered = await self._retry(entries[0], error, retry_after)
+            for entry in entries[1:]:
+                if undelivered.retry_at is None:  # given up after its attempts: the digest too
+                    await self._give_up(entry, error)
+                else:
+                    await self._store.outbox_done(
+                        entry.id, retry_at=undelivered.retry_at, error=error
+                    )
             return
         breaker.failures = 0
         for entry in entries:

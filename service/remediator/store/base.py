@@ -240,6 +240,14 @@ class Store(Protocol):
         """Sent, given up, or to be tried again at retry_at."""
         ...
 
+    async def outbox_put_back(
+        self, entry_id: str, *, retry_at: datetime | None = None, error: str | None = None
+    ) -> None:
+        """Not tried this time (its channel paused, or an earlier message of its lane first):
+        unclaimed, with the attempt its claim counted given back, so that waiting does not use
+        up the attempts a message is sent with."""
+        ...
+
     async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
         """Every message of one incident, oldest first."""
         ...

@@ -633,6 +633,21 @@ class PostgresStore:
             )
         )
 
+    async def outbox_put_back(
+        self, entry_id: str, *, retry_at: datetime | None = None, error: str | None = None
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET attempts = greatest(attempts - 1, 0),"
+                " next_attempt_at = COALESCE($2, next_attempt_at),"
+                " last_error = COALESCE($3, last_error), claimed_by = NULL, lease_until = NULL"
+                " WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL",
+                entry_id,
+                retry_at,
+                error,
+            )
+        )
+
     async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
         rows = await self._run(
             lambda db: db.fetch(

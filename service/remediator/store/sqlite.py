@@ -513,6 +513,19 @@ class SQLiteStore:
             )
         )
 
+    async def outbox_put_back(
+        self, entry_id: str, *, retry_at: datetime | None = None, error: str | None = None
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET attempts = max(attempts - 1, 0),"
+                " next_attempt_at = COALESCE(?, next_attempt_at),"
+                " last_error = COALESCE(?, last_error), claimed_by = NULL, lease_until = NULL"
+                " WHERE id = ? AND sent_at IS NULL AND failed_at IS NULL",
+                (_iso(retry_at) if retry_at else None, error, entry_id),
+            )
+        )
+
     async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
         rows = await self._run(
             lambda db: db.execute(
