@@ -36,6 +36,9 @@ from remediator.guards.redis import RedisGuards
 from remediator.metrics import Metrics
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import CircuitBreaker
+from remediator.policy_reload import LivePolicies
+from remediator.remediation.dispatcher import Dispatcher
+from remediator.remediation.runner import Runner
 from remediator.store import Remediation, Store, open_store
 from tests.conftest import SHIPPED_POLICIES, free_port
 from tests.fake_kubernetes import FakeKubernetes
@@ -704,3 +707,41 @@ async def test_an_outcome_redis_missed_counts_before_the_next_admission(
     assert isinstance(after, Blocked), "admitted past a breaker that missed a failure"
     assert after.guard == "circuit_breaker"
     assert [run.succeeded for run in runs] == [False]  # recorded although Redis was not told
+
+
+async def test_an_outcome_redis_missed_is_told_at_the_dispatcher_s_next_poll(
+    redis_server: RedisServer, control: redis.asyncio.Redis, tmp_path: Path, shipped: PolicySet
+) -> None:
+    """The replica whose run failed may have nothing more to admit: its dispatcher's next
+    poll tells Redis, so that another replica's next admission finds the breaker open."""
+    redis_server.start()
+    await eventually(lambda: redis_answers(control), what="redis-server to answer")
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    backend = await RedisGuards.connect(url, "poll:", socket_timeout=0.5)
+    other_backend = await RedisGuards.connect(url, "poll:")
+    store = await open_store(f"sqlite:///{tmp_path / 'guards.db'}")
+    guards, other = (
+        Guards(b, store, Metrics(), live=True, guardrails=lambda: shipped.guardrails)
+        for b in (backend, other_backend)
+    )
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "escalation.yaml").write_text((SHIPPED_POLICIES / "escalation.yaml").read_text())
+    live = LivePolicies.load(policies, Metrics())
+    dispatcher = Dispatcher(store, Runner(store, guards, live, {}))
+    plan = dataclasses.replace(memory_plan(shipped), circuit_breaker=CircuitBreaker(failures=1))
+    assert redis_server.process is not None
+    try:
+        first = await guards.admit(plan)
+        assert isinstance(first, Admitted)
+        await guards.release(first)
+        with frozen(redis_server.process.pid):
+            await guards.record_outcome(first.run_id, breaker_spec(plan), succeeded=False)
+        assert await dispatcher.run_once() == 0  # an idle poll: nothing queued
+        elsewhere = await other.admit(plan)
+    finally:
+        await backend.close()
+        await other_backend.close()
+        await store.close()
+    assert isinstance(elsewhere, Blocked), "another replica admitted past the missed failure"
+    assert elsewhere.guard == "circuit_breaker"

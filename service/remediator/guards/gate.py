@@ -236,6 +236,17 @@ class Guards:
                 error=str(exc),
             )
 
+    async def settle(self) -> None:
+        """Tell the backend the outcomes it missed, if it can be reached now: called at each
+        dispatcher poll as well as before an admission, so that another replica does not
+        admit a run past a breaker that missed them while this one has nothing to admit."""
+        if not self._unsettled:
+            return
+        try:
+            await self._settle()
+        except GuardsUnavailable as exc:
+            log.info("run outcomes still not counted", waiting=len(self._unsettled), error=str(exc))
+
     async def _settle(self) -> None:
         """Tell the backend every outcome it missed, oldest first (it counts each run once);
         GuardsUnavailable while it still cannot be told."""

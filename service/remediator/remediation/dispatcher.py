@@ -83,7 +83,8 @@ class Dispatcher:
         return self._idle_poll
 
     async def run_once(self) -> int:
-        """Claim and run one batch, then end overdue verifications; how many events ran."""
+        """Claim and run one batch, end overdue verifications, and tell the guards what they
+        missed; how many events ran."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         events = await self._store.claim_events(self.worker, now, now + self._lease, self._batch)
         if events:
@@ -101,6 +102,7 @@ class Dispatcher:
                     await renewing
         await self._runner.check_verifications()
         await self._runner.expire_verifications()
+        await self._runner.settle_outcomes()
         return len(events)
 
     async def _handle(self, event: AlertEvent, batch: _Batch) -> None:

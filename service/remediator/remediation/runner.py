@@ -500,6 +500,10 @@ class Runner:
                 return await self._end(remediation, "failed", f"{step.action}: {result.message}")
         return await self._end(remediation, "succeeded", "on_resolved steps done")
 
+    async def settle_outcomes(self) -> None:
+        """The run outcomes the guards' backend missed while it was away, told now."""
+        await self._guards.settle()
+
     async def check_verifications(self) -> list[Remediation]:
         """Runs whose policy has a verification check: the check passing verifies the fix
         before the alert resolves. Each run is checked at most every `check_interval`."""
