@@ -34,6 +34,7 @@ from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.runner import Runner
 from remediator.retention import prune_periodically
 from remediator.store import Store, open_store
+from remediator.tls import ServedCertificate
 
 log = structlog.get_logger("remediator.app")
 
@@ -115,8 +116,11 @@ def build_app(
     return app
 
 
-async def create_app(settings: Settings) -> web.Application:
-    """The application over a freshly opened store, which closes when the application does."""
+async def create_app(
+    settings: Settings, certificate: ServedCertificate | None = None
+) -> web.Application:
+    """The application over a freshly opened store, which closes when the application does;
+    while it runs, the certificate it is served with is read again when its files change."""
     policies = LivePolicies.load(settings.policies, Metrics())
     pool = (settings.database_pool_min, settings.database_pool_max)
     store = await open_store(settings.database_url, pool=pool)
@@ -192,7 +196,18 @@ async def create_app(settings: Settings) -> web.Application:
         stop.set()
         await task
 
+    async def watch_certificate(_: web.Application) -> AsyncIterator[None]:
+        if certificate is None:
+            yield
+            return
+        stop = asyncio.Event()
+        task = asyncio.create_task(certificate.watch(stop))
+        yield
+        stop.set()
+        await task
+
     app.cleanup_ctx.append(watch_policies)
+    app.cleanup_ctx.append(watch_certificate)
     app.cleanup_ctx.append(dispatch)
     app.cleanup_ctx.append(escalate)
     app.cleanup_ctx.append(prune)
@@ -214,11 +229,12 @@ def serve(settings: Settings) -> None:
     HTTPS when the settings name a certificate and key: webhook credentials then never cross
     the network in the clear, and a plain-HTTP client fails its handshake before any request.
     """
+    certificate = ServedCertificate.of(settings)
     web.run_app(
-        create_app(settings),
+        create_app(settings, certificate),
         host=settings.host,
         port=settings.port,
-        ssl_context=settings.server_ssl_context(),
+        ssl_context=None if certificate is None else certificate.context,
         access_log=None,
         print=None,
         shutdown_timeout=30,

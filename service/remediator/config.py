@@ -238,7 +238,7 @@ class Settings(BaseSettings):
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.tls_cert_file, self.tls_key_file, password=_no_passphrase)
+        context.load_cert_chain(self.tls_cert_file, self.tls_key_file, password=no_passphrase)
         return context
 
     @property
@@ -269,7 +269,7 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"cannot read {str(path)!r}: {exc}") from None
 
 
-def _no_passphrase() -> str:
+def no_passphrase() -> str:
     """Asked for by OpenSSL only for an encrypted key: never prompt on a terminal."""
     raise ssl.SSLError("the private key is encrypted")
 

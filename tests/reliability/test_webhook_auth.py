@@ -10,6 +10,7 @@ reading its own `credentials_file` follows a rotation without a restart, over HT
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -28,6 +29,7 @@ import aiohttp
 import asyncpg
 import pytest
 import trustme
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -68,6 +70,7 @@ class Certificates:
     cert: Path  # the service's chain, for 127.0.0.1
     key: Path
     client: ssl.SSLContext  # trusts the CA, as Alertmanager does
+    authority: trustme.CA  # for a renewed certificate
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ def certificates(tmp_path: Path) -> Certificates:
     authority.cert_pem.write_to_path(str(ca))
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     issued.private_key_pem.write_to_path(str(key))
-    return Certificates(ca, cert, key, ssl.create_default_context(cafile=str(ca)))
+    return Certificates(ca, cert, key, ssl.create_default_context(cafile=str(ca)), authority)
 
 
 @pytest.fixture(autouse=True)
@@ -441,6 +444,59 @@ def test_live_mode_refuses_to_start_without_webhook_authentication(
     assert code == 2
     assert "REMEDIATOR_WEBHOOK_TOKEN_FILE (--webhook-token-file): " in said
     assert "holds no token" in said
+
+
+async def served_serial(service: ServiceProcess, client: ssl.SSLContext) -> int:
+    host, port = service.url.removeprefix("https://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port), ssl=client)
+    try:
+        peer = writer.get_extra_info("ssl_object").getpeercert()
+        return int(peer["serialNumber"], 16)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def serial_of(chain: Path) -> int:
+    return x509.load_pem_x509_certificate(chain.read_bytes()).serial_number
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_never(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    """As cert-manager renews a mounted Secret: the files are replaced in place, key and
+    certificate one after the other. New connections get the new certificate; a pair that
+    does not load is reported and the one before it is still served."""
+    service = await ServiceProcess.start(
+        tmp_path,
+        client_ssl=certificates.client,
+        tls_cert_file=str(certificates.cert),
+        tls_key_file=str(certificates.key),
+    )
+    try:
+        first = await served_serial(service, certificates.client)
+        assert first == serial_of(certificates.cert)
+        renewed = certificates.authority.issue_cert("127.0.0.1", "localhost")
+        replace_file(certificates.key, renewed.private_key_pem.bytes().decode())
+        chain = b"".join(blob.bytes() for blob in renewed.cert_chain_pems)
+        replace_file(certificates.cert, chain.decode())
+        new = serial_of(certificates.cert)
+
+        async def serves_the_renewed_one() -> bool:
+            return await served_serial(service, certificates.client) == new
+
+        await eventually(serves_the_renewed_one, what="the renewed certificate to be served")
+        replace_file(certificates.cert, "not a certificate\n")
+
+        async def reports_the_broken_one() -> bool:
+            return "new certificate not loaded" in service.log_path.read_text()
+
+        await eventually(reports_the_broken_one, what="the broken certificate to be reported")
+        still = await served_serial(service, certificates.client)
+    finally:
+        assert service.stop() == 0
+    assert first != new
+    assert still == new
 
 
 def encrypted_key(path: Path) -> Path:
