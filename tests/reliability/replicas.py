@@ -282,6 +282,44 @@ class Replicas:
         return list(await asyncio.gather(*(asyncio.to_thread(s.stop) for s in running)))
 
 
+@dataclass
+class Deployment:
+    """Live replicas on one PostgreSQL and Redis, their Kubernetes, and a pool on their store."""
+
+    replicas: Replicas
+    kubernetes: RecordingKubernetes
+    db: asyncpg.Pool
+
+
+@contextlib.asynccontextmanager
+async def live_replicas(
+    tmp_path: Path,
+    count: int,
+    policies: dict[str, str],
+    guardrails: str,
+    **settings: str,
+) -> AsyncIterator[Deployment]:
+    """`count` replicas in live mode, with the policy files given and the webhook TOKEN, each
+    on a port of one recording Kubernetes; `settings` names the store, Redis and the rest. Every
+    replica still running at the end must exit 0 on SIGTERM."""
+    kubernetes = RecordingKubernetes()
+    urls = await kubernetes.start_for(count)
+    directory = policy_directory(tmp_path, policies, guardrails)
+    every = {"webhook_token": TOKEN, "mode": "live", "policies": str(directory), **settings}
+    replicas = Replicas(tmp_path, urls, every)
+    db = await asyncpg.create_pool(settings["database_url"], min_size=1, max_size=4)
+    try:
+        await replicas.start()
+        yield Deployment(replicas, kubernetes, db)
+    finally:
+        try:
+            codes = await replicas.stop()
+        finally:
+            await db.close()
+            await kubernetes.close()
+    assert codes == [0] * len(codes), codes
+
+
 async def post_webhook(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> int:
     """One delivery, as Alertmanager makes it; the status, or 0 when the connection failed."""
     headers = {"Authorization": f"Bearer {TOKEN}"}

@@ -23,11 +23,10 @@ from tests.reliability.conftest import Figures, scale
 from tests.reliability.replicas import (
     API_TOKEN,
     NAMESPACE,
-    TOKEN,
     RecordingKubernetes,
     Replicas,
+    live_replicas,
     own_redis,
-    policy_directory,
     post_webhook,
 )
 from tests.service_process import eventually
@@ -104,31 +103,18 @@ class Storm:
 
 @pytest.fixture
 async def storm(tmp_path: Path, postgres_dsn: str, own_redis: str) -> AsyncIterator[Storm]:
-    kubernetes = RecordingKubernetes()
-    urls = await kubernetes.start_for(REPLICAS)
-    throttling = random.Random(SEED)
-    kubernetes.throttle = lambda: throttling.random() < 0.5
-    policies = policy_directory(tmp_path, {"storm-fix.yaml": STORM_POLICY}, GUARDRAILS)
-    settings = {
-        "database_url": postgres_dsn,
-        "redis_url": own_redis,
-        "webhook_token": TOKEN,
-        "api_token": API_TOKEN,
-        "mode": "live",
-        "policies": str(policies),
-    }
-    replicas = Replicas(tmp_path, urls, settings)
-    db = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=4)
-    try:
-        await replicas.start()
-        yield Storm(replicas, kubernetes, db)
-    finally:
-        try:
-            codes = await replicas.stop()
-        finally:
-            await db.close()
-            await kubernetes.close()
-    assert codes == [0] * len(codes), codes
+    async with live_replicas(
+        tmp_path,
+        REPLICAS,
+        {"storm-fix.yaml": STORM_POLICY},
+        GUARDRAILS,
+        database_url=postgres_dsn,
+        redis_url=own_redis,
+        api_token=API_TOKEN,
+    ) as deployment:
+        throttling = random.Random(SEED)
+        deployment.kubernetes.throttle = lambda: throttling.random() < 0.5
+        yield Storm(deployment.replicas, deployment.kubernetes, deployment.db)
 
 
 async def pause(url: str) -> float:

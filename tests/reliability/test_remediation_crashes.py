@@ -33,8 +33,8 @@ from tests.reliability.replicas import (
     claimed_events,
     cluster_flags,
     deployment_path,
+    live_replicas,
     own_redis,
-    policy_directory,
     post_webhook,
     worker_of,
 )
@@ -223,30 +223,21 @@ class Crashes:
 
 @pytest.fixture
 async def crashes(tmp_path: Path, postgres_dsn: str, own_redis: str) -> AsyncIterator[Crashes]:
-    kubernetes = RecordingKubernetes()
-    urls = await kubernetes.start_for(CRASH_REPLICAS)
-    policies = policy_directory(tmp_path, {"crash-restart.yaml": CRASH_POLICY}, GUARDRAILS)
-    settings = {
-        "database_url": postgres_dsn,
-        "redis_url": own_redis,
-        "webhook_token": TOKEN,
-        "mode": "live",
-        "policies": str(policies),
-        "lease_seconds": str(LEASE_SECONDS),
-    }
-    replicas = Replicas(tmp_path, urls, settings)
-    db = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=4)
-    try:
-        await replicas.start()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            yield Crashes(replicas, kubernetes, db, session, random.Random(SEED))
-    finally:
-        try:
-            codes = await replicas.stop()
-        finally:
-            await db.close()
-            await kubernetes.close()
-    assert codes == [0] * len(codes), codes
+    async with (
+        live_replicas(
+            tmp_path,
+            CRASH_REPLICAS,
+            {"crash-restart.yaml": CRASH_POLICY},
+            GUARDRAILS,
+            database_url=postgres_dsn,
+            redis_url=own_redis,
+            lease_seconds=str(LEASE_SECONDS),
+        ) as deployment,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+    ):
+        yield Crashes(
+            deployment.replicas, deployment.kubernetes, deployment.db, session, random.Random(SEED)
+        )
 
 
 async def run_episode(crashes: Crashes, index: int, phase: Phase) -> None:
@@ -460,21 +451,15 @@ class Peers:
 async def peers(
     tmp_path: Path, postgres_dsn: str, own_redis: str, alertmanager_binary: str
 ) -> AsyncIterator[Peers]:
-    kubernetes = RecordingKubernetes()
-    urls = await kubernetes.start_for(REPLICAS)
-    policies = policy_directory(tmp_path, {"paused-peer.yaml": PEER_POLICY}, GUARDRAILS)
-    settings = {
-        "database_url": postgres_dsn,
-        "redis_url": own_redis,
-        "webhook_token": TOKEN,
-        "mode": "live",
-        "policies": str(policies),
-    }
-    replicas = Replicas(tmp_path, urls, settings)
-    db = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=4)
-    try:
-        await replicas.start()
-        services = replicas.alive()
+    async with live_replicas(
+        tmp_path,
+        REPLICAS,
+        {"paused-peer.yaml": PEER_POLICY},
+        GUARDRAILS,
+        database_url=postgres_dsn,
+        redis_url=own_redis,
+    ) as deployment:
+        services = deployment.replicas.alive()
         webhooks = "".join(WEBHOOK.format(url=s.url, token=TOKEN) for s in services)
         config = tmp_path / "alertmanager.yml"
         config.write_text(ALERTMANAGER_CONFIG.format(webhooks=webhooks))
@@ -492,14 +477,7 @@ async def peers(
                 )
                 for i in range(2)
             ]
-            yield Peers(replicas, kubernetes, alertmanagers, db)
-    finally:
-        try:
-            codes = await replicas.stop()
-        finally:
-            await db.close()
-            await kubernetes.close()
-    assert codes == [0] * len(codes), codes
+            yield Peers(deployment.replicas, deployment.kubernetes, alertmanagers, deployment.db)
 
 
 async def stopped(process: subprocess.Popen[bytes]) -> bool:
