@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 import uuid
@@ -231,7 +232,7 @@ def serve(settings: Settings) -> None:
     """
     certificate = ServedCertificate.of(settings)
     web.run_app(
-        create_app(settings, certificate),
+        _served(settings, certificate),
         host=settings.host,
         port=settings.port,
         ssl_context=None if certificate is None else certificate.context,
@@ -239,3 +240,18 @@ def serve(settings: Settings) -> None:
         print=None,
         shutdown_timeout=30,
     )
+
+
+async def _served(settings: Settings, certificate: ServedCertificate | None) -> web.Application:
+    app = await create_app(settings, certificate)
+    app.on_startup.append(_freeze_startup_heap)  # after every cleanup context has started
+    return app
+
+
+async def _freeze_startup_heap(_: web.Application) -> None:
+    """What start-up built (modules, policies, clients: over 100,000 objects) lives as long as
+    the process. Left to the garbage collector, each full collection walks all of it, a pause
+    of about 50 ms every few seconds under load that every request in flight waits through;
+    frozen, a full collection walks only what came since."""
+    gc.collect()
+    gc.freeze()
