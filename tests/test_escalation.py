@@ -258,6 +258,31 @@ async def test_a_message_waiting_its_turn_or_for_a_paused_channel_keeps_its_atte
     assert attempts == {first.id: 4, waiting[0].id: 0, waiting[1].id: 0}
 
 
+async def test_a_message_still_unsent_a_day_after_it_was_queued_is_given_up_tried_or_not(
+    store: Store,
+) -> None:
+    """Behind a message its dead channel keeps failing, another is never tried: it must not
+    wait for ever, nor for each message ahead of it to use up its own 21 hours."""
+    clock = Clock()
+    dead = Recorder("pagerduty", failures=[TransientFailure("503")] * 1000)
+    first, waiting = [entry("pagerduty", at=clock() - 2 + i) for i in range(2)]
+    first = replace(first, dedup_key="first")
+    await store.enqueue([first, waiting])
+    quick = QuickRetries(attempts=1)
+    sender = OutboxSender(store, {"pagerduty": dead}, Metrics(), clock=clock, quick=quick)
+    for _ in range(25):  # an hour a round
+        await sender.run_once()
+        clock.advance(3600)
+    [gone] = await store.outbox_for("key")
+    [ahead] = await store.outbox_for("first")
+    assert gone.failed_at is not None
+    assert gone.sent_at is None
+    assert gone.last_error == (
+        "still unsent a day after it was queued: behind a message being retried"
+    )
+    assert ahead.last_error == "still unsent a day after it was queued: 503"  # tried all along
+
+
 async def test_a_blip_is_retried_within_the_send_and_a_429_waits_for_its_time(
     store: Store,
 ) -> None:

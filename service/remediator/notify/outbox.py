@@ -49,6 +49,10 @@ from remediator.store import OutboxEntry, Store
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 30  # 5 s doubling to an hour: about 21 hours of trying
+# Tried or not (a message waits untried behind an earlier one its channel keeps failing), one
+# still unsent a day after it was queued is given up: a dead channel must not hold a queue
+# that each message would then take its own 21 hours through.
+GIVE_UP_AFTER = timedelta(days=1)
 SEND_TIMEOUT = 15.0
 BATCH = 100  # messages claimed at once, and held at most per channel
 STOP_GRACE = 5.0  # at shutdown, sends still going after this are abandoned (sent again later)
@@ -192,7 +196,7 @@ class OutboxSender:
             await self._send_digest(name, channel, digest)
             entries = [e for e in entries if not e.message.get("digest")]
         for position, entry in enumerate(entries):
-            if await self._behind_its_incident(entry):
+            if await self._given_up_as_stale(entry) or await self._behind_its_incident(entry):
                 continue
             undelivered = await self._send(name, entry)
             if undelivered is None:
@@ -200,6 +204,8 @@ class OutboxSender:
             await self._fall_back(entry, undelivered.error)
             if undelivered.retry_at is not None:
                 for waiting in entries[position + 1 :]:
+                    if await self._given_up_as_stale(waiting):
+                        continue
                     await self._store.outbox_put_back(
                         waiting.id,
                         retry_at=undelivered.retry_at,
@@ -207,6 +213,13 @@ class OutboxSender:
                     )
                     await self._fall_back(waiting, undelivered.error)
                 return
+
+    async def _given_up_as_stale(self, entry: OutboxEntry) -> bool:
+        if self._now() - entry.created_at < GIVE_UP_AFTER:
+            return False
+        why = "still unsent a day after it was queued"
+        await self._give_up(entry, f"{why}: {entry.last_error}" if entry.last_error else why)
+        return True
 
     async def _behind_its_incident(self, entry: OutboxEntry) -> bool:
         """An earlier message of the same incident to the same channel, still unsent, goes
