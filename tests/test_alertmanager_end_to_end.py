@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -62,6 +64,15 @@ def running_alertmanager(
     cluster_flags: Sequence[str] = ("--cluster.listen-address=",),  # none: standalone
 ) -> Iterator[str]:
     """The real binary on a free port, its data and log in `directory`. Yields its URL."""
+    with alertmanager_process(binary, config, directory, name, cluster_flags) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def alertmanager_process(
+    binary: str, config: Path, directory: Path, name: str, cluster_flags: Sequence[str]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`running_alertmanager`, handing back the process too, for a test to signal it."""
     port = free_port()
     with (directory / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(
@@ -75,11 +86,13 @@ def running_alertmanager(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        process.terminate()
+        process.wait(timeout=15)
 
 
 @pytest.fixture

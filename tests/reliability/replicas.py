@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,34 +334,6 @@ async def claimed_events(db: asyncpg.Pool, worker: str) -> list[int]:
         worker,
     )
     return [row["id"] for row in rows]
-
-
-@contextlib.contextmanager
-def alertmanager_process(
-    binary: str, config: Path, directory: Path, name: str, cluster_flags: Sequence[str]
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The real Alertmanager on a free port, like `running_alertmanager`, but handing back the
-    process too, for the test to signal it."""
-    port = free_port()
-    with (directory / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={directory / f'{name}-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                *cluster_flags,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def cluster_flags(own: int, other: int) -> list[str]:

@@ -29,7 +29,6 @@ from tests.reliability.replicas import (
     Hold,
     RecordingKubernetes,
     Replicas,
-    alertmanager_process,
     claimed_events,
     cluster_flags,
     deployment_path,
@@ -39,6 +38,7 @@ from tests.reliability.replicas import (
     worker_of,
 )
 from tests.service_process import ServiceProcess, eventually
+from tests.test_alertmanager_end_to_end import alertmanager_process
 from tests.test_replicas import ALERTMANAGER_CONFIG, WEBHOOK, clustered, webhooks_sent
 from tests.webhooks import webhook, webhook_alert
 
