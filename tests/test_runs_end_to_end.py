@@ -214,7 +214,9 @@ async def test_failing_runs_open_the_breaker_and_the_next_alert_is_blocked(
         outcomes.append("failed" if episode < 2 else "blocked")
         runs: list[Remediation] = await runs_until(store, outcomes)
         # Resolve it, so that the next post is a new episode rather than the same alert.
-        resolved = datetime.now(UTC) - timedelta(seconds=1)
+        # Ended in the past, and after it started (the episode may be under a second old).
+        earliest = starts_at + timedelta(milliseconds=1)
+        resolved = max(datetime.now(UTC) - timedelta(seconds=1), earliest)
         await post_to_alertmanager(alertmanager, resolved, alert, starts_at=starts_at)
 
         async def episode_resolved() -> bool:
