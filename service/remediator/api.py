@@ -283,7 +283,7 @@ def _run_json(r: Remediation) -> RunJson:
         reason=r.reason,
         run=r.run_id,
         target=r.target,
-        plan=r.plan,
+        plan=r.plan.as_json(),
         started=r.started_at.isoformat(),
         verifyUntil=r.verify_until.isoformat() if r.verify_until else None,
         finished=r.finished_at.isoformat() if r.finished_at else None,

@@ -32,7 +32,7 @@ from remediator.notify.outbox import OutboxSender
 from remediator.openapi import routes as openapi_routes
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
-from remediator.remediation.runner import Runner
+from remediator.remediation.run import Runner
 from remediator.retention import prune_periodically
 from remediator.store import Store, open_store
 from remediator.tls import ServedCertificate
@@ -162,7 +162,9 @@ async def create_app(
             # third of their time), so the worker that takes a dead worker's event over finds
             # the target free, not still held by the dead run.
             claim = timedelta(seconds=settings.lease_seconds * CLAIM_OVER_LEASE)
-            dispatcher = Dispatcher(store, runner, lease=claim)
+            dispatcher = Dispatcher(
+                store, runner, lease=claim, in_flight=settings.max_events_in_flight
+            )
             app[INTAKE].on_new_events = dispatcher.wake
             stop = asyncio.Event()
             task = asyncio.create_task(dispatcher.run(stop))

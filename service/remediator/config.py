@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         None, description="PEM private key of REMEDIATOR_TLS_CERT_FILE, not encrypted"
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
+    max_events_in_flight: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        description="alert events one replica runs at once, each on its own (decision to page)",
+    )
     lease_seconds: float = Field(
         60.0,
         ge=3,

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+from remediator.engine.outcome import RunOutcome
 from remediator.policy.schema import EscalateWhen
 
 Notify = Literal["trigger", "resolve"] | None
 
 # Outcomes in which nothing was fixed and a person must act. (A run `stopped` because its
 # alert resolved pages nobody: there is nothing left to do.)
-BLOCKED = frozenset({"blocked", "refused", "dry_run"})
-FAILED = frozenset({"failed", "interrupted"})
+BLOCKED = frozenset({RunOutcome.BLOCKED, RunOutcome.REFUSED, RunOutcome.DRY_RUN})
+FAILED = frozenset({RunOutcome.FAILED, RunOutcome.INTERRUPTED})
 
 
 def on_start(escalate: tuple[EscalateWhen, ...], page_while_remediating: bool) -> Notify:
@@ -25,16 +26,18 @@ def on_start(escalate: tuple[EscalateWhen, ...], page_while_remediating: bool) -
     return None
 
 
-def on_outcome(outcome: str, escalate: tuple[EscalateWhen, ...], already_paged: bool) -> Notify:
+def on_outcome(
+    outcome: RunOutcome, escalate: tuple[EscalateWhen, ...], already_paged: bool
+) -> Notify:
     """A remediation reached `outcome`: page (or update the page) or close it."""
     always = EscalateWhen.ALWAYS in escalate
-    if outcome == "no_match":
+    if outcome is RunOutcome.NO_MATCH:
         return "trigger"  # no policy: the severity matrix alone decides who hears
     if outcome in FAILED and (always or EscalateWhen.ON_FAILURE in escalate):
         return "trigger"
     if outcome in BLOCKED and (always or EscalateWhen.WHEN_BLOCKED in escalate):
         return "trigger"
-    if already_paged and outcome != "running":
+    if already_paged and outcome not in (RunOutcome.RUNNING, RunOutcome.WAITING):
         # The open page follows the run: updated while it is verified, closed when it worked.
-        return "resolve" if outcome == "succeeded" else "trigger"
+        return "resolve" if outcome is RunOutcome.SUCCEEDED else "trigger"
     return None

@@ -56,6 +56,17 @@ class Plan:
     dry_run: bool | None
     decided_at: datetime
 
+    @property
+    def target_key(self) -> str:
+        """The target as the guards lock and count it: kind/namespace/name."""
+        target = self.target
+        return f"{target.kind}/{target.namespace or '-'}/{target.name}"
+
+    @property
+    def breaker_key(self) -> str:
+        """One circuit breaker per policy and target."""
+        return f"{self.policy}:{self.target_key}"
+
 
 @dataclass(frozen=True)
 class Refused:

@@ -8,6 +8,7 @@ escalation can. Guard state that cannot be reached blocks too: without it nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -72,13 +73,8 @@ class _Outcome:
     succeeded: bool
 
 
-def target_key(plan: Plan) -> str:
-    target = plan.target
-    return f"{target.kind}/{target.namespace or '-'}/{target.name}"
-
-
 def breaker_spec(plan: Plan) -> BreakerSpec:
-    return _breaker(f"{plan.policy}:{target_key(plan)}", plan.circuit_breaker)
+    return _breaker(plan.breaker_key, plan.circuit_breaker)
 
 
 def limits(plan: Plan, guardrails: Guardrails) -> tuple[Limit, ...]:
@@ -111,6 +107,7 @@ class Guards:
         # Outcomes the backend could not be told yet (Redis unreachable), oldest first.
         self._unsettled: deque[_Outcome] = deque()
         self._settling = asyncio.Lock()
+        self._freed = asyncio.Event()  # set when this process releases a target and its slot
 
     async def admit(self, plan: Plan) -> Admitted | Blocked:
         blocked = await self._admit(plan)
@@ -138,9 +135,9 @@ class Guards:
             # A breaker that has not counted every recorded outcome is not known: count them
             # first, or fail closed.
             await self._settle()
-            lease = await self.backend.acquire_lease(target_key(plan), run_id, ttl)
+            lease = await self.backend.acquire_lease(plan.target_key, run_id, ttl)
             if lease is None:
-                return Blocked("target_lock", f"another run holds {target_key(plan)}")
+                return Blocked("target_lock", f"another run holds {plan.target_key}")
             attempt = Attempt(
                 run_id,
                 limits(plan, guardrails),
@@ -205,11 +202,11 @@ class Guards:
         remediation, so no rate limit, breaker or slot; but not while another run acts on it."""
         run_id = str(uuid.uuid4())
         try:
-            lease = await self.backend.acquire_lease(target_key(plan), run_id, self.lease_ttl)
+            lease = await self.backend.acquire_lease(plan.target_key, run_id, self.lease_ttl)
         except GuardsUnavailable as exc:
             return Blocked("guards_unavailable", f"guard state unavailable, failing closed: {exc}")
         if lease is None:
-            return Blocked("target_lock", f"another run holds {target_key(plan)}")
+            return Blocked("target_lock", f"another run holds {plan.target_key}")
         return Admitted(run_id, lease, trial=False)
 
     async def release(self, admitted: Admitted) -> None:
@@ -322,6 +319,15 @@ class Guards:
             await self.backend.release_lease(lease)
         except GuardsUnavailable as exc:  # the lease lapses by its TTL
             log.warning("lease not released; it lapses by itself", error=str(exc))
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
+
+    async def freed(self, within: float) -> None:
+        """Wait until this process releases a target and its slot, or `within` seconds (a
+        slot another replica frees is seen by asking again)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._freed.wait()
 
 
 def _windows(windows: Sequence[PolicyWindow]) -> tuple[Window, ...]:
@@ -339,7 +345,7 @@ def _run_record(plan: Plan, attempt: Attempt, now: float) -> RunRecord:
         id=attempt.run_id,
         policy=plan.policy,
         fingerprint=plan.fingerprint,
-        target=target_key(plan),
+        target=plan.target_key,
         limit_keys=tuple(limit.key for limit in attempt.limits),
         breaker_key=attempt.breaker.key,
         breaker_failures=attempt.breaker.failures,

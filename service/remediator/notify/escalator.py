@@ -110,7 +110,8 @@ class Escalator:
         if notify is None:
             return []
         if notify == "resolve":
-            route = self._matrix().levels.get(remediation.plan.get("level", ""))
+            level = remediation.plan.level
+            route = self._matrix().levels.get(level) if level else None
             quiet = route is not None and not route.resolved_email
             channels = [channel for channel in already if not (quiet and channel == "email")]
         else:
@@ -118,7 +119,7 @@ class Escalator:
             # a storm of alerts on one target, each blocked, is one message, not a hundred.
             channels = [
                 channel
-                for channel in remediation.plan.get("channels", [])
+                for channel in remediation.plan.channels
                 if not _already_told(latest.get(channel), remediation.outcome)
             ]
         if not channels:
@@ -151,7 +152,7 @@ class Escalator:
         return {
             "action": action,
             "dedup_key": key,
-            "level": r.plan.get("level", "P3"),
+            "level": r.plan.level or "P3",
             "summary": summary(r, action),
             "alertname": r.alertname,
             "status": "resolved" if action == "resolve" else "firing",

@@ -402,6 +402,14 @@ class Guardrails(_Model):
         validate_default=True,
         description="a run's steps are stopped after this (its verification wait aside)",
     )
+    wait_for_slot: Duration = Field(
+        default="10m",
+        validate_default=True,
+        description=(
+            "a run held only by the concurrency cap or by another run on its target waits this"
+            " long for its turn, then escalates as blocked"
+        ),
+    )
 
     @field_validator("allowed_namespaces")
     @classmethod

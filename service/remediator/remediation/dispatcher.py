@@ -1,10 +1,17 @@
-"""The dispatcher: claims queued alert events under a lease it renews, and runs each.
+"""The dispatcher: claims queued alert events under a lease it renews, and runs each on its own.
+
+Each claimed event runs in a task of its own, so a slow or hung step of one run (a health check
+waiting out its timeout, a rollout wait) delays no other alert's decision, run or page. At most
+`in_flight` events are held at once; events of one alert are claimed in order (the store does
+not hand out an event while an earlier one of its alert is not done), so a resolution is
+handled after its firing.
 
 Several replicas share the queue: a claim is an UPDATE over `FOR UPDATE SKIP LOCKED` rows
 (Postgres), so each event goes to one worker; a worker that dies stops renewing, and once its
-lease has passed another worker claims the event and takes the run over. An idle worker is
-woken by its own intake, by the store when another replica queued events (Postgres LISTEN),
-and otherwise by a slow poll, which also ends overdue verifications.
+claim has passed another worker claims the event and takes the run over. An idle worker is
+woken by its own intake, by the store when another replica queued events (Postgres LISTEN), by
+one of its runs ending, and otherwise by a slow poll. Verifications are ended and checked by a
+loop of their own, so a slow check holds no event back either.
 """
 
 from __future__ import annotations
@@ -14,18 +21,20 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from remediator.remediation.runner import Runner
-from remediator.store import AlertEvent, Remediation, Store, StoreUnavailable
+from remediator.remediation.run import Runner
+from remediator.store import AlertEvent, StoreUnavailable
+from remediator.store.base import Store
 
 log = structlog.get_logger(__name__)
 
 CLAIM_OVER_LEASE = 1.5  # an event's claim lasts this many target leases
+IN_FLIGHT = 32  # events a replica holds at once, by default
+DRAIN = 20.0  # seconds a stopping replica waits for its runs before cancelling them
 
 
 class Dispatcher:
@@ -35,116 +44,199 @@ class Dispatcher:
         runner: Runner,
         *,
         lease: timedelta = timedelta(seconds=60),
-        batch: int = 10,
+        in_flight: int = IN_FLIGHT,
         idle_poll: float = 5.0,
+        drain: float = DRAIN,
         clock: Callable[[], float] = time.time,
         worker: str | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
         self._lease = lease
-        self._batch = batch
+        self._in_flight = in_flight
         self._idle_poll = idle_poll
+        self._drain_for = drain
         self._clock = clock
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._finished: list[int] = []  # handled, their completion not yet written
+        self._lost: set[int] = set()  # claims another worker took over while we ran them
 
     def wake(self) -> None:
-        """New events were stored: look now rather than at the next poll."""
+        """New events were stored, or a run ended: look now rather than at the next poll."""
         self._wake.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Events this worker holds now: running, or handled and not yet marked done."""
+        return len(self._running) + len(self._finished)
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()  # before claiming: a wake that comes meanwhile is not lost
+        async with self._claims_kept(), self._verifying(stop):
             try:
-                handled = await self.run_once()
-            except StoreUnavailable as exc:
-                log.warning("dispatcher cannot reach the store; retrying", error=str(exc))
-                handled = 0
-            if handled == 0:
+                while not stop.is_set():
+                    self._wake.clear()  # before claiming: a wake that comes meanwhile is kept
+                    try:
+                        asked, claimed = await self._step()
+                    except StoreUnavailable as exc:
+                        log.warning("dispatcher cannot reach the store; retrying", error=str(exc))
+                        asked, claimed = 1, 0
+                    if claimed < asked or asked == 0:
+                        await self._idle(stop, full=asked == 0)
+                await self._drain()
+            finally:
+                await self._cancel_runs()
+
+    async def run_once(self) -> int:
+        """Claim what can be claimed now, run it to its end, then end and check the
+        verifications due; how many events ran. (Tests and one-shot tools: an event of an
+        alert whose earlier event ran in this round is claimed in the next.)"""
+        async with self._claims_kept():
+            try:
+                _, claimed = await self._step()
+                if self._running:
+                    await asyncio.wait(list(self._running.values()))
+            finally:
+                await self._cancel_runs()
+        await self._runner.housekeep()
+        return claimed
+
+    async def _step(self) -> tuple[int, int]:
+        """Write the completions due and claim what there is room for: (asked, claimed)."""
+        await self._complete_finished()
+        room = self._in_flight - self.in_flight
+        if room <= 0:
+            return 0, 0
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        events = await self._store.claim_events(self.worker, now, now + self._lease, room)
+        for event in events:
+            self._running[event.id] = asyncio.create_task(
+                self._handle(event), name=f"event-{event.id}"
+            )
+        return room, len(events)
+
+    async def _idle(self, stop: asyncio.Event, *, full: bool) -> None:
+        """Wait for a wake, a stop, or the poll: with no room, until a run ends."""
+        timeout = None
+        if not full:
+            with contextlib.suppress(StoreUnavailable):
                 await self._store.watch_events(self.wake)  # (again, if the listener was lost)
-                idle = await self._idle_wait()
-                waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
-                await asyncio.wait(waits, timeout=idle, return_when="FIRST_COMPLETED")
-                for task in waits:
-                    task.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
+            timeout = await self._idle_wait()
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+        await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
     async def _idle_wait(self) -> float:
         """How long to wait with nothing to claim: the idle poll, or a tenth of a claim while
         other workers hold queued events. Nothing wakes a replica when a dead worker's claim
         lapses, so this is how soon after that its events are taken over."""
         try:
-            held = await self._store.pending_events(1)
+            pending = await self._store.pending_events(len(self._running) + 1)
         except StoreUnavailable:
             return self._idle_poll
-        if held:
+        if any(event.id not in self._running for event in pending):
             return min(self._idle_poll, self._lease.total_seconds() / 10)
         return self._idle_poll
 
-    async def run_once(self) -> int:
-        """Claim and run one batch, end overdue verifications, and tell the guards what they
-        missed; how many events ran."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        events = await self._store.claim_events(self.worker, now, now + self._lease, self._batch)
-        if events:
-            # Every claim of the batch is renewed while any waits its turn: an event claimed
-            # and left to lapse would be taken by another replica and run twice.
-            batch = _Batch({event.id for event in events})
-            renewing = asyncio.create_task(self._keep_claims(batch))
-            try:
-                for event in events:
-                    if event.id in batch.held:
-                        await self._handle(event, batch)
-            finally:
-                renewing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewing
-        await self._runner.check_verifications()
-        await self._runner.expire_verifications()
-        await self._runner.settle_outcomes()
-        return len(events)
-
-    async def _handle(self, event: AlertEvent, batch: _Batch) -> None:
-        running = asyncio.create_task(self._runner.handle(event))
-        batch.running[event.id] = running
+    async def _handle(self, event: AlertEvent) -> None:
+        handled = False
         try:
-            await running
+            await self._runner.handle(event)
+            handled = True
         except asyncio.CancelledError:
-            this = asyncio.current_task()
-            if this is not None and this.cancelling():  # the dispatcher itself is stopped
-                running.cancel()
-                raise
+            if event.id not in self._lost:
+                raise  # the dispatcher itself is stopped: the claim lapses, the event is retried
             log.error("claim lost mid-run: stopped; the worker that has it goes on", event=event.id)
-            return
-        except StoreUnavailable:
-            raise  # the claim lapses and the event is retried
+        except StoreUnavailable as exc:
+            log.warning("event not finished: the store is unavailable", event=event.id, error=exc)
         except Exception:
             log.exception("event failed; it will not be retried", event_id=event.id)
+            handled = True
         finally:
-            batch.running.pop(event.id, None)
-            batch.held.discard(event.id)
-        await self._store.complete_event(
-            event.id, self.worker, datetime.fromtimestamp(self._clock(), UTC)
-        )
+            self._running.pop(event.id, None)
+            self._lost.discard(event.id)
+            self.wake()
+        if handled:
+            self._finished.append(event.id)
 
-    async def _keep_claims(self, batch: _Batch) -> None:
-        while batch.held:
+    async def _complete_finished(self) -> None:
+        """Mark done, in one write, every event handled since the last time."""
+        if not self._finished:
+            return
+        done, self._finished = self._finished, []
+        try:
+            await self._store.complete_events(
+                done, self.worker, datetime.fromtimestamp(self._clock(), UTC)
+            )
+        except StoreUnavailable:
+            self._finished.extend(done)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _claims_kept(self) -> AsyncIterator[None]:
+        """Renew every claim held, in one write each third of a claim, while in the block."""
+        renewing = asyncio.create_task(self._keep_claims())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _keep_claims(self) -> None:
+        while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
+            held = [*self._running, *self._finished]
+            if not held:
+                continue
             until = datetime.fromtimestamp(self._clock(), UTC) + self._lease
-            for event_id in list(batch.held):
-                if await self._store.renew_event(event_id, self.worker, until):
-                    continue
-                # Taken over (this worker stalled past its lease): as if it had died, its
-                # run stops here, and the worker that has the event now finishes it.
-                batch.held.discard(event_id)
-                running = batch.running.get(event_id)
-                if running is not None:
-                    running.cancel()
+            try:
+                kept = await self._store.renew_events(held, self.worker, until)
+            except StoreUnavailable as exc:
+                log.warning("claims not renewed; retrying", error=str(exc))
+                continue
+            for event_id in set(self._running) - kept:
+                # Taken over (this worker stalled past its claim): as if it had died, its run
+                # stops here, and the worker that has the event now finishes it.
+                self._lost.add(event_id)
+                self._running[event_id].cancel()
                 log.error("claim on event lost to another worker", event_id=event_id)
 
+    @contextlib.asynccontextmanager
+    async def _verifying(self, stop: asyncio.Event) -> AsyncIterator[None]:
+        """End overdue verifications, check the due ones and tell the guards what they missed,
+        every poll, in a task of its own."""
+        task = asyncio.create_task(self._housekeeping(stop))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-@dataclass
-class _Batch:
-    held: set[int]  # events still claimed by this worker and not done
-    running: dict[int, asyncio.Task[Remediation | None]] = field(default_factory=dict)
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._runner.housekeep()
+            except StoreUnavailable as exc:
+                log.warning("verifications not checked: the store is unavailable", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._idle_poll)
+
+    async def _drain(self) -> None:
+        """Stopping: runs in flight get `drain` seconds to end before they are cancelled."""
+        if self._running:
+            log.info("stopping: waiting for runs in flight", runs=len(self._running))
+            await asyncio.wait(list(self._running.values()), timeout=self._drain_for)
+
+    async def _cancel_runs(self) -> None:
+        """Cancel what still runs (its claim lapses, and it is taken over as after a crash),
+        and write the completions due."""
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        with contextlib.suppress(StoreUnavailable):
+            await self._complete_finished()

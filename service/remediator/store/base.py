@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -10,6 +10,14 @@ from typing import Any, Protocol
 import pydantic_core
 
 from remediator.alerts import Alert, AlertStatus, Notification
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
+
+# The claim's condition on a candidate event `e`: no earlier event of its alert is still to do.
+NO_EARLIER_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM alert_events p"
+    " WHERE p.fingerprint = e.fingerprint AND p.done_at IS NULL AND p.id < e.id)"
+)
 
 
 class StoreUnavailable(Exception):
@@ -38,6 +46,17 @@ class AlertRecord:
     deliveries: int
     generator_url: str = ""  # the Prometheus expression that fired it
     external_url: str = ""  # the Alertmanager that sent it
+
+    def as_alert(self, status: AlertStatus) -> Alert:
+        """The episode as the engine decides it, in the state an event brought."""
+        return Alert(
+            status=status,
+            labels=self.labels,
+            annotations=self.annotations,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            fingerprint=self.fingerprint,
+        )
 
 
 @dataclass(frozen=True)
@@ -98,12 +117,12 @@ class Remediation:
     kind: str  # the event: firing or resolved
     policy: str | None
     policy_revision: str | None
-    outcome: str  # running, verifying, succeeded, failed, interrupted, blocked, ...
+    outcome: RunOutcome
     guard: str | None
     reason: str
     run_id: str | None
     target: str | None
-    plan: dict[str, Any]
+    plan: PlanSummary
     started_at: datetime
     verify_until: datetime | None = None
     finished_at: datetime | None = None
@@ -183,12 +202,22 @@ class Store(Protocol):
         self, worker: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[AlertEvent]:
         """Pending events nobody holds (or whose holder's lease passed), oldest first, leased to
-        this worker; several workers never get the same event."""
+        this worker; several workers never get the same event, and an event is not claimed
+        while an earlier one of the same alert (fingerprint) is not done: a resolution is
+        handled after its firing, whichever worker has either."""
         ...
 
-    async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool: ...
+    async def renew_events(
+        self, event_ids: Collection[int], worker: str, lease_until: datetime
+    ) -> set[int]:
+        """Extend this worker's claims; the ids still held (a claim another worker took over
+        after it lapsed, or an event done, is not)."""
+        ...
 
-    async def complete_event(self, event_id: int, worker: str, at: datetime) -> None: ...
+    async def complete_events(self, event_ids: Collection[int], worker: str, at: datetime) -> None:
+        """Mark the events done, those this worker still holds: the next event of the same
+        alert may be claimed from then."""
+        ...
 
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +16,11 @@ import asyncpg
 import structlog
 
 from remediator.alerts import AlertStatus, Notification
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
+from remediator.store.base import (
+    NO_EARLIER_PENDING as _NO_EARLIER_PENDING,
+)
 from remediator.store.base import (
     AlertEvent,
     AlertRecord,
@@ -127,16 +132,19 @@ _STEP_COLUMNS = (
 # whole table (done events are kept for the retention period).
 _CLAIM_EVENTS = (
     "UPDATE alert_events SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
-    " WHERE done_at IS NULL AND id IN (SELECT id FROM alert_events"
+    " WHERE done_at IS NULL AND id IN (SELECT id FROM alert_events e"
     " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
+    f" AND {_NO_EARLIER_PENDING}"
     " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
     f" RETURNING {_EVENT_COLUMNS}"
 )
-_RENEW_EVENT = (
-    "UPDATE alert_events SET lease_until = $3 WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL"
+_RENEW_EVENTS = (
+    "UPDATE alert_events SET lease_until = $3"
+    " WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND done_at IS NULL RETURNING id"
 )
-_COMPLETE_EVENT = (
-    "UPDATE alert_events SET done_at = $3 WHERE id = $1 AND claimed_by = $2 AND done_at IS NULL"
+_COMPLETE_EVENTS = (
+    "UPDATE alert_events SET done_at = $3"
+    " WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND done_at IS NULL"
 )
 
 
@@ -417,26 +425,16 @@ class PostgresStore:
         )
         return sorted((_event(row) for row in rows), key=lambda event: event.id)
 
-    async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool:
-        status: str = await self._run(
-            lambda db: db.execute(
-                _RENEW_EVENT,
-                event_id,
-                worker,
-                lease_until,
-            )
+    async def renew_events(
+        self, event_ids: Collection[int], worker: str, lease_until: datetime
+    ) -> set[int]:
+        rows = await self._run(
+            lambda db: db.fetch(_RENEW_EVENTS, list(event_ids), worker, lease_until)
         )
-        return status != "UPDATE 0"
+        return {row["id"] for row in rows}
 
-    async def complete_event(self, event_id: int, worker: str, at: datetime) -> None:
-        await self._run(
-            lambda db: db.execute(
-                _COMPLETE_EVENT,
-                event_id,
-                worker,
-                at,
-            )
-        )
+    async def complete_events(self, event_ids: Collection[int], worker: str, at: datetime) -> None:
+        await self._run(lambda db: db.execute(_COMPLETE_EVENTS, list(event_ids), worker, at))
 
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
         row = await self._run(
@@ -472,7 +470,7 @@ class PostgresStore:
                 r.reason,
                 r.run_id,
                 r.target,
-                json.dumps(r.plan),
+                json.dumps(r.plan.as_json()),
                 r.started_at,
                 r.verify_until,
                 r.finished_at,
@@ -561,8 +559,9 @@ class PostgresStore:
         )
         return [
             Remediation(
-                **{name: row[name] for name in _PLAIN_REMEDIATION_FIELDS},
-                plan=json.loads(row["plan"]),
+                **{name: row[name] for name in _PLAIN_REMEDIATION_FIELDS if name != "outcome"},
+                outcome=RunOutcome(row["outcome"]),
+                plan=PlanSummary.from_json(json.loads(row["plan"])),
             )
             for row in rows
         ]

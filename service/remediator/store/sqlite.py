@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from remediator.alerts import AlertStatus, Notification
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
 from remediator.store.base import (
+    NO_EARLIER_PENDING,
     AlertEvent,
     AlertRecord,
     AuditEntry,
@@ -262,9 +265,9 @@ class SQLiteStore:
             try:
                 rows = db.execute(
                     f"UPDATE alert_events SET claimed_by = ?, lease_until = ?,"
-                    f" attempts = attempts + 1 WHERE id IN (SELECT id FROM alert_events"
+                    f" attempts = attempts + 1 WHERE id IN (SELECT id FROM alert_events e"
                     f" WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < ?)"
-                    f" ORDER BY id LIMIT ?) RETURNING {_EVENT_COLUMNS}",
+                    f" AND {NO_EARLIER_PENDING} ORDER BY id LIMIT ?) RETURNING {_EVENT_COLUMNS}",
                     (worker, _iso(lease_until), _iso(now), limit),
                 ).fetchall()
                 db.execute("COMMIT")
@@ -275,23 +278,26 @@ class SQLiteStore:
 
         return [_event(row) for row in await self._run(claim)]
 
-    async def renew_event(self, event_id: int, worker: str, lease_until: datetime) -> bool:
-        count = await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE alert_events SET lease_until = ?"
-                    " WHERE id = ? AND claimed_by = ? AND done_at IS NULL",
-                    (_iso(lease_until), event_id, worker),
-                ).rowcount
-            )
+    async def renew_events(
+        self, event_ids: Collection[int], worker: str, lease_until: datetime
+    ) -> set[int]:
+        ids = json.dumps(list(event_ids))
+        rows = await self._run(
+            lambda db: db.execute(
+                "UPDATE alert_events SET lease_until = ? WHERE id IN (SELECT value FROM"
+                " json_each(?)) AND claimed_by = ? AND done_at IS NULL RETURNING id",
+                (_iso(lease_until), ids, worker),
+            ).fetchall()
         )
-        return bool(count)
+        return {row[0] for row in rows}
 
-    async def complete_event(self, event_id: int, worker: str, at: datetime) -> None:
+    async def complete_events(self, event_ids: Collection[int], worker: str, at: datetime) -> None:
+        ids = json.dumps(list(event_ids))
         await self._run(
             lambda db: db.execute(
-                "UPDATE alert_events SET done_at = ? WHERE id = ? AND claimed_by = ?",
-                (_iso(at), event_id, worker),
+                "UPDATE alert_events SET done_at = ? WHERE id IN (SELECT value FROM"
+                " json_each(?)) AND claimed_by = ? AND done_at IS NULL",
+                (_iso(at), ids, worker),
             )
         )
 
@@ -324,7 +330,7 @@ class SQLiteStore:
                     r.reason,
                     r.run_id,
                     r.target,
-                    json.dumps(r.plan),
+                    json.dumps(r.plan.as_json()),
                     _iso(r.started_at),
                     _iso(r.verify_until) if r.verify_until else None,
                     _iso(r.finished_at) if r.finished_at else None,
@@ -422,12 +428,12 @@ class SQLiteStore:
                 row[5],
                 row[6],
                 row[7],
-                row[8],
+                RunOutcome(row[8]),
                 row[9],
                 row[10],
                 row[11],
                 row[12],
-                json.loads(row[13]),
+                PlanSummary.from_json(json.loads(row[13])),
                 _time(row[14]),
                 _time(row[15]) if row[15] else None,
                 _time(row[16]) if row[16] else None,

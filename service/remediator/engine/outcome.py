@@ -1,0 +1,35 @@
+"""How a remediation stands or ended: one value per state of its record."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunOutcome(StrEnum):
+    # Still going.
+    WAITING = "waiting"  # admitted by every guard but the concurrency cap or the target's lease
+    RUNNING = "running"  # its steps are being run
+    VERIFYING = "verifying"  # its steps are done; waiting for the alert to resolve or a check
+    # Ended.
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"  # the alert resolved before the next step
+    INTERRUPTED = "interrupted"  # its worker died or lost its lease; taken over
+    DRY_RUN = "dry_run"  # its changes were only described
+    # Decided without a run.
+    BLOCKED = "blocked"
+    REFUSED = "refused"
+    NO_MATCH = "no_match"
+    SKIPPED = "skipped"
+
+    @property
+    def active(self) -> bool:
+        """A run of the alert is under way: no other starts for it."""
+        return self in _ACTIVE
+
+    @property
+    def finished(self) -> bool:
+        return self not in _ACTIVE
+
+
+_ACTIVE = frozenset({RunOutcome.WAITING, RunOutcome.RUNNING, RunOutcome.VERIFYING})

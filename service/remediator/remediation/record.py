@@ -1,0 +1,164 @@
+"""The run's record: each turn of a remediation written to the store as it happens, and the
+messages that turn calls for queued after it (the escalation rules).
+
+A decision or a block is one finished row; a run is a row begun `waiting` or `running` and
+ended once, so a crash leaves it unfinished with its completed steps on record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import structlog
+
+from remediator.alerts import Alert
+from remediator.engine.escalation import on_outcome, on_start
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.plan import Plan
+from remediator.engine.summary import PlanSummary
+from remediator.guards.base import BreakerSpec
+from remediator.guards.gate import Guards, breaker_spec
+from remediator.notify.escalator import Escalator, dedup_key
+from remediator.policy_reload import LivePolicies
+from remediator.store import AlertEvent, Remediation, Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a remediation records beside its outcome and reason."""
+
+    policy: str | None = None
+    guard: str | None = None
+    target: str | None = None
+    plan: PlanSummary = field(default_factory=PlanSummary)
+    run_id: str | None = None
+
+    @classmethod
+    def of(cls, plan: Plan, *, guard: str | None = None, run_id: str | None = None) -> Decided:
+        return cls(plan.policy, guard, plan.target_key, PlanSummary.of(plan), run_id)
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        guards: Guards,
+        policies: LivePolicies,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._guards = guards
+        self._policies = policies
+        self._clock = clock
+        self.escalator = Escalator(store, lambda: policies.current.matrix, clock=clock)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def note(
+        self,
+        event: AlertEvent,
+        alert: Alert,
+        outcome: RunOutcome,
+        reason: str,
+        decided: Decided | None = None,
+    ) -> Remediation:
+        """Record what happened for an event: a decision or block (finished), or a run begun
+        (waiting or running), and queue the messages it calls for."""
+        now = self.now()
+        decided = decided or Decided()
+        remediation = Remediation(
+            id=str(uuid.uuid4()),
+            event_id=event.id,
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at,
+            alertname=alert.alertname,
+            kind=event.kind.value,
+            policy=decided.policy,
+            policy_revision=self._policies.revision,
+            outcome=outcome,
+            guard=decided.guard,
+            reason=reason,
+            run_id=decided.run_id,
+            target=decided.target,
+            plan=decided.plan,
+            started_at=now,
+            finished_at=now if outcome.finished else None,
+        )
+        await self._store.save_remediation(remediation)
+        log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
+        await self.escalate(remediation, start=outcome.active)
+        return remediation
+
+    async def running(self, waiting: Remediation, run_id: str | None) -> Remediation:
+        """A run that waited for a slot has it: its steps begin (its page, if any, is out)."""
+        running = replace(waiting, outcome=RunOutcome.RUNNING, guard=None, reason="", run_id=run_id)
+        await self._store.save_remediation(running)
+        log.info("remediation", outcome=running.outcome, remediation=running.id)
+        return running
+
+    async def end(self, remediation: Remediation, outcome: RunOutcome, reason: str) -> Remediation:
+        ended = replace(remediation, outcome=outcome, reason=reason, finished_at=self.now())
+        await self._store.save_remediation(ended)
+        log.info("remediation ended", remediation=ended.id, outcome=outcome, reason=reason)
+        await self.escalate(ended)
+        return ended
+
+    async def fail(self, remediation: Remediation, plan: Plan, reason: str) -> Remediation:
+        """The fix failed: counted by its breaker, then ended and escalated."""
+        if remediation.run_id is not None:
+            await self._guards.record_outcome(remediation.run_id, breaker_spec(plan), False)
+        return await self.end(remediation, RunOutcome.FAILED, reason)
+
+    async def succeed(self, remediation: Remediation, reason: str) -> Remediation:
+        """Verified: counted by its breaker as a success, then ended (its page resolved)."""
+        await self._guards.record_outcome(
+            remediation.run_id or "", breaker_of(remediation), succeeded=True
+        )
+        return await self.end(remediation, RunOutcome.SUCCEEDED, reason)
+
+    async def verifying(
+        self, remediation: Remediation, reason: str, until: datetime
+    ) -> Remediation:
+        waiting = replace(
+            remediation, outcome=RunOutcome.VERIFYING, reason=reason, verify_until=until
+        )
+        await self._store.save_remediation(waiting)
+        await self.escalate(waiting)
+        return waiting
+
+    async def escalate(self, remediation: Remediation, *, start: bool = False) -> None:
+        """Queue the messages this turn of the remediation calls for (the escalation rules)."""
+        plan = remediation.plan
+        if start:
+            if remediation.kind != "firing":
+                return  # undoing a mitigation pages nobody unless it fails
+            notify = on_start(plan.escalate, plan.page_now)
+            if notify is not None:
+                await self.escalator.notify(remediation, notify)
+            return
+        outcome = remediation.outcome
+        await self.escalator.turn(
+            remediation, lambda paged: on_outcome(outcome, plan.escalate, already_paged=paged)
+        )
+
+    async def tell_if_untold(self, remediation: Remediation) -> None:
+        """Its worker may have died between recording the outcome and queueing what it calls
+        for: then nothing of this run is in the outbox, and it is queued now."""
+        told = await self._store.latest_outbox(dedup_key(remediation))
+        if not any(entry.remediation_id == remediation.id for entry in told):
+            await self.escalate(remediation)
+
+
+def breaker_of(remediation: Remediation) -> BreakerSpec:
+    """The breaker a recorded run counts against."""
+    spec = remediation.plan.breaker
+    assert spec is not None, "only a run with a plan has a breaker"
+    return BreakerSpec(spec.key, spec.failures, spec.window, spec.cooldown)

@@ -1,0 +1,391 @@
+"""One alert event, from decision to the end of its run: decide, guard, act, await verification.
+
+Every outcome is a Remediation row and every step a StepRecord, written as it happens, so a
+crash leaves a run unfinished with its completed steps on record. The worker that takes the
+event over starts a new run that skips what the interrupted one completed, and the actions read
+before they write, so nothing completed is repeated blindly.
+
+A run held only by the concurrency cap, or by another run on its target, waits its turn (up to
+the guard rails' `wait_for_slot`) rather than being dropped; its page goes out at once when the
+severity matrix says so, as for any run that begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from remediator.actions.base import Action, Outcome, StepContext
+from remediator.alerts import Alert, AlertStatus
+from remediator.engine.decide import decide
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
+from remediator.engine.summary import PlanSummary
+from remediator.guards.gate import Admitted, Blocked, Guards
+from remediator.policy.durations import format_duration
+from remediator.policy_reload import LivePolicies
+from remediator.remediation.record import Decided, Recorder, breaker_of
+from remediator.remediation.steps import DEFAULT_RETRYING, HELD_BACK, Retrying, StepAt, Steps
+from remediator.remediation.verification import Verification
+from remediator.store import AlertEvent, Remediation, StepRecord, Store, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+# Attempts at an event that a crash cut short.
+_UNFINISHED = (RunOutcome.WAITING, RunOutcome.RUNNING, RunOutcome.INTERRUPTED)
+# A firing run whose mitigation the alert's resolution may undo.
+_RAN = (
+    RunOutcome.VERIFYING,
+    RunOutcome.SUCCEEDED,
+    RunOutcome.FAILED,
+    RunOutcome.STOPPED,
+    RunOutcome.DRY_RUN,
+)
+# Guards that only say "not now": a run they hold waits for its turn.
+WAITING_FOR = frozenset({"concurrency", "target_lock"})
+SLOT_POLL = 1.0  # seconds between asking again for a slot another replica may free
+_RESOLVED_WHILE_WAITING = "the alert resolved while the run waited for its turn"
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        guards: Guards,
+        policies: LivePolicies,
+        actions: Mapping[str, Action],
+        *,
+        clock: Callable[[], float] = time.time,
+        retrying: Retrying = DEFAULT_RETRYING,
+        check_interval: float = 15.0,
+    ) -> None:
+        self._store = store
+        self._guards = guards
+        self._policies = policies
+        self.record = Recorder(store, guards, policies, clock=clock)
+        self.steps = Steps(store, guards, actions, clock=clock, retrying=retrying)
+        self.verification = Verification(
+            store, guards, policies, self.record, self.steps, clock=clock,
+            check_interval=check_interval,
+        )  # fmt: skip
+
+    def _now(self) -> datetime:
+        return self.record.now()
+
+    async def handle(self, event: AlertEvent) -> Remediation | None:
+        """Take one claimed event as far as it goes now; the verification wait is left running."""
+        record = await self._store.alert(event.fingerprint, event.starts_at)
+        if record is None:
+            log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
+            return None
+        earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
+        handled = [r for r in earlier if r.event_id == event.id and r.outcome not in _UNFINISHED]
+        if handled:
+            # Its worker died after recording how the event went, before marking it done:
+            # deciding again would act twice on one alert state.
+            log.warning("event already handled; not again", event_id=event.id)
+            await self.record.tell_if_untold(handled[-1])
+            return handled[-1]
+        attempts = await self._take_over(event, earlier)
+        alert = record.as_alert(event.kind)
+        if event.kind is AlertStatus.RESOLVED:
+            return await self._resolved(event, alert, earlier)
+        if record.status is AlertStatus.RESOLVED:
+            why = "resolved before the run started"
+            return await self.record.note(event, alert, RunOutcome.SKIPPED, why)
+        if any(r.outcome.active for r in earlier if r.event_id != event.id):
+            log.info("a run for this alert is still going; not starting another", event_id=event.id)
+            return None
+        done = await self._completed_steps(attempts)
+        # A change a dead worker made but did not live to record is found by the actions as
+        # made "by this run": they compare with when the first attempt began.
+        began = min((r.started_at for r in attempts), default=None)
+        return await self.fire(event, alert, done, began)
+
+    async def housekeep(self) -> None:
+        """End overdue verifications, check the due ones, and tell the guards' backend the run
+        outcomes it missed while it was away."""
+        await self.verification.check()
+        await self.verification.expire()
+        await self._guards.settle()
+
+    async def _take_over(
+        self, event: AlertEvent, earlier: Sequence[Remediation]
+    ) -> list[Remediation]:
+        """Every earlier attempt at this event, the one a dead worker left going marked
+        interrupted now: not only the last, as a worker killed twice leaves one of each."""
+        attempts = [r for r in earlier if r.event_id == event.id and r.outcome in _UNFINISHED]
+        for remediation in attempts:
+            if remediation.outcome is not RunOutcome.INTERRUPTED:
+                await self._store.save_remediation(
+                    replace(remediation, outcome=RunOutcome.INTERRUPTED, finished_at=self._now())
+                )
+                log.warning("run interrupted; taking it over", remediation=remediation.id)
+        return attempts
+
+    async def fire(
+        self,
+        event: AlertEvent,
+        alert: Alert,
+        done: Mapping[tuple[str, int], StepRecord],
+        began: datetime | None = None,
+    ) -> Remediation:
+        decision = decide(alert, self._policies.current, self._now())
+        if isinstance(decision, NoMatch):
+            decided = Decided(plan=PlanSummary.escalation_only(decision.escalation))
+            why = "no policy matches: escalate only"
+            return await self.record.note(event, alert, RunOutcome.NO_MATCH, why, decided)
+        if isinstance(decision, Refused):
+            decided = Decided(
+                decision.policy, plan=PlanSummary.escalation_only(decision.escalation)
+            )
+            return await self.record.note(
+                event, alert, RunOutcome.REFUSED, decision.reason, decided
+            )
+        plan = decision
+        started = await self._admit(event, alert, plan)
+        if isinstance(started, Remediation):
+            return started  # blocked
+        remediation, admitted = started
+        try:
+            return await self._run_steps(remediation, alert, plan, admitted, done, began)
+        except StoreUnavailable:
+            raise  # the claim lapses; the next worker finds this run and takes it over
+        except Exception as exc:  # a bug must not leave the alert's run `running` for ever
+            log.exception("run failed unexpectedly", remediation=remediation.id)
+            return await self.record.fail(remediation, plan, f"internal error: {exc!r}")
+        finally:
+            if admitted is not None:
+                await self._guards.release(admitted)
+
+    async def _admit(
+        self, event: AlertEvent, alert: Alert, plan: Plan
+    ) -> tuple[Remediation, Admitted | None] | Remediation:
+        """The guards' answer: a run begun (admitted, or in dry-run with None), or its block
+        recorded. Held only by the cap or the target's lease, it waits for its turn first."""
+        admission = await self._guards.admit(plan)
+        waiting = None
+        if isinstance(admission, Blocked) and admission.guard in WAITING_FOR:
+            wait = self._policies.current.guardrails.wait_for_slot
+            why = f"waiting up to {format_duration(wait)} for its turn: {admission.reason}"
+            decided = Decided.of(plan, guard=admission.guard)
+            waiting = await self.record.note(event, alert, RunOutcome.WAITING, why, decided)
+            turn = await self._wait_for_turn(alert, plan, admission, wait)
+            if turn is None:
+                return await self.record.end(waiting, RunOutcome.STOPPED, _RESOLVED_WHILE_WAITING)
+            admission = turn
+        if isinstance(admission, Blocked) and admission.guard != "dry_run":
+            if waiting is not None:
+                blocked = replace(waiting, guard=admission.guard)
+                return await self.record.end(blocked, RunOutcome.BLOCKED, admission.reason)
+            decided = Decided.of(plan, guard=admission.guard)
+            return await self.record.note(
+                event, alert, RunOutcome.BLOCKED, admission.reason, decided
+            )
+        admitted = admission if isinstance(admission, Admitted) else None
+        run_id = admitted.run_id if admitted else None
+        if waiting is not None:
+            return await self.record.running(waiting, run_id), admitted
+        reason = "dry-run" if admitted is None else ""
+        decided = Decided.of(plan, run_id=run_id)
+        return await self.record.note(event, alert, RunOutcome.RUNNING, reason, decided), admitted
+
+    async def _wait_for_turn(
+        self, alert: Alert, plan: Plan, blocked: Blocked, wait: timedelta
+    ) -> Admitted | Blocked | None:
+        """Ask again each time this process frees a slot, and every SLOT_POLL seconds, until
+        admitted, blocked by anything else, or `wait` has passed; None if the alert resolved
+        meanwhile."""
+        admission: Admitted | Blocked = blocked
+        try:
+            async with asyncio.timeout(wait.total_seconds()):
+                while isinstance(admission, Blocked) and admission.guard in WAITING_FOR:
+                    await self._guards.freed(SLOT_POLL)
+                    if await self._resolved_meanwhile(alert):
+                        return None
+                    admission = await self._guards.admit(plan)
+        except TimeoutError:
+            assert isinstance(admission, Blocked)
+            waited = format_duration(wait)
+            return replace(admission, reason=f"waited {waited} for its turn: {admission.reason}")
+        return admission
+
+    async def _run_steps(
+        self,
+        remediation: Remediation,
+        alert: Alert,
+        plan: Plan,
+        admitted: Admitted | None,
+        done: Mapping[tuple[str, int], StepRecord],
+        began: datetime | None,
+    ) -> Remediation:
+        context = StepContext(plan.target, admitted is None, began or remediation.started_at)
+        timeout = self._policies.current.guardrails.run_timeout.total_seconds()
+        renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
+        try:
+            async with asyncio.timeout(timeout):
+                ended = await self._each_step(remediation, alert, plan, admitted, done, context)
+        except TimeoutError:
+            limit = format_duration(timedelta(seconds=timeout))
+            why = f"steps still running after run_timeout {limit}"
+            return await self.record.fail(remediation, plan, why)
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+        if isinstance(ended, Remediation):
+            return ended
+        if admitted is None:
+            return await self.record.end(
+                remediation, RunOutcome.DRY_RUN, "every step ran in dry-run"
+            )
+        if ended:  # nothing to verify: not the fix's failure, nor a success
+            return await self.record.end(remediation, RunOutcome.DRY_RUN, "; ".join(ended))
+        return await self.verification.begin(remediation, plan.verify_within)
+
+    async def _each_step(
+        self,
+        remediation: Remediation,
+        alert: Alert,
+        plan: Plan,
+        admitted: Admitted | None,
+        done: Mapping[tuple[str, int], StepRecord],
+        context: StepContext,
+    ) -> Remediation | list[str]:
+        """The steps in order: the remediation when one ended the run, else the changes a live
+        run could only dry-run (no client configured for them)."""
+        results: dict[str, dict[str, Any]] = {}
+        only_dry: list[str] = []
+        for position, step in enumerate(plan.steps):
+            if await self._resolved_meanwhile(alert):
+                return await self._resolved_mid_run(remediation)
+            if step.mutating and admitted:
+                held = await self._may_still_act(remediation, admitted, step)
+                if held is not None:
+                    return held
+            previous = done.get(("steps", position))
+            at = StepAt(remediation, "steps", position)
+            result = await self.steps.run(at, step, context, results, alert, previous, admitted)
+            if HELD_BACK in result.data:
+                return await self._held_back(remediation, *result.data[HELD_BACK])
+            # A failed read is an observation for later steps' conditions; a failed change (or
+            # a condition that cannot be evaluated) ends the run.
+            if not result.ok and (step.mutating or "condition" in result.data):
+                return await self.record.fail(remediation, plan, f"{step.action}: {result.message}")
+            if admitted and step.mutating and result.outcome is Outcome.DRY_RUN:
+                only_dry.append(result.message)
+        return only_dry
+
+    async def _keep_lease(self, admitted: Admitted) -> None:
+        current: Admitted | None = admitted
+        while current is not None:
+            await asyncio.sleep(self._guards.lease_ttl / 3)
+            current = await self._guards.renew(current)
+        log.warning("target lease lost; mutating steps will be refused", run=admitted.run_id)
+
+    async def _resolved_meanwhile(self, alert: Alert) -> bool:
+        record = await self._store.alert(alert.fingerprint, alert.starts_at)
+        return record is None or record.status is AlertStatus.RESOLVED
+
+    async def _may_still_act(
+        self, remediation: Remediation, admitted: Admitted, step: PlannedStep
+    ) -> Remediation | None:
+        """Before a change: the kill switch, then the fencing check. Neither is the fix's
+        failure: the breaker does not count them, and the run's slot and trial lapse."""
+        refusal = await self.steps.refusal(admitted, step, "before")
+        return None if refusal is None else await self._held_back(remediation, *refusal)
+
+    async def _held_back(self, remediation: Remediation, guard: str, why: str) -> Remediation:
+        """End a run a refusal stopped before a change: blocked by the kill switch (and
+        escalated as such), or interrupted as its lease was lost."""
+        if guard == "kill_switch":
+            return await self.record.end(replace(remediation, guard=guard), RunOutcome.BLOCKED, why)
+        return await self.record.end(remediation, RunOutcome.INTERRUPTED, why)
+
+    async def _resolved_mid_run(self, remediation: Remediation) -> Remediation:
+        """The alert resolved before the next step: acting now could undo a recovery. The
+        resolution is what verification waits for, so the run counts as a success."""
+        if remediation.run_id is not None:
+            await self._guards.record_outcome(remediation.run_id, breaker_of(remediation), True)
+        return await self.record.end(remediation, RunOutcome.STOPPED, "the alert resolved")
+
+    async def _resolved(
+        self, event: AlertEvent, alert: Alert, earlier: Sequence[Remediation]
+    ) -> Remediation | None:
+        """The alert cleared: the waiting run succeeded, its pages are resolved, and its
+        mitigation may be undone."""
+        ran = None
+        for remediation in earlier:
+            if remediation.outcome is RunOutcome.VERIFYING:
+                await self.record.succeed(remediation, "the alert resolved in time")
+            else:
+                await self.record.escalator.notify(remediation, "resolve")
+            if remediation.kind == "firing" and remediation.outcome in _RAN:
+                ran = remediation
+        if ran is None or not ran.plan.on_resolved:
+            return None
+        decision = decide(alert, self._policies.current, self._now())
+        if not isinstance(decision, Plan) or not decision.on_resolved:
+            why = "on_resolved steps cannot be planned"
+            return await self.record.note(event, alert, RunOutcome.REFUSED, why)
+        dry = ran.outcome is RunOutcome.DRY_RUN
+        held = await self._hold(decision, dry)
+        if isinstance(held, Blocked):
+            # Not undone: a person is told what is left, about the incident they know.
+            why = f"on_resolved: {held.reason}"
+            decided = Decided.of(decision, guard=held.guard)
+            return await self.record.note(event, alert, RunOutcome.BLOCKED, why, decided)
+        try:
+            return await self._undo(event, alert, decision, held)
+        finally:
+            if held is not None:
+                await self._guards.release(held)
+
+    async def _hold(self, plan: Plan, dry: bool) -> Admitted | Blocked | None:
+        """The target, for undoing a mitigation: None in dry-run."""
+        paused = await self._guards.paused()
+        if paused is not None:
+            return Blocked("kill_switch", f"paused: {paused.reason}")
+        return None if dry else await self._guards.hold(plan)
+
+    async def _undo(
+        self, event: AlertEvent, alert: Alert, plan: Plan, held: Admitted | None
+    ) -> Remediation:
+        """The on_resolved steps, holding the target as a run does, with the same checks
+        (the kill switch, the lease) before each change."""
+        run_id = held.run_id if held else None
+        decided = Decided.of(plan, run_id=run_id)
+        reason = "dry-run" if held is None else ""
+        remediation = await self.record.note(event, alert, RunOutcome.RUNNING, reason, decided)
+        context = StepContext(plan.target, held is None, remediation.started_at)
+        results: dict[str, dict[str, Any]] = {}
+        for position, step in enumerate(plan.on_resolved):
+            if step.mutating and held is not None:
+                stopped = await self._may_still_act(remediation, held, step)
+                if stopped is not None:
+                    return stopped
+            at = StepAt(remediation, "on_resolved", position)
+            result = await self.steps.run(at, step, context, results, alert, None, held)
+            if HELD_BACK in result.data:
+                return await self._held_back(remediation, *result.data[HELD_BACK])
+            if not result.ok:
+                why = f"{step.action}: {result.message}"
+                return await self.record.end(remediation, RunOutcome.FAILED, why)
+        return await self.record.end(remediation, RunOutcome.SUCCEEDED, "on_resolved steps done")
+
+    async def _completed_steps(
+        self, interrupted: Sequence[Remediation]
+    ) -> dict[tuple[str, int], StepRecord]:
+        done: dict[tuple[str, int], StepRecord] = {}
+        for remediation in interrupted:
+            for step in await self._store.steps(remediation.id):
+                done[(step.phase, step.position)] = step
+        return done
