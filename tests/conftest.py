@@ -1,4 +1,5 @@
-"""Fixtures for real services: Postgres, the Alertmanager binary, and the service itself.
+"""Fixtures for real services: Postgres, the Alertmanager binary, and the service itself; and
+the fixtures the tests of several modules share (their code is in tests/support/).
 
 On a developer's machine without a service the tests that need it skip and say how to get it;
 with CI=true (as .ci/run sets) they fail instead.
@@ -7,10 +8,7 @@ with CI=true (as .ci/run sets) they fail instead.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,43 +18,25 @@ import asyncpg
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
+from aiosmtpd.controller import Controller
 
+from remediator.actions.kubernetes import KubernetesActions
 from remediator.app import build_app
 from remediator.config import Settings
 from remediator.metrics import Metrics
+from remediator.policy.loader import load_policies
+from remediator.policy.policyset import PolicySet
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store, open_store
-
-SAMPLES = Path(__file__).resolve().parent / "samples"
-SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
-# The shipped policies, the severity matrix and the guard rails aside.
-SHIPPED_POLICY_COUNT = len(list(SHIPPED_POLICIES.glob("*.yaml"))) - 2
-POSTGRES_ADMIN_DSN = os.environ.get("REMEDIATOR_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
-
-
-def missing_service(what: str, how: str) -> None:
-    """Skip a test whose service is absent, or fail it in CI where the service must be."""
-    message = f"{what} is not available: {how}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
-    pytest.skip(message)
-
-
-def sample(name: str) -> dict[str, Any]:
-    """The webhook body of a payload captured from Alertmanager 0.25."""
-    body: dict[str, Any] = json.loads((SAMPLES / name).read_text())["body"]
-    return body
-
-
-def sample_names() -> list[str]:
-    return sorted(path.name for path in SAMPLES.glob("*.json"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support.alertmanager import ALERTMANAGER_CONFIG, running_alertmanager
+from tests.support.cluster import Cluster, open_cluster
+from tests.support.mailbox import Mailbox
+from tests.support.notify_recorder import PD_ACCEPTED, Answer, Recorder
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.redis_server import RedisServer
+from tests.support.service_process import ServiceProcess
+from tests.support.services import POSTGRES_ADMIN_DSN, free_port, missing_service
+from tests.support.world import POLICY, World, open_world, write_policies
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +119,90 @@ def alertmanager_binary() -> str:
         )
     assert found is not None
     return found
+
+
+# Shared by the tests of several modules.
+
+
+@pytest.fixture(scope="module")
+def shipped() -> PolicySet:
+    return load_policies(SHIPPED_POLICIES)
+
+
+@pytest.fixture
+def policy() -> str:
+    return POLICY
+
+
+@pytest.fixture
+async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[World]:
+    """A runner over `policy` (the module's own, if it has one) and the shipped matrix."""
+    async with open_world(store, write_policies(tmp_path / "policies", policy)) as world:
+        yield world
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    """A namespace on the fake API server, or on the cluster of REMEDIATOR_TEST_KUBECONFIG."""
+    async with open_cluster() as opened:
+        yield opened
+
+
+@pytest.fixture
+def actions(cluster: Cluster) -> KubernetesActions:
+    return KubernetesActions(cluster.api, poll_interval=0.01 if cluster.fake else 0.5)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_service("the redis-server binary", "install it with `apt-get install redis-server`")
+    assert binary is not None
+    server = RedisServer(binary, free_port(), tmp_path / "redis.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def pagerduty_api() -> AsyncIterator[Recorder]:
+    recorder = Recorder(Answer(202, PD_ACCEPTED))
+    await recorder.start()
+    yield recorder
+    await recorder.close()
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[Recorder]:
+    recorder = Recorder(Answer(200, "ok"))
+    await recorder.start()
+    yield recorder
+    await recorder.close()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        server_hostname="smtp.test",
+        authenticator=box.authenticate,
+        auth_require_tls=False,  # AUTH offered over plain text: this is loopback
+    )
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture
+def alertmanager(
+    alertmanager_binary: str, service: ServiceProcess, tmp_path: Path
+) -> Iterator[str]:
+    """A real Alertmanager posting to the `service` of the module that asks for it."""
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG.format(url=service.url))
+    with running_alertmanager(alertmanager_binary, config, tmp_path) as url:
+        yield url

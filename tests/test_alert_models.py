@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from remediator.alerts import AlertStatus, Notification
-from tests.conftest import sample, sample_names
+from tests.support.samples import sample, sample_names
 
 
 @pytest.mark.parametrize("name", sample_names())

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,33 +12,8 @@ import pytest
 
 from remediator.alerts import AlertStatus
 from remediator.store import Store
-from tests.conftest import free_port
-from tests.service_process import ServiceProcess, eventually
-
-ALERTMANAGER_CONFIG = """
-route:
-  receiver: remediator
-  group_by: ['alertname']
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 2s
-receivers:
-  - name: remediator
-    webhook_configs:
-      - url: {url}/api/v1/alerts
-        send_resolved: true
-        max_alerts: 0
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: s3cret
-"""
-
-ALERTS = [
-    {"alertname": "HighMemoryUsage", "namespace": "prod", "pod": "api-1", "severity": "warning"},
-    {"alertname": "HighMemoryUsage", "namespace": "prod", "pod": "api-2", "severity": "warning"},
-    {"alertname": "ApplicationDown", "namespace": "prod", "job": "api", "severity": "critical"},
-]
+from tests.support.alertmanager import post_to_alertmanager
+from tests.support.service_process import ServiceProcess, eventually
 
 
 @pytest.fixture
@@ -52,86 +23,6 @@ async def service(tmp_path: Path, database_url: str) -> AsyncIterator[ServicePro
     )
     yield started
     assert started.stop() == 0
-
-
-@contextlib.contextmanager
-def running_alertmanager(
-    binary: str,
-    config: Path,
-    directory: Path,
-    *,
-    name: str = "alertmanager",
-    cluster_flags: Sequence[str] = ("--cluster.listen-address=",),  # none: standalone
-) -> Iterator[str]:
-    """The real binary on a free port, its data and log in `directory`. Yields its URL."""
-    with alertmanager_process(binary, config, directory, name, cluster_flags) as (url, _):
-        yield url
-
-
-@contextlib.contextmanager
-def alertmanager_process(
-    binary: str, config: Path, directory: Path, name: str, cluster_flags: Sequence[str]
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`running_alertmanager`, handing back the process too, for a test to signal it."""
-    port = free_port()
-    with (directory / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={directory / f'{name}-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                *cluster_flags,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        process.terminate()
-        process.wait(timeout=15)
-
-
-@pytest.fixture
-def alertmanager(
-    alertmanager_binary: str, service: ServiceProcess, tmp_path: Path
-) -> Iterator[str]:
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(ALERTMANAGER_CONFIG.format(url=service.url))
-    with running_alertmanager(alertmanager_binary, config, tmp_path) as url:
-        yield url
-
-
-async def post_to_alertmanager(
-    url: str,
-    ends_at: datetime,
-    labels_of: list[dict[str, str]] = ALERTS,
-    starts_at: datetime = datetime(2026, 1, 1, tzinfo=UTC),  # fixed: the same alert episode
-) -> None:
-    alerts = [
-        {
-            "labels": labels,
-            "annotations": {"summary": f"{labels['alertname']} in the end-to-end test"},
-            "startsAt": starts_at.isoformat(),
-            "endsAt": ends_at.isoformat(),
-        }
-        for labels in labels_of
-    ]
-    async with aiohttp.ClientSession() as session:
-        await eventually(lambda: ready(session, url), what="Alertmanager to be ready", timeout=30)
-        async with session.post(f"{url}/api/v2/alerts", json=alerts) as answer:
-            assert answer.status == 200, await answer.text()
-
-
-async def ready(session: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with session.get(f"{url}/-/ready") as answer:
-            return answer.status == 200
-    except aiohttp.ClientConnectionError:
-        return False
 
 
 async def test_each_alert_is_stored_once_across_repeats_then_resolved_once(

@@ -39,7 +39,7 @@ from remediator.policy.actions import (
     EksNodegroupScale,
     RdsCreateSnapshot,
 )
-from tests.conftest import free_port
+from tests.support.services import free_port
 
 REGION = "eu-west-1"
 OTHER_ACCOUNT = "111122223333"

@@ -28,14 +28,12 @@ from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.runner import Runner, _alert
 from remediator.store import Store
-from tests.conftest import SHIPPED_POLICIES
-from tests.service_process import ServiceProcess, eventually
-from tests.test_guards import Clock
-from tests.test_kubernetes_actions import Cluster, actions, cluster
-from tests.test_runs import POLICY
-from tests.webhooks import webhook, webhook_alert
-
-__all__ = ["actions", "cluster"]  # fixtures, used here
+from tests.support.clocks import Clock
+from tests.support.cluster import Cluster
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.webhooks import webhook, webhook_alert
+from tests.support.world import POLICY
 
 
 @dataclass

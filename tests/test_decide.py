@@ -20,7 +20,8 @@ from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
 from remediator.policy_commands import explain, run_tests
 from remediator.policy_reload import LivePolicies
-from tests.conftest import SAMPLES, SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.samples import SAMPLES
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -32,11 +33,6 @@ def alert(**labels: str) -> Alert:
         startsAt=NOW,
         fingerprint="f00d",
     )
-
-
-@pytest.fixture(scope="module")
-def shipped() -> PolicySet:
-    return load_policies(SHIPPED_POLICIES)
 
 
 def test_application_down_plans_every_step_with_rendered_parameters(shipped: PolicySet) -> None:

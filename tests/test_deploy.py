@@ -32,9 +32,10 @@ from remediator.engine.plan import Plan
 from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
 from remediator.store import open_store
-from tests.conftest import SHIPPED_POLICIES, missing_service
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import running_alertmanager
+from tests.support.alertmanager import running_alertmanager
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import missing_service
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -106,11 +107,6 @@ def policy_alertnames() -> dict[str, str]:
             if found:
                 names[found.group(1)] = document["name"]
     return names
-
-
-@pytest.fixture(scope="module")
-def shipped() -> PolicySet:
-    return load_policies(SHIPPED_POLICIES)
 
 
 # --- Kubernetes ------------------------------------------------------------------------------

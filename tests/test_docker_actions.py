@@ -18,7 +18,7 @@ from remediator.actions.docker import DockerActions
 from remediator.actions.registry import open_actions
 from remediator.engine.plan import RenderedTarget
 from remediator.policy.actions import CATALOGUE, RENDERED, DockerRestartContainer
-from tests.fake_docker import FakeDocker, serve_docker
+from tests.support.fake_docker import FakeDocker, serve_docker
 
 TARGET = RenderedTarget("Application", "claude-manager", None, None, None)
 

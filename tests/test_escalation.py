@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -14,15 +13,14 @@ import pytest
 from remediator.alerts import AlertStatus
 from remediator.engine.escalation import on_outcome, on_start
 from remediator.metrics import Metrics
-from remediator.notify.base import Message, PermanentFailure, TransientFailure
+from remediator.notify.base import PermanentFailure, TransientFailure
 from remediator.notify.escalator import alert_links
 from remediator.notify.outbox import MAX_ATTEMPTS, OutboxSender, QuickRetries
 from remediator.policy.schema import EscalateWhen
 from remediator.store import AlertRecord, OutboxEntry, Store
-from tests.test_guards import Clock
-from tests.test_runs import POLICY, World, open_world, policy, world, write_policies
-
-__all__ = ["policy", "world"]  # fixtures, used here
+from tests.support.clocks import Clock
+from tests.support.escalation import KEY, Recorder, outbox
+from tests.support.world import POLICY, World, open_world, write_policies
 
 DEFAULT = (EscalateWhen.ON_FAILURE, EscalateWhen.WHEN_BLOCKED)
 ALWAYS = (EscalateWhen.ALWAYS,)
@@ -55,13 +53,6 @@ def test_p1_and_always_page_when_a_run_starts() -> None:
     assert on_start(DEFAULT, page_while_remediating=True) == "trigger"
     assert on_start(ALWAYS, page_while_remediating=False) == "trigger"
     assert on_start(DEFAULT, page_while_remediating=False) is None
-
-
-async def outbox(store: Store, key: str) -> list[tuple[str, str]]:
-    return [(entry.channel, entry.action) for entry in await store.outbox_for(key)]
-
-
-KEY = "remediator/probe-and-fix/Application/-/shop"
 
 
 async def test_a_failed_run_pages_its_level_s_channels_and_the_resolution_closes_them(
@@ -116,23 +107,6 @@ async def test_p1_pages_at_once_follows_the_run_and_resolves(world: World) -> No
     await world.post("resolved")
     await world.dispatcher.run_once()
     assert (await outbox(world.store, KEY))[-2:] == [("pagerduty", "resolve"), ("slack", "resolve")]
-
-
-@dataclass
-class Recorder:
-    """A channel that keeps what it was given, and fails when told to."""
-
-    name: str
-    sent: list[Message] = field(default_factory=list)
-    failures: list[Exception] = field(default_factory=list)
-
-    async def send(self, message: Message) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.sent.append(message)
-
-    def describe(self) -> dict[str, Any]:
-        return {"channel": self.name}
 
 
 def entry(channel: str, action: str = "trigger", at: float = 1_800_000_000.0) -> OutboxEntry:

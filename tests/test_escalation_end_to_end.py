@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHIPPED_POLICIES
-from tests.notify_recorder import Recorder
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import alertmanager, post_to_alertmanager
-from tests.test_notify_channels import Mailbox, mailbox, pagerduty_api, slack_api
-
-__all__ = ["alertmanager", "mailbox", "pagerduty_api", "slack_api"]  # fixtures, used here
+from tests.support.alertmanager import post_to_alertmanager
+from tests.support.mailbox import Mailbox
+from tests.support.notify_recorder import Recorder
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
 
 # No policy matches these: each escalates by its severity label alone.
 ALERTS = {

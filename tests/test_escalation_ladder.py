@@ -11,11 +11,9 @@ from remediator.notify.base import Channel
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender, message_of
 from remediator.policy.schema import Digest
-from tests.test_escalation import KEY, Recorder, outbox
-from tests.test_notify_channels import Mailbox, mailbox, plain_email
-from tests.test_runs import POLICY, World, policy, world
-
-__all__ = ["mailbox", "policy", "world"]  # fixtures, used here
+from tests.support.escalation import KEY, Recorder, outbox
+from tests.support.mailbox import Mailbox, plain_email
+from tests.support.world import POLICY, World
 
 HOUR = 3600.0
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from multiprocessing.synchronize import Barrier
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,25 +38,16 @@ from remediator.guards.base import (
 )
 from remediator.guards.memory import MemoryGuards
 from remediator.guards.redis import RedisGuards
-from tests.conftest import free_port, missing_service
-from tests.guard_reference import ReferenceGuards
+from tests.support.clocks import Clock
+from tests.support.guard_reference import ReferenceGuards
+from tests.support.redis_server import RedisServer, answers
+from tests.support.services import missing_service
 
 REDIS_URL = os.environ.get("REMEDIATOR_TEST_REDIS", "redis://127.0.0.1:6379/0")
 T0 = 1_700_000_000.0
 BREAKER = BreakerSpec("svc", failures=3, window=60.0, cooldown=300.0)
 OTHER_BREAKER = BreakerSpec("other", failures=3, window=60.0, cooldown=300.0)
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def limit(key: str, *windows: tuple[int, float]) -> Limit:
@@ -105,12 +93,12 @@ async def redis_prefix(redis_client: redis.asyncio.Redis) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(T0)
 
 
 @pytest.fixture(params=["memory", "redis"])
-def unseeded(request: pytest.FixtureRequest, clock: FakeClock) -> GuardBackend:
+def unseeded(request: pytest.FixtureRequest, clock: Clock) -> GuardBackend:
     if request.param == "memory":
         return MemoryGuards(clock)
     client: redis.asyncio.Redis = request.getfixturevalue("redis_client")
@@ -145,7 +133,7 @@ async def open_breaker(guards: GuardBackend, spec: BreakerSpec = BREAKER) -> Non
 # Rate limits
 
 
-async def test_rate_limit_allows_max_then_blocks(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_rate_limit_allows_max_then_blocks(guards: GuardBackend, clock: Clock) -> None:
     restart = limit("restart", (3, 60.0))
     for i in range(3):
         assert await guards.admit(attempt(f"r{i}", restart)) == Verdict(True)
@@ -156,7 +144,7 @@ async def test_rate_limit_allows_max_then_blocks(guards: GuardBackend, clock: Fa
     assert await used(guards, restart) == [3]
 
 
-async def test_rate_limit_window_slides(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_rate_limit_window_slides(guards: GuardBackend, clock: Clock) -> None:
     restart = limit("restart", (3, 60.0))
     for step in (50, 5, 4):  # admitted at 50, 55 and 59
         clock.advance(step)
@@ -170,7 +158,7 @@ async def test_rate_limit_window_slides(guards: GuardBackend, clock: FakeClock) 
     assert (verdict.allowed, verdict.retry_after) == (False, 5.0)
 
 
-async def test_several_windows_at_once(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_several_windows_at_once(guards: GuardBackend, clock: Clock) -> None:
     hourly_daily = limit("deploy", (3, 3600.0), (7, 86400.0))
     for hour in range(2):
         for i in range(3):
@@ -206,7 +194,7 @@ async def test_global_limit_shared_across_keys(guards: GuardBackend) -> None:
 
 
 async def test_nothing_is_taken_when_a_later_guard_blocks(
-    guards: GuardBackend, clock: FakeClock
+    guards: GuardBackend, clock: Clock
 ) -> None:
     roomy, full = limit("roomy", (5, 3600.0)), limit("full", (1, 3600.0))
     first = attempt("first", full, breaker=OTHER_BREAKER, run_ttl=3600)
@@ -235,7 +223,7 @@ async def test_nothing_is_taken_when_a_later_guard_blocks(
 
 
 async def test_breaker_opens_after_failures_within_window(
-    guards: GuardBackend, clock: FakeClock
+    guards: GuardBackend, clock: Clock
 ) -> None:
     for i in range(3):
         assert (await guards.admit(attempt(f"r{i}"))).allowed
@@ -255,9 +243,7 @@ async def test_breaker_opens_after_failures_within_window(
     assert (view.state, view.opened_at, view.trial_until) == (OPEN, T0 + 30, None)
 
 
-async def test_failures_outside_the_window_do_not_count(
-    guards: GuardBackend, clock: FakeClock
-) -> None:
+async def test_failures_outside_the_window_do_not_count(guards: GuardBackend, clock: Clock) -> None:
     for i in range(3):
         assert (await guards.admit(attempt(f"r{i}"))).allowed
     await guards.finish("r0", BREAKER, succeeded=False)  # at 0
@@ -272,7 +258,7 @@ async def test_failures_outside_the_window_do_not_count(
     assert (await guards.snapshot([], [BREAKER])).breakers["svc"].recent_failures == 1
 
 
-async def test_cooldown_then_exactly_one_trial(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_cooldown_then_exactly_one_trial(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(299)
     verdict = await guards.admit(attempt("early"))
@@ -286,7 +272,7 @@ async def test_cooldown_then_exactly_one_trial(guards: GuardBackend, clock: Fake
     assert (view.state, view.trial_until) == (HALF_OPEN, clock.now + 60)
 
 
-async def test_trial_success_closes(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_trial_success_closes(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(300)
     assert (await guards.admit(attempt("trial"))).allowed
@@ -296,7 +282,7 @@ async def test_trial_success_closes(guards: GuardBackend, clock: FakeClock) -> N
     assert (await guards.snapshot([], [BREAKER])).breakers["svc"].recent_failures == 0
 
 
-async def test_trial_failure_reopens(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_trial_failure_reopens(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(300)
     assert (await guards.admit(attempt("trial"))).allowed
@@ -306,7 +292,7 @@ async def test_trial_failure_reopens(guards: GuardBackend, clock: FakeClock) -> 
     assert (verdict.guard, verdict.retry_after) == ("circuit_breaker", 300.0)  # a new cooldown
 
 
-async def test_a_lapsed_trial_lets_another_through(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_a_lapsed_trial_lets_another_through(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(300)
     assert (await guards.admit(attempt("trial", run_ttl=60))).allowed
@@ -319,9 +305,7 @@ async def test_a_lapsed_trial_lets_another_through(guards: GuardBackend, clock: 
     assert await guards.finish("second", BREAKER, False) == Transition("svc", HALF_OPEN, OPEN)
 
 
-async def test_a_trial_lasts_through_its_verification(
-    guards: GuardBackend, clock: FakeClock
-) -> None:
+async def test_a_trial_lasts_through_its_verification(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(300)
     trial = replace(attempt("trial", run_ttl=60), trial_ttl=900)  # steps, then a 10m wait
@@ -338,7 +322,7 @@ async def test_a_trial_lasts_through_its_verification(
 
 
 async def test_outcomes_of_other_runs_change_nothing_while_not_closed(
-    guards: GuardBackend, clock: FakeClock
+    guards: GuardBackend, clock: Clock
 ) -> None:
     assert (await guards.admit(attempt("early-1"))).allowed
     assert (await guards.admit(attempt("early-2"))).allowed
@@ -354,7 +338,7 @@ async def test_outcomes_of_other_runs_change_nothing_while_not_closed(
 
 
 async def test_a_run_done_with_its_steps_frees_its_slot_while_it_is_verified(
-    guards: GuardBackend, clock: FakeClock
+    guards: GuardBackend, clock: Clock
 ) -> None:
     def capped(run_id: str) -> Attempt:
         return attempt(run_id, max_concurrent=1, run_ttl=60)
@@ -367,7 +351,7 @@ async def test_a_run_done_with_its_steps_frees_its_slot_while_it_is_verified(
     assert (await guards.admit(capped("second"))).allowed
 
 
-async def test_concurrency_cap_and_slot_expiry(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_concurrency_cap_and_slot_expiry(guards: GuardBackend, clock: Clock) -> None:
     def capped(run_id: str) -> Attempt:
         return attempt(run_id, max_concurrent=2, run_ttl=60)
 
@@ -388,7 +372,7 @@ async def test_concurrency_cap_and_slot_expiry(guards: GuardBackend, clock: Fake
 # Leases
 
 
-async def test_lease_is_exclusive_and_expires(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_lease_is_exclusive_and_expires(guards: GuardBackend, clock: Clock) -> None:
     lease = await guards.acquire_lease("node-1", "run-a", 30)
     assert lease == Lease("node-1", "run-a", 1, T0 + 30)
     assert await guards.acquire_lease("node-1", "run-b", 30) is None
@@ -403,7 +387,7 @@ async def test_lease_is_exclusive_and_expires(guards: GuardBackend, clock: FakeC
     }
 
 
-async def test_renew_extends_lease_slot_and_trial(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_renew_extends_lease_slot_and_trial(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(300)
     assert (await guards.admit(attempt("trial", max_concurrent=1, run_ttl=60))).allowed
@@ -423,7 +407,7 @@ async def test_renew_extends_lease_slot_and_trial(guards: GuardBackend, clock: F
     assert (await guards.admit(attempt("other"))).allowed
 
 
-async def test_fencing_token_grows_across_holders(guards: GuardBackend, clock: FakeClock) -> None:
+async def test_fencing_token_grows_across_holders(guards: GuardBackend, clock: Clock) -> None:
     first = await guards.acquire_lease("node-1", "run-a", 30)
     assert first is not None
     await guards.release_lease(first)
@@ -463,7 +447,7 @@ async def test_admit_raises_unseeded_before_seed(unseeded: GuardBackend) -> None
 
 
 async def test_seed_restores_spent_budgets_and_an_open_breaker(
-    unseeded: GuardBackend, clock: FakeClock
+    unseeded: GuardBackend, clock: Clock
 ) -> None:
     restart = limit("restart", (5, 3600.0))
     history = [
@@ -489,7 +473,7 @@ async def test_seed_restores_spent_budgets_and_an_open_breaker(
 
 
 async def test_seed_lapses_a_trial_the_store_never_saw_finish(
-    unseeded: GuardBackend, clock: FakeClock
+    unseeded: GuardBackend, clock: Clock
 ) -> None:
     failed = [PastRun(f"f{i}", (), BREAKER, T0 - 900, T0 - 800, False) for i in range(3)]
     trial = PastRun("trial", (), BREAKER, T0 - 400)  # still running, or lost with its replica
@@ -528,7 +512,7 @@ steps = st.lists(
 async def test_backends_match_the_reference_model(
     redis_client: redis.asyncio.Redis, steps: list[tuple[Any, ...]]
 ) -> None:
-    clock = FakeClock()
+    clock = Clock(T0)
     prefix = f"test:{uuid.uuid4().hex}:"
     memory = MemoryGuards(clock)
     in_redis = RedisGuards(redis_client, prefix, clock)
@@ -642,56 +626,6 @@ async def test_one_limit_holds_across_processes(
     assert sum(allowed) == 3
     snapshot = await RedisGuards(redis_client, redis_prefix).snapshot([SHARED], [])
     assert snapshot.budgets["shared"][0].used == 3
-
-
-class RedisServer:
-    """A redis-server of the test's own, without persistence: a restart comes back empty."""
-
-    def __init__(self, binary: str, port: int, log: Path) -> None:
-        self.binary, self.port, self.log = binary, port, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", str(self.log.parent)),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-async def answers(guards: RedisGuards, server: RedisServer, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            await guards.ping()
-            return
-        except GuardsUnavailable:
-            assert server.process is not None
-            assert server.process.poll() is None, server.log.read_text()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_service("the redis-server binary", "install it with `apt-get install redis-server`")
-    assert binary is not None
-    server = RedisServer(binary, free_port(), tmp_path / "redis.log")
-    yield server
-    server.stop()
 
 
 async def test_redis_outage_fails_closed_then_needs_a_seed(redis_server: RedisServer) -> None:

@@ -7,64 +7,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from remediator.alerts import Alert, AlertStatus
-from remediator.engine.decide import decide
 from remediator.engine.plan import Plan
 from remediator.guards.base import BreakerState
 from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
-from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import Guardrails
 from remediator.store import Store
-from tests.conftest import SHIPPED_POLICIES
-
-START = 1_800_000_000.0
-
-
-class Clock:
-    """Time that moves only when a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.builders import memory_plan
+from tests.support.clocks import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture(scope="module")
-def shipped() -> PolicySet:
-    return load_policies(SHIPPED_POLICIES)
-
-
-def memory_plan(shipped: PolicySet, pod: str = "api-7d9f8b6c5-q8m2z", **labels: str) -> Plan:
-    alert = Alert(
-        status=AlertStatus.FIRING,
-        labels={
-            "alertname": "HighMemoryUsage",
-            "namespace": "claude-deployment-prod",
-            "deployment": "claude-deployment-api",
-            "container": "api",
-            "pod": pod,
-            "severity": "warning",
-        }
-        | labels,
-        annotations={},
-        starts_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC),
-        fingerprint="538acb84eff23449",
-    )
-    plan = decide(alert, shipped, datetime.fromtimestamp(START, UTC))
-    assert isinstance(plan, Plan), plan
-    return plan
 
 
 def make_guards(

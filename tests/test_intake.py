@@ -22,8 +22,9 @@ from remediator.config import Settings
 from remediator.logs import configure_logging
 from remediator.policy_reload import LivePolicies
 from remediator.store import AlertRecord, Store
-from tests.conftest import SHIPPED_POLICY_COUNT, sample
-from tests.webhooks import webhook, webhook_alert
+from tests.support.policies import SHIPPED_POLICY_COUNT
+from tests.support.samples import sample
+from tests.support.webhooks import webhook, webhook_alert
 
 Client = TestClient[Any, Any]
 AUTH = {"Authorization": "Bearer s3cret"}

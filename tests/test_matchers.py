@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remediator.policy.matchers import Matcher, MatcherError, MatchType, parse_matcher
-from tests.conftest import missing_service
+from tests.support.services import missing_service
 
 # Each of these is a routing matcher in the Alertmanager config below and a policy matcher here.
 CORPUS = [

@@ -1,35 +1,32 @@
 """The PagerDuty, Slack and email channels against real servers: what goes over the wire.
 
-PagerDuty and Slack post to a recording aiohttp server (tests/notify_recorder.py); email goes to
-a real aiosmtpd server on loopback. The exact Events API v2 bodies are asserted, since PagerDuty
-deduplicates on them; failures are sorted into "try again later" and "never" as the outbox needs.
+PagerDuty and Slack post to a recording aiohttp server (tests/support/notify_recorder.py);
+email goes to a real aiosmtpd server on loopback (tests/support/mailbox.py). The exact Events
+API v2 bodies are asserted, since PagerDuty deduplicates on them; failures are sorted into "try
+again later" and "never" as the outbox needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import email
-import email.policy
-from collections.abc import AsyncIterator, Iterator
-from email.message import EmailMessage
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import LoginPassword
 from structlog.testing import capture_logs
 
 from remediator.notify.base import Message, PermanentFailure, StepLine, TransientFailure
 from remediator.notify.email import Email
 from remediator.notify.pagerduty import ChannelNotConfigured, PagerDuty, retry_after
 from remediator.notify.slack import SECTION_LIMIT, Slack
-from remediator.policy.schema import EmailChannel, PagerDutyChannel, SlackChannel
-from tests.conftest import free_port
-from tests.notify_recorder import Answer, Recorder
+from remediator.policy.schema import PagerDutyChannel, SlackChannel
+from tests.support.mailbox import Mailbox, email_config, plain_email
+from tests.support.notify_recorder import Recorder
+from tests.support.services import free_port
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
-PD_ACCEPTED = {"status": "success", "message": "Event processed", "dedup_key": "x"}
 
 
 def message(**changes: Any) -> Message:
@@ -60,22 +57,6 @@ def message(**changes: Any) -> Message:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
-
-
-@pytest.fixture
-async def pagerduty_api() -> AsyncIterator[Recorder]:
-    recorder = Recorder(Answer(202, PD_ACCEPTED))
-    await recorder.start()
-    yield recorder
-    await recorder.close()
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[Recorder]:
-    recorder = Recorder(Answer(200, "ok"))
-    await recorder.start()
-    yield recorder
-    await recorder.close()
 
 
 @pytest.fixture
@@ -496,81 +477,6 @@ def test_describe_leaves_secrets_out(
 
 
 # Email
-
-
-class Mailbox:
-    """An aiosmtpd handler that keeps what it is given, and refuses some recipients."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[Envelope, bool]] = []
-        self.logins: list[LoginPassword] = []
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        if address.startswith("gone@"):
-            return "550 5.1.1 no such user"
-        if address.startswith("full@"):
-            return "452 4.2.2 mailbox full, try later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.received.append((envelope, session.authenticated is True))
-        return "250 Message accepted"
-
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        self.logins.append(data)
-        ok = data == LoginPassword(b"remediator", b"pa55word")
-        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 235/535
-
-    def mail(self, index: int = 0) -> tuple[Envelope, EmailMessage]:
-        envelope, _ = self.received[index]
-        assert isinstance(envelope.content, bytes)
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return envelope, parsed
-
-
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=port,
-        server_hostname="smtp.test",
-        authenticator=box.authenticate,
-        auth_require_tls=False,  # AUTH offered over plain text: this is loopback
-    )
-    controller.start()
-    yield box, port
-    controller.stop()
-
-
-def email_config(port: int, **extra: Any) -> EmailChannel:
-    return EmailChannel.model_validate(
-        {
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "from": "Remediator <remediator@example.com>",
-            "to": ["oncall@example.com", "sre@example.com"],
-            **extra,
-        }
-    )
-
-
-def plain_email(port: int, **extra: Any) -> Email:
-    return Email(email_config(port, **extra), start_tls=False, local_hostname="remediator.test")
 
 
 async def test_email_carries_the_same_content_as_text_and_html(

@@ -7,11 +7,8 @@ import asyncio
 import pytest
 
 from remediator.cli import main
-from tests.conftest import SHIPPED_POLICIES
-from tests.notify_recorder import Answer, Recorder
-from tests.test_notify_channels import slack_api
-
-__all__ = ["slack_api"]  # the fixture, used here
+from tests.support.notify_recorder import Answer, Recorder
+from tests.support.policies import SHIPPED_POLICIES
 
 
 def notify_test(channel: str) -> int:

@@ -20,9 +20,8 @@ from remediator.config import Settings
 from remediator.guards.gate import Admitted
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store, open_store
-from tests.conftest import sample, sample_names
-from tests.test_guards import memory_plan
-from tests.test_operator_api import recorded_run
+from tests.support.builders import memory_plan, recorded_run
+from tests.support.samples import sample, sample_names
 
 Client = TestClient[Any, Any]
 WEBHOOK = {"Authorization": "Bearer s3cret"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from remediator.cli import main
 from remediator.config import Settings
 from remediator.guards.gate import Admitted
 from remediator.policy_reload import LivePolicies
-from remediator.store import Remediation, StepRecord, Store
-from tests.service_process import ServiceProcess
-from tests.test_guards import memory_plan
+from remediator.store import Store
+from tests.support.builders import memory_plan, recorded_run
+from tests.support.service_process import ServiceProcess
 
 Client = TestClient[Any, Any]
 TOKEN = {"Authorization": "Bearer ops-token"}
@@ -144,45 +143,6 @@ def test_the_command_line_names_an_unreachable_service(
 ) -> None:
     assert main(["guards", "--url", "http://127.0.0.1:9"]) == 1
     assert "cannot reach the service at http://127.0.0.1:9" in capsys.readouterr().err
-
-
-async def recorded_run(store: Store) -> Remediation:
-    started = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
-    run = Remediation(
-        id="run-1",
-        event_id=1,
-        fingerprint="fp",
-        starts_at=started,
-        alertname="ApplicationDown",
-        kind="firing",
-        policy="application-down",
-        policy_revision="abc123",
-        outcome="verifying",
-        guard=None,
-        reason="waiting up to 10m for the alert to resolve",
-        run_id="guard-run-1",
-        target="Deployment/prod/api",
-        plan={"steps": ["http.check"]},
-        started_at=started,
-        verify_until=started + timedelta(minutes=10),
-    )
-    await store.save_remediation(run)
-    await store.record_step(
-        StepRecord(
-            run.id,
-            "steps",
-            0,
-            "health",
-            "http.check",
-            "failed",
-            "answered 503",
-            {"status": 503},
-            1,
-            started,
-            started,
-        )
-    )
-    return run
 
 
 async def test_the_runs_api_lists_and_shows_runs_with_their_steps(

@@ -10,7 +10,7 @@ import pytest
 
 from remediator.policy.loader import PolicyErrors, load_policies
 from remediator.policy_commands import check
-from tests.conftest import SHIPPED_POLICY_COUNT
+from tests.support.policies import SHIPPED_POLICY_COUNT
 
 SHIPPED = Path(__file__).resolve().parents[1] / "policies"
 

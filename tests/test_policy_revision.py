@@ -10,8 +10,8 @@ from pathlib import Path
 from remediator.metrics import Metrics
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store
-from tests.conftest import missing_service
-from tests.test_runs import POLICY, open_world, write_policies
+from tests.support.services import missing_service
+from tests.support.world import POLICY, open_world, write_policies
 
 
 def git(directory: Path, *args: str) -> str:

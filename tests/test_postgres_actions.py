@@ -30,7 +30,7 @@ from remediator.policy.actions import (
     ConnectionReport,
     TerminateIdleConnections,
 )
-from tests.conftest import POSTGRES_ADMIN_DSN, free_port, missing_service
+from tests.support.services import POSTGRES_ADMIN_DSN, free_port, missing_service
 
 Connection = asyncpg.Connection  # (asyncpg.Connection[Record] is only a type)
 DSN_ENV = "PG_UNDER_TEST"

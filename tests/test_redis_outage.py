@@ -12,12 +12,10 @@ from remediator.guards.redis import RedisGuards
 from remediator.metrics import Metrics
 from remediator.policy.policyset import PolicySet
 from remediator.store import Store
-from tests.conftest import sample
-from tests.service_process import ServiceProcess, eventually
-from tests.test_guard_backends import RedisServer, answers, redis_server
-from tests.test_guards import memory_plan, shipped
-
-__all__ = ["redis_server", "shipped"]  # fixtures used here
+from tests.support.builders import memory_plan
+from tests.support.redis_server import RedisServer, answers
+from tests.support.samples import sample
+from tests.support.service_process import ServiceProcess, eventually
 
 
 async def test_guards_fail_closed_then_reseed_from_the_store(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio
@@ -26,43 +24,23 @@ from aiohttp.test_utils import TestServer
 
 from remediator.alerts import AlertStatus
 from remediator.store import Remediation, Store, open_store
-from tests.conftest import SHIPPED_POLICIES, free_port, missing_service
-from tests.fake_kubernetes import FakeKubernetes
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import (
-    post_to_alertmanager,
-    ready,
-    running_alertmanager,
+from tests.support.alertmanager import post_to_alertmanager, running_alertmanager
+from tests.support.alertmanager_cluster import (
+    ALERTMANAGER_CONFIG,
+    WEBHOOK,
+    clustered,
+    webhooks_sent,
 )
-from tests.test_runs_end_to_end import KUBECONFIG, NAMESPACE, RESTARTED_AT
+from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, RESTARTED_AT, FakeKubernetes
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import free_port, missing_service
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # a database of this test's own, flushed around it
 TOKEN = "s3cret"
 LEASE_SECONDS = 3
 DEPLOYMENTS = ["cart", "catalog", "checkout", "payments", "search"]
 CRASHED = "orders"  # the deployment whose run loses its worker
-
-ALERTMANAGER_CONFIG = """
-route:
-  receiver: remediator
-  group_by: ['alertname', 'deployment']
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 2s
-receivers:
-  - name: remediator
-    webhook_configs:
-{webhooks}
-"""
-WEBHOOK = """\
-      - url: {url}/api/v1/alerts
-        send_resolved: true
-        max_alerts: 0
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: {token}
-"""
 
 
 @pytest.fixture
@@ -204,33 +182,6 @@ async def store(postgres_dsn: str) -> AsyncIterator[Store]:
     opened = await open_store(postgres_dsn)
     yield opened
     await opened.close()
-
-
-async def clustered(urls: list[str]) -> None:
-    """Both Alertmanagers answer, and each sees the other as a peer of a settled cluster."""
-    async with aiohttp.ClientSession() as session:
-
-        async def both() -> bool:
-            for url in urls:
-                if not await ready(session, url):
-                    return False
-                async with session.get(f"{url}/api/v2/status") as answer:
-                    cluster = (await answer.json())["cluster"]
-                if cluster.get("status") != "ready" or len(cluster.get("peers") or []) != 2:
-                    return False
-            return True
-
-        await eventually(both, what="the two Alertmanagers to form a cluster", timeout=30)
-
-
-async def webhooks_sent(url: str) -> int:
-    """How many webhook notifications this Alertmanager has sent (its own counter)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as answer:
-        text = await answer.text()
-    found = re.search(
-        r'^alertmanager_notifications_total\{integration="webhook"\} (\S+)$', text, re.M
-    )
-    return int(float(found[1])) if found else 0
 
 
 def application_down(name: str, instance: str) -> dict[str, str]:

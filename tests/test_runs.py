@@ -4,167 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from remediator.actions.http import HttpActions
-from remediator.actions.prometheus import PrometheusActions
 from remediator.actions.registry import open_actions
-from remediator.alerts import AlertStatus, Notification
-from remediator.guards.gate import Guards
-from remediator.guards.memory import MemoryGuards
-from remediator.metrics import Metrics
-from remediator.policy_reload import LivePolicies
+from remediator.alerts import AlertStatus
 from remediator.remediation.dispatcher import Dispatcher
-from remediator.remediation.runner import Retrying, Runner
+from remediator.remediation.runner import Runner
 from remediator.store import Remediation, Store
-from tests.conftest import SHIPPED_POLICIES
-from tests.test_guards import Clock
-from tests.webhooks import webhook, webhook_alert
-
-POLICY = """\
-name: probe-and-fix
-match:
-  - alertname="AppDown"
-severity: P2
-target:
-  kind: Application
-  name: "{{ labels.app }}"
-  url: "http://{{ labels.instance }}"
-steps:
-  - id: health
-    action: http.check
-    params: {url: "http://{{ labels.instance }}/health"}
-  - id: fix
-    action: http.request
-    when: not steps.health.ok
-    params: {method: PUT, url: "http://{{ labels.instance }}/admin/fix", json: {mode: safe}}
-on_resolved:
-  - action: http.request
-    params: {method: PUT, url: "http://{{ labels.instance }}/admin/unfix"}
-verify:
-  resolved_within: 10m
-rate_limit:
-  windows:
-    - {max: 5, per: 1h}
-circuit_breaker:
-  failures: 2
-  window: 1h
-  cooldown: 30m
-"""
-
-
-@dataclass
-class Application:
-    """The system being remediated: its health and the hooks the policy calls."""
-
-    healthy: bool = False
-    heals_on_fix: bool = False  # /health answers 200 once the fix hook was called
-    fix_status: int = 200
-    fix_hangs: bool = False
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-    while_checked: Callable[[], Awaitable[None]] | None = None  # runs during the health check
-
-    def routes(self) -> web.Application:
-        async def health(_: web.Request) -> web.Response:
-            if self.while_checked is not None:
-                await self.while_checked()
-            return web.Response(status=200 if self.healthy else 503, text="health")
-
-        async def admin(request: web.Request) -> web.Response:
-            body = await request.json() if request.can_read_body else None
-            self.calls.append((request.match_info["hook"], body))
-            if self.heals_on_fix and request.match_info["hook"] == "fix":
-                self.healthy = True
-            if self.fix_hangs:
-                await asyncio.Event().wait()  # never answers
-            return web.json_response({}, status=self.fix_status)
-
-        app = web.Application()
-        app.router.add_get("/health", health)
-        app.router.add_put("/admin/{hook}", admin)
-        app.router.add_post("/admin/{hook}", admin)
-        return app
-
-
-@dataclass
-class World:
-    store: Store
-    clock: Clock
-    application: Application
-    instance: str
-    dispatcher: Dispatcher
-    guards: Guards
-    live: LivePolicies
-
-    async def post(self, status: str, starts_at: str = "2027-01-15T08:00:00Z") -> None:
-        labels = {"alertname": "AppDown", "app": "shop", "instance": self.instance}
-        alert = webhook_alert(
-            labels, fingerprint=f"fp-{starts_at}", starts_at=starts_at, status=status
-        )
-        body = webhook(alert, group_key='{}:{alertname="AppDown"}')
-        received = datetime.fromtimestamp(self.clock(), UTC)
-        await self.store.record_notification(Notification.model_validate(body), b"{}", received)
-
-    async def runs(self) -> list[Remediation]:
-        return list(reversed(await self.store.list_remediations(50)))
-
-
-@pytest.fixture
-def policy() -> str:
-    return POLICY
-
-
-def write_policies(directory: Path, policy: str) -> Path:
-    """The escalation policy shipped and the policy under test, in a new directory."""
-    directory.mkdir()
-    shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
-    (directory / "probe-and-fix.yaml").write_text(policy)
-    return directory
-
-
-@contextlib.asynccontextmanager
-async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
-    """A runner over the policies in the directory, acting on an Application it serves."""
-    application = Application()
-    clock = Clock()
-    async with TestServer(application.routes()) as server, aiohttp.ClientSession() as session:
-        live = LivePolicies.load(policies, Metrics())
-        guards = Guards(
-            MemoryGuards(clock),
-            store,
-            Metrics(),
-            live=True,
-            guardrails=lambda: live.current.guardrails,
-            clock=clock,
-        )
-        fast = Retrying(attempts=3, first_wait=0.01, max_wait=0.02)
-        actions = HttpActions(session).actions() | PrometheusActions(session).actions()
-        runner = Runner(store, guards, live, actions, clock=clock, retrying=fast, check_interval=0)
-        yield World(
-            store,
-            clock,
-            application,
-            f"127.0.0.1:{server.port}",
-            Dispatcher(store, runner, clock=clock, worker="test"),
-            guards,
-            live,
-        )
-
-
-@pytest.fixture
-async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[World]:
-    async with open_world(store, write_policies(tmp_path / "policies", policy)) as world:
-        yield world
+from tests.support.world import POLICY, World
 
 
 async def test_a_failing_check_leads_to_the_fix_and_the_resolution_to_success(

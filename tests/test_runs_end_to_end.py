@@ -16,23 +16,11 @@ from aiohttp.test_utils import TestServer
 
 from remediator.notify.escalator import dedup_key
 from remediator.store import Remediation, Store
-from tests.conftest import SHIPPED_POLICIES, free_port
-from tests.fake_kubernetes import FakeKubernetes
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import alertmanager, post_to_alertmanager
-
-__all__ = ["alertmanager"]  # the fixture, used here
-
-NAMESPACE = "claude-deployment-prod"
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-KUBECONFIG = """\
-apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "{url}"}}}}]
-users: [{{name: fake, user: {{token: fake}}}}]
-contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]
-current-context: fake
-"""
+from tests.support.alertmanager import post_to_alertmanager
+from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, RESTARTED_AT, FakeKubernetes
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import free_port
 
 
 @pytest.fixture

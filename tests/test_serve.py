@@ -18,8 +18,9 @@ import pytest
 from remediator.alerts import Notification
 from remediator.cli import main
 from remediator.store import open_store
-from tests.conftest import SHIPPED_POLICIES, SHIPPED_POLICY_COUNT, sample
-from tests.service_process import ServiceProcess, eventually
+from tests.support.policies import SHIPPED_POLICIES, SHIPPED_POLICY_COUNT
+from tests.support.samples import sample
+from tests.support.service_process import ServiceProcess, eventually
 
 
 async def test_sigterm_finishes_the_request_in_flight(tmp_path: Path, postgres_dsn: str) -> None:

@@ -29,11 +29,12 @@ from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.runner import Retrying, Runner
 from remediator.store import Store
-from tests.conftest import SHIPPED_POLICIES, free_port
-from tests.service_process import eventually
-from tests.test_alertmanager_end_to_end import ready, running_alertmanager
-from tests.test_guards import Clock
-from tests.webhooks import webhook, webhook_alert
+from tests.support.alertmanager import ready, running_alertmanager
+from tests.support.clocks import Clock
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import eventually
+from tests.support.services import free_port
+from tests.support.webhooks import webhook, webhook_alert
 
 # Nothing is routed anywhere: these tests only read and write silences (and one alert).
 ALERTMANAGER_CONFIG = """

@@ -26,7 +26,7 @@ from remediator.store import (
 )
 from remediator.store import postgres as postgres_store
 from remediator.store.migrations import migrations
-from tests.webhooks import webhook, webhook_alert
+from tests.support.webhooks import webhook, webhook_alert
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -12,11 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import free_port, missing_service
-from tests.service_process import eventually
-from tests.test_runs import POLICY, World, world
-
-__all__ = ["world"]  # the fixture, used here
+from tests.support.service_process import eventually
+from tests.support.services import free_port, missing_service
+from tests.support.world import POLICY, World
 
 SCRAPE = """\
 global:

@@ -12,45 +12,22 @@ import os
 import platform
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis.asyncio
+import redis.exceptions
 
-LONG = os.environ.get("REMEDIATOR_CHAOS", "").lower() == "long"
+from tests.support.fake_kubernetes import FakeKubernetes
+from tests.support.figures import LONG, RECORDED, Figure, Figures
+from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import RedisServer
+from tests.support.service_process import eventually
+from tests.support.services import free_port, missing_service
+
 REPORT = os.environ.get("REMEDIATOR_RELIABILITY_REPORT")
-
-
-def scale(short: int, long: int) -> int:
-    """The count a scenario runs: the issue's figure in the long run, a few in CI."""
-    return long if LONG else short
-
-
-@dataclass(frozen=True)
-class Figure:
-    scenario: str
-    expected: str
-    figure: str
-    passed: bool
-    seconds: float
-    test: str
-
-
-@dataclass
-class Figures:
-    """What one test measured, in the words of the issue's table."""
-
-    test: str
-    started: float = field(default_factory=time.monotonic)
-
-    def record(self, scenario: str, *, expected: str, figure: str, passed: bool) -> None:
-        seconds = time.monotonic() - self.started
-        _RECORDED.append(Figure(scenario, expected, figure, passed, seconds, self.test))
-
-
-_RECORDED: list[Figure] = []
 
 
 @pytest.fixture
@@ -58,12 +35,57 @@ def figures(request: pytest.FixtureRequest) -> Figures:
     return Figures(request.node.nodeid)
 
 
+@pytest.fixture
+async def kubernetes() -> AsyncIterator[FakeKubernetes]:
+    fake = FakeKubernetes()
+    await fake.start(free_port())
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[str]:
+    """A redis-server of this test's own: no database number shared with another test."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_service("the redis-server binary", "install it with `apt-get install redis-server`")
+    assert binary is not None
+    server = RedisServer(binary, free_port(), tmp_path / "redis.log")
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=5)
+
+    async def answers() -> bool:
+        try:
+            return bool(await client.ping())
+        except (OSError, redis.exceptions.RedisError):
+            return False
+
+    try:
+        await eventually(answers, what="the test's redis-server to answer")
+        yield url
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+@pytest.fixture
+def postgres_server(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A running cluster of this test's own, removed afterwards."""
+    server = PostgresServer.create(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if REPORT and _RECORDED:
+    if REPORT and RECORDED:
         report = Path(REPORT)
         earlier = report.read_text() if report.exists() else ""
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(_report(_RECORDED, earlier))
+        report.write_text(_report(RECORDED, earlier))
 
 
 HEADER = "| scenario | expected | figure | pass | seconds | run | test |"

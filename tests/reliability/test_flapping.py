@@ -23,22 +23,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from remediator.store import Remediation
-from tests.fake_kubernetes import FakeKubernetes
-from tests.notify_recorder import Recorder
-from tests.reliability.conftest import Figures, scale
-from tests.reliability.test_guard_faults import (
-    Posted,
-    Stack,
-    kubernetes,
-    running_stack,
-    settles,
-    target_of,
-)
-from tests.service_process import ServiceProcess
-from tests.test_guard_backends import RedisServer, redis_server
-from tests.test_notify_channels import pagerduty_api, slack_api
-
-__all__ = ["kubernetes", "pagerduty_api", "redis_server", "slack_api"]  # fixtures, used here
+from tests.support.fake_kubernetes import FakeKubernetes
+from tests.support.figures import Figures, scale
+from tests.support.notify_recorder import Recorder
+from tests.support.redis_server import RedisServer
+from tests.support.service_process import ServiceProcess
+from tests.support.stack import Posted, Stack, running_stack, settles, target_of
 
 SCENARIO = "Flapping alert whose fix never works"
 EXPECTED = "breaker opens after N verified failures; then escalation"

@@ -41,16 +41,14 @@ from remediator.notify.email import Email
 from remediator.notify.escalator import dedup_key
 from remediator.policy.schema import EmailChannel
 from remediator.store import Remediation, Store, open_store
-from tests.conftest import SHIPPED_POLICIES, free_port
-from tests.fake_kubernetes import FakeKubernetes
-from tests.notify_recorder import Answer, Recorder
-from tests.reliability.conftest import Figures, scale
-from tests.service_process import eventually
-from tests.test_notify_channels import Mailbox, mailbox, pagerduty_api, slack_api
-from tests.test_runs_end_to_end import KUBECONFIG, NAMESPACE
-from tests.webhooks import webhook, webhook_alert
-
-__all__ = ["mailbox", "pagerduty_api", "slack_api"]  # fixtures, used here
+from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
+from tests.support.figures import Figures, scale
+from tests.support.mailbox import Mailbox
+from tests.support.notify_recorder import Answer, Recorder
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import eventually
+from tests.support.services import free_port
+from tests.support.webhooks import webhook, webhook_alert
 
 SCENARIO = (
     "Hostile labels: `;`, `$()`, backticks, `../`, `{{ }}`, unicode, 10 KB values, `kube-system`"

@@ -26,14 +26,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from remediator.store import Store, StoreUnavailable, open_store
-from tests.conftest import SHIPPED_POLICIES, free_port
-from tests.reliability.conftest import Figures, scale
-from tests.reliability.delivery_log import AlertState, Delivery, DeliveryLog
-from tests.reliability.postgres_server import PostgresServer, postgres_server
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import ready, running_alertmanager
-
-__all__ = ["postgres_server"]  # a fixture, used here
+from tests.support.alertmanager import ready, running_alertmanager
+from tests.support.delivery_log import AlertState, Delivery, DeliveryLog
+from tests.support.figures import Figures, scale
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.postgres_server import PostgresServer
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import free_port
 
 TOKEN = "s3cret"
 KILL_CYCLES = scale(20, 200)

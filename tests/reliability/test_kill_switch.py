@@ -19,20 +19,17 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.reliability.conftest import Figures, scale
-from tests.reliability.replicas import (
+from tests.support.fake_kubernetes import NAMESPACE
+from tests.support.figures import Figures, scale
+from tests.support.replicas import (
     API_TOKEN,
-    NAMESPACE,
     RecordingKubernetes,
     Replicas,
     live_replicas,
-    own_redis,
     post_webhook,
 )
-from tests.service_process import eventually
-from tests.webhooks import webhook, webhook_alert
-
-__all__ = ["own_redis"]  # a fixture, used here
+from tests.support.service_process import eventually
+from tests.support.webhooks import webhook, webhook_alert
 
 REPLICAS = 3
 SEED = int(os.environ.get("REMEDIATOR_CHAOS_SEED", time.time_ns() % 1_000_000))

@@ -47,9 +47,9 @@ from schemathesis.specs.openapi.checks import (
 
 from remediator.alerts import Alert, Notification
 from remediator.intake import json_path
-from tests.conftest import sample, sample_names
-from tests.reliability.conftest import Figures, scale
-from tests.service_process import ServiceProcess
+from tests.support.figures import Figures, scale
+from tests.support.samples import sample, sample_names
+from tests.support.service_process import ServiceProcess
 
 SCENARIO = "Malformed, oversized, wrong-typed payloads"
 EXPECTED = "400/413/415, bounded memory, never a 5xx"

@@ -21,10 +21,16 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import free_port
-from tests.reliability.conftest import LONG, Figures, scale
-from tests.reliability.replicas import (
-    NAMESPACE,
+from tests.support.alertmanager import alertmanager_process
+from tests.support.alertmanager_cluster import (
+    ALERTMANAGER_CONFIG,
+    WEBHOOK,
+    clustered,
+    webhooks_sent,
+)
+from tests.support.fake_kubernetes import NAMESPACE
+from tests.support.figures import LONG, Figures, scale
+from tests.support.replicas import (
     TOKEN,
     Hold,
     RecordingKubernetes,
@@ -33,16 +39,12 @@ from tests.reliability.replicas import (
     cluster_flags,
     deployment_path,
     live_replicas,
-    own_redis,
     post_webhook,
     worker_of,
 )
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import alertmanager_process
-from tests.test_replicas import ALERTMANAGER_CONFIG, WEBHOOK, clustered, webhooks_sent
-from tests.webhooks import webhook, webhook_alert
-
-__all__ = ["own_redis"]  # a fixture, used here
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import free_port
+from tests.support.webhooks import webhook, webhook_alert
 
 LEASE_SECONDS = 3  # the smallest the service allows: the take-over delay after a crash
 REPLICAS = 3

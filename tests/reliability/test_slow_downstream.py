@@ -28,17 +28,15 @@ from remediator.actions.kubernetes import REQUEST_TIMEOUT
 from remediator.notify.outbox import QuickRetries
 from remediator.remediation.runner import ATTEMPTS
 from remediator.store import Remediation, Store, open_store
-from tests.conftest import SHIPPED_POLICIES, free_port
-from tests.fake_kubernetes import FakeKubernetes
-from tests.notify_recorder import Answer, Recorder
-from tests.reliability.conftest import Figures, scale
-from tests.reliability.fault_proxy import FaultProxy
-from tests.service_process import ServiceProcess, eventually
-from tests.test_notify_channels import PD_ACCEPTED, Mailbox, mailbox
-from tests.test_runs_end_to_end import KUBECONFIG, NAMESPACE
-from tests.webhooks import webhook, webhook_alert
-
-__all__ = ["mailbox"]  # a fixture, used here
+from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
+from tests.support.fault_proxy import FaultProxy
+from tests.support.figures import Figures, scale
+from tests.support.mailbox import Mailbox
+from tests.support.notify_recorder import PD_ACCEPTED, Answer, Recorder
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import free_port
+from tests.support.webhooks import webhook, webhook_alert
 
 SCENARIO = "Slow downstream (Kubernetes API, PagerDuty) through the fault proxy"
 EXPECTED = "timeouts, bounded retries, per-channel breaker, fallback channel"

@@ -26,17 +26,15 @@ import asyncpg
 import pytest
 import redis.asyncio
 
-from tests.conftest import SHIPPED_POLICIES, free_port
-from tests.fake_kubernetes import FakeKubernetes
-from tests.notify_recorder import Answer, Recorder
-from tests.reliability.conftest import Figures, scale
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import ready, running_alertmanager
-from tests.test_guard_backends import RedisServer, redis_server
-from tests.test_notify_channels import Mailbox, mailbox
-from tests.test_runs_end_to_end import KUBECONFIG, NAMESPACE
-
-__all__ = ["mailbox", "redis_server"]  # fixtures, used here
+from tests.support.alertmanager import ready, running_alertmanager
+from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
+from tests.support.figures import Figures, scale
+from tests.support.mailbox import Mailbox
+from tests.support.notify_recorder import Answer, Recorder
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.redis_server import RedisServer
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.services import free_port
 
 SCENARIO = "Storm: 10,000 alerts in 60 s through Alertmanager into 2 replicas"
 EXPECTED = "global concurrency cap and rate limits hold; the rest escalates"

@@ -34,11 +34,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from remediator.config import SettingsError, load_settings
-from tests.conftest import SHIPPED_POLICIES
-from tests.reliability.conftest import Figures
-from tests.service_process import ServiceProcess, eventually
-from tests.test_alertmanager_end_to_end import post_to_alertmanager, running_alertmanager
-from tests.webhooks import webhook, webhook_alert
+from tests.support.alertmanager import post_to_alertmanager, running_alertmanager
+from tests.support.figures import Figures
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess, eventually
+from tests.support.webhooks import webhook, webhook_alert
 
 SCENARIO = "Webhook auth: no, wrong, expired credentials; basic vs bearer; TLS when configured"
 EXPECTED = "401, nothing stored"

@@ -57,6 +57,18 @@ from aiohttp import web
 Obj = dict[str, Any]
 REVISION = "deployment.kubernetes.io/revision"
 HASH = "pod-template-hash"
+# The namespace the shipped policies act in; a restart's annotation; a kubeconfig for the
+# service, pointing at the fake's URL.
+NAMESPACE = "claude-deployment-prod"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{url}"}}}}]
+users: [{{name: fake, user: {{token: fake}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]
+current-context: fake
+"""
 
 # kind -> (apiVersion, plural, group for Status details)
 KINDS = {

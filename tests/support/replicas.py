@@ -24,49 +24,23 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
-import redis.asyncio
-import redis.exceptions
 from aiohttp import web
 
-from tests.conftest import SHIPPED_POLICIES, free_port, missing_service
-from tests.fake_kubernetes import FakeKubernetes, status_response
-from tests.service_process import ServiceProcess, eventually
-from tests.test_guard_backends import RedisServer
-from tests.test_runs_end_to_end import KUBECONFIG, NAMESPACE, RESTARTED_AT
+from tests.support.fake_kubernetes import (
+    KUBECONFIG,
+    NAMESPACE,
+    RESTARTED_AT,
+    FakeKubernetes,
+    status_response,
+)
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.service_process import ServiceProcess
+from tests.support.services import free_port
 
 TOKEN = "s3cret"  # the webhook's bearer token
 API_TOKEN = "operator-s3cret"  # the operator API's (pause, resume, guards)
 DEPLOYMENT_PATH = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)$")
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-__all__ = ["NAMESPACE", "own_redis"]
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[str]:
-    """A redis-server of this test's own: no database number shared with another test."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_service("the redis-server binary", "install it with `apt-get install redis-server`")
-    assert binary is not None
-    server = RedisServer(binary, free_port(), tmp_path / "redis.log")
-    server.start()
-    url = f"redis://127.0.0.1:{server.port}/0"
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=5)
-
-    async def answers() -> bool:
-        try:
-            return bool(await client.ping())
-        except (OSError, redis.exceptions.RedisError):
-            return False
-
-    try:
-        await eventually(answers, what="the test's redis-server to answer")
-        yield url
-    finally:
-        await client.aclose()
-        server.stop()
 
 
 def policy_directory(tmp_path: Path, policies: dict[str, str], guardrails: str = "") -> Path:

@@ -16,6 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+# What PagerDuty's Events API answers an event it accepted.
+PD_ACCEPTED = {"status": "success", "message": "Event processed", "dedup_key": "x"}
+
 
 @dataclass(frozen=True)
 class Answer:

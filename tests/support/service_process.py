@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import SHIPPED_POLICIES, free_port
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.services import free_port
 
 
 @dataclass

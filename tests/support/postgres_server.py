@@ -14,13 +14,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import free_port, missing_service
+from tests.support.services import free_port, missing_service
 
 _SERVER_USER = "postgres"  # who runs the cluster when the tests run as root
 
@@ -130,14 +127,3 @@ class PostgresServer:
                 f"{program} {' '.join(arguments)} failed ({done.returncode}):\n"
                 f"{done.stdout}{done.stderr}{log[-4000:]}"
             )
-
-
-@pytest.fixture
-def postgres_server(tmp_path: Path) -> Iterator[PostgresServer]:
-    """A running cluster of this test's own, removed afterwards."""
-    server = PostgresServer.create(tmp_path)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
