@@ -18,6 +18,7 @@ from remediator.actions.base import Outcome, StepContext
 from remediator.actions.kubernetes import KubernetesActions
 from remediator.alerts import Notification
 from remediator.engine.decide import decide
+from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.guards.gate import Guards
 from remediator.guards.memory import MemoryGuards
@@ -26,7 +27,8 @@ from remediator.notify.escalator import dedup_key
 from remediator.policy.actions import RolloutRestart
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
-from remediator.remediation.runner import Runner, _alert
+from remediator.remediation.record import Decided
+from remediator.remediation.run import Runner
 from remediator.store import Store
 from tests.support.clocks import Clock
 from tests.support.cluster import Cluster
@@ -176,9 +178,11 @@ async def test_a_change_made_but_not_recorded_before_a_crash_is_not_made_again(
     # the step: the store says nothing of the restart; the Deployment does.
     record = await store.alert(event.fingerprint, event.starts_at)
     assert record is not None
-    plan = decide(_alert(record, event.kind), live.current, received)
+    plan = decide(record.as_alert(event.kind), live.current, received)
     assert isinstance(plan, Plan)
-    dead = await runner._start(event, _alert(record, event.kind), plan, None)
+    dead = await runner.record.note(
+        event, record.as_alert(event.kind), RunOutcome.RUNNING, "dry-run", Decided.of(plan)
+    )
     restarted = await actions.rollout_restart(
         RolloutRestart(), StepContext(plan.target, False, dead.started_at)
     )
@@ -225,9 +229,11 @@ async def test_an_outcome_recorded_but_not_told_before_a_crash_is_told_by_the_ne
     [event] = await store.claim_events("dead", received, lease, 10)
     record = await store.alert(event.fingerprint, event.starts_at)
     assert record is not None
-    plan = decide(_alert(record, event.kind), live.current, received)
+    plan = decide(record.as_alert(event.kind), live.current, received)
     assert isinstance(plan, Plan)
-    dead = await runner._start(event, _alert(record, event.kind), plan, None)
+    dead = await runner.record.note(
+        event, record.as_alert(event.kind), RunOutcome.RUNNING, "dry-run", Decided.of(plan)
+    )
     await store.save_remediation(replace(dead, outcome="dry_run", finished_at=received))
 
     clock.advance(91)  # its claim lapses: this worker finds the event handled, and untold

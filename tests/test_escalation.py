@@ -12,6 +12,7 @@ import pytest
 
 from remediator.alerts import AlertStatus
 from remediator.engine.escalation import on_outcome, on_start
+from remediator.engine.outcome import RunOutcome
 from remediator.metrics import Metrics
 from remediator.notify.base import PermanentFailure, TransientFailure
 from remediator.notify.escalator import alert_links
@@ -46,7 +47,7 @@ ALWAYS = (EscalateWhen.ALWAYS,)
 def test_escalation_rules(
     outcome: str, escalate: tuple[EscalateWhen, ...], paged: bool, expected: str | None
 ) -> None:
-    assert on_outcome(outcome, escalate, paged) == expected
+    assert on_outcome(RunOutcome(outcome), escalate, paged) == expected
 
 
 def test_p1_and_always_page_when_a_run_starts() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from remediator.engine.plan import Plan
 from remediator.guards.base import BreakerState
-from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec, target_key
+from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
 from remediator.policy.policyset import PolicySet
@@ -91,7 +91,7 @@ async def test_one_run_per_target_at_a_time(store: Store, clock: Clock, shipped:
     result = await guards.admit(other_pod)
     assert isinstance(result, Blocked)
     assert result.guard == "target_lock"
-    assert target_key(other_pod) in result.reason
+    assert other_pod.target_key in result.reason
     await guards.finish(memory_plan(shipped), first, succeeded=True)
     await admitted(guards, other_pod)
 

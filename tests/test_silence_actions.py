@@ -27,7 +27,8 @@ from remediator.policy.actions import (
 )
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
-from remediator.remediation.runner import Retrying, Runner
+from remediator.remediation.run import Runner
+from remediator.remediation.steps import Retrying
 from remediator.store import Store
 from tests.support.alertmanager import ready, running_alertmanager
 from tests.support.clocks import Clock

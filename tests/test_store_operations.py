@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from remediator.alerts import Notification
+from remediator.engine.summary import PlanSummary
 from remediator.retention import prune_once
 from remediator.store import (
     OutboxEntry,
@@ -52,7 +53,7 @@ async def episode(store: Store, fingerprint: str, at: datetime, *, done: bool = 
     remediation_id = str(uuid.uuid4())
     if done:
         await store.claim_events("w", at, at + timedelta(minutes=1), 100)
-        await store.complete_event(event.id, "w", at)
+        await store.complete_events([event.id], "w", at)
     await store.save_remediation(
         Remediation(
             id=remediation_id,
@@ -68,7 +69,7 @@ async def episode(store: Store, fingerprint: str, at: datetime, *, done: bool = 
             reason="r",
             run_id=None,
             target="Deployment/prod/api",
-            plan={},
+            plan=PlanSummary(),
             started_at=at,
             finished_at=at,
         )
@@ -290,8 +291,8 @@ async def test_the_queue_finds_events_by_index_however_many_done_events_are_kept
         scans: dict[str, list[str]] = {}
         for name, arguments in (
             ("_CLAIM_EVENTS", "'w', now(), now(), 10"),
-            ("_RENEW_EVENT", "1, 'w', now()"),
-            ("_COMPLETE_EVENT", "1, 'w', now()"),
+            ("_RENEW_EVENTS", "'{1,2}', 'w', now()"),
+            ("_COMPLETE_EVENTS", "'{1,2}', 'w', now()"),
         ):
             await db.execute(f"PREPARE {name[1:]} AS {getattr(postgres_store, name)}")
             plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name[1:]}({arguments})")
@@ -300,7 +301,7 @@ async def test_the_queue_finds_events_by_index_however_many_done_events_are_kept
                 for node in plan_nodes(json.loads(plan)[0]["Plan"])
                 if node.get("Relation Name") == "alert_events" and "Seq" in node["Node Type"]
             ]
-        assert scans == {"_CLAIM_EVENTS": [], "_RENEW_EVENT": [], "_COMPLETE_EVENT": []}
+        assert scans == {"_CLAIM_EVENTS": [], "_RENEW_EVENTS": [], "_COMPLETE_EVENTS": []}
     finally:
         await db.close()
 

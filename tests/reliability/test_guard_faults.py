@@ -35,7 +35,7 @@ from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import CircuitBreaker
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
-from remediator.remediation.runner import Runner
+from remediator.remediation.run import Runner
 from remediator.store import open_store
 from tests.support.builders import memory_plan
 from tests.support.fake_kubernetes import NAMESPACE, FakeKubernetes

@@ -421,7 +421,7 @@ async def remediations_by_fingerprint(store: Store) -> dict[str, Remediation]:
 async def escalated(store: Store, remediation: Remediation) -> bool:
     """Every channel of the alert's level has been sent its message."""
     sent = {e.channel for e in await store.outbox_for(dedup_key(remediation)) if e.sent_at}
-    channels = set(remediation.plan.get("channels", []))
+    channels = set(remediation.plan.channels)
     return bool(channels) and channels <= sent
 
 

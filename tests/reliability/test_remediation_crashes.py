@@ -637,3 +637,91 @@ async def per_episode(peers: Peers) -> dict[tuple[str, datetime], dict[str, int]
         }
         for row in rows
     }
+
+
+IN_FLIGHT = 10  # runs one replica holds at once when it is killed
+
+
+async def test_a_replica_killed_with_ten_runs_in_flight_has_each_taken_over_once(
+    tmp_path: Path, postgres_dsn: str, own_redis: str, figures: Figures
+) -> None:
+    """Ten alerts on ten Deployments, each run held on its Deployment in the one replica (half
+    before their PATCH, half with the PATCH applied and its answer lost): kill -9, start it
+    again. Each event is taken over once, and each Deployment is restarted exactly once."""
+    async with (
+        live_replicas(
+            tmp_path,
+            1,
+            {"crash-restart.yaml": CRASH_POLICY},
+            GUARDRAILS,
+            database_url=postgres_dsn,
+            redis_url=own_redis,
+            lease_seconds=str(LEASE_SECONDS),
+        ) as deployment,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+    ):
+        kubernetes, replicas = deployment.kubernetes, deployment.replicas
+        holds = []
+        for index in range(IN_FLIGHT):
+            name = f"inflight-{index}"
+            kubernetes.seed_deployment(NAMESPACE, name, replicas=2, ready=2)
+            path = deployment_path(name)
+            holds.append(
+                kubernetes.hold("GET", path, 1)
+                if index % 2
+                else kubernetes.hold("PATCH", path, 1, after=True)
+            )
+        service = await replicas.ready(0)
+        starts_at = datetime.now(UTC).replace(microsecond=0).isoformat()
+        for index in range(IN_FLIGHT):
+            labels = {
+                "alertname": "CrashTest",
+                "namespace": NAMESPACE,
+                "deployment": f"inflight-{index}",
+            }
+            body = webhook(
+                webhook_alert(labels, fingerprint=f"fp-inflight-{index}", starts_at=starts_at)
+            )
+            assert await post_webhook(session, service.url, body) == 200
+        # Every run is in flight at once, each held on its Deployment.
+        await asyncio.wait_for(asyncio.gather(*(h.reached.wait() for h in holds)), timeout=60)
+        killed_at, worker = await replicas.kill(0)
+        in_flight = await claimed_events(deployment.db, worker)
+        replicas.restart(0)
+        for hold in holds:
+            hold.released.set()
+
+        async def all_verifying() -> bool:
+            outcomes = await deployment.db.fetch(
+                "SELECT fingerprint, array_agg(outcome ORDER BY started_at) AS runs"
+                " FROM remediations GROUP BY fingerprint"
+            )
+            return len(outcomes) == IN_FLIGHT and all(
+                row["runs"][-1] == "verifying" for row in outcomes
+            )
+
+        await eventually(all_verifying, what="every run taken over and ended", timeout=90)
+        taken_over = time.time() - killed_at
+        patches = {
+            index: sum(
+                c.restarted for c in kubernetes.writes_to(deployment_path(f"inflight-{index}"))
+            )
+            for index in range(IN_FLIGHT)
+        }
+        runs = await deployment.db.fetch(
+            "SELECT e.id, e.attempts, array_agg(r.outcome ORDER BY r.started_at) AS outcomes"
+            " FROM alert_events e JOIN remediations r ON r.event_id = e.id"
+            " GROUP BY e.id, e.attempts"
+        )
+    figures.record(
+        "kill -9 with ten runs in flight in one replica",
+        expected=f"{IN_FLIGHT} runs in flight at the kill, each taken over once, 1 PATCH each",
+        figure=f"{len(in_flight)} events held at the kill; attempts "
+        f"{sorted(r['attempts'] for r in runs)}; PATCHes {sorted(patches.values())}; "
+        f"all ended {taken_over:.1f} s after the kill",
+        passed=len(in_flight) == IN_FLIGHT and set(patches.values()) == {1},
+    )
+    assert len(in_flight) == IN_FLIGHT
+    assert patches == dict.fromkeys(range(IN_FLIGHT), 1)
+    assert sorted(list(r["outcomes"]) for r in runs) == [["interrupted", "verifying"]] * IN_FLIGHT
+    assert {r["attempts"] for r in runs} == {2}

@@ -26,7 +26,7 @@ import pytest
 
 from remediator.actions.kubernetes import REQUEST_TIMEOUT
 from remediator.notify.outbox import QuickRetries
-from remediator.remediation.runner import ATTEMPTS
+from remediator.remediation.steps import ATTEMPTS
 from remediator.store import Remediation, Store, open_store
 from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
 from tests.support.fault_proxy import FaultProxy

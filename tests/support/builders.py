@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from remediator.alerts import Alert, AlertStatus
 from remediator.engine.decide import decide
 from remediator.engine.plan import Plan
+from remediator.engine.summary import PlanSummary
 from remediator.policy.policyset import PolicySet
 from remediator.store import Remediation, StepRecord, Store
 from tests.support.clocks import START
@@ -49,7 +50,7 @@ async def recorded_run(store: Store) -> Remediation:
         reason="waiting up to 10m for the alert to resolve",
         run_id="guard-run-1",
         target="Deployment/prod/api",
-        plan={"steps": ["http.check"]},
+        plan=PlanSummary(target="deployment prod/api", steps=("http.check",)),
         started_at=started,
         verify_until=started + timedelta(minutes=10),
     )

@@ -24,7 +24,8 @@ from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
-from remediator.remediation.runner import Retrying, Runner
+from remediator.remediation.run import Runner
+from remediator.remediation.steps import Retrying
 from remediator.store import Remediation, Store
 from tests.support.clocks import Clock
 from tests.support.policies import SHIPPED_POLICIES

@@ -96,13 +96,17 @@ class Escalator:
         self._clock = clock
 
     async def notify(self, remediation: Remediation, notify: Notify) -> list[OutboxEntry]:
-        return await self.turn(remediation, lambda _: notify)
+        """Queue a message about the remediation now (a page resolved with its alert)."""
+        entries = await self.messages(remediation, lambda _: notify)
+        await self._store.enqueue(entries)
+        return entries
 
-    async def turn(
+    async def messages(
         self, remediation: Remediation, rule: Callable[[bool], Notify]
     ) -> list[OutboxEntry]:
-        """Queue what `rule` says for this turn of the remediation; the rule is told whether
-        the incident is open (paged and not resolved), read with the rest in one look-up."""
+        """The messages `rule` calls for at this turn of the remediation, for the caller to
+        queue with it; the rule is told whether the incident is open (paged and not
+        resolved), read with the rest in one look-up."""
         key = dedup_key(remediation)
         latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
         already = paged(latest.values())
@@ -134,7 +138,6 @@ class Escalator:
             opening=not already,
             entry_id=lambda _: entry_id(),
         )
-        await self._store.enqueue(entries)
         log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
         return entries
 

@@ -11,7 +11,7 @@ Several replicas share the queue: a claim is an UPDATE over `FOR UPDATE SKIP LOC
 claim has passed another worker claims the event and takes the run over. An idle worker is
 woken by its own intake, by the store when another replica queued events (Postgres LISTEN), by
 one of its runs ending, and otherwise by a slow poll. Verifications are ended and checked by a
-loop of their own, so a slow check holds no event back either.
+loop of their own, every second, so a slow check holds no event back either.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 CLAIM_OVER_LEASE = 1.5  # an event's claim lasts this many target leases
 IN_FLIGHT = 32  # events a replica holds at once, by default
 DRAIN = 20.0  # seconds a stopping replica waits for its runs before cancelling them
+HOUSEKEEPING = 1.0  # seconds between looks at the verifications due (an index range each)
 
 
 class Dispatcher:
@@ -208,7 +209,7 @@ class Dispatcher:
     @contextlib.asynccontextmanager
     async def _verifying(self, stop: asyncio.Event) -> AsyncIterator[None]:
         """End overdue verifications, check the due ones and tell the guards what they missed,
-        every poll, in a task of its own."""
+        every second, in a task of its own."""
         task = asyncio.create_task(self._housekeeping(stop))
         try:
             yield
@@ -224,7 +225,7 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 log.warning("verifications not checked: the store is unavailable", error=str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._idle_poll)
+                await asyncio.wait_for(stop.wait(), min(self._idle_poll, HOUSEKEEPING))
 
     async def _drain(self) -> None:
         """Stopping: runs in flight get `drain` seconds to end before they are cancelled."""

@@ -24,7 +24,7 @@ from remediator.guards.base import BreakerSpec
 from remediator.guards.gate import Guards, breaker_spec
 from remediator.notify.escalator import Escalator, dedup_key
 from remediator.policy_reload import LivePolicies
-from remediator.store import AlertEvent, Remediation, Store
+from remediator.store import AlertEvent, OutboxEntry, Remediation, Store
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +71,7 @@ class Recorder:
         decided: Decided | None = None,
     ) -> Remediation:
         """Record what happened for an event: a decision or block (finished), or a run begun
-        (waiting or running), and queue the messages it calls for."""
+        (waiting or running), with the messages it calls for."""
         now = self.now()
         decided = decided or Decided()
         remediation = Remediation(
@@ -92,10 +92,8 @@ class Recorder:
             started_at=now,
             finished_at=now if outcome.finished else None,
         )
-        await self._store.save_remediation(remediation)
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
-        await self.escalate(remediation, start=outcome.active)
-        return remediation
+        return await self._save(remediation, start=outcome.active)
 
     async def running(self, waiting: Remediation, run_id: str | None) -> Remediation:
         """A run that waited for a slot has it: its steps begin (its page, if any, is out)."""
@@ -106,10 +104,8 @@ class Recorder:
 
     async def end(self, remediation: Remediation, outcome: RunOutcome, reason: str) -> Remediation:
         ended = replace(remediation, outcome=outcome, reason=reason, finished_at=self.now())
-        await self._store.save_remediation(ended)
         log.info("remediation ended", remediation=ended.id, outcome=outcome, reason=reason)
-        await self.escalate(ended)
-        return ended
+        return await self._save(ended)
 
     async def fail(self, remediation: Remediation, plan: Plan, reason: str) -> Remediation:
         """The fix failed: counted by its breaker, then ended and escalated."""
@@ -130,31 +126,37 @@ class Recorder:
         waiting = replace(
             remediation, outcome=RunOutcome.VERIFYING, reason=reason, verify_until=until
         )
-        await self._store.save_remediation(waiting)
-        await self.escalate(waiting)
-        return waiting
+        return await self._save(waiting)
 
-    async def escalate(self, remediation: Remediation, *, start: bool = False) -> None:
-        """Queue the messages this turn of the remediation calls for (the escalation rules)."""
+    async def _save(self, remediation: Remediation, *, start: bool = False) -> Remediation:
+        """Write this turn of the remediation and the messages it calls for in one
+        transaction: a crash leaves both or neither."""
+        messages = await self._messages(remediation, start=start)
+        await self._store.save_remediation(remediation, messages)
+        return remediation
+
+    async def _messages(self, remediation: Remediation, *, start: bool) -> list[OutboxEntry]:
+        """The messages this turn of the remediation calls for (the escalation rules)."""
         plan = remediation.plan
         if start:
             if remediation.kind != "firing":
-                return  # undoing a mitigation pages nobody unless it fails
+                return []  # undoing a mitigation pages nobody unless it fails
             notify = on_start(plan.escalate, plan.page_now)
-            if notify is not None:
-                await self.escalator.notify(remediation, notify)
-            return
+            if notify is None:
+                return []
+            return await self.escalator.messages(remediation, lambda _: notify)
         outcome = remediation.outcome
-        await self.escalator.turn(
+        return await self.escalator.messages(
             remediation, lambda paged: on_outcome(outcome, plan.escalate, already_paged=paged)
         )
 
     async def tell_if_untold(self, remediation: Remediation) -> None:
-        """Its worker may have died between recording the outcome and queueing what it calls
-        for: then nothing of this run is in the outbox, and it is queued now."""
+        """A worker of an earlier version may have died between recording the outcome and
+        queueing what it calls for: then nothing of this run is in the outbox, and it is
+        queued now."""
         told = await self._store.latest_outbox(dedup_key(remediation))
         if not any(entry.remediation_id == remediation.id for entry in told):
-            await self.escalate(remediation)
+            await self._store.enqueue(await self._messages(remediation, start=False))
 
 
 def breaker_of(remediation: Remediation) -> BreakerSpec:

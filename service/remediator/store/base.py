@@ -221,8 +221,11 @@ class Store(Protocol):
 
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None: ...
 
-    async def save_remediation(self, remediation: Remediation) -> None:
-        """Insert, or replace the row with the same id."""
+    async def save_remediation(
+        self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
+    ) -> None:
+        """Insert, or replace the row with the same id; and queue the messages about it, in
+        the same transaction."""
         ...
 
     async def record_step(self, step: StepRecord) -> None: ...

@@ -138,6 +138,20 @@ _CLAIM_EVENTS = (
     " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
     f" RETURNING {_EVENT_COLUMNS}"
 )
+_SAVE_REMEDIATION = (
+    f"INSERT INTO remediations ({_REMEDIATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5,"
+    " $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15, $16, $17)"
+    " ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
+    " policy_revision = excluded.policy_revision, outcome = excluded.outcome,"
+    " guard = excluded.guard, reason = excluded.reason, run_id = excluded.run_id,"
+    " target = excluded.target, plan = excluded.plan,"
+    " verify_until = excluded.verify_until, finished_at = excluded.finished_at"
+)
+_ENQUEUE = (
+    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
+    " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)"
+    " ON CONFLICT (id) DO NOTHING"
+)
 _RENEW_EVENTS = (
     "UPDATE alert_events SET lease_until = $3"
     " WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND done_at IS NULL RETURNING id"
@@ -201,6 +215,7 @@ class PostgresStore:
         self._pool = pool
         self._dsn = dsn
         self._listener: asyncpg.Connection | None = None
+        self._listening = asyncio.Lock()  # one listener, however many dispatchers ask at once
         self._waking: asyncio.Task[None] | None = None
         self._wake_again = False
 
@@ -446,36 +461,39 @@ class PostgresStore:
         )
         return None if row is None else _alert_record(row)
 
-    async def save_remediation(self, remediation: Remediation) -> None:
+    async def save_remediation(
+        self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
+    ) -> None:
         r = remediation
-        await self._run(
-            lambda db: db.execute(
-                f"INSERT INTO remediations ({_REMEDIATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5,"
-                " $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15, $16, $17)"
-                " ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
-                " policy_revision = excluded.policy_revision, outcome = excluded.outcome,"
-                " guard = excluded.guard, reason = excluded.reason, run_id = excluded.run_id,"
-                " target = excluded.target, plan = excluded.plan,"
-                " verify_until = excluded.verify_until, finished_at = excluded.finished_at",
-                r.id,
-                r.event_id,
-                r.fingerprint,
-                r.starts_at,
-                r.alertname,
-                r.kind,
-                r.policy,
-                r.policy_revision,
-                r.outcome,
-                r.guard,
-                r.reason,
-                r.run_id,
-                r.target,
-                json.dumps(r.plan.as_json()),
-                r.started_at,
-                r.verify_until,
-                r.finished_at,
-            )
+        row = (
+            r.id,
+            r.event_id,
+            r.fingerprint,
+            r.starts_at,
+            r.alertname,
+            r.kind,
+            r.policy,
+            r.policy_revision,
+            r.outcome,
+            r.guard,
+            r.reason,
+            r.run_id,
+            r.target,
+            json.dumps(r.plan.as_json()),
+            r.started_at,
+            r.verify_until,
+            r.finished_at,
         )
+        if not messages:
+            await self._run(lambda db: db.execute(_SAVE_REMEDIATION, *row))
+            return
+
+        async def write(db: Connection) -> None:
+            async with db.transaction():
+                await db.execute(_SAVE_REMEDIATION, *row)
+                await db.executemany(_ENQUEUE, _outbox_rows(messages))
+
+        await self._run(write)
 
     async def record_step(self, step: StepRecord) -> None:
         await self._run(
@@ -567,28 +585,11 @@ class PostgresStore:
         ]
 
     async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
-        rows = [
-            (
-                e.id,
-                e.channel,
-                e.action,
-                e.dedup_key,
-                e.remediation_id,
-                json.dumps(e.message),
-                e.created_at,
-                e.next_attempt_at,
-            )
-            for e in entries
-        ]
+        rows = _outbox_rows(entries)
 
         async def write(db: Connection) -> None:
             async with db.transaction():
-                await db.executemany(
-                    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
-                    " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    rows,
-                )
+                await db.executemany(_ENQUEUE, rows)
 
         await self._run(write)
 
@@ -668,6 +669,10 @@ class PostgresStore:
         return [_outbox(row) for row in rows]
 
     async def watch_events(self, wake: Callable[[], None]) -> None:
+        async with self._listening:
+            await self._listen(wake)
+
+    async def _listen(self, wake: Callable[[], None]) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
 
@@ -788,3 +793,19 @@ def _alert_record(row: Any) -> AlertRecord:
         generator_url=row["generator_url"],
         external_url=row["external_url"],
     )
+
+
+def _outbox_rows(entries: Sequence[OutboxEntry]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e.id,
+            e.channel,
+            e.action,
+            e.dedup_key,
+            e.remediation_id,
+            json.dumps(e.message),
+            e.created_at,
+            e.next_attempt_at,
+        )
+        for e in entries
+    ]

@@ -7,9 +7,10 @@ hop off the event loop rather than one per statement, and writes never interleav
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -310,33 +311,37 @@ class SQLiteStore:
         )
         return None if row is None else _alert_record(row)
 
-    async def save_remediation(self, remediation: Remediation) -> None:
+    async def save_remediation(
+        self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
+    ) -> None:
         r = remediation
-        await self._run(
-            lambda db: db.execute(
-                f"INSERT OR REPLACE INTO remediations ({_REMEDIATION_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    r.id,
-                    r.event_id,
-                    r.fingerprint,
-                    _iso(r.starts_at),
-                    r.alertname,
-                    r.kind,
-                    r.policy,
-                    r.policy_revision,
-                    r.outcome,
-                    r.guard,
-                    r.reason,
-                    r.run_id,
-                    r.target,
-                    json.dumps(r.plan.as_json()),
-                    _iso(r.started_at),
-                    _iso(r.verify_until) if r.verify_until else None,
-                    _iso(r.finished_at) if r.finished_at else None,
-                ),
-            )
+        row = (
+            r.id,
+            r.event_id,
+            r.fingerprint,
+            _iso(r.starts_at),
+            r.alertname,
+            r.kind,
+            r.policy,
+            r.policy_revision,
+            r.outcome,
+            r.guard,
+            r.reason,
+            r.run_id,
+            r.target,
+            json.dumps(r.plan.as_json()),
+            _iso(r.started_at),
+            _iso(r.verify_until) if r.verify_until else None,
+            _iso(r.finished_at) if r.finished_at else None,
         )
+        rows = _outbox_rows(messages)
+
+        def write(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(_SAVE_REMEDIATION, row)
+                db.executemany(_ENQUEUE, rows)
+
+        await self._run(write)
 
     async def record_step(self, step: StepRecord) -> None:
         await self._run(
@@ -442,33 +447,11 @@ class SQLiteStore:
         ]
 
     async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
-        rows = [
-            (
-                e.id,
-                e.channel,
-                e.action,
-                e.dedup_key,
-                e.remediation_id,
-                json.dumps(e.message),
-                _iso(e.created_at),
-                _iso(e.next_attempt_at),
-            )
-            for e in entries
-        ]
+        rows = _outbox_rows(entries)
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
-                    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    rows,
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            with _transaction(db):
+                db.executemany(_ENQUEUE, rows)
 
         await self._run(write)
 
@@ -797,3 +780,42 @@ def _iso(moment: datetime) -> str:
 
 def _time(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
+
+
+_SAVE_REMEDIATION = (
+    f"INSERT OR REPLACE INTO remediations ({_REMEDIATION_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ENQUEUE = (
+    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
+    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock at once: no upgrade to fail half-way) to COMMIT, or
+    ROLLBACK on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _outbox_rows(entries: Sequence[OutboxEntry]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e.id,
+            e.channel,
+            e.action,
+            e.dedup_key,
+            e.remediation_id,
+            json.dumps(e.message),
+            _iso(e.created_at),
+            _iso(e.next_attempt_at),
+        )
+        for e in entries
+    ]
