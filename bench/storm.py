@@ -449,6 +449,7 @@ class Bench:
                 SLACK_URL_ENV: f"{self.sink}/slack",
             }
         )
+        env.update(setting.split("=", 1) for setting in self.args.set)
         return Server.spawn(name, ["-m", "remediator", "serve"], env, port, self.workdir)
 
     @contextlib.asynccontextmanager
@@ -998,6 +999,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--duration", type=float, default=60.0, help="d: seconds")
     add("--replicas", type=int_list, default=[1, 3], help="e: replica counts (default: 1,3)")
     add("--replica-alerts", type=int, default=1000, help="e: alerts in each burst")
+    add(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a REMEDIATOR_* setting of the service under test (repeatable)",
+    )
     add("--json", metavar="FILE", help="also write every figure as JSON")
     add("--loopback-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -180,9 +180,7 @@ async def test_a_change_made_but_not_recorded_before_a_crash_is_not_made_again(
     assert record is not None
     plan = decide(record.as_alert(event.kind), live.current, received)
     assert isinstance(plan, Plan)
-    dead = await runner.record.note(
-        event, record.as_alert(event.kind), RunOutcome.RUNNING, "dry-run", Decided.of(plan)
-    )
+    dead = await runner.record.note(event, record, RunOutcome.RUNNING, "dry-run", Decided.of(plan))
     restarted = await actions.rollout_restart(
         RolloutRestart(), StepContext(plan.target, False, dead.started_at)
     )
@@ -231,9 +229,7 @@ async def test_an_outcome_recorded_but_not_told_before_a_crash_is_told_by_the_ne
     assert record is not None
     plan = decide(record.as_alert(event.kind), live.current, received)
     assert isinstance(plan, Plan)
-    dead = await runner.record.note(
-        event, record.as_alert(event.kind), RunOutcome.RUNNING, "dry-run", Decided.of(plan)
-    )
+    dead = await runner.record.note(event, record, RunOutcome.RUNNING, "dry-run", Decided.of(plan))
     await store.save_remediation(replace(dead, outcome="dry_run", finished_at=received))
 
     clock.advance(91)  # its claim lapses: this worker finds the event handled, and untold

@@ -210,7 +210,7 @@ async def test_a_crashed_run_is_taken_over_without_repeating_completed_steps(
     assert crashed.worker == "dead"
     # The dead worker got as far as its first step, then the process was killed.
     runner = world.dispatcher._runner
-    remediation = await runner.fire(event, await _alert(world, event), {})
+    remediation = await runner.fire(event, await _record(world, event), {})
     assert remediation.outcome == "verifying"
     await world.store.save_remediation(
         Remediation(**{**remediation.__dict__, "outcome": "running", "verify_until": None})
@@ -321,10 +321,10 @@ async def test_without_a_kubernetes_api_a_live_run_can_only_dry_run_its_changes(
     assert {entry.channel for entry in queued} >= {"slack", "email"}  # a person must act
 
 
-async def _alert(world: World, event: Any) -> Any:
+async def _record(world: World, event: Any) -> Any:
     record = await world.store.alert(event.fingerprint, event.starts_at)
     assert record is not None
-    return record.as_alert(event.kind)
+    return record
 
 
 async def test_undoing_a_mitigation_waits_for_no_other_run_and_says_so_when_it_must(

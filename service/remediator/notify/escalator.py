@@ -21,7 +21,7 @@ import structlog
 from remediator.engine.escalation import Notify
 from remediator.policy.actions import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
-from remediator.store import AlertRecord, OutboxEntry, Remediation, Store
+from remediator.store import AlertRecord, OutboxEntry, Remediation, StepRecord, Store
 
 log = structlog.get_logger(__name__)
 
@@ -102,11 +102,17 @@ class Escalator:
         return entries
 
     async def messages(
-        self, remediation: Remediation, rule: Callable[[bool], Notify]
+        self,
+        remediation: Remediation,
+        rule: Callable[[bool], Notify],
+        *,
+        alert: AlertRecord | None = None,
+        steps: Sequence[StepRecord] | None = None,
     ) -> list[OutboxEntry]:
         """The messages `rule` calls for at this turn of the remediation, for the caller to
         queue with it; the rule is told whether the incident is open (paged and not
-        resolved), read with the rest in one look-up."""
+        resolved), read with the rest in one look-up. The alert and the remediation's steps
+        are read for the message, unless the caller has them."""
         key = dedup_key(remediation)
         latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
         already = paged(latest.values())
@@ -128,7 +134,11 @@ class Escalator:
             ]
         if not channels:
             return []
-        message = await self._message(remediation, notify, key)
+        if alert is None:
+            alert = await self._store.alert(remediation.fingerprint, remediation.starts_at)
+        if steps is None:
+            steps = await self._store.steps(remediation.id)
+        message = _message(remediation, notify, key, alert, steps)
         entries = outbox_entries(
             self._matrix(),
             message,
@@ -141,34 +151,39 @@ class Escalator:
         log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
         return entries
 
-    async def _message(self, remediation: Remediation, action: str, key: str) -> dict[str, Any]:
-        r = remediation
-        alert = await self._store.alert(r.fingerprint, r.starts_at)
-        labels = alert.labels if alert else {}
-        annotations = alert.annotations if alert else {}
-        recorded = await self._store.steps(r.id)
-        steps = [{"action": s.action, "outcome": s.outcome, "message": s.message} for s in recorded]
-        diagnostics = {
-            s.step_id or s.action: s.data for s in recorded if s.action in DIAGNOSTIC and s.data
-        }
-        links = alert_links(alert) if alert else {}
-        return {
-            "action": action,
-            "dedup_key": key,
-            "level": r.plan.level or "P3",
-            "summary": summary(r, action),
-            "alertname": r.alertname,
-            "status": "resolved" if action == "resolve" else "firing",
-            "labels": labels,
-            "annotations": annotations,
-            "policy": r.policy,
-            "target": r.target,
-            "outcome": r.outcome,
-            "reason": r.reason,
-            "steps": steps,
-            "links": links,
-            "diagnostics": diagnostics,
-        }
+
+def _message(
+    remediation: Remediation,
+    action: str,
+    key: str,
+    alert: AlertRecord | None,
+    recorded: Sequence[StepRecord],
+) -> dict[str, Any]:
+    r = remediation
+    labels = alert.labels if alert else {}
+    annotations = alert.annotations if alert else {}
+    steps = [{"action": s.action, "outcome": s.outcome, "message": s.message} for s in recorded]
+    diagnostics = {
+        s.step_id or s.action: s.data for s in recorded if s.action in DIAGNOSTIC and s.data
+    }
+    links = alert_links(alert) if alert else {}
+    return {
+        "action": action,
+        "dedup_key": key,
+        "level": r.plan.level or "P3",
+        "summary": summary(r, action),
+        "alertname": r.alertname,
+        "status": "resolved" if action == "resolve" else "firing",
+        "labels": labels,
+        "annotations": annotations,
+        "policy": r.policy,
+        "target": r.target,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "steps": steps,
+        "links": links,
+        "diagnostics": diagnostics,
+    }
 
 
 def alert_links(alert: AlertRecord) -> dict[str, str]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
 
-from remediator.alerts import Alert
 from remediator.engine.escalation import on_outcome, on_start
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
@@ -24,7 +23,7 @@ from remediator.guards.base import BreakerSpec
 from remediator.guards.gate import Guards, breaker_spec
 from remediator.notify.escalator import Escalator, dedup_key
 from remediator.policy_reload import LivePolicies
-from remediator.store import AlertEvent, OutboxEntry, Remediation, Store
+from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord, Store
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +64,7 @@ class Recorder:
     async def note(
         self,
         event: AlertEvent,
-        alert: Alert,
+        alert: AlertRecord,
         outcome: RunOutcome,
         reason: str,
         decided: Decided | None = None,
@@ -93,7 +92,8 @@ class Recorder:
             finished_at=now if outcome.finished else None,
         )
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
-        return await self._save(remediation, start=outcome.active)
+        # New: it has no steps yet, and its alert is the one at hand.
+        return await self._save(remediation, start=outcome.active, alert=alert, steps=())
 
     async def running(self, waiting: Remediation, run_id: str | None) -> Remediation:
         """A run that waited for a slot has it: its steps begin (its page, if any, is out)."""
@@ -128,14 +128,29 @@ class Recorder:
         )
         return await self._save(waiting)
 
-    async def _save(self, remediation: Remediation, *, start: bool = False) -> Remediation:
+    async def _save(
+        self,
+        remediation: Remediation,
+        *,
+        start: bool = False,
+        alert: AlertRecord | None = None,
+        steps: Sequence[StepRecord] | None = None,
+    ) -> Remediation:
         """Write this turn of the remediation and the messages it calls for in one
-        transaction: a crash leaves both or neither."""
-        messages = await self._messages(remediation, start=start)
+        transaction: a crash leaves both or neither. (The alert and the steps, read for the
+        messages unless given.)"""
+        messages = await self._messages(remediation, start=start, alert=alert, steps=steps)
         await self._store.save_remediation(remediation, messages)
         return remediation
 
-    async def _messages(self, remediation: Remediation, *, start: bool) -> list[OutboxEntry]:
+    async def _messages(
+        self,
+        remediation: Remediation,
+        *,
+        start: bool,
+        alert: AlertRecord | None = None,
+        steps: Sequence[StepRecord] | None = None,
+    ) -> list[OutboxEntry]:
         """The messages this turn of the remediation calls for (the escalation rules)."""
         plan = remediation.plan
         if start:
@@ -144,10 +159,15 @@ class Recorder:
             notify = on_start(plan.escalate, plan.page_now)
             if notify is None:
                 return []
-            return await self.escalator.messages(remediation, lambda _: notify)
+            return await self.escalator.messages(
+                remediation, lambda _: notify, alert=alert, steps=steps
+            )
         outcome = remediation.outcome
         return await self.escalator.messages(
-            remediation, lambda paged: on_outcome(outcome, plan.escalate, already_paged=paged)
+            remediation,
+            lambda paged: on_outcome(outcome, plan.escalate, already_paged=paged),
+            alert=alert,
+            steps=steps,
         )
 
     async def tell_if_untold(self, remediation: Remediation) -> None:

@@ -34,7 +34,14 @@ from remediator.policy_reload import LivePolicies
 from remediator.remediation.record import Decided, Recorder, breaker_of
 from remediator.remediation.steps import DEFAULT_RETRYING, HELD_BACK, Retrying, StepAt, Steps
 from remediator.remediation.verification import Verification
-from remediator.store import AlertEvent, Remediation, StepRecord, Store, StoreUnavailable
+from remediator.store import (
+    AlertEvent,
+    AlertRecord,
+    Remediation,
+    StepRecord,
+    Store,
+    StoreUnavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -94,12 +101,11 @@ class Runner:
             await self.record.tell_if_untold(handled[-1])
             return handled[-1]
         attempts = await self._take_over(event, earlier)
-        alert = record.as_alert(event.kind)
         if event.kind is AlertStatus.RESOLVED:
-            return await self._resolved(event, alert, earlier)
+            return await self._resolved(event, record, earlier)
         if record.status is AlertStatus.RESOLVED:
             why = "resolved before the run started"
-            return await self.record.note(event, alert, RunOutcome.SKIPPED, why)
+            return await self.record.note(event, record, RunOutcome.SKIPPED, why)
         if any(r.outcome.active for r in earlier if r.event_id != event.id):
             log.info("a run for this alert is still going; not starting another", event_id=event.id)
             return None
@@ -107,7 +113,7 @@ class Runner:
         # A change a dead worker made but did not live to record is found by the actions as
         # made "by this run": they compare with when the first attempt began.
         began = min((r.started_at for r in attempts), default=None)
-        return await self.fire(event, alert, done, began)
+        return await self.fire(event, record, done, began)
 
     async def housekeep(self) -> None:
         """End overdue verifications, check the due ones, and tell the guards' backend the run
@@ -133,24 +139,25 @@ class Runner:
     async def fire(
         self,
         event: AlertEvent,
-        alert: Alert,
+        record: AlertRecord,
         done: Mapping[tuple[str, int], StepRecord],
         began: datetime | None = None,
     ) -> Remediation:
+        alert = record.as_alert(event.kind)
         decision = decide(alert, self._policies.current, self._now())
         if isinstance(decision, NoMatch):
             decided = Decided(plan=PlanSummary.escalation_only(decision.escalation))
             why = "no policy matches: escalate only"
-            return await self.record.note(event, alert, RunOutcome.NO_MATCH, why, decided)
+            return await self.record.note(event, record, RunOutcome.NO_MATCH, why, decided)
         if isinstance(decision, Refused):
             decided = Decided(
                 decision.policy, plan=PlanSummary.escalation_only(decision.escalation)
             )
             return await self.record.note(
-                event, alert, RunOutcome.REFUSED, decision.reason, decided
+                event, record, RunOutcome.REFUSED, decision.reason, decided
             )
         plan = decision
-        started = await self._admit(event, alert, plan)
+        started = await self._admit(event, record, plan)
         if isinstance(started, Remediation):
             return started  # blocked
         remediation, admitted = started
@@ -166,7 +173,7 @@ class Runner:
                 await self._guards.release(admitted)
 
     async def _admit(
-        self, event: AlertEvent, alert: Alert, plan: Plan
+        self, event: AlertEvent, record: AlertRecord, plan: Plan
     ) -> tuple[Remediation, Admitted | None] | Remediation:
         """The guards' answer: a run begun (admitted, or in dry-run with None), or its block
         recorded. Held only by the cap or the target's lease, it waits for its turn first."""
@@ -176,8 +183,8 @@ class Runner:
             wait = self._policies.current.guardrails.wait_for_slot
             why = f"waiting up to {format_duration(wait)} for its turn: {admission.reason}"
             decided = Decided.of(plan, guard=admission.guard)
-            waiting = await self.record.note(event, alert, RunOutcome.WAITING, why, decided)
-            turn = await self._wait_for_turn(alert, plan, admission, wait)
+            waiting = await self.record.note(event, record, RunOutcome.WAITING, why, decided)
+            turn = await self._wait_for_turn(record.as_alert(event.kind), plan, admission, wait)
             if turn is None:
                 return await self.record.end(waiting, RunOutcome.STOPPED, _RESOLVED_WHILE_WAITING)
             admission = turn
@@ -187,7 +194,7 @@ class Runner:
                 return await self.record.end(blocked, RunOutcome.BLOCKED, admission.reason)
             decided = Decided.of(plan, guard=admission.guard)
             return await self.record.note(
-                event, alert, RunOutcome.BLOCKED, admission.reason, decided
+                event, record, RunOutcome.BLOCKED, admission.reason, decided
             )
         admitted = admission if isinstance(admission, Admitted) else None
         run_id = admitted.run_id if admitted else None
@@ -195,7 +202,8 @@ class Runner:
             return await self.record.running(waiting, run_id), admitted
         reason = "dry-run" if admitted is None else ""
         decided = Decided.of(plan, run_id=run_id)
-        return await self.record.note(event, alert, RunOutcome.RUNNING, reason, decided), admitted
+        running = await self.record.note(event, record, RunOutcome.RUNNING, reason, decided)
+        return running, admitted
 
     async def _wait_for_turn(
         self, alert: Alert, plan: Plan, blocked: Blocked, wait: timedelta
@@ -318,7 +326,7 @@ class Runner:
         return await self.record.end(remediation, RunOutcome.STOPPED, "the alert resolved")
 
     async def _resolved(
-        self, event: AlertEvent, alert: Alert, earlier: Sequence[Remediation]
+        self, event: AlertEvent, record: AlertRecord, earlier: Sequence[Remediation]
     ) -> Remediation | None:
         """The alert cleared: the waiting run succeeded, its pages are resolved, and its
         mitigation may be undone."""
@@ -332,19 +340,20 @@ class Runner:
                 ran = remediation
         if ran is None or not ran.plan.on_resolved:
             return None
+        alert = record.as_alert(event.kind)
         decision = decide(alert, self._policies.current, self._now())
         if not isinstance(decision, Plan) or not decision.on_resolved:
             why = "on_resolved steps cannot be planned"
-            return await self.record.note(event, alert, RunOutcome.REFUSED, why)
+            return await self.record.note(event, record, RunOutcome.REFUSED, why)
         dry = ran.outcome is RunOutcome.DRY_RUN
         held = await self._hold(decision, dry)
         if isinstance(held, Blocked):
             # Not undone: a person is told what is left, about the incident they know.
             why = f"on_resolved: {held.reason}"
             decided = Decided.of(decision, guard=held.guard)
-            return await self.record.note(event, alert, RunOutcome.BLOCKED, why, decided)
+            return await self.record.note(event, record, RunOutcome.BLOCKED, why, decided)
         try:
-            return await self._undo(event, alert, decision, held)
+            return await self._undo(event, record, decision, held)
         finally:
             if held is not None:
                 await self._guards.release(held)
@@ -357,14 +366,15 @@ class Runner:
         return None if dry else await self._guards.hold(plan)
 
     async def _undo(
-        self, event: AlertEvent, alert: Alert, plan: Plan, held: Admitted | None
+        self, event: AlertEvent, record: AlertRecord, plan: Plan, held: Admitted | None
     ) -> Remediation:
         """The on_resolved steps, holding the target as a run does, with the same checks
         (the kill switch, the lease) before each change."""
         run_id = held.run_id if held else None
         decided = Decided.of(plan, run_id=run_id)
         reason = "dry-run" if held is None else ""
-        remediation = await self.record.note(event, alert, RunOutcome.RUNNING, reason, decided)
+        alert = record.as_alert(event.kind)
+        remediation = await self.record.note(event, record, RunOutcome.RUNNING, reason, decided)
         context = StepContext(plan.target, held is None, remediation.started_at)
         results: dict[str, dict[str, Any]] = {}
         for position, step in enumerate(plan.on_resolved):

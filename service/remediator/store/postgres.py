@@ -138,20 +138,28 @@ _CLAIM_EVENTS = (
     " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
     f" RETURNING {_EVENT_COLUMNS}"
 )
+# The messages go in as columns of arrays: one statement, so one round trip and one
+# transaction, with the remediation whose turn they tell of (none: empty arrays).
+_OUTBOX_ROWS = (
+    "SELECT i, c, a, d, r, m::json, ca, na FROM unnest({}::text[], {}::text[], {}::text[],"
+    " {}::text[], {}::text[], {}::text[], {}::timestamptz[], {}::timestamptz[])"
+    " AS u(i, c, a, d, r, m, ca, na)"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
+    " created_at, next_attempt_at) {} ON CONFLICT (id) DO NOTHING"
+)
 _SAVE_REMEDIATION = (
-    f"INSERT INTO remediations ({_REMEDIATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5,"
-    " $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15, $16, $17)"
+    f"WITH saved AS (INSERT INTO remediations ({_REMEDIATION_COLUMNS}) VALUES ($1, $2, $3, $4,"
+    " $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15, $16, $17)"
     " ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
     " policy_revision = excluded.policy_revision, outcome = excluded.outcome,"
     " guard = excluded.guard, reason = excluded.reason, run_id = excluded.run_id,"
     " target = excluded.target, plan = excluded.plan,"
-    " verify_until = excluded.verify_until, finished_at = excluded.finished_at"
+    " verify_until = excluded.verify_until, finished_at = excluded.finished_at) "
+    + _INSERT_OUTBOX.format(_OUTBOX_ROWS.format(*(f"${n}" for n in range(18, 26))))
 )
-_ENQUEUE = (
-    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
-    " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)"
-    " ON CONFLICT (id) DO NOTHING"
-)
+_ENQUEUE = _INSERT_OUTBOX.format(_OUTBOX_ROWS.format(*(f"${n}" for n in range(1, 9))))
 _RENEW_EVENTS = (
     "UPDATE alert_events SET lease_until = $3"
     " WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND done_at IS NULL RETURNING id"
@@ -484,16 +492,8 @@ class PostgresStore:
             r.verify_until,
             r.finished_at,
         )
-        if not messages:
-            await self._run(lambda db: db.execute(_SAVE_REMEDIATION, *row))
-            return
-
-        async def write(db: Connection) -> None:
-            async with db.transaction():
-                await db.execute(_SAVE_REMEDIATION, *row)
-                await db.executemany(_ENQUEUE, _outbox_rows(messages))
-
-        await self._run(write)
+        columns = _outbox_columns(messages)
+        await self._run(lambda db: db.execute(_SAVE_REMEDIATION, *row, *columns))
 
     async def record_step(self, step: StepRecord) -> None:
         await self._run(
@@ -585,13 +585,8 @@ class PostgresStore:
         ]
 
     async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
-        rows = _outbox_rows(entries)
-
-        async def write(db: Connection) -> None:
-            async with db.transaction():
-                await db.executemany(_ENQUEUE, rows)
-
-        await self._run(write)
+        columns = _outbox_columns(entries)
+        await self._run(lambda db: db.execute(_ENQUEUE, *columns))
 
     async def claim_outbox(
         self, worker: str, now: datetime, lease_until: datetime, limit: int
@@ -795,17 +790,15 @@ def _alert_record(row: Any) -> AlertRecord:
     )
 
 
-def _outbox_rows(entries: Sequence[OutboxEntry]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            e.id,
-            e.channel,
-            e.action,
-            e.dedup_key,
-            e.remediation_id,
-            json.dumps(e.message),
-            e.created_at,
-            e.next_attempt_at,
-        )
-        for e in entries
-    ]
+def _outbox_columns(entries: Sequence[OutboxEntry]) -> tuple[list[Any], ...]:
+    """The entries as one array per column, for `_OUTBOX_ROWS`."""
+    return (
+        [e.id for e in entries],
+        [e.channel for e in entries],
+        [e.action for e in entries],
+        [e.dedup_key for e in entries],
+        [e.remediation_id for e in entries],
+        [json.dumps(e.message) for e in entries],
+        [e.created_at for e in entries],
+        [e.next_attempt_at for e in entries],
+    )
