@@ -263,3 +263,32 @@ async def _outcome(store: Store, fingerprint: str, outcome: str, *, kind: str = 
 
 async def _outbox_of(store: Store, remediation: Remediation) -> list[OutboxEntry]:
     return await store.outbox_for(dedup_key(remediation))
+
+
+async def test_runs_waiting_for_their_turn_keep_no_other_alert_from_its_page(
+    store: Store, tmp_path: Path
+) -> None:
+    """Two events in flight at most; one runs, one waits for the cap: a third alert is still
+    decided and paged at once (a waiting run does not count against the events in flight)."""
+    async with world_with(store, tmp_path, FIX_ONLY, CAPPED.format(wait="5m")) as world:
+        world.application.fix_gate = gate = asyncio.Event()
+        world.dispatcher = Dispatcher(
+            store, world.dispatcher._runner, clock=world.clock, worker="w", in_flight=2
+        )
+        async with dispatching(world.dispatcher):
+            await post(world, "shop")
+            await eventually(lambda: _called(world, 1), what="the first fix call", timeout=BOUND)
+            waiting = await post(world, "billing")
+            await eventually(
+                lambda: _outcome(world.store, waiting, "waiting"), what="a slot", timeout=BOUND
+            )
+            other = await post(world, "ledger", alertname="DiskAlmostFull")
+            await eventually(
+                lambda: _outcome(world.store, other, "no_match"), what="its page", timeout=BOUND
+            )
+            gate.set()
+            await eventually(
+                lambda: _outcome(world.store, waiting, "verifying"), what="its run", timeout=BOUND
+            )
+        [decided] = await runs_of(world.store, other)
+        assert {e.channel for e in await _outbox_of(world.store, decided)} >= {"pagerduty"}

@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 CLAIM_OVER_LEASE = 1.5  # an event's claim lasts this many target leases
 IN_FLIGHT = 32  # events a replica holds at once, by default
 DRAIN = 20.0  # seconds a stopping replica waits for its runs before cancelling them
+PARKED_PER_SLOT = 8  # runs waiting for their turn a replica holds, per event in flight
 HOUSEKEEPING = 1.0  # seconds between looks at the verifications due (an index range each)
 
 
@@ -70,8 +71,17 @@ class Dispatcher:
 
     @property
     def in_flight(self) -> int:
-        """Events this worker holds now: running, or handled and not yet marked done."""
-        return len(self._running) + len(self._finished)
+        """Events this worker holds that count against `in_flight`: running, or handled and
+        not yet marked done. A run waiting for its turn (the cap, its target's lock) does not
+        count: it holds a claim and a coroutine, no more, and must not keep other alerts from
+        being decided and paged."""
+        return len(self._running) - len(self._runner.waiting) + len(self._finished)
+
+    def _room(self) -> int:
+        """How many more events to claim: up to `in_flight` counted, and at most
+        PARKED_PER_SLOT times that held in all, waiting runs included."""
+        held = len(self._running) + len(self._finished)
+        return min(self._in_flight - self.in_flight, self._in_flight * PARKED_PER_SLOT - held)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with self._claims_kept(), self._verifying(stop):
@@ -106,7 +116,7 @@ class Dispatcher:
     async def _step(self) -> tuple[int, int]:
         """Write the completions due and claim what there is room for: (asked, claimed)."""
         await self._complete_finished()
-        room = self._in_flight - self.in_flight
+        room = self._room()
         if room <= 0:
             return 0, 0
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -118,8 +128,9 @@ class Dispatcher:
         return room, len(events)
 
     async def _idle(self, stop: asyncio.Event, *, full: bool) -> None:
-        """Wait for a wake, a stop, or the poll: with no room, until a run ends."""
-        timeout = None
+        """Wait for a wake, a stop, or the poll: with no room, until a run ends or a second
+        has passed (a run that began waiting for its turn meanwhile leaves room)."""
+        timeout = HOUSEKEEPING
         if not full:
             with contextlib.suppress(StoreUnavailable):
                 await self._store.watch_events(self.wake)  # (again, if the listener was lost)

@@ -78,6 +78,7 @@ class Runner:
         self._policies = policies
         self.record = Recorder(store, guards, policies, clock=clock)
         self.steps = Steps(store, guards, actions, clock=clock, retrying=retrying)
+        self.waiting: set[int] = set()  # events whose run waits for its turn (see `_admit`)
         self.verification = Verification(
             store, guards, policies, self.record, self.steps, clock=clock,
             check_interval=check_interval,
@@ -184,7 +185,11 @@ class Runner:
             why = f"waiting up to {format_duration(wait)} for its turn: {admission.reason}"
             decided = Decided.of(plan, guard=admission.guard)
             waiting = await self.record.note(event, record, RunOutcome.WAITING, why, decided)
-            turn = await self._wait_for_turn(record.as_alert(event.kind), plan, admission, wait)
+            self.waiting.add(event.id)
+            try:
+                turn = await self._wait_for_turn(record.as_alert(event.kind), plan, admission, wait)
+            finally:
+                self.waiting.discard(event.id)
             if turn is None:
                 return await self.record.end(waiting, RunOutcome.STOPPED, _RESOLVED_WHILE_WAITING)
             admission = turn
