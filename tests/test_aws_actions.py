@@ -32,7 +32,7 @@ from remediator.actions.base import Action, Outcome, StepContext, Transient
 from remediator.actions.registry import open_actions
 from remediator.config import SettingsError, load_settings
 from remediator.engine.plan import RenderedTarget
-from remediator.policy.actions import (
+from remediator.policy.parameters import (
     CATALOGUE,
     RENDERED,
     AutoScalingSetCapacity,

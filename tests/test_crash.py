@@ -20,11 +20,11 @@ from remediator.alerts import Notification
 from remediator.engine.decide import decide
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
 from remediator.notify.escalator import dedup_key
-from remediator.policy.actions import RolloutRestart
+from remediator.policy.parameters import RolloutRestart
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.record import Decided

@@ -17,7 +17,7 @@ from remediator.actions.base import Outcome, StepContext, StepResult, Transient
 from remediator.actions.docker import DockerActions
 from remediator.actions.registry import open_actions
 from remediator.engine.plan import RenderedTarget
-from remediator.policy.actions import CATALOGUE, RENDERED, DockerRestartContainer
+from remediator.policy.parameters import CATALOGUE, RENDERED, DockerRestartContainer
 from tests.support.fake_docker import FakeDocker, serve_docker
 
 TARGET = RenderedTarget("Application", "claude-manager", None, None, None)

@@ -9,7 +9,7 @@ import pytest
 
 from remediator.engine.plan import Plan
 from remediator.guards.base import BreakerState
-from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec
+from remediator.guards.guards import Admitted, Blocked, Guards, breaker_spec
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
 from remediator.policy.policyset import PolicySet

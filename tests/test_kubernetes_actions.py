@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from remediator.actions.base import Outcome, StepContext, StepResult, Transient
 from remediator.actions.kubernetes import KubernetesActions, kubernetes_client
 from remediator.engine.plan import RenderedTarget
-from remediator.policy.actions import (
+from remediator.policy.parameters import (
     CATALOGUE,
     DIAGNOSTIC,
     DeletePod,

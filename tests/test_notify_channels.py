@@ -18,8 +18,9 @@ from aiosmtpd.smtp import LoginPassword
 from structlog.testing import capture_logs
 
 from remediator.notify.base import Message, PermanentFailure, StepLine, TransientFailure
+from remediator.notify.channel_support import ChannelNotConfigured, retry_after
 from remediator.notify.email import Email
-from remediator.notify.pagerduty import ChannelNotConfigured, PagerDuty, retry_after
+from remediator.notify.pagerduty import PagerDuty
 from remediator.notify.slack import SECTION_LIMIT, Slack
 from remediator.policy.schema import PagerDutyChannel, SlackChannel
 from tests.support.mailbox import Mailbox, email_config, plain_email

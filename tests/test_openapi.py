@@ -17,7 +17,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from remediator.app import GUARDS, build_app
 from remediator.config import Settings
-from remediator.guards.gate import Admitted
+from remediator.guards.guards import Admitted
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store, open_store
 from tests.support.builders import memory_plan, recorded_run

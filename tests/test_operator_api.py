@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from remediator.app import GUARDS, build_app
 from remediator.cli import main
 from remediator.config import Settings
-from remediator.guards.gate import Admitted
+from remediator.guards.guards import Admitted
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store
 from tests.support.builders import memory_plan, recorded_run

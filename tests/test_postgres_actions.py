@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from remediator.actions.base import Outcome, StepContext, StepResult, Transient
 from remediator.actions.postgres import PostgresActions
 from remediator.engine.plan import RenderedTarget
-from remediator.policy.actions import (
+from remediator.policy.parameters import (
     CATALOGUE,
     DIAGNOSTIC,
     CancelLongQueries,

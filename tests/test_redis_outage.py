@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from remediator.guards.gate import Admitted, Blocked, Guards
+from remediator.guards.guards import Admitted, Blocked, Guards
 from remediator.guards.redis import RedisGuards
 from remediator.metrics import Metrics
 from remediator.policy.policyset import PolicySet

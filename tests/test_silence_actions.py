@@ -16,10 +16,10 @@ from remediator.actions.alertmanager import AlertmanagerActions
 from remediator.actions.base import Outcome, StepContext, StepResult, Transient
 from remediator.alerts import Notification
 from remediator.engine.plan import RenderedTarget
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
-from remediator.policy.actions import (
+from remediator.policy.parameters import (
     CATALOGUE,
     RENDERED,
     AlertmanagerExpireSilence,

@@ -16,7 +16,7 @@ from typing_extensions import TypedDict  # pydantic documents these; typing's ne
 from remediator.alerts import Text
 from remediator.auth import WebhookAuth
 from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.policy_reload import LivePolicies
 from remediator.store import Pause, Remediation, StepRecord, Store, StoreUnavailable
 

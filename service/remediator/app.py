@@ -19,10 +19,10 @@ from remediator.actions.registry import open_actions
 from remediator.api import OperatorApi
 from remediator.auth import WebhookAuth
 from remediator.config import Settings
+from remediator.guards.backends import open_guard_backend
 from remediator.guards.base import GuardBackend
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.guards.memory import MemoryGuards
-from remediator.guards.opening import open_guard_backend
 from remediator.health import health
 from remediator.intake import Intake
 from remediator.metrics import Metrics

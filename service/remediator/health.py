@@ -9,7 +9,7 @@ from aiohttp import web
 
 from remediator import __version__
 from remediator.guards.base import GuardsUnavailable
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.notify.channels import ChannelSet
 from remediator.policy_reload import LivePolicies
 from remediator.store import Store, StoreUnavailable

@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from remediator.alerts import Notification
 from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
+from remediator.engine.policy_cases import Outcome, run_policy_tests
 from remediator.policy.durations import format_duration
 from remediator.policy.explain import candidates
 from remediator.policy.loader import PolicyErrors, load_policies, policy_files
 from remediator.policy.policyset import PolicySet
-from remediator.policy_tests import Outcome, run_policy_tests
 
 
 def check(directory: Path, out: TextIO = sys.stdout) -> int:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from remediator.guards.gate import SEED_HORIZON
+from remediator.guards.guards import SEED_HORIZON
 from remediator.store import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)

@@ -27,7 +27,7 @@ import redis.asyncio
 import redis.exceptions
 
 from remediator.guards.base import Attempt, BreakerSpec, BreakerState, PastRun
-from remediator.guards.gate import Admitted, Blocked, Guards, breaker_spec
+from remediator.guards.guards import Admitted, Blocked, Guards, breaker_spec
 from remediator.guards.memory import MemoryGuards
 from remediator.guards.redis import RedisGuards
 from remediator.metrics import Metrics

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from remediator.actions.http import HttpActions
 from remediator.actions.prometheus import PrometheusActions
 from remediator.alerts import Notification
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
 from remediator.policy_reload import LivePolicies

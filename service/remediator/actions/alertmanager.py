@@ -28,8 +28,8 @@ from remediator.actions.base import (
     ok,
     skipped,
 )
-from remediator.policy.actions import AlertmanagerExpireSilence, AlertmanagerSilence
 from remediator.policy.durations import format_duration
+from remediator.policy.parameters import AlertmanagerExpireSilence, AlertmanagerSilence
 
 _LIVE = ("active", "pending")
 _EXTEND_SLACK = timedelta(minutes=1)  # a silence ending this much sooner than asked is fine

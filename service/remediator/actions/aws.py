@@ -51,13 +51,13 @@ from remediator.actions.base import (
     ok,
     skipped,
 )
-from remediator.policy.actions import (
+from remediator.policy.durations import format_duration
+from remediator.policy.parameters import (
     AutoScalingSetCapacity,
     Capacity,
     EksNodegroupScale,
     RdsCreateSnapshot,
 )
-from remediator.policy.durations import format_duration
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from remediator.engine.plan import RenderedTarget
-from remediator.policy.actions import Params
+from remediator.policy.parameters import Params
 
 
 class Outcome(StrEnum):

@@ -33,7 +33,7 @@ from remediator.actions.base import (
     ok,
     skipped,
 )
-from remediator.policy.actions import DockerRestartContainer
+from remediator.policy.parameters import DockerRestartContainer
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

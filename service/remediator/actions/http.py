@@ -22,7 +22,7 @@ from remediator.actions.base import (
     failed,
     ok,
 )
-from remediator.policy.actions import GitHubRateLimit, HttpCheck, HttpRequest
+from remediator.policy.parameters import GitHubRateLimit, HttpCheck, HttpRequest
 
 _BODY_EXCERPT = 500
 

@@ -54,7 +54,7 @@ from remediator.actions.base import (
     skipped,
 )
 from remediator.engine.plan import RenderedTarget
-from remediator.policy.actions import (
+from remediator.policy.parameters import (
     DeletePod,
     NodeStatus,
     NoParams,

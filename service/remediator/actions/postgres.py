@@ -40,12 +40,12 @@ from remediator.actions.base import (
     failed,
     ok,
 )
-from remediator.policy.actions import (
+from remediator.policy.durations import format_duration
+from remediator.policy.parameters import (
     CancelLongQueries,
     ConnectionReport,
     TerminateIdleConnections,
 )
-from remediator.policy.durations import format_duration
 
 APPLICATION_NAME = "remediator"
 """Our sessions' application_name; no session of that name is ever signalled."""

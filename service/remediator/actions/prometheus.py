@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from remediator.actions.base import Action, StepContext, StepResult, Transient, failed, ok
-from remediator.policy.actions import PrometheusQuery
+from remediator.policy.parameters import PrometheusQuery
 
 
 class PrometheusActions:

@@ -19,7 +19,7 @@ from remediator.actions.docker import DockerActions
 from remediator.actions.http import HttpActions
 from remediator.actions.postgres import PostgresActions
 from remediator.actions.prometheus import PrometheusActions
-from remediator.policy.actions import CATALOGUE, Params
+from remediator.policy.parameters import CATALOGUE, Params
 
 
 @asynccontextmanager

@@ -23,8 +23,8 @@ from remediator.engine.plan import (
     Refused,
     RenderedTarget,
 )
-from remediator.policy.actions import CATALOGUE, RENDERED
 from remediator.policy.matchers import matches_all
+from remediator.policy.parameters import CATALOGUE, RENDERED
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import PROTECTED_NAMESPACES, Level, Policy, Step
 from remediator.policy.templates import RenderError, check_dns_label, check_dns_subdomain, render

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from remediator.policy.actions import Params
+from remediator.policy.parameters import Params
 from remediator.policy.schema import Channel, CircuitBreaker, EscalateWhen, Level, Window
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 
 from remediator.notify.base import Channel
+from remediator.notify.channel_support import ChannelNotConfigured
 from remediator.notify.email import Email
-from remediator.notify.pagerduty import ChannelNotConfigured, PagerDuty
+from remediator.notify.pagerduty import PagerDuty
 from remediator.notify.slack import Slack
 from remediator.policy.schema import EscalationMatrix
 

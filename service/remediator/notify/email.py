@@ -22,7 +22,7 @@ import aiosmtplib
 import structlog
 
 from remediator.notify.base import Message, PermanentFailure, TransientFailure, diagnostics_text
-from remediator.notify.pagerduty import TIMEOUT, ChannelNotConfigured, from_env, truncate
+from remediator.notify.channel_support import TIMEOUT, ChannelNotConfigured, from_env, truncate
 from remediator.policy.schema import EmailChannel
 
 log = structlog.get_logger(__name__)

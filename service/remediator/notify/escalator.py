@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import structlog
 
 from remediator.engine.escalation import Notify
-from remediator.policy.actions import DIAGNOSTIC
+from remediator.policy.parameters import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
 from remediator.store import AlertRecord, OutboxEntry, Remediation, StepRecord, Store
 

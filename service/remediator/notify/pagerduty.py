@@ -3,83 +3,30 @@
 One incident per `dedup_key`: every replica and every repeat sends the same key, so PagerDuty
 updates the open incident instead of opening another, and a resolve closes it. What Remediator
 checked and tried rides along in `custom_details`, so the responder need not open Remediator.
-
-Also home to what the HTTP channels share (`ChannelNotConfigured`, the environment lookup, how
-an HTTP answer maps to a transient or permanent failure); Slack and email import it from here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
-from remediator.notify.base import Message, PermanentFailure, TransientFailure
+from remediator.notify.base import Message, TransientFailure
+from remediator.notify.channel_support import (
+    TIMEOUT,
+    check_answer,
+    describe_error,
+    from_env,
+    truncate,
+)
 from remediator.policy.schema import PagerDutyChannel
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
-TIMEOUT = 10.0
 SEVERITIES = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
 _SUMMARY_LIMIT = 1024  # PagerDuty's payload.summary
 _DEDUP_KEY_LIMIT = 255  # and dedup_key
-_ERROR_EXCERPT = 500
-
-
-class ChannelNotConfigured(ValueError):
-    """A channel's secret is missing from the environment: the service should not start."""
-
-
-def from_env(variable: str, channel: str) -> str:
-    value = os.environ.get(variable, "")
-    if not value:
-        raise ChannelNotConfigured(f"{channel}: environment variable {variable} is not set")
-    return value
-
-
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def check_answer(what: str, status: int, headers: Mapping[str, str], body: str, *, ok: int) -> None:
-    """Raise for anything but `ok`: 429 and 5xx are worth another try, other answers are not."""
-    if status == ok:
-        return
-    excerpt = truncate(body.strip(), _ERROR_EXCERPT)
-    if status == 429:
-        raise TransientFailure(
-            f"{what} answered 429 (rate limited): {excerpt}",
-            retry_after=retry_after(headers.get("Retry-After")),
-        )
-    if status >= 500:
-        raise TransientFailure(f"{what} answered {status}: {excerpt}")
-    raise PermanentFailure(f"{what} answered {status}: {excerpt}")
-
-
-def describe_error(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 class PagerDuty:

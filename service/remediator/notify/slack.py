@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from remediator.notify.base import Message, TransientFailure, diagnostics_text
-from remediator.notify.pagerduty import (
+from remediator.notify.channel_support import (
     TIMEOUT,
     ChannelNotConfigured,
     check_answer,

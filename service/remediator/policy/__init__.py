@@ -1,1 +1,1 @@
-"""Policy files: the schema, matchers, templates, loading and the action catalogue."""
+"""Policy files: the schema, matchers, templates, loading and the parameter catalogue."""

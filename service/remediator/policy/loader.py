@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from remediator.policy.actions import CATALOGUE, ActionSpec
+from remediator.policy.parameters import CATALOGUE, ActionSpec
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import (
     VERIFY_SHORTHANDS,

@@ -27,10 +27,10 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from remediator.policy.actions import CATALOGUE
 from remediator.policy.durations import Duration
 from remediator.policy.envnames import EnvName
 from remediator.policy.matchers import Matcher, MatcherError, parse_matcher
+from remediator.policy.parameters import CATALOGUE
 
 Level = Literal["P1", "P2", "P3", "P4"]
 LEVELS: tuple[Level, ...] = ("P1", "P2", "P3", "P4")

@@ -20,7 +20,7 @@ from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.engine.summary import PlanSummary
 from remediator.guards.base import BreakerSpec
-from remediator.guards.gate import Guards, breaker_spec
+from remediator.guards.guards import Guards, breaker_spec
 from remediator.notify.escalator import Escalator, dedup_key
 from remediator.policy_reload import LivePolicies
 from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord, Store

@@ -28,7 +28,7 @@ from remediator.engine.decide import decide
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
-from remediator.guards.gate import Admitted, Blocked, Guards
+from remediator.guards.guards import Admitted, Blocked, Guards
 from remediator.policy.durations import format_duration
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.record import Decided, Recorder, breaker_of

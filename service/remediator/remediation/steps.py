@@ -32,9 +32,9 @@ from remediator.actions.base import (
 )
 from remediator.alerts import Alert
 from remediator.engine.plan import PlannedStep
-from remediator.guards.gate import Admitted, Guards
-from remediator.policy.actions import repeatable
+from remediator.guards.guards import Admitted, Guards
 from remediator.policy.durations import format_duration
+from remediator.policy.parameters import repeatable
 from remediator.policy.templates import ConditionError, evaluate_condition
 from remediator.store import Remediation, StepRecord, Store, StoreUnavailable
 

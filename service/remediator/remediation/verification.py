@@ -12,7 +12,7 @@ from remediator.alerts import AlertStatus
 from remediator.engine.decide import decide
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
-from remediator.guards.gate import Guards
+from remediator.guards.guards import Guards
 from remediator.policy.durations import format_duration
 from remediator.policy_reload import LivePolicies
 from remediator.remediation.record import Recorder, breaker_of

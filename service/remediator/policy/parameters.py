@@ -1,4 +1,4 @@
-"""The action catalogue: every step's action name and the model of its parameters.
+"""The parameter catalogue: every step's action name and the model of its parameters.
 
 The policy loader checks names and parameters against this catalogue before anything runs;
 the implementations (Kubernetes, HTTP, ...) register against these same names. String

@@ -1,4 +1,4 @@
-"""Choosing the guard backend: Redis when REMEDIATOR_REDIS_URL is set, else this process."""
+"""Which guard backend: Redis when REMEDIATOR_REDIS_URL is set, else this process."""
 
 from __future__ import annotations
 

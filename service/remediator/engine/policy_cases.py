@@ -1,4 +1,5 @@
-"""Policy tests kept beside the policies: an alert's labels in, the expected decision out.
+"""Policy cases: the tests kept beside the policies, checked against decide(): an alert's
+labels in, the expected decision out.
 
 `policies/tests/*.yaml` holds `tests:`, a list of cases. Only what a case's `expect` names is
 compared, so a case can pin the winning policy alone or every rendered parameter.
