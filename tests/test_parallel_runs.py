@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -292,3 +293,39 @@ async def test_runs_waiting_for_their_turn_keep_no_other_alert_from_its_page(
             )
         [decided] = await runs_of(world.store, other)
         assert {e.channel for e in await _outbox_of(world.store, decided)} >= {"pagerduty"}
+
+
+async def test_an_event_claimed_while_the_claims_are_being_renewed_is_not_lost(
+    store: Store, tmp_path: Path
+) -> None:
+    """The renewal asks for the claims held when it starts; one claimed before its answer
+    comes back is not among them, and must not be taken for a claim lost."""
+    async with world_with(store, tmp_path, FIX_ONLY) as world:
+        world.application.fix_gate = gate = asyncio.Event()
+        renewing, answer = asyncio.Event(), asyncio.Event()
+        renew = store.renew_events
+
+        async def slow_renewal(*args: Any) -> set[int]:
+            kept = await renew(*args)
+            renewing.set()
+            await answer.wait()  # the answer is on its way back
+            return kept
+
+        store.renew_events = slow_renewal  # type: ignore[method-assign]
+        world.dispatcher = Dispatcher(
+            store, world.dispatcher._runner, clock=world.clock, lease=timedelta(seconds=0.3)
+        )
+        async with dispatching(world.dispatcher):
+            first = await post(world, "shop")
+            await eventually(lambda: _called(world, 1), what="the first fix call", timeout=BOUND)
+            await asyncio.wait_for(renewing.wait(), BOUND)
+            second = await post(world, "billing")  # claimed while the renewal is out
+            await eventually(lambda: _called(world, 2), what="its fix call", timeout=BOUND)
+            answer.set()
+            gate.set()
+            for fingerprint in (first, second):
+                await eventually(
+                    lambda f=fingerprint: _outcome(world.store, f, "verifying"),
+                    what="both runs",
+                    timeout=BOUND,
+                )

@@ -210,11 +210,16 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 log.warning("claims not renewed; retrying", error=str(exc))
                 continue
-            for event_id in set(self._running) - kept:
+            # Only what was asked for: an event claimed while the renewal was on its way is
+            # not in `held`, and it is not lost.
+            for event_id in set(held) - kept:
+                running = self._running.get(event_id)
+                if running is None:
+                    continue  # ended meanwhile
                 # Taken over (this worker stalled past its claim): as if it had died, its run
                 # stops here, and the worker that has the event now finishes it.
                 self._lost.add(event_id)
-                self._running[event_id].cancel()
+                running.cancel()
                 log.error("claim on event lost to another worker", event_id=event_id)
 
     @contextlib.asynccontextmanager
