@@ -21,12 +21,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 
 from remediator.actions.kubernetes import KubernetesActions
-from remediator.app import build_app
 from remediator.config import Settings
 from remediator.metrics import Metrics
 from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
-from remediator.policy_reload import LivePolicies
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.wiring import Parts
 from remediator.store import Store, open_store
 from tests.support.alertmanager import ALERTMANAGER_CONFIG, running_alertmanager
 from tests.support.cluster import Cluster, open_cluster
@@ -98,14 +98,16 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 def live_policies() -> LivePolicies:
-    return LivePolicies.load(SHIPPED_POLICIES, Metrics())
+    return LivePolicies.load(SHIPPED_POLICIES, Metrics().policies)
 
 
 @pytest.fixture
 async def client(
     settings: Settings, store: Store, live_policies: LivePolicies
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(build_app(settings, store, live_policies))) as test_client:
+    async with TestClient(
+        TestServer(Parts.of(settings, store, live_policies, Metrics()).application())
+    ) as test_client:
         yield test_client
 
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from remediator.auth import WebhookAuth
+from remediator.http.auth import WebhookAuth
 
 
 def basic(pair: bytes) -> str:

@@ -25,10 +25,10 @@ from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
 from remediator.notify.escalator import dedup_key
 from remediator.policy.parameters import RolloutRestart
-from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.record import Decided
 from remediator.remediation.run import Runner
+from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Store
 from tests.support.clocks import Clock
 from tests.support.cluster import Cluster
@@ -156,11 +156,11 @@ async def test_a_change_made_but_not_recorded_before_a_crash_is_not_made_again(
     await cluster.seed_deployment("api")
     clock = Clock()
     clock.now = time.time()  # the API server stamps restarts with the wall clock
-    live = LivePolicies.load(policies, Metrics())
+    live = LivePolicies.load(policies, Metrics().policies)
     guards = Guards(
         MemoryGuards(clock),
         store,
-        Metrics(),
+        Metrics().guards,
         live=True,
         guardrails=lambda: live.current.guardrails,
         clock=clock,
@@ -203,11 +203,11 @@ async def test_an_outcome_recorded_but_not_told_before_a_crash_is_told_by_the_ne
     """Another bad moment: after the run's end is recorded, before its messages are queued."""
     clock = Clock()
     clock.now = time.time()
-    live = LivePolicies.load(SHIPPED_POLICIES, Metrics())
+    live = LivePolicies.load(SHIPPED_POLICIES, Metrics().policies)
     guards = Guards(
         MemoryGuards(clock),
         store,
-        Metrics(),
+        Metrics().guards,
         live=False,
         guardrails=lambda: live.current.guardrails,
         clock=clock,

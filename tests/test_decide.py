@@ -19,7 +19,7 @@ from remediator.metrics import Metrics
 from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
 from remediator.policy_commands import explain, run_tests
-from remediator.policy_reload import LivePolicies
+from remediator.runtime.live_policies import LivePolicies
 from tests.support.policies import SHIPPED_POLICIES
 from tests.support.samples import SAMPLES
 
@@ -258,13 +258,13 @@ def test_explain_marks_each_matching_policy_that_loses_and_why(policy_dir: Path)
 async def test_a_bad_edit_is_refused_and_the_live_set_stays(policy_dir: Path) -> None:
     write_policy(policy_dir, "a.yaml", "a", 0, "'alertname=\"X\"'")
     metrics = Metrics()
-    live = LivePolicies.load(policy_dir, metrics)
+    live = LivePolicies.load(policy_dir, metrics.policies)
     (policy_dir / "a.yaml").write_text("name: a\nmatch: [\n")
     assert not await live.reload()
     assert [policy.name for policy in live.current.policies] == ["a"]
     assert live.health()["status"] == "degraded"
     assert "a.yaml:" in live.health()["detail"]
-    assert metrics.policy_reloads.labels("failed")._value.get() == 1
+    assert metrics.policies.policy_reloads.labels("failed")._value.get() == 1
     write_policy(policy_dir, "a.yaml", "renamed", 0, "'alertname=\"X\"'")
     assert await live.reload()
     assert [policy.name for policy in live.current.policies] == ["renamed"]

@@ -137,9 +137,11 @@ async def test_each_message_is_sent_once_and_a_crash_before_sending_loses_nothin
     queued = entry("slack")
     await store.enqueue([queued])
     # A worker claims it and dies before sending: after its lease another sends it.
-    dead = OutboxSender(store, {"slack": Recorder("slack")}, Metrics(), clock=clock, worker="dead")
+    dead = OutboxSender(
+        store, {"slack": Recorder("slack")}, Metrics().notify, clock=clock, worker="dead"
+    )
     await store.claim_outbox(dead.worker, _at(clock), _at(clock, 60), 10)
-    sender = OutboxSender(store, {"slack": slack}, Metrics(), clock=clock)
+    sender = OutboxSender(store, {"slack": slack}, Metrics().notify, clock=clock)
     assert await sender.run_once() == 0
     clock.advance(61)
     assert await sender.run_once() == 1
@@ -157,7 +159,7 @@ async def test_transient_failures_are_retried_with_backoff_refusals_given_up(
     slack = Recorder("slack", failures=[TransientFailure("429", retry_after=7)])
     email = Recorder("email", failures=[PermanentFailure("550 no such user")])
     await store.enqueue([entry("slack"), entry("email")])
-    sender = OutboxSender(store, {"slack": slack, "email": email}, Metrics(), clock=clock)
+    sender = OutboxSender(store, {"slack": slack, "email": email}, Metrics().notify, clock=clock)
     await sender.run_once()
     assert slack.sent == []
     assert email.sent == []
@@ -184,7 +186,7 @@ async def test_a_dead_channel_does_not_hold_up_another_and_is_paused_by_its_brea
     sender = OutboxSender(
         store,
         {"pagerduty": dead, "slack": slack},
-        Metrics(),
+        Metrics().notify,
         clock=clock,
         breaker_failures=3,
         quick=QuickRetries(attempts=1),  # one try a round: the outbox's backoff is under test
@@ -217,7 +219,7 @@ async def test_a_message_waiting_its_turn_or_for_a_paused_channel_keeps_its_atte
     sender = OutboxSender(
         store,
         {"pagerduty": dead},
-        Metrics(),
+        Metrics().notify,
         clock=clock,
         breaker_failures=2,
         quick=QuickRetries(attempts=1),
@@ -244,7 +246,7 @@ async def test_a_message_still_unsent_a_day_after_it_was_queued_is_given_up_trie
     first = replace(first, dedup_key="first")
     await store.enqueue([first, waiting])
     quick = QuickRetries(attempts=1)
-    sender = OutboxSender(store, {"pagerduty": dead}, Metrics(), clock=clock, quick=quick)
+    sender = OutboxSender(store, {"pagerduty": dead}, Metrics().notify, clock=clock, quick=quick)
     for _ in range(25):  # an hour a round
         await sender.run_once()
         clock.advance(3600)
@@ -266,13 +268,13 @@ async def test_a_blip_is_retried_within_the_send_and_a_429_waits_for_its_time(
     await store.enqueue([entry("slack")])
     metrics = Metrics()
     quick = QuickRetries(attempts=3, first_wait=0.001, max_wait=0.002)
-    sender = OutboxSender(store, {"slack": flaky}, metrics, clock=clock, quick=quick)
+    sender = OutboxSender(store, {"slack": flaky}, metrics.notify, clock=clock, quick=quick)
     assert await sender.run_once() == 1
     assert len(flaky.sent) == 1  # sent in this round, on its third attempt
-    assert metrics.notifications_sent.labels("slack", "retried")._value.get() == 2
+    assert metrics.notify.notifications_sent.labels("slack", "retried")._value.get() == 2
     limited = Recorder("slack", failures=[TransientFailure("429", retry_after=30)])
     await store.enqueue([entry("slack")])
-    sender = OutboxSender(store, {"slack": limited}, Metrics(), clock=clock, quick=quick)
+    sender = OutboxSender(store, {"slack": limited}, Metrics().notify, clock=clock, quick=quick)
     await sender.run_once()
     assert limited.sent == []  # not hammered: asked again after Retry-After, by the outbox
     clock.advance(30)
@@ -282,7 +284,7 @@ async def test_a_blip_is_retried_within_the_send_and_a_429_waits_for_its_time(
 
 async def test_an_unconfigured_channel_is_given_up_with_the_reason(store: Store) -> None:
     await store.enqueue([entry("pagerduty")])
-    await OutboxSender(store, {}, Metrics(), clock=Clock()).run_once()
+    await OutboxSender(store, {}, Metrics().notify, clock=Clock()).run_once()
     [given_up] = await store.outbox_for("key")
     assert given_up.last_error == "channel pagerduty is not configured"
 
@@ -294,7 +296,7 @@ async def test_a_message_the_channel_cannot_compose_is_given_up_and_blocks_nothi
     email = Recorder("email", failures=[ValueError("Header values may not contain linefeed")])
     first, second = entry("email", at=clock() - 1), entry("email")
     await store.enqueue([first, second])
-    await OutboxSender(store, {"email": email}, Metrics(), clock=clock).run_once()
+    await OutboxSender(store, {"email": email}, Metrics().notify, clock=clock).run_once()
     assert [m.id for m in email.sent] == [second.id]
     [given_up] = [e for e in await store.outbox_for("key") if e.id == first.id]
     assert given_up.failed_at is not None

@@ -20,7 +20,9 @@ HOUR = 3600.0
 
 def sender(world: World, **channels: Channel) -> OutboxSender:
     ladder = Ladder(world.store, lambda: world.live.current.matrix, clock=world.clock)
-    return OutboxSender(world.store, {**channels, "ladder": ladder}, Metrics(), clock=world.clock)
+    return OutboxSender(
+        world.store, {**channels, "ladder": ladder}, Metrics().notify, clock=world.clock
+    )
 
 
 @pytest.fixture

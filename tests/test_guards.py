@@ -37,7 +37,7 @@ def make_guards(
     return Guards(
         backend or MemoryGuards(clock),
         store,
-        Metrics(),
+        Metrics().guards,
         live=live,
         guardrails=lambda: rails,
         clock=clock,

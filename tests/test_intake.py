@@ -17,10 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.alerts import AlertStatus
-from remediator.app import build_app
 from remediator.config import Settings
-from remediator.logs import configure_logging
-from remediator.policy_reload import LivePolicies
+from remediator.metrics import Metrics
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.logs import configure_logging
+from remediator.runtime.wiring import Parts
 from remediator.store import AlertRecord, Store
 from tests.support.policies import SHIPPED_POLICY_COUNT
 from tests.support.samples import sample
@@ -383,7 +384,7 @@ async def test_basic_credentials_as_alertmanager_sends_them(
     store: Store, database_url: str, live_policies: LivePolicies
 ) -> None:
     settings = Settings(database_url=database_url, webhook_username="am", webhook_password="pw")
-    app = build_app(settings, store, live_policies)
+    app = Parts.of(settings, store, live_policies, Metrics()).application()
     async with TestClient(TestServer(app)) as basic_client:
         good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
         bad = {"Authorization": "Basic " + base64.b64encode(b"am:wrong").decode()}

@@ -15,10 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate as validate_openapi
 
-from remediator.app import GUARDS, build_app
 from remediator.config import Settings
 from remediator.guards.guards import Admitted
-from remediator.policy_reload import LivePolicies
+from remediator.metrics import Metrics
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.wiring import GUARDS, Parts
 from remediator.store import Store, open_store
 from tests.support.builders import memory_plan, recorded_run
 from tests.support.samples import sample, sample_names
@@ -44,7 +45,9 @@ async def serve(
     store: Store, policies: LivePolicies, tmp_path: Path, **settings: str
 ) -> TestClient[Any, Any]:
     database_url = f"sqlite:///{tmp_path / 'remediator.db'}"
-    app = build_app(Settings(database_url=database_url, **settings), store, policies)
+    app = Parts.of(
+        Settings(database_url=database_url, **settings), store, policies, Metrics()
+    ).application()
     return TestClient(TestServer(app))
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from remediator.app import GUARDS, build_app
 from remediator.cli import main
 from remediator.config import Settings
 from remediator.guards.guards import Admitted
-from remediator.policy_reload import LivePolicies
+from remediator.metrics import Metrics
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.wiring import GUARDS, Parts
 from remediator.store import Store
 from tests.support.builders import memory_plan, recorded_run
 from tests.support.service_process import ServiceProcess
@@ -31,7 +32,9 @@ async def api(
     settings = Settings(
         database_url=database_url, webhook_token="s3cret", api_token="ops-token", mode="live"
     )
-    async with TestClient(TestServer(build_app(settings, store, live_policies))) as client:
+    async with TestClient(
+        TestServer(Parts.of(settings, store, live_policies, Metrics()).application())
+    ) as client:
         yield client
 
 

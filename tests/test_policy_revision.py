@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from remediator.metrics import Metrics
-from remediator.policy_reload import LivePolicies
+from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Store
 from tests.support.services import missing_service
 from tests.support.world import POLICY, open_world, write_policies
@@ -53,7 +53,7 @@ async def test_the_revision_is_the_commit_and_dirty_after_an_uncommitted_edit(
 ) -> None:
     policies = policy_repository(tmp_path)
     head = commit(policies, "policies")
-    live = LivePolicies.load(policies, Metrics())
+    live = LivePolicies.load(policies, Metrics().policies)
     assert live.revision == head
 
     edit(policies)

@@ -23,7 +23,9 @@ async def test_guards_fail_closed_then_reseed_from_the_store(
 ) -> None:
     redis_server.start()
     backend = await RedisGuards.connect(f"redis://127.0.0.1:{redis_server.port}/0", "outage:")
-    guards = Guards(backend, store, Metrics(), live=True, guardrails=lambda: shipped.guardrails)
+    guards = Guards(
+        backend, store, Metrics().guards, live=True, guardrails=lambda: shipped.guardrails
+    )
     plan = memory_plan(shipped)
     try:
         await answers(backend, redis_server)

@@ -25,10 +25,10 @@ from remediator.policy.parameters import (
     AlertmanagerExpireSilence,
     AlertmanagerSilence,
 )
-from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.run import Runner
 from remediator.remediation.steps import Retrying
+from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Store
 from tests.support.alertmanager import ready, running_alertmanager
 from tests.support.clocks import Clock
@@ -280,11 +280,11 @@ async def test_a_run_silences_and_its_on_resolved_run_expires_the_silence(
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", policies)
     (policies / "silence.yaml").write_text(POLICY.replace("ALERTMANAGER", silences.url))
     clock = Clock()
-    live = LivePolicies.load(policies, Metrics())
+    live = LivePolicies.load(policies, Metrics().policies)
     guards = Guards(
         MemoryGuards(clock),
         store,
-        Metrics(),
+        Metrics().guards,
         live=True,
         guardrails=lambda: live.current.guardrails,
         clock=clock,

@@ -16,7 +16,7 @@ import pytest
 
 from remediator.alerts import Notification
 from remediator.engine.summary import PlanSummary
-from remediator.retention import prune_once
+from remediator.runtime.retention import prune_once
 from remediator.store import (
     OutboxEntry,
     Remediation,

@@ -13,8 +13,8 @@ from typing import Any
 
 from remediator import __version__
 from remediator.config import Settings, SettingsError, env_name, load_settings, option_name
-from remediator.logs import configure_logging
 from remediator.policy.loader import PolicyErrors
+from remediator.runtime.logs import configure_logging
 from remediator.store import AlertRecord, StoreUnavailable, open_store
 
 
@@ -158,7 +158,7 @@ def _policies(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
-    from remediator.app import serve
+    from remediator.runtime.service import serve
 
     configure_logging(settings.log_level)
     serve(settings)
@@ -199,7 +199,7 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _history(settings: Settings, args: argparse.Namespace) -> int:
-    from remediator.api import remediation_json, step_json
+    from remediator.http.operator_api import remediation_json, step_json
 
     async def read() -> list[dict[str, Any]]:
         store = await open_store(settings.database_url)

@@ -33,9 +33,9 @@ from remediator.guards.redis import RedisGuards
 from remediator.metrics import Metrics
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import CircuitBreaker
-from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.run import Runner
+from remediator.runtime.live_policies import LivePolicies
 from remediator.store import open_store
 from tests.support.builders import memory_plan
 from tests.support.fake_kubernetes import NAMESPACE, FakeKubernetes
@@ -451,7 +451,9 @@ async def test_an_outcome_redis_missed_counts_before_the_next_admission(
         f"redis://127.0.0.1:{redis_server.port}/0", "settle:", socket_timeout=0.5
     )
     store = await open_store(f"sqlite:///{tmp_path / 'guards.db'}")
-    guards = Guards(backend, store, Metrics(), live=True, guardrails=lambda: shipped.guardrails)
+    guards = Guards(
+        backend, store, Metrics().guards, live=True, guardrails=lambda: shipped.guardrails
+    )
     plan = dataclasses.replace(memory_plan(shipped), circuit_breaker=CircuitBreaker(failures=1))
     assert redis_server.process is not None
     try:
@@ -485,13 +487,13 @@ async def test_an_outcome_redis_missed_is_told_at_the_dispatcher_s_next_poll(
     other_backend = await RedisGuards.connect(url, "poll:")
     store = await open_store(f"sqlite:///{tmp_path / 'guards.db'}")
     guards, other = (
-        Guards(b, store, Metrics(), live=True, guardrails=lambda: shipped.guardrails)
+        Guards(b, store, Metrics().guards, live=True, guardrails=lambda: shipped.guardrails)
         for b in (backend, other_backend)
     )
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "escalation.yaml").write_text((SHIPPED_POLICIES / "escalation.yaml").read_text())
-    live = LivePolicies.load(policies, Metrics())
+    live = LivePolicies.load(policies, Metrics().policies)
     dispatcher = Dispatcher(store, Runner(store, guards, live, {}))
     plan = dataclasses.replace(memory_plan(shipped), circuit_breaker=CircuitBreaker(failures=1))
     assert redis_server.process is not None

@@ -34,12 +34,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from remediator.app import create_app
 from remediator.config import Settings
 from remediator.notify.base import Message
 from remediator.notify.email import Email
 from remediator.notify.escalator import dedup_key
 from remediator.policy.schema import EmailChannel
+from remediator.runtime.service import create_app
 from remediator.store import Remediation, Store, open_store
 from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
 from tests.support.figures import Figures, scale

@@ -46,7 +46,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from remediator.alerts import Alert, Notification
-from remediator.intake import json_path
+from remediator.http.intake import json_path
 from tests.support.figures import Figures, scale
 from tests.support.samples import sample, sample_names
 from tests.support.service_process import ServiceProcess

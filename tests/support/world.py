@@ -22,10 +22,10 @@ from remediator.alerts import Notification
 from remediator.guards.guards import Guards
 from remediator.guards.memory import MemoryGuards
 from remediator.metrics import Metrics
-from remediator.policy_reload import LivePolicies
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.remediation.run import Runner
 from remediator.remediation.steps import Retrying
+from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Remediation, Store
 from tests.support.clocks import Clock
 from tests.support.policies import SHIPPED_POLICIES
@@ -136,11 +136,11 @@ async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
     application = Application()
     clock = Clock()
     async with TestServer(application.routes()) as server, aiohttp.ClientSession() as session:
-        live = LivePolicies.load(policies, Metrics())
+        live = LivePolicies.load(policies, Metrics().policies)
         guards = Guards(
             MemoryGuards(clock),
             store,
-            Metrics(),
+            Metrics().guards,
             live=True,
             guardrails=lambda: live.current.guardrails,
             clock=clock,

@@ -36,7 +36,7 @@ from remediator.guards.base import (
     Verdict,
     Window,
 )
-from remediator.metrics import Metrics
+from remediator.metrics import GuardMetrics
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import CircuitBreaker, Guardrails
 from remediator.policy.schema import Window as PolicyWindow
@@ -89,7 +89,7 @@ class Guards:
         self,
         backend: GuardBackend,
         store: Store,
-        metrics: Metrics,
+        metrics: GuardMetrics,
         *,
         live: bool,
         guardrails: Callable[[], Guardrails],

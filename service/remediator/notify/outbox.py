@@ -34,7 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from remediator.metrics import Metrics
+from remediator.metrics import NotifyMetrics
 from remediator.notify.base import (
     Channel,
     DigestChannel,
@@ -94,7 +94,7 @@ class OutboxSender:
         self,
         store: Store,
         channels: Mapping[str, Channel],
-        metrics: Metrics,
+        metrics: NotifyMetrics,
         *,
         clock: Callable[[], float] = time.time,
         lease: timedelta = timedelta(seconds=60),

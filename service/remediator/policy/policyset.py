@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from remediator.policy.matchers import MatchType
 from remediator.policy.schema import EscalationMatrix, Guardrails, Policy
@@ -63,3 +64,20 @@ def _required_alertname(policy: Policy) -> str | None:
         if matcher.name == "alertname" and matcher.type is MatchType.EQUAL:
             return matcher.value
     return None
+
+
+class PoliciesInForce(Protocol):
+    """The policy set in force now, which a reload may replace whole at any time: read
+    `current` again for each decision. runtime/live_policies.py keeps it."""
+
+    @property
+    def current(self) -> PolicySet: ...
+
+    @property
+    def revision(self) -> str | None:
+        """The policy directory's git commit, recorded with every remediation."""
+        ...
+
+    def health(self) -> dict[str, str]:
+        """ok, or degraded while the last reload was refused."""
+        ...

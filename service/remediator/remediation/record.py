@@ -22,7 +22,7 @@ from remediator.engine.summary import PlanSummary
 from remediator.guards.base import BreakerSpec
 from remediator.guards.guards import Guards, breaker_spec
 from remediator.notify.escalator import Escalator, dedup_key
-from remediator.policy_reload import LivePolicies
+from remediator.policy.policyset import PoliciesInForce
 from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord, Store
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ class Recorder:
         self,
         store: Store,
         guards: Guards,
-        policies: LivePolicies,
+        policies: PoliciesInForce,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

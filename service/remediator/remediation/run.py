@@ -30,7 +30,7 @@ from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards
 from remediator.policy.durations import format_duration
-from remediator.policy_reload import LivePolicies
+from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.record import Decided, Recorder, breaker_of
 from remediator.remediation.steps import DEFAULT_RETRYING, HELD_BACK, Retrying, StepAt, Steps
 from remediator.remediation.verification import Verification
@@ -66,7 +66,7 @@ class Runner:
         self,
         store: Store,
         guards: Guards,
-        policies: LivePolicies,
+        policies: PoliciesInForce,
         actions: Mapping[str, Action],
         *,
         clock: Callable[[], float] = time.time,

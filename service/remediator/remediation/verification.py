@@ -14,7 +14,7 @@ from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.guards.guards import Guards
 from remediator.policy.durations import format_duration
-from remediator.policy_reload import LivePolicies
+from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.record import Recorder, breaker_of
 from remediator.remediation.steps import StepAt, Steps
 from remediator.store import Remediation, Store
@@ -25,7 +25,7 @@ class Verification:
         self,
         store: Store,
         guards: Guards,
-        policies: LivePolicies,
+        policies: PoliciesInForce,
         record: Recorder,
         steps: Steps,
         *,

@@ -18,11 +18,11 @@ from pydantic import ValidationError
 from typing_extensions import TypedDict  # pydantic documents these; typing's needs 3.12
 
 from remediator.alerts import Notification
-from remediator.auth import WebhookAuth
-from remediator.metrics import Metrics
+from remediator.http.auth import WebhookAuth
+from remediator.metrics import IntakeMetrics
 from remediator.store import Store, StoreUnavailable
 
-log = structlog.get_logger("remediator.intake")
+log = structlog.get_logger("remediator.http.intake")
 
 
 class Acknowledgement(TypedDict):
@@ -52,7 +52,7 @@ class ErrorAnswer(TypedDict):
 
 class Intake:
     def __init__(
-        self, store: Store, auth: WebhookAuth, metrics: Metrics, max_body_bytes: int
+        self, store: Store, auth: WebhookAuth, metrics: IntakeMetrics, max_body_bytes: int
     ) -> None:
         self._store = store
         self._auth = auth

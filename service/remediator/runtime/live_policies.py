@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import structlog
 import watchfiles
 
-from remediator.metrics import Metrics
+from remediator.metrics import PolicyMetrics
 from remediator.policy.loader import PolicyErrors, load_policies
 from remediator.policy.policyset import PolicySet
 
@@ -22,16 +23,16 @@ log = structlog.get_logger("remediator.policies")
 
 
 class LivePolicies:
-    def __init__(self, directory: Path, initial: PolicySet, metrics: Metrics) -> None:
+    def __init__(self, directory: Path, initial: PolicySet, metrics: PolicyMetrics) -> None:
         self.directory = directory
         self.current = initial
         self.last_error: str | None = None
-        self.metrics = metrics
+        self._metrics = metrics
         self.revision = git_revision(directory)
         metrics.policies_loaded.set(len(initial.policies))
 
     @classmethod
-    def load(cls, directory: Path, metrics: Metrics) -> LivePolicies:
+    def load(cls, directory: Path, metrics: PolicyMetrics) -> LivePolicies:
         """The directory's policies at start-up; raises PolicyErrors when they do not validate."""
         return cls(directory, load_policies(directory), metrics)
 
@@ -42,17 +43,33 @@ class LivePolicies:
         except PolicyErrors as exc:
             count = len(exc.errors)
             self.last_error = f"{count} error{'s' * (count > 1)}, first: {exc.errors[0]}"
-            self.metrics.policy_reloads.labels("failed").inc()
+            self._metrics.policy_reloads.labels("failed").inc()
             for error in exc.errors:
                 log.error("policy reload refused; the previous set stays live", error=str(error))
             return False
         self.current = candidate
         self.revision = revision
         self.last_error = None
-        self.metrics.policy_reloads.labels("ok").inc()
-        self.metrics.policies_loaded.set(len(candidate.policies))
+        self._metrics.policy_reloads.labels("ok").inc()
+        self._metrics.policies_loaded.set(len(candidate.policies))
         log.info("policies reloaded", policies=len(candidate.policies))
         return True
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Reload on SIGHUP and after file changes until stop is set."""
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_sighup() -> None:
+            task = loop.create_task(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        try:
+            await self.watch(stop)
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload after every batch of file changes until stop is set."""

@@ -11,7 +11,7 @@ from remediator import __version__
 from remediator.guards.base import GuardsUnavailable
 from remediator.guards.guards import Guards
 from remediator.notify.channels import ChannelSet
-from remediator.policy_reload import LivePolicies
+from remediator.policy.policyset import PoliciesInForce
 from remediator.store import Store, StoreUnavailable
 
 _CHECK_TIMEOUT = 2.0
@@ -52,7 +52,7 @@ async def check_kill_switch(guards: Guards) -> dict[str, str]:
 
 async def health(
     store: Store,
-    policies: LivePolicies,
+    policies: PoliciesInForce,
     guards: Guards,
     guard_backend: str,
     channels: ChannelSet,

@@ -1,4 +1,5 @@
-"""Webhook authentication, as Alertmanager's `http_config` sends it: bearer or basic.
+"""Who may call: the webhook, as Alertmanager's `http_config` sends it (bearer or basic), and
+the operator API, with the bearer token of REMEDIATOR_API_TOKEN.
 
 A token can also come from a file that is re-read whenever it changes: a Kubernetes Secret
 volume is updated in place and Alertmanager reads its `credentials_file` on every request, so
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+from aiohttp import web
 
 from remediator.config import Settings, read_tokens
 
-log = structlog.get_logger("remediator.auth")
+log = structlog.get_logger("remediator.http.auth")
 
 
 class TokenFile:
@@ -102,6 +104,30 @@ class WebhookAuth:
         given = _normalised(authorization)
         # Every accepted value is compared, each in constant time.
         return [hmac.compare_digest(given, value) for value in accepted].count(True) > 0
+
+
+class OperatorAuth:
+    """The operator API's bearer token. Closed (403) until a token is set: pausing and resuming
+    remediation is not for whoever can reach the port, and the webhook's credentials, which
+    Alertmanager holds, do not open it."""
+
+    def __init__(self, token: str | None) -> None:
+        self._open = token is not None
+        self._bearer = WebhookAuth.bearer(token)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OperatorAuth:
+        return cls(settings.api_token.get_secret_value() if settings.api_token else None)
+
+    def authorize(self, request: web.Request) -> None:
+        """Return when the request carries the token; raise 403 or 401 otherwise."""
+        if not self._open:
+            raise web.HTTPForbidden(reason="the operator API is closed: set REMEDIATOR_API_TOKEN")
+        if not self._bearer.allows(request.headers.get("Authorization")):
+            raise web.HTTPUnauthorized(
+                reason="missing or wrong bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
+            )
 
 
 def _normalised(authorization: str) -> bytes:

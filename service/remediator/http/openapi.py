@@ -18,10 +18,17 @@ from typing_extensions import TypedDict  # pydantic documents it; typing's needs
 
 from remediator import __version__
 from remediator.alerts import Notification
-from remediator.api import GuardState, PauseRequest, PauseState, ResumeRequest, RunDetail, RunList
-from remediator.auth import WebhookAuth
 from remediator.config import Settings
-from remediator.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
+from remediator.http.auth import WebhookAuth
+from remediator.http.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
+from remediator.http.operator_api import (
+    GuardState,
+    PauseRequest,
+    PauseState,
+    ResumeRequest,
+    RunDetail,
+    RunList,
+)
 
 PATH = "/openapi.json"
 _HTTP_REFUSAL = "malformed HTTP, or a request line or header over 8190 bytes"
@@ -29,7 +36,7 @@ _NO_NUL = {"type": "string", "pattern": "^[^\\x00]*$"}
 
 
 class HealthAnswer(TypedDict):
-    """What GET /health answers (remediator.health builds it)."""
+    """What GET /health answers (remediator.http.health builds it)."""
 
     status: Literal["ok", "degraded", "unhealthy"]
     timestamp: str

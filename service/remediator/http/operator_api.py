@@ -1,8 +1,5 @@
 """The operator API: the kill switch, the guards' state and the remediation history, behind
-REMEDIATOR_API_TOKEN.
-
-Closed (403) until a token is set: pausing and resuming remediation is not for whoever can
-reach the port, and the webhook's credentials, which Alertmanager holds, do not open it.
+REMEDIATOR_API_TOKEN (see `OperatorAuth`).
 """
 
 from __future__ import annotations
@@ -14,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 from typing_extensions import TypedDict  # pydantic documents these; typing's needs 3.12
 
 from remediator.alerts import Text
-from remediator.auth import WebhookAuth
 from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.guards import Guards
-from remediator.policy_reload import LivePolicies
+from remediator.http.auth import OperatorAuth
+from remediator.policy.policyset import PoliciesInForce
 from remediator.store import Pause, Remediation, StepRecord, Store, StoreUnavailable
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -132,13 +129,12 @@ class GuardState(GuardSnapshot):
 
 class OperatorApi:
     def __init__(
-        self, store: Store, guards: Guards, policies: LivePolicies, token: str | None
+        self, store: Store, guards: Guards, policies: PoliciesInForce, auth: OperatorAuth
     ) -> None:
         self._store = store
         self._guards = guards
         self._policies = policies
-        self._auth = WebhookAuth.bearer(token)
-        self._open = token is not None
+        self._authorize = auth.authorize
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -215,15 +211,6 @@ class OperatorApi:
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
         return web.json_response(PauseState(paused=None))
-
-    def _authorize(self, request: web.Request) -> None:
-        if not self._open:
-            raise web.HTTPForbidden(reason="the operator API is closed: set REMEDIATOR_API_TOKEN")
-        if not self._auth.allows(request.headers.get("Authorization")):
-            raise web.HTTPUnauthorized(
-                reason="missing or wrong bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
-            )
 
 
 Body = TypeVar("Body", PauseRequest, ResumeRequest)
