@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from remediator.alerts import Alert, AlertStatus
+from remediator.cli.policies import check
 from remediator.engine.decide import decide, winner
 from remediator.policy.loader import load_policies
 from remediator.policy.matchers import matches_all
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import Policy
-from remediator.policy_commands import check
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from remediator.alerts import Alert, AlertStatus
+from remediator.cli.policies import explain, run_tests
 from remediator.engine.decide import decide
 from remediator.engine.plan import NoMatch, Plan, Refused
 from remediator.metrics import Metrics
 from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
-from remediator.policy_commands import explain, run_tests
 from remediator.runtime.live_policies import LivePolicies
 from tests.support.policies import SHIPPED_POLICIES
 from tests.support.samples import SAMPLES

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from remediator.cli.policies import check
 from remediator.policy.loader import PolicyErrors, load_policies
-from remediator.policy_commands import check
 from tests.support.policies import SHIPPED_POLICY_COUNT
 
 SHIPPED = Path(__file__).resolve().parents[1] / "policies"

@@ -3,6 +3,7 @@ rather than during the first incident."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import uuid
@@ -11,9 +12,23 @@ from typing import TextIO
 
 import aiohttp
 
+from remediator.config import Settings
 from remediator.notify.base import Message, PermanentFailure, TransientFailure
 from remediator.notify.channels import open_channels
 from remediator.policy.loader import load_policies
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    notify = commands.add_parser("notify", help="escalation channels")
+    notify_commands = notify.add_subparsers(required=True, metavar="COMMAND")
+    notify_test = notify_commands.add_parser("test", help="send a test message through a channel")
+    notify_test.add_argument("--channel", required=True, choices=("pagerduty", "slack", "email"))
+    notify_test.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    notify_test.set_defaults(run=execute)
+
+
+def execute(settings: Settings, args: argparse.Namespace) -> int:
+    return send_test(args.channel, args.directory or settings.policies, sys.stdout)
 
 
 def test_message() -> Message:

@@ -6,6 +6,7 @@ of REMEDIATOR_API_TOKEN.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import socket
@@ -13,6 +14,44 @@ import sys
 import urllib.error
 import urllib.request
 from typing import Any, TextIO
+
+from remediator.config import Settings
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, help_text in [
+        ("pause", "stop all remediation (the kill switch); alerts escalate instead"),
+        ("resume", "let remediation run again"),
+        ("guards", "open breakers, rate-limit budgets, held leases, pause state"),
+    ]:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--url", help="the running service (default: from REMEDIATOR_LISTEN, on loopback)"
+        )
+        command.set_defaults(run=execute, operator_command=name)
+        if name == "pause":
+            command.add_argument("--reason", default="paused from the command line")
+        if name == "guards":
+            command.add_argument("--json", action="store_true", help="the API's JSON")
+
+
+def execute(settings: Settings, args: argparse.Namespace) -> int:
+    wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognised, not bound
+    host = "127.0.0.1" if wildcard else settings.host
+    host = f"[{host}]" if ":" in host else host
+    # Served over HTTPS, the certificate is checked against the system's trust (or SSL_CERT_FILE)
+    scheme = "https" if settings.tls_cert_file is not None else "http"
+    url = args.url or f"{scheme}://{host}:{settings.port}"
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    try:
+        if args.operator_command == "pause":
+            return pause(url, token, args.reason, sys.stdout)
+        if args.operator_command == "resume":
+            return resume(url, token, sys.stdout)
+        return guards(url, token, args.json, sys.stdout)
+    except OperatorError as exc:
+        print(f"remediator: {exc}", file=sys.stderr)
+        return 1
 
 
 class OperatorError(Exception):

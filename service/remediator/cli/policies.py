@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from remediator.alerts import Notification
+from remediator.config import Settings
 from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.policy_cases import Outcome, run_policy_tests
@@ -19,6 +21,31 @@ from remediator.policy.durations import format_duration
 from remediator.policy.explain import candidates
 from remediator.policy.loader import PolicyErrors, load_policies, policy_files
 from remediator.policy.policyset import PolicySet
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policies = commands.add_parser("policies", help="check, test and explain policy files")
+    policy_commands = policies.add_subparsers(required=True, metavar="COMMAND")
+    for name, help_text in [
+        ("check", "validate every policy file; exit 1 on any error"),
+        ("test", "run the policy tests in DIR/tests; exit 1 on any failure"),
+    ]:
+        command = policy_commands.add_parser(name, help=help_text)
+        command.add_argument("directory", nargs="?", type=Path, metavar="DIR")
+        command.set_defaults(run=execute, policy_command=name)
+    explain = policy_commands.add_parser("explain", help="what each alert of a payload would get")
+    explain.add_argument("payload", type=Path, metavar="FILE.json")
+    explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    explain.set_defaults(run=execute, policy_command="explain")
+
+
+def execute(settings: Settings, args: argparse.Namespace) -> int:
+    directory: Path = args.directory or settings.policies
+    if args.policy_command == "check":
+        return check(directory, sys.stdout)
+    if args.policy_command == "test":
+        return run_tests(directory, sys.stdout)
+    return explain(args.payload, directory, sys.stdout)
 
 
 def check(directory: Path, out: TextIO = sys.stdout) -> int:

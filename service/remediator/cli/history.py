@@ -1,0 +1,80 @@
+"""`remediator history`: remediation runs and their steps, from the store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from remediator.cli.table import table
+from remediator.config import Settings, option_name
+from remediator.store import open_store
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    history = commands.add_parser("history", help="remediation runs and their steps")
+    history.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    history.add_argument("--alert", metavar="ALERTNAME", help="only this alert's runs")
+    history.add_argument("--run", dest="run_id", metavar="ID", help="one run with every step")
+    history.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.set_defaults(run=execute)
+
+
+def execute(settings: Settings, args: argparse.Namespace) -> int:
+    from remediator.http.operator_api import remediation_json, step_json
+
+    async def read() -> list[dict[str, Any]]:
+        store = await open_store(settings.database_url)
+        try:
+            if args.run_id is None:
+                found = await store.list_remediations(args.limit, args.alert)
+                return [remediation_json(remediation) for remediation in found]
+            one = await store.remediation(args.run_id)
+            if one is None:
+                return []
+            steps = await store.steps(one.id)
+            return [remediation_json(one) | {"steps": [step_json(step) for step in steps]}]
+        finally:
+            await store.close()
+
+    runs = asyncio.run(read())
+    if args.run_id is not None and not runs:
+        print(f"remediator: no run {args.run_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        for run in runs:
+            print(json.dumps(run))
+        return 0
+    if args.run_id is not None:
+        print(_run_detail(runs[0]))
+        return 0
+    rows = [("STARTED", "ALERTNAME", "POLICY", "OUTCOME", "TARGET", "REASON", "ID")]
+    for run in runs:
+        rows.append(
+            (
+                run["started"][:19].replace("T", " "),
+                run["alertname"],
+                run["policy"] or "-",
+                run["outcome"] + (f" ({run['guard']})" if run["guard"] else ""),
+                run["target"] or "-",
+                run["reason"],
+                run["id"],
+            )
+        )
+    print(table(rows))
+    return 0
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    lines = [
+        f"run {run['id']}: {run['alertname']} -> {run['policy'] or 'no policy'}, {run['outcome']}",
+        f"  target: {run['target'] or '-'}  policy revision: {run['policyRevision'] or '-'}",
+        f"  started {run['started']}, finished {run['finished'] or '-'}: {run['reason']}",
+    ]
+    for step in run["steps"]:
+        name = f"{step['phase']}[{step['position']}] {step['action']}"
+        lines.append(f"  {name}: {step['outcome']} - {step['message']}")
+    return "\n".join(lines)

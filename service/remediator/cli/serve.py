@@ -1,0 +1,28 @@
+"""`remediator serve`: receive Alertmanager webhooks until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+from remediator.config import Settings, env_name, option_name
+from remediator.runtime.logs import configure_logging
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="receive Alertmanager webhooks")
+    for field, info in Settings.model_fields.items():
+        serve.add_argument(
+            option_name(field),
+            dest=field,
+            metavar="VALUE",
+            help=f"{info.description} [{env_name(field)}]",
+        )
+    serve.set_defaults(run=execute)
+
+
+def execute(settings: Settings, _: argparse.Namespace) -> int:
+    from remediator.runtime.service import serve
+
+    configure_logging(settings.log_level)
+    serve(settings)
+    return 0
