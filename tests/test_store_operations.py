@@ -25,8 +25,8 @@ from remediator.store import (
     Store,
     open_store,
 )
-from remediator.store import postgres as postgres_store
 from remediator.store.migrations import migrations
+from remediator.store.postgres import event_queue as postgres_queue
 from tests.support.webhooks import webhook, webhook_alert
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -294,7 +294,7 @@ async def test_the_queue_finds_events_by_index_however_many_done_events_are_kept
             ("_RENEW_EVENTS", "'{1,2}', 'w', now()"),
             ("_COMPLETE_EVENTS", "'{1,2}', 'w', now()"),
         ):
-            await db.execute(f"PREPARE {name[1:]} AS {getattr(postgres_store, name)}")
+            await db.execute(f"PREPARE {name[1:]} AS {getattr(postgres_queue, name)}")
             plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name[1:]}({arguments})")
             scans[name] = [
                 node["Node Type"]

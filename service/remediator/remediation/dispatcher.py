@@ -27,8 +27,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from remediator.remediation.run import Runner
-from remediator.store import AlertEvent, StoreUnavailable
-from remediator.store.base import Store
+from remediator.store import AlertEvent, Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

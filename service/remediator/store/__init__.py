@@ -1,10 +1,12 @@
-"""The durable store: alerts, their state changes, the raw notifications and the event queue.
+"""The durable store: alerts, their state changes, the runs and remediations, the outbox.
 
-One small interface, two implementations chosen by the database URL: SQLite for the embedded
-default, PostgreSQL for several replicas.
+A Protocol a role (`roles`: the alert log, the event queue, the run ledger, control state, the
+outbox, retention) and `Store`, all of them; two backends chosen by the database URL
+(`backends`): SQLite for the embedded default, PostgreSQL for several replicas.
 """
 
-from remediator.store.base import (
+from remediator.store.backends import open_store
+from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
@@ -14,19 +16,32 @@ from remediator.store.base import (
     Remediation,
     RunRecord,
     StepRecord,
+)
+from remediator.store.roles import (
+    AlertLog,
+    ControlState,
+    EventQueue,
+    Outbox,
+    Retention,
+    RunLedger,
     Store,
     StoreUnavailable,
 )
-from remediator.store.opening import open_store
 
 __all__ = [
     "AlertEvent",
+    "AlertLog",
     "AlertRecord",
     "AuditEntry",
+    "ControlState",
+    "EventQueue",
     "IntakeResult",
+    "Outbox",
     "OutboxEntry",
     "Pause",
     "Remediation",
+    "Retention",
+    "RunLedger",
     "RunRecord",
     "StepRecord",
     "Store",

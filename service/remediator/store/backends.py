@@ -1,10 +1,10 @@
-"""Choose and open the store a database URL names."""
+"""The store a database URL names: SQLite for `sqlite:///path`, PostgreSQL otherwise."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from remediator.store.base import Store
+from remediator.store.roles import Store
 
 
 async def open_store(database_url: str, *, pool: tuple[int, int] = (1, 10)) -> Store:

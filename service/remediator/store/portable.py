@@ -1,0 +1,269 @@
+"""What both backends do with the same SQL, written once, one mixin a role.
+
+Each backend's connection class implements `Database` (how a statement is sent and its rows
+come back); its role mixins add what the dialects write differently: the intake, the claims,
+a remediation saved with its messages, and the retention's deletes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from remediator.store import rows
+from remediator.store.records import (
+    AlertEvent,
+    AlertRecord,
+    AuditEntry,
+    OutboxEntry,
+    Pause,
+    Remediation,
+    RunRecord,
+    StepRecord,
+)
+from remediator.store.rows import Row
+
+
+class Database:
+    """One statement at a time, `$n` placeholders, rows as tuples (see `rows`)."""
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        raise NotImplementedError
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        raise NotImplementedError
+
+    async def _claim(self, sql: str, *args: Any) -> list[Row]:
+        """An `UPDATE ... RETURNING` that leases rows to one worker: no two get the same."""
+        raise NotImplementedError
+
+    def _ids(self, ids: Collection[int]) -> object:
+        """Ids as one parameter: what `= ANY($1)` or `IN (SELECT value FROM json_each($1))`
+        takes."""
+        raise NotImplementedError
+
+
+class PortableAlertLog(Database):
+    async def recent_alerts(self, limit: int) -> list[AlertRecord]:
+        found = await self._fetch(
+            f"SELECT {rows.ALERT_COLUMNS} FROM alerts"
+            " ORDER BY last_received DESC, fingerprint LIMIT $1",
+            limit,
+        )
+        return [rows.alert_record(row) for row in found]
+
+    async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
+        found = await self._fetch(
+            f"SELECT {rows.ALERT_COLUMNS} FROM alerts WHERE fingerprint = $1 AND starts_at = $2",
+            fingerprint,
+            starts_at,
+        )
+        return rows.alert_record(found[0]) if found else None
+
+
+class PortableEventQueue(Database):
+    # Each dialect's: the claim (see `statements.NO_EARLIER_PENDING`), renewal and completion
+    # of ($1 the ids, $2 the worker, $3 the lease's end or the time done).
+    _CLAIM_EVENTS: str
+    _RENEW_EVENTS: str
+    _COMPLETE_EVENTS: str
+
+    async def claim_events(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[AlertEvent]:
+        found = await self._claim(self._CLAIM_EVENTS, worker, lease_until, now, limit)
+        return [rows.alert_event(row) for row in sorted(found)]
+
+    async def renew_events(
+        self, event_ids: Collection[int], worker: str, lease_until: datetime
+    ) -> set[int]:
+        found = await self._fetch(self._RENEW_EVENTS, self._ids(event_ids), worker, lease_until)
+        return {row[0] for row in found}
+
+    async def complete_events(self, event_ids: Collection[int], worker: str, at: datetime) -> None:
+        await self._execute(self._COMPLETE_EVENTS, self._ids(event_ids), worker, at)
+
+    async def pending_events(self, limit: int) -> list[AlertEvent]:
+        found = await self._fetch(
+            "SELECT id, fingerprint, starts_at, kind, notification_id, enqueued_at"
+            " FROM alert_events WHERE done_at IS NULL ORDER BY id LIMIT $1",
+            limit,
+        )
+        return [rows.alert_event((*row, 0)) for row in found]
+
+    async def all_events(self, limit: int) -> list[AlertEvent]:
+        found = await self._fetch(
+            f"SELECT {rows.EVENT_COLUMNS} FROM alert_events ORDER BY id LIMIT $1", limit
+        )
+        return [rows.alert_event(row) for row in found]
+
+
+class PortableRunLedger(Database):
+    async def record_admission(self, run: RunRecord) -> None:
+        await self._execute(
+            "INSERT INTO runs (id, policy, fingerprint, target, limit_keys, breaker_key,"
+            " breaker_failures, breaker_window, breaker_cooldown, admitted_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            *rows.run_row(run),
+        )
+
+    async def record_finish(self, run_id: str, succeeded: bool, at: datetime) -> None:
+        await self._execute(
+            "UPDATE runs SET finished_at = $2, succeeded = $3 WHERE id = $1", run_id, at, succeeded
+        )
+
+    async def runs_since(self, since: datetime) -> list[RunRecord]:
+        found = await self._fetch(
+            f"SELECT {rows.RUN_COLUMNS} FROM runs WHERE admitted_at >= $1 ORDER BY admitted_at, id",
+            since,
+        )
+        return [rows.run_record(row) for row in found]
+
+    async def record_step(self, step: StepRecord) -> None:
+        await self._execute(
+            "INSERT INTO remediation_steps (remediation_id, phase, position, step_id, action,"
+            " outcome, message, data, attempts, started_at, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (remediation_id, phase, position)"
+            " DO UPDATE SET outcome = excluded.outcome, message = excluded.message,"
+            " data = excluded.data, attempts = excluded.attempts,"
+            " started_at = excluded.started_at, finished_at = excluded.finished_at",
+            *rows.step_row(step),
+        )
+
+    async def remediations_for(self, fingerprint: str, starts_at: datetime) -> list[Remediation]:
+        return await self._remediations(
+            "WHERE fingerprint = $1 AND starts_at = $2 ORDER BY started_at, id",
+            fingerprint,
+            starts_at,
+        )
+
+    async def overdue_verifications(self, now: datetime) -> list[Remediation]:
+        return await self._remediations(
+            "WHERE outcome = 'verifying' AND verify_until < $1 ORDER BY verify_until", now
+        )
+
+    async def verifying(self) -> list[Remediation]:
+        return await self._remediations("WHERE outcome = 'verifying' ORDER BY verify_until")
+
+    async def list_remediations(
+        self, limit: int, alertname: str | None = None
+    ) -> list[Remediation]:
+        if alertname is None:
+            return await self._remediations("ORDER BY started_at DESC, id LIMIT $1", limit)
+        return await self._remediations(
+            "WHERE alertname = $1 ORDER BY started_at DESC, id LIMIT $2", alertname, limit
+        )
+
+    async def remediation(self, remediation_id: str) -> Remediation | None:
+        found = await self._remediations("WHERE id = $1", remediation_id)
+        return found[0] if found else None
+
+    async def steps(self, remediation_id: str) -> list[StepRecord]:
+        found = await self._fetch(
+            f"SELECT {rows.STEP_COLUMNS} FROM remediation_steps WHERE remediation_id = $1"
+            " ORDER BY started_at, phase, position",
+            remediation_id,
+        )
+        return [rows.step(row) for row in found]
+
+    async def _remediations(self, where: str, *parameters: Any) -> list[Remediation]:
+        found = await self._fetch(
+            f"SELECT {rows.REMEDIATION_COLUMNS} FROM remediations {where}", *parameters
+        )
+        return [rows.remediation(row) for row in found]
+
+
+class PortableControlState(Database):
+    async def set_pause(self, pause: Pause | None) -> None:
+        if pause is None:
+            await self._execute("DELETE FROM pause")
+            return
+        await self._execute(
+            "INSERT INTO pause (id, reason, paused_by, paused_at) VALUES (1, $1, $2, $3)"
+            " ON CONFLICT (id) DO UPDATE SET reason = excluded.reason,"
+            " paused_by = excluded.paused_by, paused_at = excluded.paused_at",
+            pause.reason,
+            pause.paused_by,
+            pause.paused_at,
+        )
+
+    async def pause(self) -> Pause | None:
+        found = await self._fetch(f"SELECT {rows.PAUSE_COLUMNS} FROM pause")
+        return rows.pause(found[0]) if found else None
+
+    async def audit(self, kind: str, subject: str, detail: dict[str, object], at: datetime) -> None:
+        await self._execute(
+            "INSERT INTO audit_log (at, kind, subject, detail) VALUES ($1, $2, $3, $4)",
+            at,
+            kind,
+            subject,
+            json.dumps(detail),
+        )
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        found = await self._fetch(
+            f"SELECT {rows.AUDIT_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT $1", limit
+        )
+        return [rows.audit_entry(row) for row in found]
+
+
+class PortableOutbox(Database):
+    # Each dialect's: the claim, and the newest message of an incident per channel in one
+    # look-up.
+    _CLAIM_OUTBOX: str
+    _LATEST_OUTBOX: str
+
+    async def claim_outbox(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        found = await self._claim(self._CLAIM_OUTBOX, worker, lease_until, now, limit)
+        claimed = [rows.outbox_entry(row) for row in found]
+        return sorted(claimed, key=lambda e: (e.created_at, e.id))
+
+    async def outbox_done(
+        self,
+        entry_id: str,
+        *,
+        sent_at: datetime | None = None,
+        failed_at: datetime | None = None,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._execute(
+            "UPDATE outbox SET sent_at = $2, failed_at = $3,"
+            " next_attempt_at = COALESCE($4, next_attempt_at), last_error = $5,"
+            " claimed_by = NULL, lease_until = NULL WHERE id = $1",
+            entry_id,
+            sent_at,
+            failed_at,
+            retry_at,
+            error,
+        )
+
+    async def outbox_put_back(
+        self, entry_id: str, *, retry_at: datetime | None = None, error: str | None = None
+    ) -> None:
+        await self._execute(
+            "UPDATE outbox SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+            " next_attempt_at = COALESCE($2, next_attempt_at),"
+            " last_error = COALESCE($3, last_error), claimed_by = NULL, lease_until = NULL"
+            " WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL",
+            entry_id,
+            retry_at,
+            error,
+        )
+
+    async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
+        found = await self._fetch(
+            f"SELECT {rows.OUTBOX_COLUMNS} FROM outbox WHERE dedup_key = $1"
+            " ORDER BY created_at, id",
+            dedup_key,
+        )
+        return [rows.outbox_entry(row) for row in found]
+
+    async def latest_outbox(self, dedup_key: str) -> list[OutboxEntry]:
+        found = await self._fetch(self._LATEST_OUTBOX, dedup_key)
+        return [rows.outbox_entry(row) for row in found]

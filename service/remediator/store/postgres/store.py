@@ -1,0 +1,23 @@
+"""The production store: every role over one asyncpg pool, shared by every replica."""
+
+from __future__ import annotations
+
+from remediator.store.portable import PortableControlState
+from remediator.store.postgres.alert_log import PostgresAlertLog
+from remediator.store.postgres.connection import PostgresConnection
+from remediator.store.postgres.event_queue import PostgresEventQueue
+from remediator.store.postgres.outbox import PostgresOutbox
+from remediator.store.postgres.retention import PostgresRetention
+from remediator.store.postgres.run_ledger import PostgresRunLedger
+
+
+class PostgresStore(
+    PostgresAlertLog,
+    PostgresEventQueue,
+    PostgresRunLedger,
+    PortableControlState,
+    PostgresOutbox,
+    PostgresRetention,
+    PostgresConnection,
+):
+    """PostgreSQL for several replicas: claims, wake-ups and migrations they share safely."""

@@ -1,0 +1,148 @@
+"""The store's rows as values: what every role of the store takes and gives back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from remediator.alerts import Alert, AlertStatus
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    accepted: int  # alert states seen for the first time, each queued as one event
+    duplicates: int  # alert states delivered before (repeat_interval, HA peers)
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One episode of an alert: a fingerprint and the startsAt of that firing."""
+
+    fingerprint: str
+    alertname: str
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime | None
+    first_received: datetime
+    last_received: datetime
+    deliveries: int
+    generator_url: str = ""  # the Prometheus expression that fired it
+    external_url: str = ""  # the Alertmanager that sent it
+
+    def as_alert(self, status: AlertStatus) -> Alert:
+        """The episode as the engine decides it, in the state an event brought."""
+        return Alert(
+            status=status,
+            labels=self.labels,
+            annotations=self.annotations,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            fingerprint=self.fingerprint,
+        )
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A queued state change of an alert episode, for the engine to claim."""
+
+    id: int
+    fingerprint: str
+    starts_at: datetime
+    kind: AlertStatus
+    notification_id: int
+    enqueued_at: datetime
+    attempts: int = 0  # claims so far: above 1, an earlier worker did not finish it
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A remediation run as the guards admitted it, and how it ended."""
+
+    id: str
+    policy: str
+    fingerprint: str
+    target: str
+    limit_keys: tuple[str, ...]
+    breaker_key: str
+    breaker_failures: int
+    breaker_window: float  # seconds
+    breaker_cooldown: float
+    admitted_at: datetime
+    finished_at: datetime | None = None
+    succeeded: bool | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    kind: str  # breaker, pause, resume, ...
+    subject: str
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Pause:
+    reason: str
+    paused_by: str
+    paused_at: datetime
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """What happened for one alert event: the decision, a block, or a run and its end."""
+
+    id: str
+    event_id: int
+    fingerprint: str
+    starts_at: datetime
+    alertname: str
+    kind: str  # the event: firing or resolved
+    policy: str | None
+    policy_revision: str | None
+    outcome: RunOutcome
+    guard: str | None
+    reason: str
+    run_id: str | None
+    target: str | None
+    plan: PlanSummary
+    started_at: datetime
+    verify_until: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    remediation_id: str
+    phase: str  # steps, on_resolved, verify
+    position: int
+    step_id: str | None
+    action: str
+    outcome: str
+    message: str
+    data: dict[str, Any]
+    attempts: int
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One message for one channel, from queued to sent (or given up)."""
+
+    id: str
+    channel: str
+    action: str  # trigger or resolve
+    dedup_key: str
+    remediation_id: str | None
+    message: dict[str, Any]
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None

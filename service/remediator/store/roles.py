@@ -1,0 +1,200 @@
+"""What the store offers, one Protocol a role: each consumer names the role it uses.
+
+- `AlertLog`: the intake's durable write, and the alerts as they were heard.
+- `EventQueue`: the alert state changes queued for the engine, claimed by one worker at a time.
+- `RunLedger`: the runs the guards admitted, and each remediation with its steps.
+- `ControlState`: the kill switch and the audit log.
+- `Outbox`: the messages for the channels, from queued to sent.
+- `Retention`: deleting what the retention period no longer keeps.
+
+`Store` is all of them, what `open_store` gives back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from remediator.alerts import Notification
+from remediator.store.records import (
+    AlertEvent,
+    AlertRecord,
+    AuditEntry,
+    IntakeResult,
+    OutboxEntry,
+    Pause,
+    Remediation,
+    RunRecord,
+    StepRecord,
+)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot read or write now; intake answers 503 so Alertmanager retries."""
+
+
+class AlertLog(Protocol):
+    async def record_notification(
+        self, notification: Notification, body: bytes, received_at: datetime
+    ) -> IntakeResult:
+        """Durably write the raw body, every alert and the new events, in one transaction.
+
+        A resolution under an older startsAt also resolves the later episodes of the same
+        fingerprint still firing that began before its endsAt (`statements.OVERTAKEN`)."""
+        ...
+
+    async def recent_alerts(self, limit: int) -> list[AlertRecord]: ...
+
+    async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None: ...
+
+
+class EventQueue(Protocol):
+    async def pending_events(self, limit: int) -> list[AlertEvent]: ...
+
+    async def all_events(self, limit: int) -> list[AlertEvent]:
+        """Events pending or done, oldest first: each alert state queued exactly once."""
+        ...
+
+    async def claim_events(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[AlertEvent]:
+        """Pending events nobody holds (or whose holder's lease passed), oldest first, leased to
+        this worker; several workers never get the same event, and an event is not claimed
+        while an earlier one of the same alert (fingerprint) is not done: a resolution is
+        handled after its firing, whichever worker has either."""
+        ...
+
+    async def renew_events(
+        self, event_ids: Collection[int], worker: str, lease_until: datetime
+    ) -> set[int]:
+        """Extend this worker's claims; the ids still held (a claim another worker took over
+        after it lapsed, or an event done, is not)."""
+        ...
+
+    async def complete_events(self, event_ids: Collection[int], worker: str, at: datetime) -> None:
+        """Mark the events done, those this worker still holds: the next event of the same
+        alert may be claimed from then."""
+        ...
+
+    async def watch_events(self, wake: Callable[[], None]) -> None:
+        """Have `wake` called when another process queues events; a call while already
+        watching (or where one process is all, SQLite) does nothing. Never raises: without a
+        watch the dispatcher's poll still finds the work."""
+        ...
+
+
+class RunLedger(Protocol):
+    async def record_admission(self, run: RunRecord) -> None: ...
+
+    async def record_finish(self, run_id: str, succeeded: bool, at: datetime) -> None: ...
+
+    async def runs_since(self, since: datetime) -> list[RunRecord]:
+        """Runs admitted at or after `since`, oldest first."""
+        ...
+
+    async def save_remediation(
+        self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
+    ) -> None:
+        """Insert, or replace the row with the same id; and queue the messages about it, in
+        the same transaction."""
+        ...
+
+    async def record_step(self, step: StepRecord) -> None: ...
+
+    async def remediations_for(self, fingerprint: str, starts_at: datetime) -> list[Remediation]:
+        """The alert episode's remediations, oldest first."""
+        ...
+
+    async def overdue_verifications(self, now: datetime) -> list[Remediation]: ...
+
+    async def verifying(self) -> list[Remediation]:
+        """Runs waiting for their verification, the soonest due first."""
+        ...
+
+    async def list_remediations(
+        self, limit: int, alertname: str | None = None
+    ) -> list[Remediation]:
+        """Newest first."""
+        ...
+
+    async def remediation(self, remediation_id: str) -> Remediation | None: ...
+
+    async def steps(self, remediation_id: str) -> list[StepRecord]: ...
+
+
+class ControlState(Protocol):
+    async def set_pause(self, pause: Pause | None) -> None:
+        """Pause (the kill switch) with its reason, or resume with None."""
+        ...
+
+    async def pause(self) -> Pause | None: ...
+
+    async def audit(
+        self, kind: str, subject: str, detail: dict[str, object], at: datetime
+    ) -> None: ...
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The newest entries first."""
+        ...
+
+
+class Outbox(Protocol):
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        """Queue them in one transaction; an entry whose id is already queued is left as it is."""
+        ...
+
+    async def claim_outbox(
+        self, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        """Due messages nobody holds, oldest first, leased to this worker."""
+        ...
+
+    async def outbox_done(
+        self,
+        entry_id: str,
+        *,
+        sent_at: datetime | None = None,
+        failed_at: datetime | None = None,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Sent, given up, or to be tried again at retry_at."""
+        ...
+
+    async def outbox_put_back(
+        self, entry_id: str, *, retry_at: datetime | None = None, error: str | None = None
+    ) -> None:
+        """Not tried this time (its channel paused, or an earlier message of its lane first):
+        unclaimed, with the attempt its claim counted given back, so that waiting does not use
+        up the attempts a message is sent with."""
+        ...
+
+    async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
+        """Every message of one incident, oldest first."""
+        ...
+
+    async def latest_outbox(self, dedup_key: str) -> list[OutboxEntry]:
+        """The newest message of one incident per channel: its state, read in one indexed
+        look-up however long the incident's history."""
+        ...
+
+
+class Retention(Protocol):
+    async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
+        """Delete what the retention period no longer keeps, in one transaction: alert
+        episodes last heard of before `before` (none with a pending event) with their events,
+        remediations and steps; raw bodies no event refers to; incidents whose last message is
+        older; audit entries; and guard runs admitted before `runs_before`. Counts per table.
+        """
+        ...
+
+
+class Store(AlertLog, EventQueue, RunLedger, ControlState, Outbox, Retention, Protocol):
+    """Every role, and the store's own life: what `open_store` gives back."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers now."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,280 @@
+"""Rows into records and records into rows, the same for both backends.
+
+Each table's columns are selected in one order (JSON columns as text), so a row is a plain
+tuple either dialect returns: times come back as `datetime` from PostgreSQL and as ISO text from
+SQLite, and `time()` takes both. Records become tuples of Python values; each backend binds
+them its own way (SQLite writes a time as fixed-format UTC text).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pydantic_core
+
+from remediator.alerts import Alert, AlertStatus, Notification
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
+from remediator.store.records import (
+    AlertEvent,
+    AlertRecord,
+    AuditEntry,
+    OutboxEntry,
+    Pause,
+    Remediation,
+    RunRecord,
+    StepRecord,
+)
+
+Row = tuple[Any, ...]
+
+ALERT_COLUMNS = (
+    "fingerprint, alertname, status, CAST(labels AS TEXT) AS labels,"
+    " CAST(annotations AS TEXT) AS annotations, starts_at, ends_at, first_received,"
+    " last_received, deliveries, generator_url, external_url"
+)
+EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
+RUN_COLUMNS = (
+    "id, policy, fingerprint, target, CAST(limit_keys AS TEXT) AS limit_keys, breaker_key,"
+    " breaker_failures, breaker_window, breaker_cooldown, admitted_at, finished_at, succeeded"
+)
+AUDIT_COLUMNS = "at, kind, subject, CAST(detail AS TEXT) AS detail"
+PAUSE_COLUMNS = "reason, paused_by, paused_at"
+REMEDIATION_COLUMNS = (
+    "id, event_id, fingerprint, starts_at, alertname, kind, policy, policy_revision, outcome,"
+    " guard, reason, run_id, target, CAST(plan AS TEXT) AS plan, started_at, verify_until,"
+    " finished_at"
+)
+STEP_COLUMNS = (
+    "remediation_id, phase, position, step_id, action, outcome, message,"
+    " CAST(data AS TEXT) AS data, attempts, started_at, finished_at"
+)
+OUTBOX_COLUMNS = (
+    "id, channel, action, dedup_key, remediation_id, CAST(message AS TEXT) AS message,"
+    " created_at, next_attempt_at, attempts, sent_at, failed_at, last_error"
+)
+
+
+def time(value: object) -> datetime:
+    """A time column as PostgreSQL (a datetime) or SQLite (ISO text) returns it."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def maybe_time(value: object) -> datetime | None:
+    return None if value is None else time(value)
+
+
+def alert_record(row: Row) -> AlertRecord:
+    (fingerprint, alertname, status, labels, annotations, starts_at, ends_at) = row[:7]
+    first_received, last_received, deliveries, generator_url, external_url = row[7:]
+    return AlertRecord(
+        fingerprint=fingerprint,
+        alertname=alertname,
+        status=AlertStatus(status),
+        labels=json.loads(labels),
+        annotations=json.loads(annotations),
+        starts_at=time(starts_at),
+        ends_at=maybe_time(ends_at),
+        first_received=time(first_received),
+        last_received=time(last_received),
+        deliveries=int(deliveries),
+        generator_url=generator_url,
+        external_url=external_url,
+    )
+
+
+def alert_event(row: Row) -> AlertEvent:
+    id_, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts = row
+    kind = AlertStatus(kind)
+    return AlertEvent(
+        id_, fingerprint, time(starts_at), kind, notification_id, time(enqueued_at), int(attempts)
+    )
+
+
+def run_record(row: Row) -> RunRecord:
+    run_id, policy, fingerprint, target, limit_keys, breaker_key = row[:6]
+    failures, window, cooldown, admitted_at, finished_at, succeeded = row[6:]
+    return RunRecord(
+        run_id,
+        policy,
+        fingerprint,
+        target,
+        tuple(json.loads(limit_keys)),
+        breaker_key,
+        int(failures),
+        float(window),
+        float(cooldown),
+        time(admitted_at),
+        maybe_time(finished_at),
+        None if succeeded is None else bool(succeeded),
+    )
+
+
+def run_row(run: RunRecord) -> Row:
+    """The columns of `RUN_COLUMNS` a run is admitted with (not yet finished)."""
+    return (
+        run.id,
+        run.policy,
+        run.fingerprint,
+        run.target,
+        json.dumps(list(run.limit_keys)),
+        run.breaker_key,
+        run.breaker_failures,
+        run.breaker_window,
+        run.breaker_cooldown,
+        run.admitted_at,
+    )
+
+
+def audit_entry(row: Row) -> AuditEntry:
+    at, kind, subject, detail = row
+    return AuditEntry(time(at), kind, subject, json.loads(detail))
+
+
+def pause(row: Row) -> Pause:
+    reason, paused_by, paused_at = row
+    return Pause(reason, paused_by, time(paused_at))
+
+
+def remediation(row: Row) -> Remediation:
+    remediation_id, event_id, fingerprint, starts_at, alertname, kind = row[:6]
+    policy, revision, outcome, guard, reason, run_id, target, plan = row[6:14]
+    started_at, verify_until, finished_at = row[14:]
+    return Remediation(
+        remediation_id,
+        int(event_id),
+        fingerprint,
+        time(starts_at),
+        alertname,
+        kind,
+        policy,
+        revision,
+        RunOutcome(outcome),
+        guard,
+        reason,
+        run_id,
+        target,
+        PlanSummary.from_json(json.loads(plan)),
+        time(started_at),
+        maybe_time(verify_until),
+        maybe_time(finished_at),
+    )
+
+
+def remediation_row(r: Remediation) -> Row:
+    """In the order of `REMEDIATION_COLUMNS`."""
+    return (
+        r.id,
+        r.event_id,
+        r.fingerprint,
+        r.starts_at,
+        r.alertname,
+        r.kind,
+        r.policy,
+        r.policy_revision,
+        r.outcome,
+        r.guard,
+        r.reason,
+        r.run_id,
+        r.target,
+        json.dumps(r.plan.as_json()),
+        r.started_at,
+        r.verify_until,
+        r.finished_at,
+    )
+
+
+def step(row: Row) -> StepRecord:
+    remediation_id, phase, position, step_id, action, outcome, message = row[:7]
+    data, attempts, started_at, finished_at = row[7:]
+    return StepRecord(
+        remediation_id,
+        phase,
+        int(position),
+        step_id,
+        action,
+        outcome,
+        message,
+        json.loads(data),
+        int(attempts),
+        time(started_at),
+        time(finished_at),
+    )
+
+
+def step_row(step: StepRecord) -> Row:
+    """In the order of `STEP_COLUMNS`."""
+    return (
+        step.remediation_id,
+        step.phase,
+        step.position,
+        step.step_id,
+        step.action,
+        step.outcome,
+        step.message,
+        json.dumps(step.data, default=str),
+        step.attempts,
+        step.started_at,
+        step.finished_at,
+    )
+
+
+def outbox_entry(row: Row) -> OutboxEntry:
+    entry_id, channel, action, dedup_key, remediation_id, message = row[:6]
+    created_at, next_attempt_at, attempts, sent_at, failed_at, last_error = row[6:]
+    return OutboxEntry(
+        entry_id,
+        channel,
+        action,
+        dedup_key,
+        remediation_id,
+        json.loads(message),
+        time(created_at),
+        time(next_attempt_at),
+        int(attempts),
+        maybe_time(sent_at),
+        maybe_time(failed_at),
+        last_error,
+    )
+
+
+def outbox_rows(entries: Sequence[OutboxEntry]) -> list[Row]:
+    """The columns an entry is queued with (`statements.ENQUEUE`)."""
+    return [
+        (
+            e.id,
+            e.channel,
+            e.action,
+            e.dedup_key,
+            e.remediation_id,
+            json.dumps(e.message),
+            e.created_at,
+            e.next_attempt_at,
+        )
+        for e in entries
+    ]
+
+
+def distinct_states(notification: Notification) -> list[Alert]:
+    """The payload's alerts with repeats of the same state dropped.
+
+    An alert state is its fingerprint, startsAt and status: what Alertmanager sends again on
+    repeat_interval and from each HA peer. The last copy wins, as it is the newest. Sorted by
+    state, so concurrent writers lock rows in one order (no deadlock) and an episode's firing
+    is queued before its resolution.
+    """
+    latest: dict[tuple[str, datetime, AlertStatus], Alert] = {}
+    for alert in notification.alerts:
+        latest[(alert.fingerprint, alert.starts_at, alert.status)] = alert
+    return [latest[state] for state in sorted(latest)]
+
+
+def json_text(value: dict[str, str]) -> str:
+    """Labels or annotations as compact JSON text, the same in every store.
+
+    pydantic-core's encoder: several times faster than json.dumps, and called for every alert.
+    """
+    return pydantic_core.to_json(value).decode()

@@ -1,0 +1,121 @@
+"""The store's rules as SQL both dialects run as written, so that each is written once.
+
+Placeholders are PostgreSQL's `$1`, `$2`...; the SQLite backend binds them as `?1`, `?2`.
+Values are always bound: these statements are constants.
+"""
+
+from __future__ import annotations
+
+from remediator.store import rows
+
+# The claim's condition on a candidate event `e`: no earlier event of its alert is still to do.
+NO_EARLIER_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM alert_events p"
+    " WHERE p.fingerprint = e.fingerprint AND p.done_at IS NULL AND p.id < e.id)"
+)
+
+
+def claim_events(lock: str) -> str:
+    """Lease to worker $1 until $2 the pending events nobody holds at $3 (or whose lease
+    passed), at most $4, oldest first, none while an earlier one of its alert is to do.
+
+    `lock` is how claimers are kept apart: PostgreSQL's `FOR UPDATE SKIP LOCKED`, or nothing
+    where the claim runs under the database's write lock (SQLite). The outer `done_at IS NULL`
+    keeps PostgreSQL on the pending index."""
+    return (
+        "UPDATE alert_events SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
+        " WHERE done_at IS NULL AND id IN (SELECT id FROM alert_events e"
+        " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
+        f" AND {NO_EARLIER_PENDING} ORDER BY id LIMIT $4 {lock})"
+        f" RETURNING {rows.EVENT_COLUMNS}"
+    )
+
+
+def claim_outbox(lock: str) -> str:
+    """Lease to worker $1 until $2 the messages due at $3 that nobody holds, at most $4, oldest
+    first; `lock` as for `claim_events`."""
+    return (
+        "UPDATE outbox SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
+        " WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+        " AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3)"
+        f" ORDER BY created_at, id LIMIT $4 {lock}) RETURNING {rows.OUTBOX_COLUMNS}"
+    )
+
+
+# A resolution under an older startsAt also ends the later episodes of its fingerprint still
+# firing that began before its endsAt: an Alertmanager peer that merged a stale firing into a
+# later episode keeps the earlier startsAt, and sends that episode's resolution under it (its
+# cluster peers, told it was sent, never send theirs). Each such episode gets a resolution of its
+# own, from the earliest resolution covering it (its `origin`), unless the payload carries one
+# itself. One whose endsAt is at or before the later episode's startsAt leaves it alone.
+#
+# Over `incoming (fingerprint, starts_at, status, ends_at)`, the payload's distinct states,
+# which the statement using this defines as a CTE before it. The alerts primary key finds the
+# episodes (CROSS JOIN keeps the payload the outer loop in SQLite; PostgreSQL plans it freely).
+OVERTAKEN = """
+overtaken AS (
+    SELECT a.fingerprint, a.starts_at, min(i.starts_at) AS origin
+    FROM incoming AS i CROSS JOIN alerts AS a
+    WHERE a.fingerprint = i.fingerprint AND a.starts_at > i.starts_at AND a.starts_at < i.ends_at
+      AND i.status = 'resolved' AND a.status = 'firing'
+      AND NOT EXISTS (SELECT 1 FROM incoming AS own WHERE own.status = 'resolved'
+                      AND own.fingerprint = a.fingerprint AND own.starts_at = a.starts_at)
+    GROUP BY a.fingerprint, a.starts_at
+)"""
+
+# A state delivered again bumps the episode's deliveries and last-received time; a late firing
+# copy never reopens a resolved episode, and a resolved episode keeps the end its first
+# resolution gave it. For `INSERT INTO alerts AS a (...)`.
+ALERT_HEARD_AGAIN = """
+ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+    status = CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE excluded.status END,
+    annotations = excluded.annotations,
+    ends_at = CASE WHEN a.status = 'resolved' THEN COALESCE(a.ends_at, excluded.ends_at)
+                   ELSE COALESCE(excluded.ends_at, a.ends_at) END,
+    last_received = excluded.last_received,
+    deliveries = a.deliveries + 1,
+    external_url = excluded.external_url
+"""
+
+# Each alert state is queued once, however often it is delivered.
+EVENT_QUEUED_ONCE = "ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING"
+
+# A remediation saved again keeps what it was started from (its event, alert and start).
+SAVE_REMEDIATION = (
+    "INSERT INTO remediations (id, event_id, fingerprint, starts_at, alertname, kind, policy,"
+    " policy_revision, outcome, guard, reason, run_id, target, plan, started_at, verify_until,"
+    " finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+    " $16, $17) ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
+    " policy_revision = excluded.policy_revision, outcome = excluded.outcome,"
+    " guard = excluded.guard, reason = excluded.reason, run_id = excluded.run_id,"
+    " target = excluded.target, plan = excluded.plan,"
+    " verify_until = excluded.verify_until, finished_at = excluded.finished_at"
+)
+# An outbox entry whose id is already queued is left as it is. {rows}: VALUES or a SELECT.
+ENQUEUE = (
+    "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
+    " created_at, next_attempt_at) {rows} ON CONFLICT (id) DO NOTHING"
+)
+
+# Retention: an alert episode and everything about it go together, and never while one of its
+# events is still pending; an incident goes when its last message is old and none is to send.
+OLD_EPISODES = (
+    "SELECT fingerprint, starts_at FROM alerts a WHERE a.last_received < $1"
+    " AND NOT EXISTS (SELECT 1 FROM alert_events e WHERE e.fingerprint = a.fingerprint"
+    " AND e.starts_at = a.starts_at AND e.done_at IS NULL)"
+)
+OLD_INCIDENTS = (
+    "SELECT dedup_key FROM outbox GROUP BY dedup_key HAVING max(created_at) < $1"
+    " AND min(CASE WHEN sent_at IS NOT NULL OR failed_at IS NOT NULL THEN 1 ELSE 0 END) = 1"
+)
+OLD_NOTIFICATIONS = (
+    "DELETE FROM notifications WHERE received_at < $1 AND NOT EXISTS"
+    " (SELECT 1 FROM alert_events e WHERE e.notification_id = notifications.id)"
+)
+# The rest, by the retention period's cutoff ($1); the guard runs by their own.
+PRUNE_REST = (
+    ("notifications", OLD_NOTIFICATIONS),
+    ("outbox", f"DELETE FROM outbox WHERE dedup_key IN ({OLD_INCIDENTS})"),
+    ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
+)
+PRUNE_RUNS = "DELETE FROM runs WHERE admitted_at < $1"
