@@ -20,7 +20,7 @@ from typing_extensions import TypedDict  # pydantic documents these; typing's ne
 from remediator.alerts import Notification
 from remediator.http.auth import WebhookAuth
 from remediator.metrics import IntakeMetrics
-from remediator.store import Store, StoreUnavailable
+from remediator.store import AlertLog, StoreUnavailable
 
 log = structlog.get_logger("remediator.http.intake")
 
@@ -52,7 +52,7 @@ class ErrorAnswer(TypedDict):
 
 class Intake:
     def __init__(
-        self, store: Store, auth: WebhookAuth, metrics: IntakeMetrics, max_body_bytes: int
+        self, store: AlertLog, auth: WebhookAuth, metrics: IntakeMetrics, max_body_bytes: int
     ) -> None:
         self._store = store
         self._auth = auth

@@ -15,7 +15,7 @@ from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.guards import Guards
 from remediator.http.auth import OperatorAuth
 from remediator.policy.policyset import PoliciesInForce
-from remediator.store import Pause, Remediation, StepRecord, Store, StoreUnavailable
+from remediator.store import Pause, Remediation, RunLedger, StepRecord, StoreUnavailable
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 """An RFC 3339 time, as datetime.isoformat() writes it."""
@@ -129,7 +129,7 @@ class GuardState(GuardSnapshot):
 
 class OperatorApi:
     def __init__(
-        self, store: Store, guards: Guards, policies: PoliciesInForce, auth: OperatorAuth
+        self, store: RunLedger, guards: Guards, policies: PoliciesInForce, auth: OperatorAuth
     ) -> None:
         self._store = store
         self._guards = guards

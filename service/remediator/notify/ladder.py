@@ -21,7 +21,7 @@ from remediator.notify.base import Message
 from remediator.notify.escalator import FALLBACK_FOR, LADDER, outbox_entries, paged
 from remediator.policy.durations import format_duration
 from remediator.policy.schema import EscalationMatrix
-from remediator.store import OutboxEntry, Store
+from remediator.store import Outbox, OutboxEntry
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,7 @@ class Ladder:
 
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         matrix: Callable[[], EscalationMatrix],
         *,
         clock: Callable[[], float] = time.time,

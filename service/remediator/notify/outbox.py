@@ -44,7 +44,7 @@ from remediator.notify.base import (
     TransientFailure,
 )
 from remediator.notify.escalator import FALLBACK, FALLBACK_FOR
-from remediator.store import OutboxEntry, Store
+from remediator.store import Outbox, OutboxEntry
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +92,7 @@ class _Undelivered:
 class OutboxSender:
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         channels: Mapping[str, Channel],
         metrics: NotifyMetrics,
         *,

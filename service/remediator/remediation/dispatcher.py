@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from remediator.remediation.run import Runner
-from remediator.store import AlertEvent, Store, StoreUnavailable
+from remediator.store import AlertEvent, EventQueue, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,7 @@ HOUSEKEEPING = 1.0  # seconds between looks at the verifications due (an index r
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: EventQueue,
         runner: Runner,
         *,
         lease: timedelta = timedelta(seconds=60),

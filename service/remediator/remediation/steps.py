@@ -36,7 +36,7 @@ from remediator.guards.guards import Admitted, Guards
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import repeatable
 from remediator.policy.templates import ConditionError, evaluate_condition
-from remediator.store import Remediation, StepRecord, Store, StoreUnavailable
+from remediator.store import Remediation, RunLedger, StepRecord, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class StepAt:
 class Steps:
     def __init__(
         self,
-        store: Store,
+        store: RunLedger,
         guards: Guards,
         actions: Mapping[str, Action],
         *,

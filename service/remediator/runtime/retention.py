@@ -16,14 +16,14 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from remediator.guards.guards import SEED_HORIZON
-from remediator.store import Store, StoreUnavailable
+from remediator.store import Retention, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 EVERY = 3600.0
 
 
-async def prune_once(store: Store, days: int, now: float) -> dict[str, int]:
+async def prune_once(store: Retention, days: int, now: float) -> dict[str, int]:
     moment = datetime.fromtimestamp(now, UTC)
     before = moment - timedelta(days=days)
     counts = await store.prune(before, min(before, moment - SEED_HORIZON))
@@ -33,7 +33,7 @@ async def prune_once(store: Store, days: int, now: float) -> dict[str, int]:
 
 
 async def prune_periodically(
-    store: Store,
+    store: Retention,
     days: int,
     stop: asyncio.Event,
     *,
