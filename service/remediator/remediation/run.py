@@ -278,7 +278,8 @@ class Runner:
         results: dict[str, dict[str, Any]] = {}
         only_dry: list[str] = []
         for position, step in enumerate(plan.steps):
-            if await self._resolved_meanwhile(alert):
+            # Before a change, not a read: acting on a recovered system can undo its recovery.
+            if step.mutating and await self._resolved_meanwhile(alert):
                 return await self._resolved_mid_run(remediation)
             if step.mutating and admitted:
                 held = await self._may_still_act(remediation, admitted, step)
