@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 
-from remediator.engine.escalation import on_outcome, on_start
+from remediator.engine.escalation import Notify, on_outcome, on_start
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.engine.summary import PlanSummary
@@ -41,6 +42,18 @@ class Decided:
     @classmethod
     def of(cls, plan: Plan, *, guard: str | None = None, run_id: str | None = None) -> Decided:
         return cls(plan.policy, guard, plan.target_key, PlanSummary.of(plan), run_id)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a turn's messages tell of that the caller has at hand, so it is not read again:
+    the alert, and the run's steps as recorded."""
+
+    alert: AlertRecord | None = None
+    steps: Sequence[StepRecord] | None = None
+
+
+NOTHING_KNOWN = Known()
 
 
 class Recorder:
@@ -93,7 +106,7 @@ class Recorder:
         )
         log.info("remediation", outcome=outcome, reason=reason, alertname=alert.alertname)
         # New: it has no steps yet, and its alert is the one at hand.
-        return await self._save(remediation, start=outcome.active, alert=alert, steps=())
+        return await self._save(remediation, start=outcome.active, known=Known(alert, ()))
 
     async def running(self, waiting: Remediation, run_id: str | None) -> Remediation:
         """A run that waited for a slot has it: its steps begin (its page, if any, is out)."""
@@ -102,10 +115,16 @@ class Recorder:
         log.info("remediation", outcome=running.outcome, remediation=running.id)
         return running
 
-    async def end(self, remediation: Remediation, outcome: RunOutcome, reason: str) -> Remediation:
+    async def end(
+        self,
+        remediation: Remediation,
+        outcome: RunOutcome,
+        reason: str,
+        known: Known = NOTHING_KNOWN,
+    ) -> Remediation:
         ended = replace(remediation, outcome=outcome, reason=reason, finished_at=self.now())
         log.info("remediation ended", remediation=ended.id, outcome=outcome, reason=reason)
-        return await self._save(ended)
+        return await self._save(ended, known=known)
 
     async def fail(self, remediation: Remediation, plan: Plan, reason: str) -> Remediation:
         """The fix failed: counted by its breaker, then ended and escalated."""
@@ -121,53 +140,39 @@ class Recorder:
         return await self.end(remediation, RunOutcome.SUCCEEDED, reason)
 
     async def verifying(
-        self, remediation: Remediation, reason: str, until: datetime
+        self, remediation: Remediation, reason: str, until: datetime, known: Known = NOTHING_KNOWN
     ) -> Remediation:
         waiting = replace(
             remediation, outcome=RunOutcome.VERIFYING, reason=reason, verify_until=until
         )
-        return await self._save(waiting)
+        return await self._save(waiting, known=known)
 
     async def _save(
-        self,
-        remediation: Remediation,
-        *,
-        start: bool = False,
-        alert: AlertRecord | None = None,
-        steps: Sequence[StepRecord] | None = None,
+        self, remediation: Remediation, *, start: bool = False, known: Known = NOTHING_KNOWN
     ) -> Remediation:
         """Write this turn of the remediation and the messages it calls for in one
-        transaction: a crash leaves both or neither. (The alert and the steps, read for the
-        messages unless given.)"""
-        messages = await self._messages(remediation, start=start, alert=alert, steps=steps)
+        transaction: a crash leaves both or neither."""
+        messages = await self._messages(remediation, start=start, known=known)
         await self._store.save_remediation(remediation, messages)
         return remediation
 
     async def _messages(
-        self,
-        remediation: Remediation,
-        *,
-        start: bool,
-        alert: AlertRecord | None = None,
-        steps: Sequence[StepRecord] | None = None,
+        self, remediation: Remediation, *, start: bool, known: Known = NOTHING_KNOWN
     ) -> list[OutboxEntry]:
         """The messages this turn of the remediation calls for (the escalation rules)."""
         plan = remediation.plan
+        rule: Callable[[bool], Notify]
         if start:
             if remediation.kind != "firing":
                 return []  # undoing a mitigation pages nobody unless it fails
             notify = on_start(plan.escalate, plan.page_now)
             if notify is None:
                 return []
-            return await self.escalator.messages(
-                remediation, lambda _: notify, alert=alert, steps=steps
-            )
-        outcome = remediation.outcome
+            rule = _always(notify)
+        else:
+            rule = partial(on_outcome, remediation.outcome, plan.escalate)
         return await self.escalator.messages(
-            remediation,
-            lambda paged: on_outcome(outcome, plan.escalate, already_paged=paged),
-            alert=alert,
-            steps=steps,
+            remediation, rule, alert=known.alert, steps=known.steps
         )
 
     async def tell_if_untold(self, remediation: Remediation) -> None:
@@ -184,3 +189,8 @@ def breaker_of(remediation: Remediation) -> BreakerSpec:
     spec = remediation.plan.breaker
     assert spec is not None, "only a run with a plan has a breaker"
     return BreakerSpec(spec.key, spec.failures, spec.window, spec.cooldown)
+
+
+def _always(notify: Notify) -> Callable[[bool], Notify]:
+    """A rule that says `notify` whether or not the incident is open."""
+    return lambda _: notify

@@ -31,8 +31,15 @@ from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards
 from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PoliciesInForce
-from remediator.remediation.record import Decided, Recorder, breaker_of
-from remediator.remediation.steps import DEFAULT_RETRYING, HELD_BACK, Retrying, StepAt, Steps
+from remediator.remediation.record import Decided, Known, Recorder, breaker_of
+from remediator.remediation.steps import (
+    DEFAULT_RETRYING,
+    HELD_BACK,
+    Retrying,
+    StepAt,
+    Steps,
+    Trail,
+)
 from remediator.remediation.verification import Verification
 from remediator.store import (
     AlertEvent,
@@ -163,7 +170,7 @@ class Runner:
             return started  # blocked
         remediation, admitted = started
         try:
-            return await self._run_steps(remediation, alert, plan, admitted, done, began)
+            return await self._run_steps(remediation, record, plan, admitted, done, began)
         except StoreUnavailable:
             raise  # the claim lapses; the next worker finds this run and takes it over
         except Exception as exc:  # a bug must not leave the alert's run `running` for ever
@@ -233,18 +240,22 @@ class Runner:
     async def _run_steps(
         self,
         remediation: Remediation,
-        alert: Alert,
+        record: AlertRecord,
         plan: Plan,
         admitted: Admitted | None,
         done: Mapping[tuple[str, int], StepRecord],
         began: datetime | None,
     ) -> Remediation:
+        alert = record.as_alert(AlertStatus.FIRING)
         context = StepContext(plan.target, admitted is None, began or remediation.started_at)
+        trail: Trail = {}
         timeout = self._policies.current.guardrails.run_timeout.total_seconds()
         renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
         try:
             async with asyncio.timeout(timeout):
-                ended = await self._each_step(remediation, alert, plan, admitted, done, context)
+                ended = await self._each_step(
+                    remediation, alert, plan, admitted, done, context, trail
+                )
         except TimeoutError:
             limit = format_duration(timedelta(seconds=timeout))
             why = f"steps still running after run_timeout {limit}"
@@ -256,13 +267,13 @@ class Runner:
                     await renewing
         if isinstance(ended, Remediation):
             return ended
+        known = Known(record, list(trail.values()))  # what the messages tell of: no read again
         if admitted is None:
-            return await self.record.end(
-                remediation, RunOutcome.DRY_RUN, "every step ran in dry-run"
-            )
+            why = "every step ran in dry-run"
+            return await self.record.end(remediation, RunOutcome.DRY_RUN, why, known)
         if ended:  # nothing to verify: not the fix's failure, nor a success
-            return await self.record.end(remediation, RunOutcome.DRY_RUN, "; ".join(ended))
-        return await self.verification.begin(remediation, plan.verify_within)
+            return await self.record.end(remediation, RunOutcome.DRY_RUN, "; ".join(ended), known)
+        return await self.verification.begin(remediation, plan.verify_within, known)
 
     async def _each_step(
         self,
@@ -272,6 +283,7 @@ class Runner:
         admitted: Admitted | None,
         done: Mapping[tuple[str, int], StepRecord],
         context: StepContext,
+        trail: Trail,
     ) -> Remediation | list[str]:
         """The steps in order: the remediation when one ended the run, else the changes a live
         run could only dry-run (no client configured for them)."""
@@ -287,7 +299,9 @@ class Runner:
                     return held
             previous = done.get(("steps", position))
             at = StepAt(remediation, "steps", position)
-            result = await self.steps.run(at, step, context, results, alert, previous, admitted)
+            result = await self.steps.run(
+                at, step, context, results, alert, previous, admitted, trail
+            )
             if HELD_BACK in result.data:
                 return await self._held_back(remediation, *result.data[HELD_BACK])
             # A failed read is an observation for later steps' conditions; a failed change (or

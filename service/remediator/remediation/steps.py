@@ -53,6 +53,7 @@ _MAYBE_MADE = (
 )
 
 Refusal = tuple[str, str]  # the guard, and why the change must not be made now
+Trail = dict[tuple[str, int], StepRecord]  # a run's steps as recorded, by phase and position
 Results = dict[str, dict[str, Any]]  # each step with an id: what it returned, for `when`
 
 
@@ -103,8 +104,10 @@ class Steps:
         alert: Alert,
         previous: StepRecord | None,
         admitted: Admitted | None = None,
+        trail: Trail | None = None,
     ) -> StepResult:
-        """Run (or replay) the step and record its result; `results` gains it by its id."""
+        """Run (or replay) the step and record its result; `results` gains it by its id, and
+        `trail` its record."""
         started = self._now()
         attempts = 0
         if step.mutating and previous is not None and previous.outcome == Outcome.OK:
@@ -128,7 +131,9 @@ class Steps:
                 "message": result.message,
                 "data": dict(result.data),
             }
-        await self.record(at, step, result, attempts, started)
+        written = await self.record(at, step, result, attempts, started)
+        if trail is not None:
+            trail[(at.phase, at.position)] = written
         log.info(
             "step",
             remediation=at.remediation.id,
@@ -147,22 +152,22 @@ class Steps:
         started: datetime,
         *,
         outcome: str | None = None,  # STARTED: a change being made, its answer not yet in
-    ) -> None:
-        await self._store.record_step(
-            StepRecord(
-                at.remediation.id,
-                at.phase,
-                at.position,
-                step.id,
-                step.action,
-                outcome or result.outcome.value,
-                result.message,
-                dict(result.data),
-                attempts,
-                started,
-                self._now(),
-            )
+    ) -> StepRecord:
+        written = StepRecord(
+            at.remediation.id,
+            at.phase,
+            at.position,
+            step.id,
+            step.action,
+            outcome or result.outcome.value,
+            result.message,
+            dict(result.data),
+            attempts,
+            started,
+            self._now(),
         )
+        await self._store.record_step(written)
+        return written
 
     async def execute(
         self,

@@ -15,7 +15,7 @@ from remediator.engine.plan import Plan
 from remediator.guards.guards import Guards
 from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PoliciesInForce
-from remediator.remediation.record import Recorder, breaker_of
+from remediator.remediation.record import NOTHING_KNOWN, Known, Recorder, breaker_of
 from remediator.remediation.steps import StepAt, Steps
 from remediator.store import Remediation, Store
 
@@ -44,10 +44,12 @@ class Verification:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    async def begin(self, remediation: Remediation, within: timedelta) -> Remediation:
+    async def begin(
+        self, remediation: Remediation, within: timedelta, known: Known = NOTHING_KNOWN
+    ) -> Remediation:
         """The steps are done: wait up to `within` for the alert to resolve."""
         why = f"waiting up to {format_duration(within)} for the alert to resolve"
-        return await self._record.verifying(remediation, why, self._now() + within)
+        return await self._record.verifying(remediation, why, self._now() + within, known)
 
     async def check(self) -> list[Remediation]:
         """Runs whose policy has a verification check: the check passing verifies the fix
