@@ -43,8 +43,8 @@ ALERTS = scale(1_000, 10_000)
 STORM_SECONDS = scale(10, 60)
 DEPLOYMENTS = 50  # the alerts' targets: many alerts on each
 PER_NOTIFICATION = 10  # alerts Alertmanager groups into one webhook (by their `shard`)
-# max_concurrent_runs: under the replicas' number, so that they compete for it (a replica
-# runs one event at a time: with the shipped 3, two replicas could never reach it)
+# max_concurrent_runs: one, so that the replicas' runs compete for it across them, and most
+# runs wait for their turn (then are blocked by the budget, or by their wait running out)
 CAP = 1
 BUDGET = scale(4, 20)  # the global rate limit: runs of all policies per hour
 RUN_HOLDS = 2  # seconds each run waits for its (held) rollout, holding its slot

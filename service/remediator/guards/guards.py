@@ -8,7 +8,6 @@ escalation can. Guard state that cannot be reached blocks too: without it nothin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -107,15 +106,22 @@ class Guards:
         # Outcomes the backend could not be told yet (Redis unreachable), oldest first.
         self._unsettled: deque[_Outcome] = deque()
         self._settling = asyncio.Lock()
-        self._freed = asyncio.Event()  # set when this process releases a target and its slot
+        # Runs of this process waiting for a target or a slot, oldest first (see `freed`).
+        self._turns: deque[asyncio.Future[None]] = deque()
 
-    async def admit(self, plan: Plan) -> Admitted | Blocked:
-        blocked = await self._admit(plan)
-        guard = blocked.guard if isinstance(blocked, Blocked) else "admitted"
+    async def admit(self, plan: Plan, *, quiet: bool = False) -> Admitted | Blocked:
+        """The guards' answer, counted and logged unless `quiet` (a run asking again while it
+        waits for its turn: `tell` counts the answer that ends the wait)."""
+        answer = await self._admit(plan)
+        if not quiet:
+            self.tell(plan, answer)
+        return answer
+
+    def tell(self, plan: Plan, answer: Admitted | Blocked) -> None:
+        guard = answer.guard if isinstance(answer, Blocked) else "admitted"
         self._metrics.guard_decisions.labels(guard).inc()
-        if isinstance(blocked, Blocked):
-            log.info("remediation blocked", policy=plan.policy, guard=guard, reason=blocked.reason)
-        return blocked
+        if isinstance(answer, Blocked):
+            log.info("remediation blocked", policy=plan.policy, guard=guard, reason=answer.reason)
 
     async def _admit(self, plan: Plan) -> Admitted | Blocked:
         try:
@@ -319,15 +325,33 @@ class Guards:
             await self.backend.release_lease(lease)
         except GuardsUnavailable as exc:  # the lease lapses by its TTL
             log.warning("lease not released; it lapses by itself", error=str(exc))
-        freed, self._freed = self._freed, asyncio.Event()
-        freed.set()
+        self.pass_on()
 
-    async def freed(self, within: float) -> None:
-        """Wait until this process releases a target and its slot, or `within` seconds (a
-        slot another replica frees is seen by asking again)."""
-        with contextlib.suppress(TimeoutError):
+    async def freed(self, within: float) -> bool:
+        """Wait until this process releases a target and its slot and it is this waiter's
+        turn (the oldest waiter first: one release wakes one waiter, not all), or `within`
+        seconds have passed (a slot another replica frees is seen by asking again). Whether
+        the turn came."""
+        turn = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        try:
             async with asyncio.timeout(within):
-                await self._freed.wait()
+                await turn
+        except TimeoutError:
+            return False
+        finally:
+            if turn in self._turns:
+                self._turns.remove(turn)
+        return True
+
+    def pass_on(self) -> None:
+        """Give the turn to the oldest waiter: a target and slot were released, or the waiter
+        that had the turn could not use it (its own target is still held)."""
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
 
 def _windows(windows: Sequence[PolicyWindow]) -> tuple[Window, ...]:

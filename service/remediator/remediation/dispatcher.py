@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 CLAIM_OVER_LEASE = 1.5  # an event's claim lasts this many target leases
 IN_FLIGHT = 32  # events a replica holds at once, by default
 DRAIN = 20.0  # seconds a stopping replica waits for its runs before cancelling them
-PARKED_PER_SLOT = 8  # runs waiting for their turn a replica holds, per event in flight
+PARKED_PER_SLOT = 4  # runs waiting for their turn a replica holds, per event in flight
 HOUSEKEEPING = 1.0  # seconds between looks at the verifications due (an index range each)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -64,7 +65,7 @@ _RAN = (
 )
 # Guards that only say "not now": a run they hold waits for its turn.
 WAITING_FOR = frozenset({"concurrency", "target_lock"})
-SLOT_POLL = 1.0  # seconds between asking again for a slot another replica may free
+SLOT_POLL = 10.0  # seconds at most between asking again for a slot another replica may free
 _RESOLVED_WHILE_WAITING = "the alert resolved while the run waited for its turn"
 
 
@@ -220,21 +221,31 @@ class Runner:
     async def _wait_for_turn(
         self, alert: Alert, plan: Plan, blocked: Blocked, wait: timedelta
     ) -> Admitted | Blocked | None:
-        """Ask again each time this process frees a slot, and every SLOT_POLL seconds, until
-        admitted, blocked by anything else, or `wait` has passed; None if the alert resolved
-        meanwhile."""
+        """Ask again when this process frees a target and slot and it is this run's turn
+        (oldest first), and at least every SLOT_POLL seconds (for a slot another replica frees:
+        from 1 s, backing off to SLOT_POLL), until admitted, blocked by anything else, or
+        `wait` has passed; None if the alert resolved meanwhile."""
         admission: Admitted | Blocked = blocked
+        poll = 1.0
         try:
             async with asyncio.timeout(wait.total_seconds()):
                 while isinstance(admission, Blocked) and admission.guard in WAITING_FOR:
-                    await self._guards.freed(SLOT_POLL)
+                    turn = await self._guards.freed(poll * random.uniform(0.8, 1.2))
+                    poll = min(poll * 1.5, SLOT_POLL)
                     if await self._resolved_meanwhile(alert):
+                        if turn:
+                            self._guards.pass_on()
                         return None
-                    admission = await self._guards.admit(plan)
+                    admission = await self._guards.admit(plan, quiet=True)
+                    if turn and _blocked_by(admission, "target_lock"):
+                        self._guards.pass_on()  # its own target is held: the slot is another's
         except TimeoutError:
             assert isinstance(admission, Blocked)
             waited = format_duration(wait)
-            return replace(admission, reason=f"waited {waited} for its turn: {admission.reason}")
+            admission = replace(
+                admission, reason=f"waited {waited} for its turn: {admission.reason}"
+            )
+        self._guards.tell(plan, admission)
         return admission
 
     async def _run_steps(
@@ -419,3 +430,7 @@ class Runner:
             for step in await self._store.steps(remediation.id):
                 done[(step.phase, step.position)] = step
         return done
+
+
+def _blocked_by(admission: Admitted | Blocked, guard: str) -> bool:
+    return isinstance(admission, Blocked) and admission.guard == guard
