@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 
@@ -248,3 +249,22 @@ async def test_a_lapsed_lease_is_fenced_off(store: Store, clock: Clock, shipped:
     assert await guards.renew(first) is None
     assert not await guards.may_act(first)
     assert await guards.may_act(second)
+
+
+async def test_a_release_gives_the_turn_to_the_oldest_waiting_run_only(
+    store: Store, clock: Clock, shipped: PolicySet
+) -> None:
+    """Runs waiting for a slot are woken one at a time, oldest first: a release is not a
+    stampede of every waiting run asking the guards at once."""
+    guards = make_guards(store, clock, shipped, max_concurrent_runs=1)
+    running = await admitted(guards, memory_plan(shipped, deployment="api-0", pod="api-0-x"))
+    oldest = asyncio.create_task(guards.freed(60))
+    await asyncio.sleep(0)  # (each waiter queues when it first runs)
+    newest = asyncio.create_task(guards.freed(60))
+    await asyncio.sleep(0)
+    await guards.release(running)
+    assert await asyncio.wait_for(oldest, 5) is True
+    assert not newest.done()
+    guards.pass_on()  # the oldest could not use it: the next one's turn
+    assert await asyncio.wait_for(newest, 5) is True
+    assert await guards.freed(0.01) is False  # nobody released anything since
