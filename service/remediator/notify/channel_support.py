@@ -1,13 +1,15 @@
-"""What the channels share: their secrets from the environment, text cut to a limit, and how an
-HTTP answer maps to a transient or permanent failure.
+"""What the channels share: their secrets from the environment, text cut to a limit, and the
+POST of a message, whose HTTP answer maps to a transient or permanent failure.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+import aiohttp
 
 from remediator.notify.base import PermanentFailure, TransientFailure
 
@@ -64,3 +66,28 @@ def check_answer(what: str, status: int, headers: Mapping[str, str], body: str, 
 
 def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: object,
+    *,
+    what: str,
+    ok: int,
+    limit: aiohttp.ClientTimeout,
+    explain: Callable[[str], str] = lambda body: body,
+    secret_url: bool = False,
+) -> None:
+    """POST `payload` as JSON; raise as `check_answer` says (`explain` turns a refusal's body
+    into its text). With `secret_url` (a webhook URL that is itself the credential) the URL
+    never appears in an error: some of aiohttp's messages name it."""
+    try:
+        async with session.post(url, json=payload, timeout=limit) as answer:
+            body = await answer.text(errors="replace")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = describe_error(exc)
+        if secret_url:
+            reason = reason.replace(url, "<webhook URL>")
+        raise TransientFailure(f"{what}: {reason}") from exc
+    check_answer(what, answer.status, answer.headers, explain(body), ok=ok)

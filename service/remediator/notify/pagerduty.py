@@ -13,12 +13,11 @@ from typing import Any
 
 import aiohttp
 
-from remediator.notify.base import Message, TransientFailure
+from remediator.notify.base import Message
 from remediator.notify.channel_support import (
     TIMEOUT,
-    check_answer,
-    describe_error,
     from_env,
+    post_json,
     truncate,
 )
 from remediator.policy.schema import PagerDutyChannel
@@ -95,15 +94,15 @@ class PagerDuty:
         }
 
     async def send(self, message: Message) -> None:
-        what = f"PagerDuty {message.action} {message.dedup_key}"
-        try:
-            async with self._session.post(
-                self._url, json=self.event(message), timeout=self._timeout
-            ) as answer:
-                body = await answer.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientFailure(f"{what}: {describe_error(exc)}") from exc
-        check_answer(what, answer.status, answer.headers, _error_text(body), ok=202)
+        await post_json(
+            self._session,
+            self._url,
+            self.event(message),
+            what=f"PagerDuty {message.action} {message.dedup_key}",
+            ok=202,
+            limit=self._timeout,
+            explain=_error_text,
+        )
 
 
 def dedup_key(key: str) -> str:

@@ -13,13 +13,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from remediator.notify.base import Message, TransientFailure, diagnostics_text
+from remediator.notify.base import Message, diagnostics_text
 from remediator.notify.channel_support import (
     TIMEOUT,
     ChannelNotConfigured,
-    check_answer,
-    describe_error,
     from_env,
+    post_json,
     truncate,
 )
 from remediator.policy.schema import SlackChannel
@@ -93,17 +92,15 @@ class Slack:
         return {"text": escape(fallback), "blocks": blocks}
 
     async def send(self, message: Message) -> None:
-        what = f"Slack {message.action} {message.dedup_key}"
-        try:
-            async with self._session.post(
-                self._url, json=self.body(message), timeout=self._timeout
-            ) as answer:
-                body = await answer.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # some of aiohttp's messages name the URL, and the URL is the secret
-            reason = describe_error(exc).replace(self._url, "<webhook URL>")
-            raise TransientFailure(f"{what}: {reason}") from exc
-        check_answer(what, answer.status, answer.headers, body, ok=200)
+        await post_json(
+            self._session,
+            self._url,
+            self.body(message),
+            what=f"Slack {message.action} {message.dedup_key}",
+            ok=200,
+            limit=self._timeout,
+            secret_url=True,
+        )
 
 
 def escape(text: str) -> str:
