@@ -32,7 +32,7 @@ from tests.support.alertmanager_cluster import (
     webhooks_sent,
 )
 from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, RESTARTED_AT, FakeKubernetes
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 from tests.support.service_process import ServiceProcess, eventually
 from tests.support.services import free_port, missing_service
 
@@ -101,7 +101,7 @@ def policies(tmp_path: Path) -> Path:
     directory = tmp_path / "policies"
     shutil.copytree(SHIPPED_POLICIES, directory)
     guardrails = directory / "guardrails.yaml"
-    guardrails.write_text(guardrails.read_text() + "max_concurrent_runs: 10\n")
+    guardrails.write_text(shipped_guardrails("max_concurrent_runs: 10"))
     return directory
 
 

@@ -31,7 +31,7 @@ from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
 from tests.support.figures import Figures, scale
 from tests.support.mailbox import Mailbox
 from tests.support.notify_recorder import Answer, Recorder
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 from tests.support.redis_server import RedisServer
 from tests.support.service_process import ServiceProcess, eventually
 from tests.support.services import free_port
@@ -104,8 +104,9 @@ def policies(tmp_path: Path, mailbox: tuple[Mailbox, int]) -> Path:
     (directory / "storm-restart.yaml").write_text(STORM_POLICY)
     guardrails = directory / "guardrails.yaml"
     guardrails.write_text(
-        guardrails.read_text()
-        + f"max_concurrent_runs: {CAP}\nglobal_rate_limit:\n  - {{max: {BUDGET}, per: 1h}}\n"
+        shipped_guardrails(
+            f"max_concurrent_runs: {CAP}\nglobal_rate_limit:\n  - {{max: {BUDGET}, per: 1h}}\n"
+        )
     )
     matrix = directory / "escalation.yaml"
     text = matrix.read_text()

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 SHIPPED_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 # The shipped policies, the severity matrix and the guard rails aside.
 SHIPPED_POLICY_COUNT = len(list(SHIPPED_POLICIES.glob("*.yaml"))) - 2
+
+
+def shipped_guardrails(overrides: str) -> str:
+    """The shipped guardrails.yaml with the settings in `overrides` (YAML) put over it."""
+    rails = yaml.safe_load((SHIPPED_POLICIES / "guardrails.yaml").read_text()) or {}
+    rails.update(yaml.safe_load(overrides) or {})
+    return yaml.safe_dump(rails, sort_keys=False)

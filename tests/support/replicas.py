@@ -33,7 +33,7 @@ from tests.support.fake_kubernetes import (
     FakeKubernetes,
     status_response,
 )
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 from tests.support.service_process import ServiceProcess
 from tests.support.services import free_port
 
@@ -49,8 +49,7 @@ def policy_directory(tmp_path: Path, policies: dict[str, str], guardrails: str =
     directory = tmp_path / "policies"
     directory.mkdir()
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
-    rails = (SHIPPED_POLICIES / "guardrails.yaml").read_text()
-    (directory / "guardrails.yaml").write_text(rails + guardrails)
+    (directory / "guardrails.yaml").write_text(shipped_guardrails(guardrails))
     for name, text in policies.items():
         (directory / name).write_text(text)
     return directory

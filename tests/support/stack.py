@@ -22,7 +22,7 @@ import pytest
 from remediator.store import Remediation, Store, open_store
 from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
 from tests.support.notify_recorder import Recorder
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 from tests.support.service_process import ServiceProcess
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -45,8 +45,7 @@ def policy_directory(directory: Path, policies: list[str], pagerduty_url: str) -
     """A policy directory of the test's own: its policies, the shipped guard rails with a cap
     that is not under test, and the matrix paging the stand-ins."""
     directory.mkdir()
-    guardrails = (SHIPPED_POLICIES / "guardrails.yaml").read_text()
-    (directory / "guardrails.yaml").write_text(guardrails + "max_concurrent_runs: 50\n")
+    (directory / "guardrails.yaml").write_text(shipped_guardrails("max_concurrent_runs: 50"))
     (directory / "escalation.yaml").write_text(matrix_with(pagerduty_url))
     for number, policy in enumerate(policies):
         (directory / f"policy-{number}.yaml").write_text(policy)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from remediator.store import rows
 
-# The claim's condition on a candidate event `e`: no earlier event of its alert is still to do.
+# The claim's condition on a candidate event `e`: it is the first of its alert still to do. A
+# scalar subquery, one index probe per candidate: written as NOT EXISTS (an earlier one to do),
+# PostgreSQL planned an anti-join over every pending event while the table had no statistics
+# yet, 120-200 ms a claim with 1,000 events pending, against 1-5 ms for this.
 NO_EARLIER_PENDING = (
-    "NOT EXISTS (SELECT 1 FROM alert_events p"
-    " WHERE p.fingerprint = e.fingerprint AND p.done_at IS NULL AND p.id < e.id)"
+    "e.id = (SELECT min(p.id) FROM alert_events p"
+    " WHERE p.fingerprint = e.fingerprint AND p.done_at IS NULL)"
 )
 
 
