@@ -27,6 +27,8 @@ check: $(BIN)/remediator
 bench: $(BIN)/remediator
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/storm.py
+	$(BIN)/python bench/storm.py --store sqlite
 
 # The reliability suite at the issue's full counts; writes the figures to docs/reliability.md.
 CHAOS ?= tests/reliability

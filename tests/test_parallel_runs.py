@@ -15,6 +15,7 @@ import pytest
 
 from remediator.alerts import Notification
 from remediator.notify.escalator import dedup_key
+from remediator.remediation.busy import BUSY
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.store import OutboxEntry, Remediation, Store
 from tests.support.service_process import eventually
@@ -329,3 +330,22 @@ async def test_an_event_claimed_while_the_claims_are_being_renewed_is_not_lost(
                     what="both runs",
                     timeout=BOUND,
                 )
+
+
+async def test_more_hung_steps_than_busy_places_hold_no_other_alert_back(
+    store: Store, tmp_path: Path
+) -> None:
+    """A run lets its busy place go while its action's call is out: more calls hung than there
+    are places still leave other alerts to be decided and paged."""
+    hung = BUSY + 2
+    async with world_with(store, tmp_path, FIX_ONLY, f"max_concurrent_runs: {hung}\n") as world:
+        world.application.fix_gate = gate = asyncio.Event()
+        async with dispatching(world.dispatcher):
+            for n in range(hung):
+                await post(world, f"app-{n}")
+            await eventually(lambda: _called(world, hung), what="every fix call", timeout=BOUND)
+            other = await post(world, "ledger", alertname="DiskAlmostFull")
+            await eventually(
+                lambda: _outcome(world.store, other, "no_match"), what="its page", timeout=BOUND
+            )
+            gate.set()

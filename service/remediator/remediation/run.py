@@ -32,6 +32,7 @@ from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards
 from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PoliciesInForce
+from remediator.remediation.busy import Busy
 from remediator.remediation.record import Decided, Known, Recorder, breaker_of
 from remediator.remediation.steps import (
     DEFAULT_RETRYING,
@@ -85,7 +86,8 @@ class Runner:
         self._guards = guards
         self._policies = policies
         self.record = Recorder(store, guards, policies, clock=clock)
-        self.steps = Steps(store, guards, actions, clock=clock, retrying=retrying)
+        self.busy = Busy()
+        self.steps = Steps(store, guards, actions, clock=clock, retrying=retrying, busy=self.busy)
         self.waiting: set[int] = set()  # events whose run waits for its turn (see `_admit`)
         self.verification = Verification(
             store, guards, policies, self.record, self.steps, clock=clock,
@@ -96,7 +98,13 @@ class Runner:
         return self.record.now()
 
     async def handle(self, event: AlertEvent) -> Remediation | None:
-        """Take one claimed event as far as it goes now; the verification wait is left running."""
+        """Take one claimed event as far as it goes now; the verification wait is left running.
+        It works in one of the busy places (`Busy`), let go while it waits on an action or its
+        turn."""
+        async with self.busy.held():
+            return await self._handle(event)
+
+    async def _handle(self, event: AlertEvent) -> Remediation | None:
         record = await self._store.alert(event.fingerprint, event.starts_at)
         if record is None:
             log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
@@ -230,7 +238,8 @@ class Runner:
         try:
             async with asyncio.timeout(wait.total_seconds()):
                 while isinstance(admission, Blocked) and admission.guard in WAITING_FOR:
-                    turn = await self._guards.freed(poll * random.uniform(0.8, 1.2))
+                    async with self.busy.let_go():
+                        turn = await self._guards.freed(poll * random.uniform(0.8, 1.2))
                     poll = min(poll * 1.5, SLOT_POLL)
                     if await self._resolved_meanwhile(alert):
                         if turn:

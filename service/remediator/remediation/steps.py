@@ -36,6 +36,7 @@ from remediator.guards.guards import Admitted, Guards
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import repeatable
 from remediator.policy.templates import ConditionError, evaluate_condition
+from remediator.remediation.busy import Busy
 from remediator.store import Remediation, RunLedger, StepRecord, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -85,7 +86,9 @@ class Steps:
         *,
         clock: Callable[[], float] = time.time,
         retrying: Retrying = DEFAULT_RETRYING,
+        busy: Busy | None = None,
     ) -> None:
+        self._busy = busy or Busy()
         self._store = store
         self._guards = guards
         self._actions = actions
@@ -185,7 +188,19 @@ class Steps:
             return not_run, 0
         action = self._actions[step.action]
         step_context = context if step.mutating else replace(context, dry_run=False)
-        timeout = (step.timeout or DEFAULT_STEP_TIMEOUT).total_seconds()
+        limit = (step.timeout or DEFAULT_STEP_TIMEOUT).total_seconds()
+        async with self._busy.let_go():  # the call is a wait on something outside
+            return await self._attempt(step, step_context, action, limit, before_retry)
+
+    async def _attempt(
+        self,
+        step: PlannedStep,
+        context: StepContext,
+        action: Action,
+        limit: float,
+        before_retry: Callable[[], Awaitable[Refusal | None]] | None,
+    ) -> tuple[StepResult, int]:
+        """The action's call within `limit` seconds, and its retries of transient errors."""
         attempts = 0
         try:
             async for attempt in self._attempts():
@@ -194,15 +209,13 @@ class Steps:
                     return failed(f"not retried: {refusal[1]}", **{HELD_BACK: refusal}), attempts
                 with attempt:
                     attempts += 1
-                    async with asyncio.timeout(timeout):
-                        return await action(step.params, step_context), attempts
+                    async with asyncio.timeout(limit):
+                        return await action(step.params, context), attempts
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             return failed(f"gave up after {attempts} attempts: {cause}"), attempts
         except TimeoutError:
-            return failed(
-                f"timed out after {format_duration(timedelta(seconds=timeout))}"
-            ), attempts
+            return failed(f"timed out after {format_duration(timedelta(seconds=limit))}"), attempts
         except StoreUnavailable:
             raise  # from the check before a retry: the claim lapses, the event is retried
         except Exception as exc:  # an action's bug must not kill the dispatcher
