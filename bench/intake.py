@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -831,8 +831,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bare_server is not None:
         run_bare_server(args.bare_server)
         return 0
+    return run_benchmark(benchmark(args))
+
+
+def run_benchmark(benchmark: Coroutine[Any, Any, int]) -> int:
+    """Run a benchmark to its exit code; an interrupt or a failure to reach a server is one
+    line, not a traceback."""
     try:
-        return asyncio.run(benchmark(args))
+        return asyncio.run(benchmark)
     except KeyboardInterrupt:
         progress("")
         print("interrupted; servers stopped", file=sys.stderr)

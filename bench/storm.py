@@ -86,6 +86,7 @@ from intake import (
     percentile_ms,
     postgres_cpu_seconds,
     progress,
+    run_benchmark,
     wait_until,
 )
 
@@ -1022,16 +1023,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.loopback_server is not None:
         run_loopback_server(args.loopback_server)
         return 0
-    try:
-        return asyncio.run(benchmark(args))
-    except KeyboardInterrupt:
-        progress("")
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, OSError, asyncpg.PostgresError) as exc:
-        progress("")
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
+    return run_benchmark(benchmark(args))
 
 
 if __name__ == "__main__":
