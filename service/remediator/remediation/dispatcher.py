@@ -2,9 +2,9 @@
 
 Each claimed event runs in a task of its own, so a slow or hung step of one run (a health check
 waiting out its timeout, a rollout wait) delays no other alert's decision, run or page. At most
-`in_flight` events are held at once; events of one alert are claimed in order (the store does
-not hand out an event while an earlier one of its alert is not done), so a resolution is
-handled after its firing.
+`in_flight` events are held at once, runs waiting for their turn aside (a few times as many of
+those); events of one alert are claimed in order (the store does not hand out an event while an
+earlier one of its alert is not done), so a resolution is handled after its firing.
 
 Several replicas share the queue: a claim is an UPDATE over `FOR UPDATE SKIP LOCKED` rows
 (Postgres), so each event goes to one worker; a worker that dies stops renewing, and once its
