@@ -193,9 +193,12 @@ async def test_a_run_held_by_the_cap_is_paged_at_once_waits_and_then_runs(
             assert waiting.reason == (
                 "waiting up to 5m for its turn: 1 runs in flight, the cap is 1"
             )
-            # P1: paged at once, while it waits.
+            # P1: paged at once, while it waits, saying so.
             paged = await _outbox_of(world.store, waiting)
             assert {e.channel for e in paged if e.action == "trigger"} >= {"pagerduty", "slack"}
+            assert (
+                "remediation waiting for its turn: waiting up to 5m" in paged[0].message["summary"]
+            )
             gate.set()
             for fingerprint in (first, second):
                 await eventually(

@@ -229,6 +229,7 @@ def summary(remediation: Remediation, action: str) -> str:
     if action == "resolve":
         return f"{r.alertname}{where} resolved ({r.outcome}: {r.reason})"
     what = {
+        "waiting": "remediation waiting for its turn",
         "running": "remediation running",
         "verifying": "fix applied, waiting for the alert to resolve",
         "failed": "remediation failed",
