@@ -35,7 +35,7 @@ from tests.support.service_process import ServiceProcess, eventually
 from tests.support.services import free_port
 
 TOKEN = "s3cret"
-KILL_CYCLES = scale(20, 200)
+KILL_CYCLES = scale(12, 200)
 OUTAGES = scale(2, 10)
 OUTAGE_SECONDS = 3.0  # how long PostgreSQL stays down each time
 LEASE_SECONDS = "3"  # the least the service takes: a killed worker's claims lapse in 4.5 s

@@ -295,7 +295,7 @@ async def recoveries(crashes: Crashes) -> list[tuple[int, str, float | None]]:
 async def test_a_replica_killed_mid_remediation_is_taken_over_without_a_second_patch(
     crashes: Crashes, figures: Figures
 ) -> None:
-    count = scale(20, 200)
+    count = scale(15, 200)
 
     async def lane() -> None:  # episodes one after the other, until enough runs were killed
         while len(crashes.killed) < count:
