@@ -64,8 +64,8 @@ class PortableAlertLog(Database):
 
 
 class PortableEventQueue(Database):
-    # Each dialect's: the claim (see `statements.NO_EARLIER_PENDING`), renewal and completion
-    # of ($1 the ids, $2 the worker, $3 the lease's end or the time done).
+    # Each dialect's: the claim (see `statements.FIRST_PENDING_OF_ITS_ALERT`), renewal and
+    # completion of ($1 the ids, $2 the worker, $3 the lease's end or the time done).
     _CLAIM_EVENTS: str
     _RENEW_EVENTS: str
     _COMPLETE_EVENTS: str

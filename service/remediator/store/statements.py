@@ -12,7 +12,7 @@ from remediator.store import rows
 # scalar subquery, one index probe per candidate: written as NOT EXISTS (an earlier one to do),
 # PostgreSQL planned an anti-join over every pending event while the table had no statistics
 # yet, 120-200 ms a claim with 1,000 events pending, against 1-5 ms for this.
-NO_EARLIER_PENDING = (
+FIRST_PENDING_OF_ITS_ALERT = (
     "e.id = (SELECT min(p.id) FROM alert_events p"
     " WHERE p.fingerprint = e.fingerprint AND p.done_at IS NULL)"
 )
@@ -29,7 +29,7 @@ def claim_events(lock: str) -> str:
         "UPDATE alert_events SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
         " WHERE done_at IS NULL AND id IN (SELECT id FROM alert_events e"
         " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
-        f" AND {NO_EARLIER_PENDING} ORDER BY id LIMIT $4 {lock})"
+        f" AND {FIRST_PENDING_OF_ITS_ALERT} ORDER BY id LIMIT $4 {lock})"
         f" RETURNING {rows.EVENT_COLUMNS}"
     )
 
