@@ -116,6 +116,9 @@ async def stack(
         pagerduty=pagerduty_api,
         slack=slack_api,
         monkeypatch=monkeypatch,
+        # One event at a time per replica: the replica woken first cannot take a whole wave,
+        # and the race is between replicas.
+        max_events_in_flight="1",
     ) as running:
         running.alertname = ALERTNAME
         yield running

@@ -274,7 +274,9 @@ async def run_episode(crashes: Crashes, index: int, phase: Phase) -> None:
 async def recoveries(crashes: Crashes) -> list[tuple[int, str, float | None]]:
     """Each run a kill interrupted (the last run begun on an event the dead worker held, if it
     ended `interrupted`): its episode, its outcome, and the seconds from the kill to the start
-    of the run that took the event over (None: never taken over)."""
+    of the run that took the event over (None: never taken over). When the worker that had
+    claimed the event next is killed too before its run began, the time is counted from that
+    kill: a lease lapses once per worker that dies holding it."""
     found = []
     for kill in crashes.kills:
         for event_id in kill.events:
@@ -287,9 +289,16 @@ async def recoveries(crashes: Crashes) -> list[tuple[int, str, float | None]]:
             if not before or before[-1]["outcome"] not in ("interrupted", "running"):
                 continue  # no run yet, or it ended just as its worker died
             later = [row["started_at"].timestamp() for row in rows[len(before) :]]
+            if later and killed_again(crashes, event_id, kill.at, later[0]):
+                continue  # the worker taking it over died too: the later kill's figure counts
             index = int(before[-1]["fingerprint"].removeprefix("fp-crash-"))
             found.append((index, before[-1]["outcome"], later[0] - kill.at if later else None))
     return found
+
+
+def killed_again(crashes: Crashes, event_id: int, after: float, before: float) -> bool:
+    """Whether a later kill took a worker holding this event before a run took it over."""
+    return any(event_id in k.events and after < k.at < before for k in crashes.kills)
 
 
 async def test_a_replica_killed_mid_remediation_is_taken_over_without_a_second_patch(

@@ -219,8 +219,10 @@ async def running_stack(
     pagerduty: Recorder,
     slack: Recorder,
     monkeypatch: pytest.MonkeyPatch,
+    **more: str,
 ) -> AsyncIterator[Stack]:
-    """`replicas` services in live mode on one store and one Redis, started together."""
+    """`replicas` services in live mode on one store and one Redis, started together, with
+    `more` settings besides."""
     directory = policy_directory(tmp_path / "policies", policies, pagerduty.url)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG.format(url=kubernetes.url))
@@ -235,6 +237,7 @@ async def running_stack(
         "kubeconfig": str(kubeconfig),
         "policies": str(directory),
         "lease_seconds": str(LEASE_SECONDS),
+        **more,
     }
     started = await asyncio.gather(
         *(ServiceProcess.start(tmp_path, **settings) for _ in range(replicas)),
