@@ -14,18 +14,23 @@ its status codes (Status objects for 404 NotFound, 409 Conflict, 422 Invalid, 41
     GET         /api/v1/nodes/{name}                     (cluster-scoped)
     GET         /api/v1/pods?fieldSelector=spec.nodeName=...&labelSelector=...   (all namespaces)
 
-PATCH takes the content types kubernetes-asyncio sends: application/strategic-merge-patch+json
-(a dict body; applied as a JSON merge patch, which is what it means for the maps the actions
-patch), application/merge-patch+json and application/json-patch+json (a list body: add,
-remove, replace, test). A patched object whose metadata.resourceVersion differs from the
-stored one is a 409 Conflict, as on the real server; an invalid result (negative replicas,
-a template whose labels do not match the selector, a changed selector or name) is a 422.
+PATCH takes the three patch formats as the API server applies them (tests/support/
+kubernetes_patches.py): strategic merge (what kubernetes-asyncio and kubectl send for a map),
+JSON merge and JSON patch. A patched object whose metadata.resourceVersion differs from the
+stored one is a 409 Conflict, as on the real server; an invalid result (negative replicas, a
+template whose labels do not match the selector, a changed selector or name) is a 422. Each
+write is credited in metadata.managedFields to `?fieldManager=`, or else to the client's
+User-Agent. A pod is deleted with the request's gracePeriodSeconds, or else its own
+terminationGracePeriodSeconds (`deleted` keeps them). The discovery documents
+(tests/support/kubernetes_discovery.py) let `kubectl` itself act on the fake.
 
 Behaviours of the controllers, made deterministic: a spec change bumps metadata.generation; a
 pod-template change makes (or, on undo, reuses) the ReplicaSet of that template with the next
 revision (deployment.kubernetes.io/revision), and the Deployment's annotation follows; pods
 are owned by ReplicaSets and carry the pod-template-hash label; a deleted pod is replaced;
-events are recorded (ScalingReplicaSet, Killing). Rollouts finish at once, unless a test holds
+the Deployment's annotations are copied onto its current ReplicaSet (all but the rollout's own),
+and a reused ReplicaSet's old revision goes to its revision-history; events are recorded
+(ScalingReplicaSet, Killing). Rollouts finish at once, unless a test holds
 them (`hold_rollouts`, then `converge`, or `converge_after_reads`): no timing is involved.
 
 Tests seed objects (`seed_deployment` with N ready pods and a revision history,
@@ -54,8 +59,28 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.kubernetes_discovery import add_discovery
+from tests.support.kubernetes_patches import (
+    InvalidPatch,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
+
 Obj = dict[str, Any]
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+NOT_COPIED_TO_RS = frozenset(
+    {
+        REVISION,
+        REVISION_HISTORY,
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "kubectl.kubernetes.io/last-applied-configuration",
+        "deprecated.deployment.rollback.to",
+    }
+)
 HASH = "pod-template-hash"
 # The namespace the shipped policies act in; a restart's annotation; a kubeconfig for the
 # service, pointing at the fake's URL.
@@ -132,62 +157,39 @@ def not_found(kind: str, name: str) -> ApiError:
     )
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def _pointer(path: str) -> list[str]:
-    if not path.startswith("/"):
-        raise ApiError(422, f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json_patch(target: Obj, operations: list[Obj]) -> Obj:
-    """RFC 6902: add, remove, replace and test, on objects and list indices."""
-    doc = copy.deepcopy(target)
-    for op in operations:
-        *parents, last = _pointer(op["path"])
-        node: Any = doc
-        for part in parents:
-            try:
-                node = node[int(part)] if isinstance(node, list) else node[part]
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ApiError(422, f"path {op['path']} does not exist") from exc
-        kind = op.get("op")
-        key: Any = int(last) if isinstance(node, list) and last != "-" else last
-        if kind == "test":
-            if _get(node, key) != op.get("value"):
-                raise ApiError(422, f"test failed at {op['path']}")
-        elif kind in ("replace", "remove") and _get(node, key, missing=True) is _MISSING:
-            raise ApiError(422, f"path {op['path']} does not exist")
-        elif kind == "remove":
-            del node[key]
-        elif kind == "replace" or (kind == "add" and isinstance(node, dict)):
-            node[key] = copy.deepcopy(op["value"])
-        elif kind == "add":
-            node.insert(len(node) if last == "-" else key, copy.deepcopy(op["value"]))
-        else:
-            raise ApiError(422, f"unsupported JSON patch operation {kind!r}")
-    return doc
-
-
-_MISSING = object()
-
-
-def _get(node: Any, key: Any, *, missing: bool = False) -> Any:
+def _apply(content_type: str, current: Obj, body: Any) -> Obj:
+    """`body` applied to `current` as a patch of `content_type`; 415 for another type."""
+    formats = {
+        "application/json-patch+json": (list, json_patch),
+        "application/merge-patch+json": (dict, merge_patch),
+        "application/strategic-merge-patch+json": (dict, strategic_merge_patch),
+    }
+    shape, apply = formats.get(content_type.split(";")[0].strip(), (None, None))
+    if shape is None or apply is None or not isinstance(body, shape):
+        raise ApiError(415, f"the body of the request was in an unknown format: {content_type}")
     try:
-        return node[key]
-    except (KeyError, IndexError, TypeError):
-        return _MISSING if missing else None
+        patched: Obj = apply(current, body)
+    except InvalidPatch as exc:
+        raise ApiError(422, str(exc)) from exc
+    return canonical(patched)
+
+
+def canonical(value: Any) -> Any:
+    """As the API server stores an object decoded into its Go types: unset fields (null, or
+    an empty map or list of an `omitempty` field) are not kept."""
+    if isinstance(value, dict):
+        kept = {k: canonical(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None and v != {} and v != []}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def manager_of(request: web.Request) -> str:
+    """Who a write is credited to in managedFields: `?fieldManager=`, or else (as the API
+    server does) the client's User-Agent up to its first '/'."""
+    named = request.query.get("fieldManager")
+    return named or request.headers.get("User-Agent", "unknown").split("/")[0]
 
 
 # The pod fields the API server can select on (a few of them) and the pod's value of each.
@@ -280,6 +282,7 @@ class FakeKubernetes:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.requests: list[tuple[str, str, str]] = []  # method, path, content type
+        self.deleted: list[Obj] = []  # pods deleted, with their deletionGracePeriodSeconds
         self.hold_rollouts = False
         self._reads_until_converged: dict[tuple[str, str], int] = {}
         self._faults: list[Fault] = []
@@ -306,6 +309,7 @@ class FakeKubernetes:
         app.router.add_route("GET", base_core + "/events", self._list("Event"))
         app.router.add_route("GET", "/api/v1/nodes/{name}", self._get_node)
         app.router.add_route("GET", "/api/v1/pods", self._list_all_pods)
+        add_discovery(app)
         app.middlewares.append(self._middleware)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -376,10 +380,13 @@ class FakeKubernetes:
         revisions: int = 1,
         changed_ago: timedelta = timedelta(hours=2),
         labels: dict[str, str] | None = None,
+        causes: dict[int, str] | None = None,
     ) -> Obj:
         """A Deployment with `revisions` ReplicaSets (`pod_template` 1..N; the newest created
         `changed_ago` ago, each older one a day before) and `replicas` pods, `ready` of them
-        ready. `labels={}` makes a Deployment with an empty selector."""
+        ready. `labels={}` makes a Deployment with an empty selector. `causes` annotates the
+        Deployment with a kubernetes.io/change-cause as each of those revisions is made (kept,
+        as on a cluster, until a later one replaces it)."""
         labels = {"app": name} if labels is None else labels
         created = datetime.now(UTC) - changed_ago - timedelta(days=revisions)
         dep: Obj = {
@@ -402,7 +409,10 @@ class FakeKubernetes:
             dep["spec"]["template"] = pod_template(labels, revision)
             dep["metadata"]["generation"] += 1
             ago = changed_ago + timedelta(days=revisions - revision)
+            if revision in (causes or {}):
+                dep["metadata"]["annotations"][CHANGE_CAUSE] = (causes or {})[revision]
             self._reconcile(dep, created=datetime.now(UTC) - ago)
+            self._copy_annotations(dep)
         self._converge(dep, ready=replicas if ready is None else ready)
         return copy.deepcopy(dep)
 
@@ -543,16 +553,7 @@ class FakeKubernetes:
             body = await request.json()
         except ValueError as exc:
             raise ApiError(400, f"invalid JSON: {exc}") from exc
-        if content_type == "application/json-patch+json" and isinstance(body, list):
-            patched = json_patch(current, body)
-        elif content_type == "application/merge-patch+json" and isinstance(body, dict):
-            patched = merge_patch(current, body)
-        elif content_type == "application/strategic-merge-patch+json" and isinstance(body, dict):
-            if "$patch" in json.dumps(body):
-                raise ApiError(422, "strategic merge directives are not supported by the fake")
-            patched = merge_patch(current, body)
-        else:
-            raise ApiError(415, f"the body of the request was in an unknown format: {content_type}")
+        patched = _apply(content_type, current, body)
         meta, old = patched.get("metadata", {}), current["metadata"]
         if meta.get("resourceVersion") != old["resourceVersion"]:
             raise ApiError(
@@ -570,6 +571,7 @@ class FakeKubernetes:
         dep = self._find("Deployment", request)
         patched = await self._patched(request, dep)
         self._validate_deployment(dep, patched)
+        _credit(patched, manager_of(request))
         self._store_deployment(dep, patched)
         return web.json_response(dep)
 
@@ -599,6 +601,7 @@ class FakeKubernetes:
         dep.update(patched)
         if template_changed:
             self._reconcile(dep, created=datetime.now(UTC))
+        self._copy_annotations(dep)
         if spec_changed:
             self._progress(dep)
 
@@ -629,6 +632,7 @@ class FakeKubernetes:
             raise ApiError(422, f"spec.replicas: Invalid value: {replicas!r}")
         new = copy.deepcopy(dep)
         new["spec"]["replicas"] = replicas
+        _credit(new, manager_of(request), subresource="scale")
         self._store_deployment(dep, new)
         return web.json_response(self._scale(dep))
 
@@ -638,6 +642,7 @@ class FakeKubernetes:
         data = patched.get("data") or {}
         if not all(isinstance(v, str) for v in data.values()):
             raise ApiError(422, "data: Invalid value: values must be strings")
+        _credit(patched, manager_of(request))
         patched["metadata"]["resourceVersion"] = str(next(self._versions))
         cm.clear()
         cm.update(patched)
@@ -661,6 +666,11 @@ class FakeKubernetes:
             if owner and rs["metadata"]["uid"] == owner["uid"]:
                 self._replace_pods(rs, rs["spec"]["replicas"], ready=not self.hold_rollouts)
         meta["deletionTimestamp"] = timestamp(datetime.now(UTC))
+        # The grace the request gives, else the pod's own (defaulted to 30 s on creation).
+        given = (options or {}).get("gracePeriodSeconds")
+        own = pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+        meta["deletionGracePeriodSeconds"] = own if given is None else given
+        self.deleted.append(pod)
         return web.json_response(pod)
 
     # -- controllers -------------------------------------------------------------------------
@@ -699,10 +709,24 @@ class FakeKubernetes:
         rs = next((r for r in replica_sets if _template_key(r["spec"]["template"]) == key), None)
         if rs is None:
             rs = self._new_replica_set(dep, key, created)
+        elif REVISION in rs["metadata"]["annotations"]:  # reused: its old revision is history
+            old = rs["metadata"]["annotations"][REVISION]
+            history = rs["metadata"]["annotations"].get(REVISION_HISTORY)
+            rs["metadata"]["annotations"][REVISION_HISTORY] = f"{history},{old}" if history else old
         rs["metadata"]["annotations"][REVISION] = str(revision)
         rs["metadata"]["resourceVersion"] = str(next(self._versions))
         dep["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
         self._event(dep, "ScalingReplicaSet", f"Scaled up replica set {rs['metadata']['name']}")
+
+    def _copy_annotations(self, dep: Obj) -> None:
+        """The controller copies the Deployment's annotations onto its current ReplicaSet, but
+        for those of the rollout itself (skipCopyAnnotation in deployment/util)."""
+        annotations = dep["metadata"].get("annotations") or {}
+        current = annotations.get(REVISION)
+        for rs in self._owned("ReplicaSet", dep):
+            if rs["metadata"]["annotations"].get(REVISION) == current:
+                copied = {k: v for k, v in annotations.items() if k not in NOT_COPIED_TO_RS}
+                rs["metadata"]["annotations"].update(copied)
 
     def _new_replica_set(self, dep: Obj, key: str, created: datetime) -> Obj:
         namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
@@ -848,6 +872,7 @@ class FakeKubernetes:
 
 
 IMAGE = "registry.k8s.io/pause:3.10"
+DEFAULT_GRACE_SECONDS = 30  # a pod's terminationGracePeriodSeconds when its spec sets none
 
 
 def pod_template(labels: dict[str, str], revision: int) -> Obj:
@@ -924,6 +949,23 @@ def node_status(name: str, ready: str, now: datetime) -> Obj:
             "architecture": "amd64",
         },
     }
+
+
+def _credit(obj: Obj, manager: str, subresource: str | None = None) -> None:
+    """The write's entry in metadata.managedFields (one per manager, operation and
+    subresource, as the API server keeps them; without the fieldsV1 set of fields)."""
+    entry = {
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": obj["apiVersion"],
+        "time": timestamp(datetime.now(UTC)),
+        "fieldsType": "FieldsV1",
+        **({"subresource": subresource} if subresource else {}),
+    }
+    same = ("manager", "operation", "subresource")
+    fields = obj["metadata"].setdefault("managedFields", [])
+    kept = [f for f in fields if any(f.get(k) != entry.get(k) for k in same)]
+    obj["metadata"]["managedFields"] = [*kept, entry]
 
 
 def seeded_revision(obj: Obj) -> int:

@@ -73,19 +73,23 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 SCALED = "remediator/scaled"  # {"at": ISO time, "from": n, "to": m}
 UNDONE = "remediator/undone"  # {"at": ISO time, "from": revision, "to": revision}
 POD_TEMPLATE_HASH = "pod-template-hash"
-# Annotations of the Deployment that an undo keeps rather than takes from the ReplicaSet (as
-# kubectl rollout undo does).
-_KEPT_ON_UNDO = frozenset(
+# Annotations of the Deployment that an undo keeps, and never takes from the ReplicaSet: the
+# list kubectl rollout undo keeps (annotationsToSkip in kubectl's rollback.go; every other
+# annotation of the Deployment is replaced by the ReplicaSet's, which the controller copied
+# from the Deployment when that revision was current), and this service's own records.
+_KUBECTL_KEEPS_ON_UNDO = frozenset(
     {
         REVISION,
         "deployment.kubernetes.io/revision-history",
         "deployment.kubernetes.io/desired-replicas",
         "deployment.kubernetes.io/max-replicas",
         "kubectl.kubernetes.io/last-applied-configuration",
-        SCALED,
-        UNDONE,
+        "deprecated.deployment.rollback.to",
     }
 )
+_KEPT_ON_UNDO = _KUBECTL_KEEPS_ON_UNDO | {SCALED, UNDONE}
+# Every write names this service, so that managedFields and the audit log credit it.
+FIELD_MANAGER = "remediator"
 _SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 _DEFAULT_PROGRESS_DEADLINE = 600.0
 _EVENTS_KEPT = 30
@@ -487,6 +491,7 @@ class KubernetesActions:
             target.name,
             _ns(target),
             {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}},
+            field_manager=FIELD_MANAGER,
             _request_timeout=REQUEST_TIMEOUT,
         )
         if params.wait:
@@ -529,6 +534,7 @@ class KubernetesActions:
                 target.name,
                 _ns(target),
                 {"metadata": {"resourceVersion": resource_version, "annotations": {SCALED: note}}},
+                field_manager=FIELD_MANAGER,
                 _request_timeout=REQUEST_TIMEOUT,
             )
             resource_version = annotated.metadata.resource_version
@@ -536,6 +542,7 @@ class KubernetesActions:
             target.name,
             _ns(target),
             {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": desired}},
+            field_manager=FIELD_MANAGER,
             _request_timeout=REQUEST_TIMEOUT,
         )
         return ok(f"scaled {target} from {current} to {desired}", replicas=desired)
@@ -568,9 +575,7 @@ class KubernetesActions:
                 f"would roll back {target} from revision {current} to revision {wanted}",
                 revision=current,
             )
-        for key, value in (by_revision[wanted].metadata.annotations or {}).items():
-            if key not in _KEPT_ON_UNDO:
-                annotations[key] = value
+        annotations = _annotations_on_undo(annotations, by_revision[wanted].metadata.annotations)
         annotations[UNDONE] = json.dumps({"at": _now().isoformat(), "from": current, "to": wanted})
         await self._apps.patch_namespaced_deployment(
             target.name,
@@ -585,6 +590,7 @@ class KubernetesActions:
                 {"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "replace", "path": "/metadata/annotations", "value": annotations},
             ],
+            field_manager=FIELD_MANAGER,
             _request_timeout=REQUEST_TIMEOUT,
         )
         return ok(
@@ -669,6 +675,7 @@ class KubernetesActions:
                 "metadata": {"resourceVersion": configmap.metadata.resource_version},
                 "data": {key: params.data[key] for key in changed},
             },
+            field_manager=FIELD_MANAGER,
             _request_timeout=REQUEST_TIMEOUT,
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
@@ -716,6 +723,16 @@ class KubernetesActions:
         )
         data = _node_summary(node) | {"pods": _pods_on_node(listed.items, params.limit)}
         return ok(_node_message(context.target, data), **data)
+
+
+def _annotations_on_undo(
+    current: Mapping[str, str], restored: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The Deployment's annotations after an undo, as kubectl makes them: the kept ones of its
+    own, and every other one from the ReplicaSet restored."""
+    kept = {key: value for key, value in current.items() if key in _KEPT_ON_UNDO}
+    taken = {key: value for key, value in (restored or {}).items() if key not in _KEPT_ON_UNDO}
+    return kept | taken
 
 
 def _undo_to(

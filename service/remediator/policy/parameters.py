@@ -139,7 +139,9 @@ class Scale(Params):
 
 class DeletePod(Params):
     pod: str  # checked as an RFC 1123 name after rendering, by engine.decide
-    grace_period_seconds: int = Field(30, ge=0)
+    grace_period_seconds: int | None = Field(
+        None, ge=0, description="the pod's own terminationGracePeriodSeconds when not set"
+    )
     min_available: MinAvailable = Field(
         1, description="refuse if fewer ready replicas than this would remain"
     )
