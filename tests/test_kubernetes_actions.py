@@ -418,6 +418,42 @@ async def test_undo_rolls_back_to_the_previous_revision_once(
     assert seeded_revision(await cluster.deployment("api")) == 2
 
 
+async def test_undo_after_a_restart_reaches_the_previous_release(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    """A restart makes a revision of its own (release 2, restarted): the undo goes past it to
+    release 1, where `kubectl rollout undo` would go back to release 2 and only restart it."""
+    await cluster.seed_deployment("api", revisions=2)
+    context = cluster.context("api")
+    restarted = await actions.rollout_restart(RolloutRestart(), context)
+    assert restarted.outcome is Outcome.OK, restarted.message
+    await cluster.settle("api")
+    assert revision_of(await cluster.deployment("api")) == 3
+    result = await actions.rollout_undo(RolloutUndo(), context)
+    assert result.outcome is Outcome.OK, result.message
+    assert result.message.endswith("from revision 3 to revision 1")
+    await cluster.settle("api")
+    assert seeded_revision(await cluster.deployment("api")) == 1
+
+
+async def test_undo_with_only_restarts_before_it_fails_saying_so(
+    cluster: Cluster, actions: KubernetesActions
+) -> None:
+    await cluster.seed_deployment("api", revisions=1)
+    for _ in range(2):  # each restart by a run of its own
+        restarted = await actions.rollout_restart(RolloutRestart(), cluster.context("api"))
+        assert restarted.outcome is Outcome.OK, restarted.message
+        await cluster.settle("api")
+    mark = await cluster.mark()
+    result = await actions.rollout_undo(RolloutUndo(), cluster.context("api"))
+    assert result.outcome is Outcome.FAILED
+    assert result.message == (
+        f"deployment {cluster.namespace}/api has no earlier release: revisions 1, 2 differ "
+        "from revision 3 only by restarts"
+    )
+    assert await cluster.mark() == mark
+
+
 async def test_undo_to_a_given_revision(cluster: Cluster, actions: KubernetesActions) -> None:
     await cluster.seed_deployment("api", revisions=3)
     result = await actions.rollout_undo(RolloutUndo(to_revision=1), cluster.context("api"))

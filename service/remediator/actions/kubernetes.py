@@ -547,6 +547,12 @@ class KubernetesActions:
         )
         return ok(f"scaled {target} from {current} to {desired}", replicas=desired)
 
+    def _template(self, template: Any) -> dict[str, Any]:
+        """A ReplicaSet's pod template as the Deployment would carry it: without the hash label."""
+        serialized: dict[str, Any] = self._serialize(template)
+        serialized.get("metadata", {}).get("labels", {}).pop(POD_TEMPLATE_HASH, None)
+        return serialized
+
     @_api_errors
     async def rollout_undo(self, params: RolloutUndo, context: StepContext) -> StepResult:
         target = context.target
@@ -563,9 +569,10 @@ class KubernetesActions:
         replica_sets = await self._replica_sets(deployment)
         by_revision = {_revision(rs): rs for rs in replica_sets}
         current = _revision(deployment) or max(by_revision, default=0)
-        wanted = _undo_to(params, target, current, by_revision)
-        template = self._serialize(by_revision[wanted].spec.template)
-        template.get("metadata", {}).get("labels", {}).pop(POD_TEMPLATE_HASH, None)
+        templates = {r: self._template(rs.spec.template) for r, rs in by_revision.items()}
+        releases = {r: _release(t) for r, t in templates.items()}
+        wanted = _undo_to(params, target, current, by_revision, releases)
+        template = templates[wanted]
         if template == self._serialize(deployment.spec.template):
             return skipped(
                 f"{target}'s template already matches revision {wanted}", revision=current
@@ -735,8 +742,46 @@ def _annotations_on_undo(
     return kept | taken
 
 
+def _release(template: Mapping[str, Any]) -> str:
+    """What a pod template runs, whatever restarts it had: the template without the restart
+    annotation, as a comparable string."""
+    stripped = json.loads(json.dumps(template))
+    metadata = stripped.get("metadata", {})
+    metadata.get("annotations", {}).pop(RESTARTED_AT, None)
+    if not metadata.get("annotations"):
+        metadata.pop("annotations", None)
+    return json.dumps(stripped, sort_keys=True)
+
+
+def _previous_release(target: RenderedTarget, current: int, releases: Mapping[int, str]) -> int:
+    """The most recent revision before `current` that runs something else than `current` does:
+    a restart makes a revision of its own, and rolling back to it would only restart again."""
+    earlier = sorted((r for r in releases if 0 < r < current), reverse=True)
+    running = releases.get(current)
+    wanted = next((r for r in earlier if releases[r] != running), 0)
+    if not wanted and earlier:
+        raise _Done(
+            failed(
+                f"{target} has no earlier release: revisions {_listed(earlier)} differ from "
+                f"revision {current} only by restarts",
+                revision=current,
+            )
+        )
+    if not wanted:
+        raise _Done(failed(f"{target} has no previous revision", revision=current))
+    return wanted
+
+
+def _listed(revisions: list[int]) -> str:
+    return ", ".join(str(r) for r in sorted(revisions))
+
+
 def _undo_to(
-    params: RolloutUndo, target: RenderedTarget, current: int, by_revision: Mapping[int, Any]
+    params: RolloutUndo,
+    target: RenderedTarget,
+    current: int,
+    by_revision: Mapping[int, Any],
+    releases: Mapping[int, str],
 ) -> int:
     """The revision to roll back to; raises _Done when there is none or the undo is skipped."""
     if params.only_if_changed_within is not None:
@@ -755,9 +800,7 @@ def _undo_to(
             raise _Done(failed(f"{target} has no revision {params.to_revision}", revision=current))
         wanted = params.to_revision
     else:
-        wanted = max((r for r in by_revision if 0 < r < current), default=0)
-        if not wanted:
-            raise _Done(failed(f"{target} has no previous revision", revision=current))
+        wanted = _previous_release(target, current, releases)
     if wanted == current:
         raise _Done(skipped(f"{target} already at revision {current}", revision=current))
     return wanted
