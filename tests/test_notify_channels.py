@@ -9,6 +9,7 @@ again later" and "never" as the outbox needs.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -208,7 +209,7 @@ async def test_pagerduty_summary_is_cut_to_1024_characters(
 
     summary = pagerduty_api.requests[0].json["payload"]["summary"]
     assert len(summary) == 1024
-    assert summary.endswith("…")
+    assert summary.endswith("x… (truncated: 4,011 characters cut)")  # it says how much
 
 
 async def test_pagerduty_refusal_is_permanent_and_says_why(
@@ -651,8 +652,13 @@ async def test_what_diagnostic_steps_read_rides_along_in_every_channel(
 
 
 def test_diagnostics_too_large_for_an_event_are_cut_not_refused(pagerduty: PagerDuty) -> None:
-    huge = {"diagnose": {"events": ["x" * 1000] * 400}}  # 400 KB: the event may carry 512 KB
-    cut = pagerduty.event(message(diagnostics=huge))["payload"]["custom_details"]["diagnostics"]
+    fits = {"diagnose": {"events": ["x" * 1000] * 400}}  # 400 KB: the event may carry 512 KB
+    whole = pagerduty.event(message(diagnostics=fits))["payload"]["custom_details"]
+    assert whole["diagnostics"] == fits
+    huge = {"diagnose": {"events": ["x" * 1000] * 600}}
+    event = pagerduty.event(message(diagnostics=huge))
+    cut = event["payload"]["custom_details"]["diagnostics"]
     assert isinstance(cut, str)
-    assert cut.endswith("(cut: see the run in Remediator)")
-    assert len(cut) < 300 * 1024
+    assert cut.startswith('{\n  "diagnose": {')
+    assert cut.endswith(" characters cut)")
+    assert len(json.dumps(event).encode()) <= 512 * 1024

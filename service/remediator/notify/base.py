@@ -39,11 +39,14 @@ class Message:
     reason: str
     steps: tuple[StepLine, ...] = ()
     links: dict[str, str] = field(default_factory=dict)  # runbook, alert source, silence
-    diagnostics: dict[str, Any] = field(default_factory=dict)  # what diagnostic steps read
+    # What diagnostic steps read; its text instead when cut to fit a channel's limits.
+    diagnostics: dict[str, Any] | str = field(default_factory=dict)
 
 
 def diagnostics_text(message: Message) -> str:
     """The diagnostics as indented JSON: plain, exact, and readable in any channel."""
+    if isinstance(message.diagnostics, str):
+        return message.diagnostics
     return json.dumps(message.diagnostics, indent=2, sort_keys=True, default=str)
 
 

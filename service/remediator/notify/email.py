@@ -16,18 +16,33 @@ from collections.abc import Iterable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiosmtplib
 import structlog
 
 from remediator.notify.base import Message, PermanentFailure, TransientFailure, diagnostics_text
-from remediator.notify.channel_support import TIMEOUT, ChannelNotConfigured, from_env, truncate
+from remediator.notify.channel_support import (
+    TIMEOUT,
+    ChannelNotConfigured,
+    fit_message,
+    from_env,
+    is_web_url,
+    truncate,
+)
+from remediator.notify.mail_headers import set_header
 from remediator.policy.schema import EmailChannel
 
 log = structlog.get_logger(__name__)
 
-SUBJECT_LIMIT = 200
+SUBJECT_LIMIT = 200  # characters: what a mail client shows of it, and then some
+# Bytes of a whole email as sent: Remediator's own cap, well within what servers take (Postfix's
+# message_size_limit defaults to 10,240,000: https://www.postfix.org/postconf.5.html). Header
+# lines: mail_headers.py.
+MESSAGE_LIMIT = 1_000_000
+# What keeps it there: the UTF-8 of its text and HTML parts, which their transfer encoding
+# (base64, or quoted-printable when shorter) grows by a third at most, and room for the headers.
+CONTENT_LIMIT = MESSAGE_LIMIT * 3 // 4 - 10_000
+NOT_LINKED = " (not a well-formed URL: not linked)"
 _ID_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -71,8 +86,12 @@ class Email:
         }
 
     def compose(self, message: Message) -> EmailMessage:
+        """The email, within MESSAGE_LIMIT: the largest values cut first, saying so."""
+        return self._compose(fit_message(message, content_size, CONTENT_LIMIT))
+
+    def _compose(self, message: Message) -> EmailMessage:
         mail = EmailMessage()
-        mail["Subject"] = subject(message)
+        set_header(mail, "Subject", subject(message))
         mail["From"] = self._config.sender
         mail["To"] = ", ".join(self._config.to)
         mail["Date"] = formatdate(usegmt=True)
@@ -99,11 +118,12 @@ class Email:
         for message in messages:
             latest.pop(message.dedup_key, None)
             latest[message.dedup_key] = message
-        incidents = list(latest.values())
+        share = CONTENT_LIMIT // len(latest)
+        incidents = [fit_message(m, content_size, share) for m in latest.values()]
         names = sorted({m.alertname for m in incidents})
         mail = EmailMessage()
         line = f"[{incidents[0].level} digest] {len(incidents)} incidents: {', '.join(names)}"
-        mail["Subject"] = truncate(" ".join(line.split()), SUBJECT_LIMIT)
+        set_header(mail, "Subject", truncate(" ".join(line.split()), SUBJECT_LIMIT))
         mail["From"] = self._config.sender
         mail["To"] = ", ".join(self._config.to)
         mail["Date"] = formatdate(usegmt=True)
@@ -182,7 +202,7 @@ def plain_text(message: Message) -> str:
         lines.extend(f"  - {s.action}: {s.outcome} — {s.message}" for s in message.steps)
     for title, pairs in _tables(message):
         lines += ["", f"{title}:"]
-        lines.extend(f"  {key}: {value}" for key, value in pairs)
+        lines.extend(f"  {key}: {value}{_link_note(title, value)}" for key, value in pairs)
     if message.diagnostics:
         lines += ["", "Diagnostics:", diagnostics_text(message)]
     return "\n".join(lines) + "\n"
@@ -244,10 +264,20 @@ def _html_table(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def _html_link(text: str, href: str) -> str:
-    """A link only to http(s): a javascript: or data: URL from an annotation stays text."""
-    if urlsplit(href).scheme in ("http", "https"):
+    """A link only to a well-formed http(s) URL: a javascript: or data: URL from an annotation,
+    or one holding what a URL may not, stays text."""
+    if is_web_url(href):
         return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
-    return f"{html.escape(text)}: {html.escape(href)}"
+    return f"{html.escape(text)}: {html.escape(href)}{_link_note('Links', href)}"
+
+
+def _link_note(title: str, value: str) -> str:
+    return NOT_LINKED if title == "Links" and not is_web_url(value) else ""
+
+
+def content_size(message: Message) -> int:
+    """Bytes of the email's text and HTML parts, before their transfer encoding."""
+    return len(plain_text(message).encode()) + len(html_text(message).encode())
 
 
 def _id_part(value: str) -> str:

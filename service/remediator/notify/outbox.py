@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -83,10 +83,12 @@ class _Claimed:
 
 @dataclass(frozen=True)
 class _Undelivered:
-    """A message not sent this time: when it is tried again (None: given up), and why."""
+    """A message not sent this time: when it is tried again (None: given up), and why;
+    `refused` when the channel said no to this message (a permanent 4xx: malformed, too big)."""
 
     retry_at: datetime | None
     error: str
+    refused: bool = False
 
 
 class OutboxSender:
@@ -201,7 +203,7 @@ class OutboxSender:
             undelivered = await self._send(name, entry)
             if undelivered is None:
                 continue
-            await self._fall_back(entry, undelivered.error)
+            await self._fall_back(entry, undelivered)
             if undelivered.retry_at is not None:
                 for waiting in entries[position + 1 :]:
                     if await self._given_up_as_stale(waiting):
@@ -211,7 +213,7 @@ class OutboxSender:
                         retry_at=undelivered.retry_at,
                         error="behind a message being retried",
                     )
-                    await self._fall_back(waiting, undelivered.error)
+                    await self._fall_back(waiting, undelivered)
                 return
 
     async def _given_up_as_stale(self, entry: OutboxEntry) -> bool:
@@ -254,7 +256,7 @@ class OutboxSender:
         try:
             await self._send_quickly(name, channel, message_of(entry))
         except PermanentFailure as exc:
-            return await self._give_up(entry, str(exc))
+            return replace(await self._give_up(entry, str(exc)), refused=True)
         except (TransientFailure, TimeoutError) as exc:
             self._trip(name, breaker)
             error, retry_after = str(exc) or "timed out", getattr(exc, "retry_after", None)
@@ -268,22 +270,28 @@ class OutboxSender:
         log.info("notification sent", channel=name, action=entry.action, key=entry.dedup_key)
         return None
 
-    async def _fall_back(self, entry: OutboxEntry, error: str) -> None:
+    async def _fall_back(self, entry: OutboxEntry, undelivered: _Undelivered) -> None:
         """The page to the channel's fallback too, saying this channel did not take it; once
-        per page (the copies are named after it), and not once the incident was resolved."""
+        per page (the copies are named after it), and not once the incident was resolved.
+        A page refused with no fallback named is logged as reaching nobody there."""
         fallback = entry.message.get(FALLBACK) or []
-        if entry.action != "trigger" or not fallback:
+        if entry.action != "trigger":
+            return
+        if not fallback:
+            if undelivered.refused:
+                log.error(
+                    "page refused and the matrix names no fallback: it reached nobody there",
+                    channel=entry.channel,
+                    key=entry.dedup_key,
+                    error=undelivered.error,
+                )
             return
         latest = {e.channel: e for e in await self._store.latest_outbox(entry.dedup_key)}
         if (newest := latest.get(entry.channel)) is not None and newest.action == "resolve":
             return
-        title = TITLES.get(entry.channel, entry.channel)
         text = {
             **entry.message,
-            "summary": (
-                f"{title} could not be reached ({error}): this {entry.message['level']} page "
-                f"may have reached nobody there. {entry.message['summary']}"
-            )[:1024],
+            "summary": fallback_summary(entry, undelivered),
             FALLBACK_FOR: entry.channel,
         }
         text.pop(FALLBACK, None)
@@ -303,7 +311,16 @@ class OutboxSender:
             for channel in fallback
         ]
         await self._store.enqueue(copies)
-        log.warning("page sent to the fallback", channel=entry.channel, fallback=fallback)
+        if undelivered.refused:
+            log.error(
+                "page refused; sent to the fallback",
+                channel=entry.channel,
+                fallback=fallback,
+                key=entry.dedup_key,
+                error=undelivered.error,
+            )
+        else:
+            log.warning("page sent to the fallback", channel=entry.channel, fallback=fallback)
 
     async def _send_digest(
         self, name: str, channel: DigestChannel, entries: list[OutboxEntry]
@@ -388,6 +405,19 @@ class OutboxSender:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def fallback_summary(entry: OutboxEntry, undelivered: _Undelivered) -> str:
+    """What the fallback's copy says first: that the channel refused the page, or that it
+    could not be reached, and why."""
+    title = TITLES.get(entry.channel, entry.channel)
+    level, error = entry.message["level"], undelivered.error
+    if undelivered.refused:
+        said = f"{title} refused this {level} page ({error}): it may have reached nobody there."
+    else:
+        said = f"{title} could not be reached ({error}): this {level} page may have reached "
+        said += "nobody there."
+    return f"{said} {entry.message['summary']}"[:1024]
 
 
 def message_of(entry: OutboxEntry) -> Message:

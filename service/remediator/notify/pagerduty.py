@@ -16,7 +16,9 @@ import aiohttp
 from remediator.notify.base import Message
 from remediator.notify.channel_support import (
     TIMEOUT,
+    fit_message,
     from_env,
+    is_web_url,
     post_json,
     truncate,
 )
@@ -24,8 +26,13 @@ from remediator.policy.schema import PagerDutyChannel
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SEVERITIES = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
-_SUMMARY_LIMIT = 1024  # PagerDuty's payload.summary
-_DEDUP_KEY_LIMIT = 255  # and dedup_key
+# The Events API v2's limits: https://developer.pagerduty.com/docs/events-api-v2/trigger-events/
+EVENT_LIMIT = 512 * 1024  # bytes of the whole event, as sent
+_SUMMARY_LIMIT = 1024  # payload.summary
+_DEDUP_KEY_LIMIT = 255  # dedup_key
+# source, component, group and class: no limit documented; 255 keeps them the short names the
+# incident's page shows them as.
+_NAME_LIMIT = 255
 
 
 class PagerDuty:
@@ -55,23 +62,27 @@ class PagerDuty:
         }
 
     def event(self, message: Message) -> dict[str, Any]:
-        """The Events API v2 body for this message."""
+        """The Events API v2 body for this message, within the event's limits."""
         if message.action == "resolve":
             return {
                 "routing_key": self._routing_key,
                 "event_action": "resolve",
                 "dedup_key": dedup_key(message.dedup_key),
             }
+        fitted = fit_message(message, lambda m: _size(self._trigger(m)), EVENT_LIMIT)
+        return self._trigger(fitted)
+
+    def _trigger(self, message: Message) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "summary": truncate(message.summary, _SUMMARY_LIMIT),
-            "source": source(message),
+            "source": truncate(source(message), _NAME_LIMIT),
             "severity": SEVERITIES.get(message.level, "error"),
         }
         if message.target:
-            payload["component"] = message.target
+            payload["component"] = truncate(message.target, _NAME_LIMIT)
         if message.policy:
-            payload["group"] = message.policy
-        payload["class"] = message.alertname
+            payload["group"] = truncate(message.policy, _NAME_LIMIT)
+        payload["class"] = truncate(message.alertname, _NAME_LIMIT)
         payload["custom_details"] = {
             "outcome": message.outcome,
             "reason": message.reason,
@@ -83,13 +94,17 @@ class PagerDuty:
             "annotations": message.annotations,
         }
         if message.diagnostics:
-            payload["custom_details"]["diagnostics"] = _within_limit(message.diagnostics)
+            payload["custom_details"]["diagnostics"] = message.diagnostics
+        links = {text: href for text, href in message.links.items() if is_web_url(href)}
+        if left_out := [text for text in message.links if text not in links]:
+            reason = "not a well-formed http(s) URL"
+            payload["custom_details"]["links_left_out"] = dict.fromkeys(left_out, reason)
         return {
             "routing_key": self._routing_key,
             "event_action": "trigger",
             "dedup_key": dedup_key(message.dedup_key),
             "payload": payload,
-            "links": [{"href": href, "text": text} for text, href in message.links.items()],
+            "links": [{"href": href, "text": text} for text, href in links.items()],
             "client": "Remediator",
         }
 
@@ -139,12 +154,6 @@ def _error_text(body: str) -> str:
     return text or body
 
 
-DIAGNOSTICS_LIMIT = 256 * 1024  # of the 512 KB an event may carry
-
-
-def _within_limit(diagnostics: dict[str, Any]) -> dict[str, Any] | str:
-    """All of it when it fits; else its text cut to the limit, so the event is not refused."""
-    text = json.dumps(diagnostics, sort_keys=True, default=str)
-    if len(text) <= DIAGNOSTICS_LIMIT:
-        return diagnostics
-    return text[:DIAGNOSTICS_LIMIT] + " ... (cut: see the run in Remediator)"
+def _size(event: dict[str, Any]) -> int:
+    """Bytes of the event as aiohttp sends it (json.dumps' defaults: ASCII, escaped)."""
+    return len(json.dumps(event).encode())

@@ -18,16 +18,27 @@ from remediator.notify.channel_support import (
     TIMEOUT,
     ChannelNotConfigured,
     from_env,
+    is_web_url,
     post_json,
     truncate,
 )
 from remediator.policy.schema import SlackChannel
 
+# Block Kit's limits: https://api.slack.com/reference/block-kit/blocks (blocks, header,
+# section, context) and https://api.slack.com/reference/block-kit/composition-objects#text.
+BLOCKS_LIMIT = 50  # blocks in a message
 HEADER_LIMIT = 150  # a header block's plain_text
 SECTION_LIMIT = 3000  # a section's text
-FIELD_LIMIT = 2000  # each of a section's fields
+TEXT_OBJECT_LIMIT = 3000  # any text object: a context element's too
+FIELD_LIMIT = 2000  # each of a section's fields (at most 10: this message has 4)
 CONTEXT_ELEMENTS = 10  # a context block's elements
+# The message's `text`: cut at 40,000, and 4,000 at most recommended
+# (https://api.slack.com/methods/chat.postMessage#truncating).
+MESSAGE_TEXT_LIMIT = 4000
+# The whole payload is bounded by these: a header, 3 sections (4 fields), 10 links and the
+# text, about 50,000 characters at most.
 _STEP_MESSAGE = 300  # one step's message, before the section limit applies to them all
+_LINK_TEXT = 200
 _PARTIAL_ENTITY = re.compile(r"&[a-z]*$")
 
 
@@ -63,7 +74,7 @@ class Slack:
         if message.reason:
             summary = f"{summary}\nReason: {message.reason}"
         blocks: list[dict[str, Any]] = [
-            {"type": "header", "text": _plain(truncate(title, HEADER_LIMIT))},
+            {"type": "header", "text": _plain(truncate(" ".join(title.split()), HEADER_LIMIT))},
             {
                 "type": "section",
                 "text": _mrkdwn(fit(summary, SECTION_LIMIT)),
@@ -89,7 +100,7 @@ class Slack:
                 {"type": "context", "elements": [_mrkdwn(link(href, text)) for text, href in links]}
             )
         fallback = f"{resolved}[{message.level}] {message.alertname}: {message.summary}"
-        return {"text": escape(fallback), "blocks": blocks}
+        return {"text": fit(fallback, MESSAGE_TEXT_LIMIT), "blocks": blocks[:BLOCKS_LIMIT]}
 
     async def send(self, message: Message) -> None:
         await post_json(
@@ -110,10 +121,7 @@ def escape(text: str) -> str:
 
 def fit(text: str, limit: int) -> str:
     """Escaped, and cut to `limit` characters without leaving half an entity."""
-    escaped = escape(text)
-    if len(escaped) <= limit:
-        return escaped
-    return _PARTIAL_ENTITY.sub("", escaped[: limit - 1]) + "…"
+    return truncate(escape(text), limit, tidy=lambda kept: _PARTIAL_ENTITY.sub("", kept))
 
 
 def steps_text(message: Message) -> str:
@@ -133,9 +141,15 @@ def steps_text(message: Message) -> str:
 
 
 def link(href: str, text: str) -> str:
-    """`<url|text>`; a `|` in the URL would end it early, so it is percent-encoded."""
-    url = escape(href.replace("|", "%7C"))
-    return f"<{url}|{fit(text, 200)}>"
+    """`<url|text>` for a well-formed URL (nothing in it can end the link early) that fits in
+    a text object; else the text, saying why there is no link."""
+    label = fit(text, _LINK_TEXT)
+    if not is_web_url(href):
+        return f"{label}: not a well-formed URL, left out"
+    linked = f"<{escape(href)}|{label}>"
+    if len(linked) > TEXT_OBJECT_LIMIT:
+        return f"{label}: the link is {len(href):,} characters, too long for a Slack message"
+    return linked
 
 
 def _plain(text: str) -> dict[str, Any]:
