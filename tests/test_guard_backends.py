@@ -31,6 +31,7 @@ from remediator.guards.base import (
     Lease,
     Limit,
     PastRun,
+    Reach,
     Transition,
     Unseeded,
     Verdict,
@@ -217,6 +218,76 @@ async def test_nothing_is_taken_when_a_later_guard_blocks(
     verdict = await guards.admit(attempt("r4", roomy, max_concurrent=1))
     assert verdict == Verdict(True, breaker=HALF_OPEN)
     assert await used(guards, roomy) == [1]
+
+
+# Blast radius: distinct targets changed in a window
+
+RADIUS = Reach("application-down", count=2, per=600.0)
+USERS, ORDERS, PAYMENTS = (f"Deployment/prod/{name}" for name in ("users", "orders", "payments"))
+
+
+def change(run_id: str, target: str, *reaches: Reach) -> Attempt:
+    """A run that changes `target`, counted in `reaches` (RADIUS unless told)."""
+    return replace(attempt(run_id), target=target, reaches=reaches or (RADIUS,))
+
+
+async def test_a_third_target_in_the_window_is_held_while_a_repeat_and_a_read_pass(
+    guards: GuardBackend, clock: Clock
+) -> None:
+    assert (await guards.admit(change("r1", USERS))).allowed
+    clock.advance(30)
+    assert (await guards.admit(change("r2", ORDERS))).allowed
+    clock.advance(30)
+    verdict = await guards.admit(change("r3", PAYMENTS))
+    detail = f"blast radius application-down spent: 2/2 in 600s: {USERS}, {ORDERS}"
+    changed = ((USERS, T0), (ORDERS, T0 + 30))
+    assert verdict == Verdict(False, "blast_radius", detail, 540.0, CLOSED, RADIUS, changed)
+    # A target already changed in the window is not counted again; a run that changes
+    # nothing counts in no blast radius.
+    assert (await guards.admit(change("r4", USERS))).allowed
+    assert (await guards.admit(replace(attempt("read"), target=PAYMENTS))).allowed
+    view = (await guards.snapshot([], [], [RADIUS])).reaches["application-down"]
+    assert (view.changed, view.remaining) == (((ORDERS, T0 + 30), (USERS, T0 + 60)), 0)
+    assert (await guards.admit(change("r5", PAYMENTS))).guard == "blast_radius"
+    clock.advance(571)  # orders-api's change (at 30) has left (31, 631]
+    assert (await guards.admit(change("r6", PAYMENTS))).allowed
+    assert (await guards.admit(change("r7", ORDERS))).guard == "blast_radius"
+
+
+async def test_a_blast_radius_held_run_takes_nothing_and_others_keep_their_own(
+    guards: GuardBackend,
+) -> None:
+    roomy = limit("roomy", (5, 3600.0))
+    everywhere = Reach("(all policies)", count=3, per=600.0)
+    other = Reach("pod-crash-looping", count=2, per=600.0)
+    for run, target in (("r1", USERS), ("r2", ORDERS)):
+        assert (await guards.admit(change(run, target, RADIUS, everywhere))).allowed
+    held = replace(change("r3", PAYMENTS, RADIUS, everywhere), limits=(roomy,))
+    assert (await guards.admit(held)).guard == "blast_radius"
+    assert await used(guards, roomy) == [0]
+    assert (await guards.snapshot([], [])).runs_in_flight == 2
+    # Another policy's own bound has room; the global one has one target left.
+    assert (await guards.admit(change("r4", PAYMENTS, other, everywhere))).allowed
+    verdict = await guards.admit(change("r5", "Deployment/prod/search", other, everywhere))
+    assert (verdict.guard, verdict.reach) == ("blast_radius", everywhere)
+
+
+async def test_seed_restores_the_targets_a_blast_radius_changed(
+    unseeded: GuardBackend, clock: Clock
+) -> None:
+    history = [
+        PastRun("old", (), BREAKER, T0 - 700, T0 - 690, True, "Deployment/prod/old", (RADIUS.key,)),
+        PastRun("u", (), BREAKER, T0 - 100, None, None, USERS, (RADIUS.key,)),
+        PastRun("o", (), BREAKER, T0 - 50, T0 - 40, False, ORDERS, (RADIUS.key,)),
+        PastRun("read", (), BREAKER, T0 - 10, T0 - 5, True, PAYMENTS, ()),
+    ]
+    await unseeded.seed(history)
+    verdict = await unseeded.admit(change("now", PAYMENTS))
+    assert (verdict.guard, verdict.changed) == (
+        "blast_radius",
+        ((USERS, T0 - 100), (ORDERS, T0 - 50)),
+    )
+    assert (await unseeded.admit(change("again", ORDERS))).allowed
 
 
 # Circuit breaker

@@ -434,3 +434,14 @@ def test_a_short_check_with_a_wrong_parameter_or_beside_another_is_named(
     both = VALID + "verify:\n  http: http://x/health\n  promql: {url: http://p, query: up}\n"
     [error] = errors_for(policy_dir, {"p.yaml": both})
     assert error.startswith(f"{policy_dir}/p.yaml:14:3: verify: verify takes one of check,")
+
+
+def test_an_invalid_blast_radius_names_its_file_and_field(policy_dir: Path) -> None:
+    policy = VALID + "max_targets: {count: 0, per: 10m}\n"
+    rails = "max_targets: {count: 5, per: 8d}\n"
+    errors = errors_for(policy_dir, {"p.yaml": policy, "guardrails.yaml": rails})
+    assert [error.split(": ", 2)[:2] for error in errors] == [
+        [f"{policy_dir}/guardrails.yaml:1:30", "max_targets.per"],
+        [f"{policy_dir}/p.yaml:{VALID.count(chr(10)) + 1}:22", "max_targets.count"],
+    ]
+    assert "a max_targets window lasts from 1s to 7d" in errors[0]

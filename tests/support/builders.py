@@ -1,4 +1,4 @@
-"""Builders of the objects tests start from: a plan for the shipped memory policy, a run."""
+"""Builders of the objects tests start from: plans of shipped policies, a run."""
 
 from __future__ import annotations
 
@@ -28,6 +28,26 @@ def memory_plan(shipped: PolicySet, pod: str = "api-7d9f8b6c5-q8m2z", **labels: 
         annotations={},
         starts_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC),
         fingerprint="538acb84eff23449",
+    )
+    plan = decide(alert, shipped, datetime.fromtimestamp(START, UTC))
+    assert isinstance(plan, Plan), plan
+    return plan
+
+
+def application_down_plan(shipped: PolicySet, deployment: str) -> Plan:
+    """The shipped application-down policy's plan for one deployment (a restart, an undo)."""
+    alert = Alert(
+        status=AlertStatus.FIRING,
+        labels={
+            "alertname": "ApplicationDown",
+            "namespace": "claude-deployment-prod",
+            "deployment": deployment,
+            "instance": f"{deployment}.claude-deployment-prod.svc:8080",
+            "severity": "critical",
+        },
+        annotations={},
+        starts_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC),
+        fingerprint=f"fp-{deployment}",
     )
     plan = decide(alert, shipped, datetime.fromtimestamp(START, UTC))
     assert isinstance(plan, Plan), plan

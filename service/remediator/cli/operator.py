@@ -22,7 +22,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for name, help_text in [
         ("pause", "stop all remediation (the kill switch); alerts escalate instead"),
         ("resume", "let remediation run again"),
-        ("guards", "open breakers, rate-limit budgets, held leases, pause state"),
+        ("guards", "open breakers, rate-limit budgets, blast radii, held leases, pause state"),
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -127,6 +127,16 @@ def guards(url: str, token: str | None, as_json: bool, out: TextIO = sys.stdout)
             for window in limit["windows"]
         )
         print(f"  {limit['key']}  {budgets}".rstrip(), file=out)
+    print("blast radii (distinct targets changed):", file=out)
+    for radius in state.get("blast_radii") or [{"key": "(none set)"}]:
+        detail = ""
+        if "count" in radius:
+            changed = ", ".join(entry["target"] for entry in radius["changed"])
+            detail = (
+                f"{radius['remaining']} of {radius['count']} left per"
+                f" {radius['per_seconds']:g}s" + (f" (changed: {changed})" if changed else "")
+            )
+        print(f"  {radius['key']}  {detail}".rstrip(), file=out)
     print("target leases:", file=out)
     for lease in state["leases"] or [{"target": "(none held)"}]:
         detail = (

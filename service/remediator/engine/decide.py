@@ -94,6 +94,7 @@ def _plan(
         escalate_when=tuple(policy.escalate),
         dry_run=policy.dry_run,
         decided_at=now,
+        max_targets=policy.max_targets,
     )
 
 

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from remediator.policy.parameters import Params
-from remediator.policy.schema import Channel, CircuitBreaker, EscalateWhen, Level, Window
+from remediator.policy.schema import (
+    Channel,
+    CircuitBreaker,
+    EscalateWhen,
+    Level,
+    MaxTargets,
+    Window,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,13 @@ class Plan:
     escalate_when: tuple[EscalateWhen, ...]
     dry_run: bool | None
     decided_at: datetime
+    max_targets: MaxTargets | None = None  # the policy's blast radius
+
+    @property
+    def mutating(self) -> bool:
+        """Whether a step would change something: only such a run counts against a blast
+        radius (a read-only plan is never held by one)."""
+        return any(step.mutating for step in self.steps)
 
     @property
     def target_key(self) -> str:

@@ -37,6 +37,9 @@ class PlanSummary:
     breaker: BreakerSummary | None = None
     page_now: bool = False
     escalate: tuple[EscalateWhen, ...] = DEFAULT_ESCALATE
+    # The incident the escalation belongs to when it is not the policy's and target's own:
+    # every alert one blast radius held back in one window (a probable shared cause).
+    incident: str | None = None
 
     @classmethod
     def of(cls, plan: Plan) -> PlanSummary:
@@ -80,6 +83,7 @@ class PlanSummary:
             "channels": list(self.channels),
             "page_now": self.page_now,
             "escalate": [when.value for when in self.escalate],
+            **({"incident": self.incident} if self.incident else {}),
         }
 
     @classmethod
@@ -98,4 +102,5 @@ class PlanSummary:
             breaker=None if not breaker else BreakerSummary(**breaker),
             page_now=bool(data.get("page_now", False)),
             escalate=tuple(EscalateWhen(e) for e in data.get("escalate", DEFAULT_ESCALATE)),
+            incident=data.get("incident"),
         )

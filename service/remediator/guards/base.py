@@ -1,10 +1,11 @@
 """What every guard backend promises, and the values that cross that promise.
 
-A backend owns the shared state of the guards that need one: rate-limit logs, circuit
-breakers, target leases and run slots. `admit` checks rate limits, then the breaker, then the
-concurrency cap, and takes nothing unless all three allow: one atomic step, whatever the
-number of replicas. Times are seconds since the epoch, from the backend's own clock (Redis:
-the server's TIME), so replicas with skewed clocks agree.
+A backend owns the shared state of the guards that need one: rate-limit logs, the targets
+each blast radius has changed, circuit breakers, target leases and run slots. `admit` checks
+rate limits, then blast radii, then the breaker, then the concurrency cap, and takes nothing
+unless all allow: one atomic step, whatever the number of replicas. Times are seconds since
+the epoch, from the backend's own clock (Redis: the server's TIME), so replicas with skewed
+clocks agree.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class Reach:
+    """A blast radius: at most `count` distinct targets changed in any `per` seconds. A target
+    already changed inside the window is not counted again."""
+
+    key: str
+    count: int
+    per: float  # seconds
+
+
+@dataclass(frozen=True)
 class BreakerSpec:
     key: str
     failures: int  # failed runs within `window` that open the breaker
@@ -59,6 +70,8 @@ class Attempt:
     max_concurrent: int
     run_ttl: float  # a run slot lapses after this unless renewed
     trial_ttl: float | None = None  # a half-open trial's deadline, through its verification
+    target: str = ""  # what the run changes, as `reaches` count it
+    reaches: tuple[Reach, ...] = ()  # empty for a run that changes nothing
 
     @property
     def trial_for(self) -> float:
@@ -69,10 +82,13 @@ class Attempt:
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
-    guard: str | None = None  # which guard blocked: rate_limit, circuit_breaker, concurrency
+    guard: str | None = None  # which guard blocked: rate_limit, blast_radius, circuit_breaker,
+    # concurrency
     detail: str = ""
     retry_after: float | None = None
     breaker: BreakerState = BreakerState.CLOSED  # after this attempt; HALF_OPEN: a trial run
+    reach: Reach | None = None  # the blast radius that blocked
+    changed: tuple[tuple[str, float], ...] = ()  # its targets changed in the window, oldest first
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,8 @@ class PastRun:
     admitted_at: float
     finished_at: float | None = None
     succeeded: bool | None = None
+    target: str = ""
+    reach_keys: tuple[str, ...] = ()  # the blast radii it counted in
 
 
 @dataclass(frozen=True)
@@ -129,17 +147,31 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class ReachView:
+    """A blast radius now: the targets changed in its window, oldest first, with when."""
+
+    reach: Reach
+    changed: tuple[tuple[str, float], ...]
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.reach.count - len(self.changed))
+
+
+@dataclass(frozen=True)
 class Snapshot:
     now: float
     breakers: dict[str, BreakerView] = field(default_factory=dict)
     budgets: dict[str, tuple[Budget, ...]] = field(default_factory=dict)
     leases: tuple[Lease, ...] = ()
     runs_in_flight: int = 0
+    reaches: dict[str, ReachView] = field(default_factory=dict)
 
 
 class GuardBackend(Protocol):
     async def admit(self, attempt: Attempt) -> Verdict:
-        """Rate limits, breaker, concurrency cap, in that order; takes only if all allow.
+        """Rate limits, blast radii, breaker, concurrency cap, in that order; takes only if all
+        allow.
 
         Raises Unseeded before the first seed, GuardsUnavailable when the state is out of reach.
         """
@@ -168,11 +200,15 @@ class GuardBackend(Protocol):
         ...
 
     async def seed(self, history: Sequence[PastRun]) -> None:
-        """Rebuild rate logs and breakers from the store's runs; a no-op once seeded."""
+        """Rebuild rate logs, blast radii and breakers from the store's runs; a no-op once
+        seeded."""
         ...
 
     async def snapshot(
-        self, limits: Sequence[Limit], breakers: Sequence[BreakerSpec]
+        self,
+        limits: Sequence[Limit],
+        breakers: Sequence[BreakerSpec],
+        reaches: Sequence[Reach] = (),
     ) -> Snapshot: ...
 
     async def ping(self) -> None: ...

@@ -1,13 +1,15 @@
 """The guards in their order, between a plan and its first step.
 
-Kill switch, dry-run, one run per target, rate limit, circuit breaker, concurrency cap: the
-first that says no blocks the run, and the Blocked value names it and its state so that the
-escalation can. Guard state that cannot be reached blocks too: without it nothing acts.
+Kill switch, dry-run, one run per target, rate limit, blast radius, circuit breaker,
+concurrency cap: the first that says no blocks the run, and the Blocked value names it and its
+state so that the escalation can. Guard state that cannot be reached blocks too: without it
+nothing acts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -29,6 +31,7 @@ from remediator.guards.base import (
     Lease,
     Limit,
     PastRun,
+    Reach,
     Snapshot,
     Transition,
     Unseeded,
@@ -36,15 +39,27 @@ from remediator.guards.base import (
     Window,
 )
 from remediator.metrics import GuardMetrics
+from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PolicySet
-from remediator.policy.schema import CircuitBreaker, Guardrails
+from remediator.policy.schema import CircuitBreaker, Guardrails, MaxTargets
 from remediator.policy.schema import Window as PolicyWindow
 from remediator.store import Pause, RunRecord, Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
-GUARDS = ("kill_switch", "dry_run", "target_lock", "rate_limit", "circuit_breaker", "concurrency")
+GUARDS = (
+    "kill_switch",
+    "dry_run",
+    "target_lock",
+    "rate_limit",
+    "blast_radius",
+    "circuit_breaker",
+    "concurrency",
+)
 GLOBAL_LIMIT = "global"
+# The blast radius of all policies together; a policy's own is keyed by its name (a slug, so
+# never this).
+GLOBAL_REACH = "(all policies)"
 # Runs older than this cannot matter to any window or breaker a policy may declare.
 SEED_HORIZON = timedelta(days=7)
 
@@ -61,6 +76,9 @@ class Blocked:
     guard: str  # one of GUARDS, or guards_unavailable
     reason: str
     retry_after: float | None = None
+    # The incident this block belongs to when it is not the target's own: every alert a blast
+    # radius holds back in one window is one probable shared cause, so one incident.
+    incident: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,36 @@ def limits(plan: Plan, guardrails: Guardrails) -> tuple[Limit, ...]:
     if not guardrails.global_rate_limit:
         return (own,)
     return own, Limit(GLOBAL_LIMIT, _windows(guardrails.global_rate_limit))
+
+
+def reaches(plan: Plan, guardrails: Guardrails) -> tuple[Reach, ...]:
+    """The blast radii a run of this plan counts in: none when it would change nothing."""
+    if not plan.mutating:
+        return ()
+    bounds = ((plan.policy, plan.max_targets), (GLOBAL_REACH, guardrails.max_targets))
+    return tuple(_reach(key, bound) for key, bound in bounds if bound is not None)
+
+
+def blast_radius_blocked(plan: Plan, verdict: Verdict, now: float) -> Blocked:
+    """Past its blast radius, in a person's words: the targets changed in the window are
+    probably down for one shared reason, which changing this one more would not fix."""
+    assert verdict.reach is not None
+    reach, changed = verdict.reach, verdict.changed
+    oldest = changed[0][1] if changed else now
+    span = timedelta(seconds=max(1, math.ceil(now - oldest)))
+    whose = "all policies" if reach.key == GLOBAL_REACH else plan.policy
+    others = ", ".join(_shown(target) for target, _ in changed)
+    asked = len(changed) + 1
+    reason = (
+        f"probable shared cause: {asked} targets of {whose} changed or asked within"
+        f" {format_duration(span)} (bound {reach.count} per"
+        f" {format_duration(timedelta(seconds=reach.per))}): {others}; not changing"
+        f" {_ordinal(asked)} ({_shown(plan.target_key)})"
+    )
+    stamp = _utc(oldest).strftime("%Y%m%dT%H%M%SZ")
+    scope = "" if reach.key == GLOBAL_REACH else f"{plan.policy}/"
+    incident = f"remediator/{scope}blast-radius/{stamp}"
+    return Blocked("blast_radius", reason, verdict.retry_after, incident)
 
 
 class Guards:
@@ -153,6 +201,8 @@ class Guards:
                 # A trial's outcome is known only after its verification: no second trial
                 # before then, even on another alert for the same target.
                 trial_ttl=(guardrails.run_timeout + plan.verify_within).total_seconds() + ttl,
+                target=plan.target_key,
+                reaches=reaches(plan, guardrails),
             )
             verdict = await self._admit_seeded(attempt)
         except (GuardsUnavailable, StoreUnavailable) as exc:
@@ -161,8 +211,7 @@ class Guards:
             return Blocked("guards_unavailable", f"guard state unavailable, failing closed: {exc}")
         if not verdict.allowed:
             await self._release_quietly(lease)
-            assert verdict.guard is not None
-            return Blocked(verdict.guard, verdict.detail, verdict.retry_after)
+            return self._blocked(plan, verdict)
         now = self._clock()
         try:
             await self._store.record_admission(_run_record(plan, attempt, now))
@@ -174,6 +223,12 @@ class Guards:
             transition = Transition(attempt.breaker.key, BreakerState.OPEN, BreakerState.HALF_OPEN)
             await self._record_transition(transition, run_id, None, now)
         return Admitted(run_id, lease, trial)
+
+    def _blocked(self, plan: Plan, verdict: Verdict) -> Blocked:
+        assert verdict.guard is not None
+        if verdict.guard == "blast_radius":
+            return blast_radius_blocked(plan, verdict, self._clock())
+        return Blocked(verdict.guard, verdict.detail, verdict.retry_after)
 
     async def _admit_seeded(self, attempt: Attempt) -> Verdict:
         try:
@@ -318,7 +373,10 @@ class Guards:
                 breakers[run.breaker_key] = _breaker(run.breaker_key, policy.circuit_breaker)
         if guardrails.global_rate_limit:
             found[GLOBAL_LIMIT] = Limit(GLOBAL_LIMIT, _windows(guardrails.global_rate_limit))
-        return await self.backend.snapshot(list(found.values()), list(breakers.values()))
+        bounds = [(policy.name, policy.max_targets) for policy in policies.by_name.values()]
+        bounds.append((GLOBAL_REACH, guardrails.max_targets))
+        radii = [_reach(key, bound) for key, bound in bounds if bound is not None]
+        return await self.backend.snapshot(list(found.values()), list(breakers.values()), radii)
 
     async def _release_quietly(self, lease: Lease) -> None:
         try:
@@ -358,6 +416,21 @@ def _windows(windows: Sequence[PolicyWindow]) -> tuple[Window, ...]:
     return tuple(Window(window.max, window.per.total_seconds()) for window in windows)
 
 
+def _reach(key: str, bound: MaxTargets) -> Reach:
+    return Reach(key, bound.count, bound.per.total_seconds())
+
+
+def _shown(target_key: str) -> str:
+    """A target key (kind/namespace/name) as a person names it: namespace/name."""
+    _, namespace, name = target_key.split("/", 2)
+    return name if namespace == "-" else f"{namespace}/{name}"
+
+
+def _ordinal(n: int) -> str:
+    words = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
+    return f"a {words[n - 1]}" if n <= len(words) else f"a {n}th"
+
+
 def _breaker(key: str, breaker: CircuitBreaker) -> BreakerSpec:
     return BreakerSpec(
         key, breaker.failures, breaker.window.total_seconds(), breaker.cooldown.total_seconds()
@@ -371,6 +444,7 @@ def _run_record(plan: Plan, attempt: Attempt, now: float) -> RunRecord:
         fingerprint=plan.fingerprint,
         target=plan.target_key,
         limit_keys=tuple(limit.key for limit in attempt.limits),
+        reach_keys=tuple(reach.key for reach in attempt.reaches),
         breaker_key=attempt.breaker.key,
         breaker_failures=attempt.breaker.failures,
         breaker_window=attempt.breaker.window,
@@ -389,6 +463,8 @@ def _past_run(run: RunRecord) -> PastRun:
         run.admitted_at.timestamp(),
         run.finished_at.timestamp() if run.finished_at else None,
         run.succeeded,
+        run.target,
+        run.reach_keys,
     )
 
 

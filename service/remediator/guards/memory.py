@@ -19,6 +19,8 @@ from remediator.guards.base import (
     Lease,
     Limit,
     PastRun,
+    Reach,
+    ReachView,
     Snapshot,
     Transition,
     Unseeded,
@@ -30,8 +32,11 @@ from remediator.guards.state import (
     breaker_finish,
     finished_runs,
     rate_retry_after,
+    reach_inside,
+    reach_retry_after,
     recent_failures,
     replay,
+    replay_reaches,
     used,
 )
 
@@ -43,6 +48,7 @@ class MemoryGuards:
         self._clock = clock
         self._seeded = False
         self._logs: dict[str, list[float]] = {}
+        self._reaches: dict[str, dict[str, float]] = {}  # blast radius -> target -> changed at
         self._breakers: dict[str, BreakerRecord] = {}
         self._slots: dict[str, float] = {}  # run id -> expiry
         self._leases: dict[str, Lease] = {}
@@ -53,13 +59,9 @@ class MemoryGuards:
         if not self._seeded:
             raise Unseeded
         now = self._clock()
-        for limit in attempt.limits:
-            log = self._logs.setdefault(limit.key, [])
-            log[:] = [at for at in log if at > now - _LOG_HORIZON]
-            wait = rate_retry_after(log, limit.windows, now)
-            if wait is not None:
-                detail = f"rate limit {limit.key} spent: {_windows(limit, log, now)}"
-                return Verdict(False, "rate_limit", detail, wait, self._state(attempt.breaker))
+        spent = self._rate_limited(attempt, now) or self._past_reach(attempt, now)
+        if spent is not None:
+            return spent
         spec = attempt.breaker
         record = self._breakers.get(spec.key, BreakerRecord())
         admitted, wait = breaker_admit(record, spec, now, attempt.run_id, attempt.trial_for)
@@ -73,9 +75,33 @@ class MemoryGuards:
             return Verdict(False, "concurrency", detail, retry, record.state)
         for limit in attempt.limits:
             self._logs[limit.key].append(now)
+        for reach in attempt.reaches:
+            self._reaches[reach.key][attempt.target] = now
         self._breakers[spec.key] = admitted
         self._slots[attempt.run_id] = now + attempt.run_ttl
         return Verdict(True, breaker=admitted.state)
+
+    def _rate_limited(self, attempt: Attempt, now: float) -> Verdict | None:
+        for limit in attempt.limits:
+            log = self._logs.setdefault(limit.key, [])
+            log[:] = [at for at in log if at > now - _LOG_HORIZON]
+            wait = rate_retry_after(log, limit.windows, now)
+            if wait is not None:
+                detail = f"rate limit {limit.key} spent: {_windows(limit, log, now)}"
+                return Verdict(False, "rate_limit", detail, wait, self._state(attempt.breaker))
+        return None
+
+    def _past_reach(self, attempt: Attempt, now: float) -> Verdict | None:
+        for reach in attempt.reaches:
+            changed = self._reaches.setdefault(reach.key, {})
+            for target in [target for target, at in changed.items() if at <= now - _LOG_HORIZON]:
+                del changed[target]
+            wait = reach_retry_after(changed, reach, attempt.target, now)
+            if wait is not None:
+                inside = reach_inside(changed, reach, now)
+                detail, state = _reach(reach, inside), self._state(attempt.breaker)
+                return Verdict(False, "blast_radius", detail, wait, state, reach, inside)
+        return None
 
     async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> Transition:
         self._slots.pop(run_id, None)
@@ -135,10 +161,16 @@ class MemoryGuards:
         logs, breakers = replay(history)
         self._logs = {key: sorted(times) for key, times in logs.items()}
         self._breakers = breakers
+        self._reaches = replay_reaches(history)
         self._finished.update(finished_runs(history))
         self._seeded = True
 
-    async def snapshot(self, limits: Sequence[Limit], breakers: Sequence[BreakerSpec]) -> Snapshot:
+    async def snapshot(
+        self,
+        limits: Sequence[Limit],
+        breakers: Sequence[BreakerSpec],
+        reaches: Sequence[Reach] = (),
+    ) -> Snapshot:
         now = self._clock()
         budgets = {
             limit.key: tuple(
@@ -158,7 +190,11 @@ class MemoryGuards:
             )
         leases = tuple(lease for lease in self._leases.values() if lease.expires_at > now)
         in_flight = sum(1 for until in self._slots.values() if until > now)
-        return Snapshot(now, views, budgets, leases, in_flight)
+        radii = {
+            reach.key: ReachView(reach, reach_inside(self._reaches.get(reach.key, {}), reach, now))
+            for reach in reaches
+        }
+        return Snapshot(now, views, budgets, leases, in_flight, radii)
 
     async def ping(self) -> None:
         return None
@@ -174,3 +210,9 @@ def _windows(limit: Limit, log: Sequence[float], now: float) -> str:
     return ", ".join(
         f"{used(log, window, now)}/{window.max} in {window.per:g}s" for window in limit.windows
     )
+
+
+def _reach(reach: Reach, inside: Sequence[tuple[str, float]]) -> str:
+    targets = ", ".join(target for target, _ in inside)
+    spent = f"{len(inside)}/{reach.count} in {reach.per:g}s"
+    return f"blast radius {reach.key} spent: {spent}: {targets}"

@@ -9,7 +9,8 @@ until `seed` has replayed the store's runs. Redis being unreachable raises `Guar
 (fail closed). Run Redis with `maxmemory-policy noeviction`: an evicted key is a lost budget.
 
 Keys, all under the prefix: `seeded`; `seq` (unique rate-log and failure members);
-`rate:<limit>` (sorted set, admission times); `breaker:<key>` (hash: state, opened_at,
+`rate:<limit>` (sorted set, admission times); `reach:<key>` (sorted set, target -> when a run
+last changed it, for a blast radius); `breaker:<key>` (hash: state, opened_at,
 trial_run, trial_until); `failures:<key>` (sorted set, failure times while closed); `trials`
 (hash, breaker key -> its half-open trial run); `slots` (sorted set, run id -> expiry);
 `leases` (hash, target -> "token expiry owner"); `fences` (hash, target -> last token);
@@ -38,12 +39,14 @@ from remediator.guards.base import (
     Lease,
     Limit,
     PastRun,
+    Reach,
+    ReachView,
     Snapshot,
     Transition,
     Unseeded,
     Verdict,
 )
-from remediator.guards.state import finished_runs, replay
+from remediator.guards.state import finished_runs, replay, replay_reaches
 
 _LOG_HORIZON = 7 * 86400.0  # rate-log entries older than this are dropped (as in MemoryGuards)
 
@@ -67,12 +70,15 @@ local function parse_lease(value)
 end
 """
 
-# Rate limits (every window of every limit), then the breaker, then the concurrency cap; takes
-# (a rate-log entry per limit, the trial if the breaker lets one through, a slot) only when all
-# three allow. Returns {"unseeded"}, {"allowed", state}, or {guard, state, retry_after, ...}.
-# KEYS: seeded, seq, slots, trials, breaker, rate:<limit>... ARGV: clock, run id, breaker key,
-# cooldown, max concurrent, run ttl, horizon, number of limits, trial ttl, then per limit:
-# number of windows, then max and per of each.
+# Rate limits (every window of every limit), then blast radii, then the breaker, then the
+# concurrency cap; takes (a rate-log entry per limit, the target in each blast radius, the
+# trial if the breaker lets one through, a slot) only when all allow. A blast radius lets the
+# target through when it is already inside the window (not counted again) or fewer than
+# `count` targets are. Returns {"unseeded"}, {"allowed", state}, or {guard, state, retry_after,
+# ...}. KEYS: seeded, seq, slots, trials, breaker, rate:<limit>..., reach:<key>... ARGV: clock,
+# run id, breaker key, cooldown, max concurrent, run ttl, horizon, number of limits, trial ttl,
+# target, number of blast radii, then per limit: number of windows, then max and per of each;
+# then per blast radius: count and per.
 _ADMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unseeded'} end
 local now = clock(ARGV[1])
@@ -82,7 +88,8 @@ local horizon, limits, trial_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumbe
 local b = redis.call('HMGET', KEYS[5], 'state', 'opened_at', 'trial_until')
 local state = b[1] or 'closed'
 
-local at = 10
+local target, reaches = ARGV[10], tonumber(ARGV[11])
+local at = 12
 for i = 1, limits do
   local log = KEYS[5 + i]
   redis.call('ZREMRANGEBYSCORE', log, '-inf', num(now - horizon))
@@ -103,6 +110,22 @@ for i = 1, limits do
     end
   end
   if wait ~= nil then return {'rate_limit', state, num(wait), i, counts} end
+end
+
+for j = 1, reaches do
+  local set = KEYS[5 + limits + j]
+  local count, per = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  at = at + 2
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', num(now - horizon))
+  local lo, hi = '(' .. num(now - per), num(now)
+  local mine = opt(redis.call('ZSCORE', set, target))
+  local again = mine ~= nil and mine > now - per and mine <= now
+  local inside = redis.call('ZCOUNT', set, lo, hi)
+  if not again and inside >= count then
+    local changed = redis.call('ZRANGEBYSCORE', set, lo, hi, 'WITHSCORES')
+    local leaves = tonumber(changed[2 * (inside - count) + 2])
+    return {'blast_radius', state, num(leaves + per - now), j, changed}
+  end
 end
 
 local trial = false
@@ -130,6 +153,9 @@ end
 for i = 1, limits do
   local seq = redis.call('INCR', KEYS[2])
   redis.call('ZADD', KEYS[5 + i], num(now), seq .. ':' .. run_id)
+end
+for j = 1, reaches do
+  redis.call('ZADD', KEYS[5 + limits + j], num(now), target)
 end
 if trial then
   state = 'half_open'
@@ -254,7 +280,9 @@ return 0
 # breaker and failures per breaker. ARGV: number of logs, then per log: count and times;
 # number of breakers, then per breaker: key, state, opened_at, trial_run, trial_until ("" for
 # none), count and failure times; then the number of finished runs, and each run's id and
-# finish time (their outcomes are in the replay: not to be counted again).
+# finish time (their outcomes are in the replay: not to be counted again); then the number of
+# blast radii (their keys follow the breakers'), per blast radius: count, then target and
+# time of each.
 _SEED = """
 if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
 local at, k = 1, 5
@@ -295,13 +323,25 @@ for i = 1, finished do
   redis.call('ZADD', KEYS[4], ARGV[at + 1], ARGV[at])
   at = at + 2
 end
+local reaches = tonumber(ARGV[at])
+at = at + 1
+for i = 1, reaches do
+  local set, n = KEYS[k], tonumber(ARGV[at])
+  k, at = k + 1, at + 1
+  redis.call('DEL', set)
+  for j = 1, n do
+    redis.call('ZADD', set, ARGV[at + 1], ARGV[at])
+    at = at + 2
+  end
+end
 return 1
 """
 
-# A consistent read of budgets, breakers, leases and slots at one instant.
-# KEYS: slots, leases, rate:<limit> per limit, breaker and failures per breaker.
-# ARGV: clock, number of limits, per limit: number of windows and each per; number of
-# breakers, per breaker: window. Returns {now, counts per limit, breakers, leases, in flight}.
+# A consistent read of budgets, blast radii, breakers, leases and slots at one instant.
+# KEYS: slots, leases, rate:<limit> per limit, breaker and failures per breaker, reach:<key>
+# per blast radius. ARGV: clock, number of limits, per limit: number of windows and each per;
+# number of breakers, per breaker: window; number of blast radii, per blast radius: per.
+# Returns {now, counts per limit, breakers, leases, in flight, targets per blast radius}.
 _SNAPSHOT = """
 local now = clock(ARGV[1])
 local at, k = 2, 3
@@ -319,11 +359,19 @@ for i = 1, limits do
   k = k + 1
 end
 local breakers = {}
-for i = 1, tonumber(ARGV[at]) do
+local count = tonumber(ARGV[at])
+for i = 1, count do
   local b = redis.call('HMGET', KEYS[k], 'state', 'opened_at', 'trial_until')
   local recent = redis.call('ZCOUNT', KEYS[k + 1], '(' .. num(now - tonumber(ARGV[at + i])), '+inf')
   breakers[i] = {b[1] or 'closed', recent, b[2] or '', b[3] or ''}
   k = k + 2
+end
+at = at + count + 1
+local reaches = {}
+for i = 1, tonumber(ARGV[at]) do
+  local lo = '(' .. num(now - tonumber(ARGV[at + i]))
+  reaches[i] = redis.call('ZRANGEBYSCORE', KEYS[k], lo, num(now), 'WITHSCORES')
+  k = k + 1
 end
 local leases = {}
 local all = redis.call('HGETALL', KEYS[2])
@@ -334,7 +382,7 @@ for i = 1, #all, 2 do
   end
 end
 local in_flight = redis.call('ZCOUNT', KEYS[1], '(' .. num(now), '+inf')
-return {num(now), budgets, breakers, leases, in_flight}
+return {num(now), budgets, breakers, leases, in_flight, reaches}
 """
 
 # The health check: a script, as every guard decision is one. PING alone still answers while
@@ -396,6 +444,7 @@ class RedisGuards:
             self._key("trials"),
             self._key("breaker:", spec.key),
             *(self._key("rate:", limit.key) for limit in attempt.limits),
+            *(self._key("reach:", reach.key) for reach in attempt.reaches),
         ]
         args: list[str] = [
             self._now(),
@@ -407,11 +456,15 @@ class RedisGuards:
             _num(_LOG_HORIZON),
             str(len(attempt.limits)),
             _num(attempt.trial_for),
+            attempt.target,
+            str(len(attempt.reaches)),
         ]
         for limit in attempt.limits:
             args.append(str(len(limit.windows)))
             for window in limit.windows:
                 args += [str(window.max), _num(window.per)]
+        for reach in attempt.reaches:
+            args += [str(reach.count), _num(reach.per)]
         reply = await self._call(self._admit(keys, args), "admit")
         outcome = _text(reply[0])
         if outcome == "unseeded":
@@ -428,6 +481,15 @@ class RedisGuards:
                 for count, window in zip(reply[4], limit.windows, strict=True)
             )
             detail = f"rate limit {limit.key} spent: {spent}"
+        elif outcome == "blast_radius":
+            reach = attempt.reaches[int(reply[3]) - 1]
+            changed = _pairs(reply[4])
+            targets = ", ".join(target for target, _ in changed)
+            detail = (
+                f"blast radius {reach.key} spent: {len(changed)}/{reach.count} in"
+                f" {reach.per:g}s: {targets}"
+            )
+            return Verdict(False, outcome, detail, wait, state, reach, changed)
         elif outcome == "circuit_breaker":
             detail = f"circuit breaker {spec.key} is {state}"
         else:
@@ -513,9 +575,21 @@ class RedisGuards:
         args.append(str(len(finished)))
         for run_id, at in finished.items():
             args += [run_id, _num(at)]
+        reaches = replay_reaches(history)
+        args.append(str(len(reaches)))
+        for key, changed in reaches.items():
+            keys.append(self._key("reach:", key))
+            args.append(str(len(changed)))
+            for target, at in changed.items():
+                args += [target, _num(at)]
         await self._call(self._seed(keys, args), "seed")
 
-    async def snapshot(self, limits: Sequence[Limit], breakers: Sequence[BreakerSpec]) -> Snapshot:
+    async def snapshot(
+        self,
+        limits: Sequence[Limit],
+        breakers: Sequence[BreakerSpec],
+        reaches: Sequence[Reach] = (),
+    ) -> Snapshot:
         keys = [self._key("slots"), self._key("leases")]
         args = [self._now(), str(len(limits))]
         for limit in limits:
@@ -525,7 +599,11 @@ class RedisGuards:
         for spec in breakers:
             keys += [self._key("breaker:", spec.key), self._key("failures:", spec.key)]
             args.append(_num(spec.window))
-        now, counts, views, leases, in_flight = await self._call(
+        args.append(str(len(reaches)))
+        for reach in reaches:
+            keys.append(self._key("reach:", reach.key))
+            args.append(_num(reach.per))
+        now, counts, views, leases, in_flight, changed = await self._call(
             self._snapshot(keys, args), "snapshot"
         )
         budgets = {
@@ -548,7 +626,11 @@ class RedisGuards:
             Lease(_text(target), _text(owner), int(token), float(expiry))
             for target, owner, token, expiry in leases
         )
-        return Snapshot(float(now), breaker_views, budgets, held, int(in_flight))
+        radii = {
+            reach.key: ReachView(reach, _pairs(entries))
+            for reach, entries in zip(reaches, changed, strict=True)
+        }
+        return Snapshot(float(now), breaker_views, budgets, held, int(in_flight), radii)
 
     async def ping(self) -> None:
         """Redis runs the guards' scripts now: what every decision needs."""
@@ -591,3 +673,9 @@ def _text(value: str | bytes) -> str:
 def _float_or_none(value: str | bytes) -> float | None:
     text = _text(value)
     return float(text) if text else None
+
+
+def _pairs(reply: Sequence[str | bytes]) -> tuple[tuple[str, float], ...]:
+    """A ZRANGE ... WITHSCORES reply as (member, score) pairs, in its order (oldest first)."""
+    pairs = zip(reply[0::2], reply[1::2], strict=True)
+    return tuple((_text(member), float(score)) for member, score in pairs)

@@ -7,10 +7,10 @@ replays recorded runs through these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from remediator.guards.base import BreakerSpec, BreakerState, PastRun, Window
+from remediator.guards.base import BreakerSpec, BreakerState, PastRun, Reach, Window
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,26 @@ def rate_retry_after(log: Sequence[float], windows: Iterable[Window], now: float
             oldest_to_leave = inside[len(inside) - window.max]
             waits.append(oldest_to_leave + window.per - now)
     return max(waits) if waits else None
+
+
+def reach_inside(
+    changed: Mapping[str, float], reach: Reach, now: float
+) -> tuple[tuple[str, float], ...]:
+    """The targets changed inside the window (now - per, now], oldest first."""
+    inside = [(target, at) for target, at in changed.items() if now - reach.per < at <= now]
+    return tuple(sorted(inside, key=lambda entry: (entry[1], entry[0])))
+
+
+def reach_retry_after(
+    changed: Mapping[str, float], reach: Reach, target: str, now: float
+) -> float | None:
+    """None when the target may be changed: it was already changed inside the window (not
+    counted again), or fewer than `count` targets were. Else how long until one more may."""
+    inside = reach_inside(changed, reach, now)
+    if target in dict(inside) or len(inside) < reach.count:
+        return None
+    _, oldest_to_leave = inside[len(inside) - reach.count]
+    return oldest_to_leave + reach.per - now
 
 
 def breaker_admit(
@@ -116,3 +136,12 @@ def replay(history: Sequence[PastRun]) -> tuple[dict[str, list[float]], dict[str
             # A trial the store never saw finish: lapse it now, so the next run may try.
             breakers[key] = replace(record, trial_until=None)
     return logs, breakers
+
+
+def replay_reaches(history: Sequence[PastRun]) -> dict[str, dict[str, float]]:
+    """Per blast radius, each target and when a recorded run last changed it."""
+    reaches: dict[str, dict[str, float]] = {}
+    for run in sorted(history, key=lambda run: run.admitted_at):
+        for key in run.reach_keys:
+            reaches.setdefault(key, {})[run.target] = run.admitted_at
+    return reaches

@@ -106,6 +106,21 @@ class RateLimitJson(TypedDict):
     windows: list[WindowJson]
 
 
+class ChangedTargetJson(TypedDict):
+    target: str
+    changed_at: float
+
+
+class BlastRadiusJson(TypedDict):
+    """A blast radius (`max_targets`): the distinct targets changed in its window, oldest first."""
+
+    key: str  # the policy, or "(all policies)" for the guard rails' own
+    count: int
+    per_seconds: float
+    remaining: int
+    changed: list[ChangedTargetJson]
+
+
 class LeaseJson(TypedDict):
     target: str
     run: str
@@ -116,12 +131,14 @@ class LeaseJson(TypedDict):
 class GuardSnapshot(TypedDict):
     breakers: list[BreakerJson]
     rate_limits: list[RateLimitJson]
+    blast_radii: list[BlastRadiusJson]
     leases: list[LeaseJson]
     runs_in_flight: int
 
 
 class GuardState(GuardSnapshot):
-    """The kill switch, breakers, rate-limit budgets, target leases and runs in flight."""
+    """The kill switch, breakers, rate-limit budgets, blast radii, target leases and runs in
+    flight."""
 
     paused: PauseJson | None
     max_concurrent_runs: int
@@ -324,6 +341,18 @@ def _snapshot(snapshot: Snapshot) -> GuardSnapshot:
                 ],
             )
             for key, budgets in sorted(snapshot.budgets.items())
+        ],
+        blast_radii=[
+            BlastRadiusJson(
+                key=key,
+                count=view.reach.count,
+                per_seconds=view.reach.per,
+                remaining=view.remaining,
+                changed=[
+                    ChangedTargetJson(target=target, changed_at=at) for target, at in view.changed
+                ],
+            )
+            for key, view in sorted(snapshot.reaches.items())
         ],
         leases=[
             LeaseJson(

@@ -115,6 +115,22 @@ class RateLimit(_Model):
     key: str | None = Field(None, description="template; default: the policy and its target")
 
 
+class MaxTargets(_Model):
+    """The blast radius: at most `count` distinct targets changed in any `per`. Outages come
+    in clusters (a shared dependency down pages every service that needs it): past the bound
+    the cause is probably shared, and changing one more target would not fix it."""
+
+    count: int = Field(ge=1)
+    per: Duration
+
+    @field_validator("per")
+    @classmethod
+    def _within_the_guards_memory(cls, per: timedelta) -> timedelta:
+        if not timedelta(0) < per <= timedelta(days=7):
+            raise ValueError("a max_targets window lasts from 1s to 7d (runs are kept a week)")
+        return per
+
+
 class CircuitBreaker(_Model):
     failures: int = Field(3, ge=1)
     window: Duration = Field(default="1h", validate_default=True)
@@ -186,6 +202,9 @@ class Policy(_Model):
     )
     verify: Verify = Field(default_factory=Verify)
     rate_limit: RateLimit
+    max_targets: MaxTargets | None = Field(
+        None, description="distinct targets this policy may change in a window (blast radius)"
+    )
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     escalate: list[EscalateWhen] = Field(
         default_factory=lambda: [EscalateWhen.ON_FAILURE, EscalateWhen.WHEN_BLOCKED]
@@ -396,6 +415,9 @@ class Guardrails(_Model):
     max_concurrent_runs: int = Field(3, ge=1, description="runs in flight across all replicas")
     global_rate_limit: list[Window] = Field(
         default_factory=list, description="runs of all policies together"
+    )
+    max_targets: MaxTargets | None = Field(
+        None, description="distinct targets all policies together may change in a window"
     )
     run_timeout: Duration = Field(
         default="15m",

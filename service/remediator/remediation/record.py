@@ -40,8 +40,16 @@ class Decided:
     run_id: str | None = None
 
     @classmethod
-    def of(cls, plan: Plan, *, guard: str | None = None, run_id: str | None = None) -> Decided:
-        return cls(plan.policy, guard, plan.target_key, PlanSummary.of(plan), run_id)
+    def of(
+        cls,
+        plan: Plan,
+        *,
+        guard: str | None = None,
+        run_id: str | None = None,
+        incident: str | None = None,
+    ) -> Decided:
+        summary = replace(PlanSummary.of(plan), incident=incident)
+        return cls(plan.policy, guard, plan.target_key, summary, run_id)
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,8 @@ class Runner:
             if waiting is not None:
                 blocked = replace(waiting, guard=admission.guard)
                 return await self.record.end(blocked, RunOutcome.BLOCKED, admission.reason)
-            decided = Decided.of(plan, guard=admission.guard)
+            # (A run that waited first keeps its own incident: its page may be out already.)
+            decided = Decided.of(plan, guard=admission.guard, incident=admission.incident)
             return await self.record.note(
                 event, record, RunOutcome.BLOCKED, admission.reason, decided
             )

@@ -104,8 +104,8 @@ class PortableRunLedger(Database):
     async def record_admission(self, run: RunRecord) -> None:
         await self._execute(
             "INSERT INTO runs (id, policy, fingerprint, target, limit_keys, breaker_key,"
-            " breaker_failures, breaker_window, breaker_cooldown, admitted_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " breaker_failures, breaker_window, breaker_cooldown, admitted_at, reach_keys)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             *rows.run_row(run),
         )
 

@@ -75,6 +75,7 @@ class RunRecord:
     admitted_at: datetime
     finished_at: datetime | None = None
     succeeded: bool | None = None
+    reach_keys: tuple[str, ...] = ()  # the blast radii its target counted in
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ ALERT_COLUMNS = (
 EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
 RUN_COLUMNS = (
     "id, policy, fingerprint, target, CAST(limit_keys AS TEXT) AS limit_keys, breaker_key,"
-    " breaker_failures, breaker_window, breaker_cooldown, admitted_at, finished_at, succeeded"
+    " breaker_failures, breaker_window, breaker_cooldown, admitted_at, finished_at, succeeded,"
+    " CAST(reach_keys AS TEXT) AS reach_keys"
 )
 AUDIT_COLUMNS = "at, kind, subject, CAST(detail AS TEXT) AS detail"
 PAUSE_COLUMNS = "reason, paused_by, paused_at"
@@ -96,7 +97,7 @@ def alert_event(row: Row) -> AlertEvent:
 
 def run_record(row: Row) -> RunRecord:
     run_id, policy, fingerprint, target, limit_keys, breaker_key = row[:6]
-    failures, window, cooldown, admitted_at, finished_at, succeeded = row[6:]
+    failures, window, cooldown, admitted_at, finished_at, succeeded, reach_keys = row[6:]
     return RunRecord(
         run_id,
         policy,
@@ -110,6 +111,7 @@ def run_record(row: Row) -> RunRecord:
         time(admitted_at),
         maybe_time(finished_at),
         None if succeeded is None else bool(succeeded),
+        tuple(json.loads(reach_keys)),
     )
 
 
@@ -126,6 +128,7 @@ def run_row(run: RunRecord) -> Row:
         run.breaker_window,
         run.breaker_cooldown,
         run.admitted_at,
+        json.dumps(list(run.reach_keys)),
     )
 
 
