@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from typing import Any
 
 import aiohttp
@@ -17,8 +18,10 @@ from structlog.testing import capture_logs
 
 from remediator.metrics import Metrics
 from remediator.notify.base import Message
+from remediator.notify.channel_support import is_web_url, truncate
 from remediator.notify.email import subject
 from remediator.notify.escalator import FALLBACK
+from remediator.notify.mail_headers import encoded_words
 from remediator.notify.outbox import OutboxSender
 from remediator.notify.pagerduty import PagerDuty
 from remediator.notify.slack import Slack
@@ -262,3 +265,47 @@ def _outbox_entry(channel: str, message: Message, clock: Clock, fallback: list[s
     return OutboxEntry(
         message.id, channel, message.action, message.dedup_key, None, text, when, when
     )
+
+
+# The shared pieces
+
+
+@pytest.mark.parametrize(
+    ("href", "sent"),
+    [
+        ("https://runbooks.example/high-error-rate", True),
+        ("http://alertmanager:9093/#/silences/new?filter=%7Bpod%3D%22a%22%7D", True),
+        ("http://[::1]:9090/graph?g0.expr=up", True),
+        (HOSTILE_URL, False),
+        ("https://x.example/a b", False),
+        ("https://x.example/a\r\nb", False),
+        ("https://x.example/100%", False),
+        ("javascript:alert(1)", False),
+        ("https:///no-host", False),
+        ("http://[::1/", False),
+        ("https://ноде.example/", False),
+    ],
+)
+def test_only_well_formed_http_urls_are_sent_as_links(href: str, sent: bool) -> None:
+    assert is_web_url(href) is sent
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("x" * 5000, 100, "x" * 99 + "…"),  # too short a limit to say more
+        ("x" * 5000, 1000, "x" * 965 + "… (truncated: 4,035 characters cut)"),
+    ],
+)
+def test_a_cut_text_says_how_much_was_cut(text: str, limit: int, expected: str) -> None:
+    assert truncate(text, limit) == expected
+    assert len(truncate(text, limit)) <= limit
+
+
+def test_encoded_words_split_between_characters_and_decode_to_the_text() -> None:
+    text = "✓" * 30 + "𝄞" * 30 + NON_ASCII
+    lines = encoded_words(text, "Subject").split("\n")
+    assert len("Subject: " + lines[0]) <= ENCODED_LINE
+    assert all(len(line) <= ENCODED_LINE for line in lines)
+    assert str(make_header(decode_header("".join(lines)))) == text
