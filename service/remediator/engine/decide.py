@@ -95,6 +95,7 @@ def _plan(
         dry_run=policy.dry_run,
         decided_at=now,
         max_targets=policy.max_targets,
+        recurs_within=policy.recurs_within,
     )
 
 

@@ -63,6 +63,7 @@ class Plan:
     dry_run: bool | None
     decided_at: datetime
     max_targets: MaxTargets | None = None  # the policy's blast radius
+    recurs_within: timedelta | None = None  # a verified fix this recent that did not last
 
     @property
     def mutating(self) -> bool:

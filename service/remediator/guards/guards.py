@@ -294,6 +294,16 @@ class Guards:
                 error=str(exc),
             )
 
+    async def count_recurrence(self, plan: Plan, run_id: str) -> None:
+        """The verified fix of run `run_id` did not last (its alert fired again on the target):
+        the run counts as failed, in the store and, once per run, by its breaker."""
+        await self._store.record_finish(run_id, False, _utc(self._clock()))
+        self._unsettled.append(_Outcome(f"{run_id}/recurred", breaker_spec(plan), False))
+        try:
+            await self._settle()
+        except GuardsUnavailable as exc:
+            log.warning("recurrence recorded, not yet counted by the guards", error=str(exc))
+
     async def settle(self) -> None:
         """Tell the backend the outcomes it missed, if it can be reached now: called at each
         dispatcher poll as well as before an admission, so that another replica does not

@@ -206,6 +206,13 @@ class Policy(_Model):
         None, description="distinct targets this policy may change in a window (blast radius)"
     )
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    recurs_within: Duration | None = Field(
+        None,
+        description=(
+            "the policy's alert firing again on the target this soon after a verified fix: the"
+            " fix did not last, so it is counted a failure, not run again, and escalated"
+        ),
+    )
     escalate: list[EscalateWhen] = Field(
         default_factory=lambda: [EscalateWhen.ON_FAILURE, EscalateWhen.WHEN_BLOCKED]
     )

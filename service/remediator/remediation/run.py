@@ -174,6 +174,9 @@ class Runner:
                 event, record, RunOutcome.REFUSED, decision.reason, decided
             )
         plan = decision
+        fix = await self._lasting(plan)
+        if fix is not None:
+            return await self._recurred(event, record, plan, fix)
         started = await self._admit(event, record, plan)
         if isinstance(started, Remediation):
             return started  # blocked
@@ -188,6 +191,32 @@ class Runner:
         finally:
             if admitted is not None:
                 await self._guards.release(admitted)
+
+    async def _lasting(self, plan: Plan) -> Remediation | None:
+        """The policy's fix of this target verified within its `recurs_within`, if any: the
+        alert firing again means that fix did not last."""
+        if plan.recurs_within is None:
+            return None
+        since = self._now() - plan.recurs_within
+        return await self._store.last_fix(plan.policy, plan.target_key, since)
+
+    async def _recurred(
+        self, event: AlertEvent, record: AlertRecord, plan: Plan, fix: Remediation
+    ) -> Remediation:
+        """Not run again: the earlier fix counts as failed (its breaker, the ledger), and the
+        alert is escalated for a person to look at the cause."""
+        assert plan.recurs_within is not None
+        verified = fix.finished_at or fix.started_at
+        why = (
+            f"the fix did not last: {record.alertname} fired again on {plan.target_key} "
+            f"{format_duration(self._now() - verified)} after run {fix.id[:8]} was verified "
+            f"(recurs_within {format_duration(plan.recurs_within)}); counted as a failed fix, "
+            "not run again: the cause needs a person"
+        )
+        if fix.run_id is not None:
+            await self._guards.count_recurrence(plan, fix.run_id)
+        decided = Decided.of(plan, guard="recurrence")
+        return await self.record.note(event, record, RunOutcome.BLOCKED, why, decided)
 
     async def _admit(
         self, event: AlertEvent, record: AlertRecord, plan: Plan

@@ -161,6 +161,16 @@ class PortableRunLedger(Database):
         found = await self._remediations("WHERE id = $1", remediation_id)
         return found[0] if found else None
 
+    async def last_fix(self, policy: str, target: str, since: datetime) -> Remediation | None:
+        found = await self._remediations(
+            "WHERE policy = $1 AND target = $2 AND outcome = 'succeeded' AND finished_at >= $3"
+            " ORDER BY finished_at DESC LIMIT 1",
+            policy,
+            target,
+            since,
+        )
+        return found[0] if found else None
+
     async def steps(self, remediation_id: str) -> list[StepRecord]:
         found = await self._fetch(
             f"SELECT {rows.STEP_COLUMNS} FROM remediation_steps WHERE remediation_id = $1"

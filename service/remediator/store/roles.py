@@ -120,6 +120,11 @@ class RunLedger(Protocol):
 
     async def remediation(self, remediation_id: str) -> Remediation | None: ...
 
+    async def last_fix(self, policy: str, target: str, since: datetime) -> Remediation | None:
+        """The policy's latest run on the target whose fix was verified (outcome succeeded)
+        at or after `since`."""
+        ...
+
     async def steps(self, remediation_id: str) -> list[StepRecord]: ...
 
 
