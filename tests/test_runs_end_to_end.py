@@ -213,3 +213,46 @@ async def test_failing_runs_open_the_breaker_and_the_next_alert_is_blocked(
         await eventually(episode_resolved, what=f"episode {episode} to resolve")
     assert (runs[-1].outcome, runs[-1].guard) == ("blocked", "circuit_breaker")
     assert "is open" in runs[-1].reason
+
+
+async def test_three_deployments_down_at_once_two_are_changed_the_third_is_a_shared_cause(
+    alertmanager: str,
+    service: ServiceProcess,
+    store: Store,
+    kubernetes: FakeKubernetes,
+    application: str,
+) -> None:
+    """A dependency they share is down: every health check fails, whatever is restarted. The
+    shipped application-down bound (2 targets per 10m) changes two and holds the third back,
+    paged as a probable shared cause naming the two."""
+    names = ["users-api", "orders-api", "payments-api"]
+    alerts = []
+    for name in names:
+        kubernetes.seed_deployment(NAMESPACE, name, replicas=2, ready=0)
+        alerts.append(application_down(application) | {"deployment": name})
+    await post_to_alertmanager(alertmanager, datetime.now(UTC) + timedelta(hours=1), alerts)
+
+    async def all_decided() -> bool:
+        runs = [r for r in await store.list_remediations(50) if r.kind == "firing"]
+        return len(runs) == 3 and all(r.outcome != "running" for r in runs)
+
+    await eventually(all_decided, what="three decided runs", timeout=60)
+    runs = [r for r in await store.list_remediations(50) if r.kind == "firing"]
+    [held] = [r for r in runs if r.outcome == "blocked"]
+    assert held.guard == "blast_radius"
+    changed = {path for method, path, _ in kubernetes.writes if method == "PATCH"}
+    others = [name for name in names if not held.target or not held.target.endswith(f"/{name}")]
+    assert len(others) == 2
+    assert {name for name in names if any(f"/deployments/{name}" in p for p in changed)} == set(
+        others
+    )
+    assert held.reason.startswith("probable shared cause: 3 targets of application-down")
+    for name in others:
+        assert f"{NAMESPACE}/{name}" in held.reason
+    assert "(bound 2 per 10m)" in held.reason
+    assert held.plan.incident is not None
+    assert held.plan.incident.startswith("remediator/application-down/blast-radius/")
+    # Escalated by the severity matrix (P1: PagerDuty and Slack), saying why.
+    pages = await store.outbox_for(dedup_key(held))
+    assert {e.channel for e in pages if e.action == "trigger"} >= {"pagerduty", "slack"}
+    assert all(e.message["reason"] == held.reason for e in pages if e.action == "trigger")

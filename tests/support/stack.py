@@ -43,9 +43,11 @@ def matrix_with(pagerduty_url: str) -> str:
 
 def policy_directory(directory: Path, policies: list[str], pagerduty_url: str) -> Path:
     """A policy directory of the test's own: its policies, the shipped guard rails with a cap
-    that is not under test, and the matrix paging the stand-ins."""
+    and a blast radius that are not under test (the scenarios change dozens of deployments),
+    and the matrix paging the stand-ins."""
     directory.mkdir()
-    (directory / "guardrails.yaml").write_text(shipped_guardrails("max_concurrent_runs: 50"))
+    rails = shipped_guardrails("{max_concurrent_runs: 50, max_targets: null}")
+    (directory / "guardrails.yaml").write_text(rails)
     (directory / "escalation.yaml").write_text(matrix_with(pagerduty_url))
     for number, policy in enumerate(policies):
         (directory / f"policy-{number}.yaml").write_text(policy)
