@@ -361,6 +361,14 @@ class EscalationMatrix(_Model):
             "its breaker is open"
         ),
     )
+    resolve_after: Duration = Field(
+        timedelta(0),
+        description=(
+            "an incident's resolve is held this long after its alert resolves; an episode "
+            "firing within it resumes the same incident (a flapping alert is one incident). "
+            "0s: resolved at once"
+        ),
+    )
 
     @field_validator("levels")
     @classmethod
