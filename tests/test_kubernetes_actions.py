@@ -500,6 +500,20 @@ async def test_undo_only_if_changed_within(
     assert new.outcome is Outcome.OK, new.message
 
 
+async def test_a_restart_is_not_a_change_of_release_for_only_if_changed_within(
+    cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
+) -> None:
+    """Release 2 came out two hours ago; a restart just now made revision 3 of it. An undo
+    meant only for a recent release (a bad deploy) leaves it: what runs did not change."""
+    await cluster.seed_deployment("api", revisions=2, changed_ago=timedelta(hours=2))  # type: ignore[call-arg]
+    restarted = await actions.rollout_restart(RolloutRestart(), cluster.context("api"))
+    assert restarted.outcome is Outcome.OK, restarted.message
+    params = RolloutUndo(only_if_changed_within="1h")
+    result = await actions.rollout_undo(params, cluster.context("api"))
+    assert result.outcome is Outcome.SKIPPED, result.message
+    assert seeded_revision(fake.get("Deployment", cluster.namespace, "api")) == 2  # type: ignore[arg-type]
+
+
 async def test_undo_conflict_is_transient(
     cluster: Cluster, fake: FakeKubernetes, actions: KubernetesActions
 ) -> None:

@@ -772,6 +772,17 @@ def _previous_release(target: RenderedTarget, current: int, releases: Mapping[in
     return wanted
 
 
+def _release_began(current: int, releases: Mapping[int, str]) -> int:
+    """The revision that brought in the current release: restarts since then made revisions
+    of their own, but did not change what runs."""
+    began = current
+    for revision in sorted((r for r in releases if r < current), reverse=True):
+        if releases[revision] != releases.get(current):
+            break
+        began = revision
+    return began
+
+
 def _listed(revisions: list[int]) -> str:
     return ", ".join(str(r) for r in sorted(revisions))
 
@@ -785,7 +796,7 @@ def _undo_to(
 ) -> int:
     """The revision to roll back to; raises _Done when there is none or the undo is skipped."""
     if params.only_if_changed_within is not None:
-        current_rs = by_revision.get(current)
+        current_rs = by_revision.get(_release_began(current, releases))
         created = _parse_time(current_rs.metadata.creation_timestamp) if current_rs else None
         if created is None or _now() - created > params.only_if_changed_within:
             raise _Done(
