@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check bench chaos clean
+.PHONY: run test check bench gameday chaos clean
 
 $(BIN)/remediator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(BIN)/remediator
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/storm.py --store sqlite
+	$(BIN)/python bench/gameday.py
+
+gameday: $(BIN)/remediator
+	$(BIN)/python bench/gameday.py
 
 # The reliability suite at the issue's full counts; writes the figures to docs/reliability.md.
 CHAOS ?= tests/reliability

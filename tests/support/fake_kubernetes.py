@@ -35,7 +35,8 @@ them (`hold_rollouts`, then `converge`, or `converge_after_reads`): no timing is
 
 Tests seed objects (`seed_deployment` with N ready pods and a revision history,
 `seed_configmap`, `seed_pod`, `seed_event`, `seed_node`), inspect them (`get`, `pods_of`), see
-the requests made (`requests`) and inject failures (`fail_next`). Start it with
+the requests made (`requests`), are told of each change as it is made (`watchers`), roll out
+a new template as a deploy would (`roll_out`) and inject failures (`fail_next`). Start it with
 `await fake.start(port)` on a loopback port and point
 `kubernetes_asyncio.client.Configuration(host=fake.url)` at it.
 
@@ -52,7 +53,7 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -283,6 +284,8 @@ class FakeKubernetes:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.requests: list[tuple[str, str, str]] = []  # method, path, content type
         self.deleted: list[Obj] = []  # pods deleted, with their deletionGracePeriodSeconds
+        # Told of each change as it is made: (kind, the object before, after; None: deleted).
+        self.watchers: list[Callable[[str, Obj, Obj | None], None]] = []
         self.hold_rollouts = False
         self._reads_until_converged: dict[tuple[str, str], int] = {}
         self._faults: list[Fault] = []
@@ -472,6 +475,13 @@ class FakeKubernetes:
     def seed_event(self, namespace: str, about: Obj, reason: str, message: str) -> None:
         self._event(about, reason, message, kind="Warning")
 
+    def roll_out(self, namespace: str, name: str, template: Obj) -> None:
+        """A new pod template, as a deploy from CI makes it: the controllers roll it out."""
+        dep = self.objects[("Deployment", namespace, name)]
+        patched = copy.deepcopy(dep)
+        patched["spec"]["template"] = copy.deepcopy(template)
+        self._store_deployment(dep, patched)
+
     def converge(self, namespace: str, name: str) -> None:
         """Finish the Deployment's rollout: what the controllers would do, done now."""
         self._converge(self.objects[("Deployment", namespace, name)])
@@ -592,6 +602,7 @@ class FakeKubernetes:
             raise ApiError(422, "spec.template.spec.containers: Required value")
 
     def _store_deployment(self, dep: Obj, patched: Obj) -> None:
+        before = copy.deepcopy(dep)
         spec_changed = patched["spec"] != dep["spec"]
         template_changed = patched["spec"]["template"] != dep["spec"]["template"]
         patched["status"] = dep["status"]  # the main resource ignores status changes
@@ -604,6 +615,8 @@ class FakeKubernetes:
         self._copy_annotations(dep)
         if spec_changed:
             self._progress(dep)
+        for watcher in self.watchers:
+            watcher("Deployment", before, dep)
 
     def _scale(self, dep: Obj) -> Obj:
         meta = dep["metadata"]
@@ -671,6 +684,8 @@ class FakeKubernetes:
         own = pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         meta["deletionGracePeriodSeconds"] = own if given is None else given
         self.deleted.append(pod)
+        for watcher in self.watchers:
+            watcher("Pod", pod, None)
         return web.json_response(pod)
 
     # -- controllers -------------------------------------------------------------------------
