@@ -45,11 +45,13 @@ WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def policy_directory(tmp_path: Path, policies: dict[str, str], guardrails: str = "") -> Path:
     """The shipped severity matrix and guard rails (plus `guardrails` lines) with these
-    policies (file name: text) instead of the shipped ones."""
+    policies (file name: text) instead of the shipped ones. The global blast radius is off
+    unless `guardrails` sets one: the scenarios storm dozens of deployments on purpose."""
     directory = tmp_path / "policies"
     directory.mkdir()
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
-    (directory / "guardrails.yaml").write_text(shipped_guardrails(guardrails))
+    rails = shipped_guardrails("max_targets: null\n" + guardrails)
+    (directory / "guardrails.yaml").write_text(rails)
     for name, text in policies.items():
         (directory / name).write_text(text)
     return directory
