@@ -97,11 +97,16 @@ async def applications(kubernetes: FakeKubernetes) -> AsyncIterator[dict[str, st
 def policies(tmp_path: Path) -> Path:
     """The shipped policies. The concurrency cap is raised above the number of alerts: a run's
     slot outlives its steps by up to a lease, so a burst of five alerts would meet the default
-    cap of 3 although the replicas only ever run three at once; the cap is not under test."""
+    cap of 3 although the replicas only ever run three at once; the cap is not under test. Nor
+    is the blast radius: five deployments down at once would be a shared cause to it."""
     directory = tmp_path / "policies"
     shutil.copytree(SHIPPED_POLICIES, directory)
     guardrails = directory / "guardrails.yaml"
-    guardrails.write_text(shipped_guardrails("max_concurrent_runs: 10"))
+    guardrails.write_text(shipped_guardrails("{max_concurrent_runs: 10, max_targets: null}"))
+    policy = directory / "application-down.yaml"
+    bound = "max_targets: {count: 2, per: 10m}"
+    assert bound in policy.read_text()
+    policy.write_text(policy.read_text().replace(bound, "max_targets: {count: 10, per: 10m}"))
     return directory
 
 
