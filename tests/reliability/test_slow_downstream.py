@@ -33,7 +33,7 @@ from tests.support.fault_proxy import FaultProxy
 from tests.support.figures import Figures, scale
 from tests.support.mailbox import Mailbox
 from tests.support.notify_recorder import PD_ACCEPTED, Answer, Recorder
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, shipped_matrix
 from tests.support.service_process import ServiceProcess, eventually
 from tests.support.services import free_port
 from tests.support.webhooks import webhook, webhook_alert
@@ -193,7 +193,7 @@ async def downstream(
         (policies / "downstream-restart.yaml").write_text(RESTART_POLICY)
         matrix = policies / "escalation.yaml"
         matrix.write_text(
-            matrix_for(matrix.read_text(), pagerduty_url=proxies[1].url, smtp_port=mailbox[1])
+            matrix_for(shipped_matrix(), pagerduty_url=proxies[1].url, smtp_port=mailbox[1])
         )
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(KUBECONFIG.format(url=proxies[0].url))

@@ -11,6 +11,15 @@ SHIPPED_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SHIPPED_POLICY_COUNT = len(list(SHIPPED_POLICIES.glob("*.yaml"))) - 2
 
 
+def shipped_matrix(resolve_after: str = "0s") -> str:
+    """The shipped escalation.yaml, its resolves held `resolve_after` (at once, unless a test
+    is about holding them: tests/test_flapping.py)."""
+    text = (SHIPPED_POLICIES / "escalation.yaml").read_text()
+    shipped = "\nresolve_after: 5m\n"
+    assert shipped in text
+    return text.replace(shipped, f"\nresolve_after: {resolve_after}\n")
+
+
 def shipped_guardrails(overrides: str) -> str:
     """The shipped guardrails.yaml with the settings in `overrides` (YAML) put over it."""
     rails = yaml.safe_load((SHIPPED_POLICIES / "guardrails.yaml").read_text()) or {}

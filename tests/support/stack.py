@@ -22,7 +22,7 @@ import pytest
 from remediator.store import Remediation, Store, open_store
 from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, FakeKubernetes
 from tests.support.notify_recorder import Recorder
-from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
+from tests.support.policies import shipped_guardrails, shipped_matrix
 from tests.support.service_process import ServiceProcess
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -34,8 +34,9 @@ ALERTNAME = "GuardFault"
 
 
 def matrix_with(pagerduty_url: str) -> str:
-    """The shipped severity matrix, PagerDuty pointed at the recording stand-in."""
-    text = (SHIPPED_POLICIES / "escalation.yaml").read_text()
+    """The shipped severity matrix, PagerDuty pointed at the recording stand-in (resolves sent
+    at once: these scenarios are not about flapping incidents)."""
+    text = shipped_matrix()
     line = "    routing_key_env: PAGERDUTY_ROUTING_KEY\n"
     assert line in text
     return text.replace(line, f"{line}    events_url: {pagerduty_url}/v2/enqueue\n")

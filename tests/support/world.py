@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from remediator.remediation.steps import Retrying
 from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Remediation, Store
 from tests.support.clocks import Clock
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import shipped_matrix
 from tests.support.webhooks import webhook, webhook_alert
 
 POLICY = """\
@@ -123,9 +122,10 @@ class World:
 
 
 def write_policies(directory: Path, policy: str) -> Path:
-    """The escalation policy shipped and the policy under test, in a new directory."""
+    """The escalation policy shipped (its resolves sent at once) and the policy under test,
+    in a new directory."""
     directory.mkdir()
-    shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
+    (directory / "escalation.yaml").write_text(shipped_matrix())
     (directory / "probe-and-fix.yaml").write_text(policy)
     return directory
 

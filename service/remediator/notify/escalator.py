@@ -5,6 +5,17 @@ the same on every replica and every repeat, so PagerDuty updates one incident in
 opening many. A resolve goes only to the channels that were paged and not yet resolved.
 Opening an incident also queues its climb up the matrix's ladder, and a digest level's email
 waits in the outbox for the digest hour.
+
+A flapping alert is one incident. With the matrix's `resolve_after`, a resolve is not sent at
+once: it is held, one entry on the outbox's own `hold` channel due that much later, queued
+with the remediation's turn (notify/hold.py sends the resolve then, to the channels still
+paged). An episode firing meanwhile resumes the incident instead of opening a new one: a
+`resume` entry supersedes the held resolve, PagerDuty hears a trigger with the same dedup key
+(an update), and Slack and email at most one "fired again" update per hold time (none while
+the channel heard a page of the incident within it). The resolve, when it goes, says how many
+episodes there were. For the ladder an incident whose resolve is held is closed; a resumption
+starts its climb again. (An episode firing in the very instant another replica releases its
+held resolve may still find it held: the resolve goes out, and PagerDuty's update reopens.)
 """
 
 from __future__ import annotations
@@ -12,13 +23,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import structlog
 
 from remediator.engine.escalation import Notify
+from remediator.policy.durations import format_duration
 from remediator.policy.parameters import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
 from remediator.store import AlertRecord, OutboxEntry, Remediation, StepRecord, Store
@@ -26,6 +39,13 @@ from remediator.store import AlertRecord, OutboxEntry, Remediation, StepRecord, 
 log = structlog.get_logger(__name__)
 
 LADDER = "ladder"  # the outbox's own channel: an entry there is a climb that falls due
+# The outbox's other own channel: a resolve held until its alert stayed resolved (`hold`), and
+# what superseded it, an episode that resumed the incident (`resume`).
+HOLD, HELD, RESUME = "hold", "hold", "resume"
+OWN_CHANNELS = (LADDER, HOLD)
+# A channel on which a trigger with the incident's dedup key updates it quietly: it hears each
+# episode of a flapping incident; the others at most one update per hold time.
+UPDATES_IN_PLACE = ("pagerduty",)
 # A page's fallback channels, and on a fallback's copy the channel that did not take it.
 FALLBACK, FALLBACK_FOR = "fallback", "fallback_for"
 FALLBACK_KEYS = (FALLBACK, FALLBACK_FOR)
@@ -41,9 +61,50 @@ def paged(entries: Iterable[OutboxEntry]) -> list[str]:
     """Channels whose latest message about an incident opened or updated it."""
     latest: dict[str, str] = {}
     for entry in entries:
-        if entry.channel != LADDER:
+        if entry.channel not in OWN_CHANNELS:
             latest[entry.channel] = entry.action
     return [channel for channel, action in latest.items() if action == "trigger"]
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An incident's state, from the newest message of each channel (`latest_outbox`)."""
+
+    paged: list[str]  # the channels it is open on
+    held: OutboxEntry | None  # its resolve, held until the alert stays resolved
+    resumed: OutboxEntry | None  # the latest resumption of this incident, since it opened
+
+    @classmethod
+    def of(cls, latest: Iterable[OutboxEntry]) -> Incident:
+        entries = list(latest)
+        own = next((e for e in entries if e.channel == HOLD), None)
+        held = own if own is not None and own.action == HELD and _unsent(own) else None
+        resolves = [_order(e) for e in entries if e.action == "resolve"]
+        resumed = own if own is not None and own.action == RESUME else None
+        if resumed is not None and any(at > _order(resumed) for at in resolves):
+            resumed = None  # closed since (resolved at once, with no hold time)
+        return cls(paged(entries), held, resumed)
+
+    def resumed_by(self, remediation: Remediation) -> bool:
+        """Whether this remediation is of the episode that resumed the incident."""
+        return (
+            self.resumed is not None
+            and remediation.kind == "firing"
+            and self.resumed.remediation_id == remediation.id
+        )
+
+    @property
+    def open(self) -> bool:
+        """Paged, and not resolved (a held resolve counts: its alert resolved)."""
+        return bool(self.paged) and self.held is None
+
+    def episodes(self, starts_at: datetime) -> tuple[int, datetime]:
+        """How many episodes of the incident have ended (each resolution holds its resolve
+        and counts one), and since when: the first one's start."""
+        for entry in (self.held, self.resumed):
+            if entry is not None and "episodes" in entry.message:
+                return entry.message["episodes"], datetime.fromisoformat(entry.message["since"])
+        return 0, starts_at
 
 
 def outbox_entries(
@@ -115,39 +176,63 @@ class Escalator:
         are read for the message, unless the caller has them."""
         key = dedup_key(remediation)
         latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
-        already = paged(latest.values())
-        notify = rule(bool(already))
-        if notify is None:
+        incident = Incident.of(latest.values())
+        refired = incident.held is not None and _fired_since(remediation, incident.held)
+        is_open = bool(incident.paged) and (incident.held is None or refired)
+        notify = rule(is_open)
+        # A page while its resolve is held, an episode's or another turn's, resumes the incident.
+        resuming = incident.held is not None and (refired or notify == "trigger")
+        if notify is None and not resuming:
             return []
-        if notify == "resolve":
-            level = remediation.plan.level
-            route = self._matrix().levels.get(level) if level else None
-            quiet = route is not None and not route.resolved_email
-            channels = [channel for channel in already if not (quiet and channel == "email")]
-        else:
-            # A channel that already heard this outcome of this incident is not told again:
-            # a storm of alerts on one target, each blocked, is one message, not a hundred.
-            channels = [
-                channel
-                for channel in remediation.plan.channels
-                if not _already_told(latest.get(channel), remediation.outcome)
-            ]
-        if not channels:
+        # This turn and the later ones of the episode that resumed it (its page may come only
+        # when its run fails): an update of the open incident.
+        episode = refired or incident.resumed_by(remediation)
+        matrix, now = self._matrix(), datetime.fromtimestamp(self._clock(), UTC)
+        channels = _channels(
+            matrix,
+            remediation,
+            notify,
+            latest,
+            paged_on=incident.paged if is_open else [],
+            episode=episode,
+            now=now,
+        )
+        if not channels and not resuming:
             return []
         if alert is None:
             alert = await self._store.alert(remediation.fingerprint, remediation.starts_at)
         if steps is None:
             steps = await self._store.steps(remediation.id)
-        message = _message(remediation, notify, key, alert, steps)
-        entries = outbox_entries(
-            self._matrix(),
-            message,
-            channels,
-            remediation_id=remediation.id,
-            now=datetime.fromtimestamp(self._clock(), UTC),
-            opening=not already,
-            entry_id=lambda _: entry_id(),
-        )
+        message = _message(remediation, notify or "trigger", key, alert, steps)
+        ended, since = incident.episodes(remediation.starts_at)
+        if episode:
+            message["summary"] = (
+                f"fired again (episode {ended + 1} in {_span(now - since)}): {message['summary']}"
+            )[:1024]
+        entries = []
+        if resuming:
+            resume = {**message, "episodes": ended, "since": since.isoformat()}
+            entries.append(
+                OutboxEntry(entry_id(), HOLD, RESUME, key, remediation.id, resume, now, now)
+            )
+        if channels == [HOLD]:
+            hold = matrix.resolve_after
+            summary = held_summary(remediation, hold, ended + 1, now - since)
+            held = {**message, "episodes": ended + 1, "since": since.isoformat()}
+            held["summary"] = summary
+            entries.append(
+                OutboxEntry(entry_id(), HOLD, HELD, key, remediation.id, held, now, now + hold)
+            )
+        elif channels:
+            entries += outbox_entries(
+                matrix,
+                message,
+                channels,
+                remediation_id=remediation.id,
+                now=now,
+                opening=not incident.open,
+                entry_id=lambda _: entry_id(),
+            )
         log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
         return entries
 
@@ -207,6 +292,81 @@ _SCHEMES = ("http", "https")
 
 def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _channels(
+    matrix: EscalationMatrix,
+    remediation: Remediation,
+    notify: Notify,
+    latest: dict[str, OutboxEntry],
+    *,
+    paged_on: list[str],
+    episode: bool,
+    now: datetime,
+) -> list[str]:
+    """Who hears this turn: a resolve, the channels paged (or [HOLD], held for the matrix's
+    `resolve_after`); a page, its level's channels but those told enough already."""
+    hold = matrix.resolve_after
+    if notify == "resolve":
+        level = remediation.plan.level
+        route = matrix.levels.get(level) if level else None
+        quiet = route is not None and not route.resolved_email
+        channels = [c for c in paged_on if not (quiet and c == "email")]
+        return [HOLD] if hold and channels else channels
+    if notify is None:
+        return []
+    if episode:
+        # Another episode of an open incident: an update, at most one per hold time.
+        return [c for c in remediation.plan.channels if not _told_within(latest, c, hold, now)]
+    # A channel that already heard this outcome of this incident is not told again:
+    # a storm of alerts on one target, each blocked, is one message, not a hundred.
+    return [
+        channel
+        for channel in remediation.plan.channels
+        if not _already_told(latest.get(channel), remediation.outcome)
+    ]
+
+
+def _fired_since(remediation: Remediation, held: OutboxEntry) -> bool:
+    """A new episode of the alert: a firing remediation begun after the resolve was held."""
+    return remediation.kind == "firing" and remediation.started_at >= held.created_at
+
+
+def _told_within(
+    latest: dict[str, OutboxEntry], channel: str, hold: timedelta, now: datetime
+) -> bool:
+    """Whether the channel heard a page of this incident within the hold time (a channel
+    that updates in place hears every episode)."""
+    told = latest.get(channel)
+    return (
+        channel not in UPDATES_IN_PLACE
+        and told is not None
+        and told.action == "trigger"
+        and now - told.created_at < hold
+    )
+
+
+def _unsent(entry: OutboxEntry) -> bool:
+    return entry.sent_at is None and entry.failed_at is None
+
+
+def _order(entry: OutboxEntry) -> tuple[datetime, str]:
+    return entry.created_at, entry.id
+
+
+def _span(duration: timedelta) -> str:
+    """A duration to the minute (to the second under one)."""
+    seconds = int(duration.total_seconds())
+    return format_duration(timedelta(seconds=seconds - seconds % 60 if seconds >= 60 else seconds))
+
+
+def held_summary(remediation: Remediation, hold: timedelta, episodes: int, span: timedelta) -> str:
+    """What a held resolve says when it goes: it stayed resolved, after how many episodes."""
+    r = remediation
+    where = f" on {r.target}" if r.target else ""
+    after = f", after {episodes} episodes in {_span(span)}" if episodes > 1 else ""
+    stayed = f"resolved, and stayed resolved for {format_duration(hold)}{after}"
+    return f"{r.alertname}{where} {stayed} ({r.outcome}: {r.reason})"[:1024]
 
 
 def _already_told(latest: OutboxEntry | None, outcome: str) -> bool:

@@ -2,10 +2,10 @@
 
 Opening an incident queues a climb in the outbox, due when the level's `next.after` has passed.
 The sender hands it here like any other message: if the incident is still open (its alert has
-not resolved, no fix has worked) and has not been closed and opened again since, the next
-level's channels are paged, and a further climb is
-queued when that level has a next rung too. The entries it queues are named after the climb,
-so a climb repeated after a crash queues nothing twice.
+not resolved, no fix has worked, no resolve held) and has not been closed and opened again
+(or resumed) since, the next level's channels are paged, and a further climb is queued when
+that level has a next rung too. The entries it queues are named after the climb, so a climb
+repeated after a crash queues nothing twice.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from remediator.notify.base import Message
-from remediator.notify.escalator import FALLBACK_FOR, LADDER, outbox_entries, paged
+from remediator.notify.escalator import FALLBACK_FOR, LADDER, Incident, outbox_entries
 from remediator.policy.durations import format_duration
 from remediator.policy.schema import EscalationMatrix
 from remediator.store import Outbox, OutboxEntry
@@ -47,8 +47,9 @@ class Ladder:
         key = message.dedup_key
         incident = await self._store.latest_outbox(key)
         newest_climb = next((e.id for e in incident if e.channel == LADDER), None)
-        # Closed since (nothing paged), or closed and opened again (which queued a newer climb).
-        if not paged(incident) or newest_climb != message.id:
+        # Closed since (nothing paged, or its resolve held), or closed and opened again (which
+        # queued a newer climb).
+        if not Incident.of(incident).open or newest_climb != message.id:
             log.info("incident closed before it climbed", dedup_key=key)
             return
         matrix = self._matrix()

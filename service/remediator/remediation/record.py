@@ -173,10 +173,9 @@ class Recorder:
         if start:
             if remediation.kind != "firing":
                 return []  # undoing a mitigation pages nobody unless it fails
-            notify = on_start(plan.escalate, plan.page_now)
-            if notify is None:
-                return []
-            rule = _always(notify)
+            # Even a run that pages nobody at its start is asked about: an episode of an
+            # incident whose resolve is held resumes it.
+            rule = _always(on_start(plan.escalate, plan.page_now))
         else:
             rule = partial(on_outcome, remediation.outcome, plan.escalate)
         return await self.escalator.messages(

@@ -27,6 +27,7 @@ from remediator.http.operator_api import OperatorApi
 from remediator.http.routes import build_app
 from remediator.metrics import Metrics
 from remediator.notify.channels import ChannelSet, open_channels
+from remediator.notify.hold import HeldResolves
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
@@ -119,7 +120,8 @@ class Parts:
 
     @asynccontextmanager
     async def outbox_loop(self) -> AsyncIterator[Loop]:
-        """The outbox sender, over the matrix's channels and the escalation ladder."""
+        """The outbox sender, over the matrix's channels, the escalation ladder and the held
+        resolves."""
         async with aiohttp.ClientSession() as session:
             opened = open_channels(self.policies.current.matrix, session)
             self.channels.channels.update(opened.channels)
@@ -127,9 +129,10 @@ class Parts:
             for problem in opened.problems.values():
                 log.error("escalation channel cannot send", problem=problem)
             ladder = Ladder(self.store, lambda: self.policies.current.matrix)
+            held = HeldResolves(self.store, lambda: self.policies.current.matrix)
             sender = OutboxSender(
                 self.store,
-                {**opened.channels, ladder.name: ladder},
+                {**opened.channels, ladder.name: ladder, held.name: held},
                 self.metrics.notify,
                 lease=timedelta(seconds=self.settings.lease_seconds),
             )
