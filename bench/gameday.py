@@ -42,6 +42,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import email
+import email.policy
 import json
 import os
 import sys
@@ -396,7 +398,24 @@ def score(
         "made_worse": worse,
         "replicas": replicas,
         "oom_kills": sum(s.oom_kills for s in world.services.values()),
+        "messages": messages(outside),
     }
+
+
+def messages(outside: StandIns) -> list[str]:
+    """What people were sent, in order per channel: PagerDuty's action and summary, Slack's
+    text, each e-mail's Subject."""
+    sent = [
+        f"pagerduty {e.get('event_action')} {str(e.get('dedup_key'))[-12:]}: "
+        f"{(e.get('payload') or {}).get('summary', '')}"
+        for e in (r.json or {} for r in outside.pagerduty.requests)
+    ]
+    sent += [f"slack: {(r.json or {}).get('text', '')[:160]}" for r in outside.slack.requests]
+    for envelope, _ in outside.mailbox.received:
+        raw = envelope.content if isinstance(envelope.content, bytes) else b""
+        subject = email.message_from_bytes(raw, policy=email.policy.default)["Subject"]
+        sent.append(f"e-mail: {subject}")
+    return sent
 
 
 def made_worse(world: World, initial: dict[str, tuple[int, int]]) -> list[str]:
@@ -437,7 +456,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def details(result: dict[str, Any]) -> list[str]:
+def details(result: dict[str, Any], show_messages: bool) -> list[str]:
     lines = [f"{result['scenario']}:"]
     for change in result["changes"]:
         verdict = "restore" if change["restore"] else "useful" if change["useful"] else "wrong"
@@ -446,6 +465,8 @@ def details(result: dict[str, Any]) -> list[str]:
             f"  {change['at']:6.1f} min  {change['service']}: {change['what']} ({verdict}{extra})"
         )
     lines += [f"  made worse: {w}" for w in result["made_worse"]]
+    if show_messages:
+        lines += [f"  sent {message}" for message in result["messages"]]
     return lines
 
 
@@ -460,7 +481,7 @@ async def main(args: argparse.Namespace) -> int:
     print("\n".join(table(results)))
     print()
     for result in results:
-        print("\n".join(details(result)))
+        print("\n".join(details(result, args.messages)))
     harmful = sum(len(r["harmful"]) for r in results)
     worse = sum(len(r["made_worse"]) for r in results)
     right = sum(r["handled_right"] for r in results)
@@ -478,6 +499,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--policies", default=str(ROOT / "policies"), help="the policy directory")
     parser.add_argument("--compress", type=float, default=60.0, help="game minutes a real minute")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--messages", action="store_true", help="list every message sent")
     return parser.parse_args(argv)
 
 
