@@ -6,6 +6,11 @@ opening many. A resolve goes only to the channels that were paged and not yet re
 Opening an incident also queues its climb up the matrix's ladder, and a digest level's email
 waits in the outbox for the digest hour.
 
+Every alert one blast radius holds back in one window is one incident, a probable shared cause
+(`plan.incident`): each channel hears it once, in the words of its reason (which names the
+targets), and its resolve waits until none of the alerts it holds is firing any more: the last
+one to resolve queues it.
+
 A flapping alert is one incident. With the matrix's `resolve_after`, a resolve is not sent at
 once: it is held, one entry on the outbox's own `hold` channel due that much later, queued
 with the remediation's turn (notify/hold.py sends the resolve then, to the channels still
@@ -52,6 +57,8 @@ FALLBACK_KEYS = (FALLBACK, FALLBACK_FOR)
 
 
 def dedup_key(remediation: Remediation) -> str:
+    if remediation.plan.incident:  # held with others by one blast radius: a shared cause
+        return remediation.plan.incident
     if remediation.policy and remediation.target:
         return f"remediator/{remediation.policy}/{remediation.target}"
     return f"remediator/alert/{remediation.alertname}/{remediation.fingerprint}"
@@ -197,6 +204,9 @@ class Escalator:
             episode=episode,
             now=now,
         )
+        if notify == "resolve" and channels and await self._others_firing(remediation):
+            log.info("shared incident: its resolve waits for its other alerts", dedup_key=key)
+            channels = []
         if not channels and not resuming:
             return []
         if alert is None:
@@ -231,10 +241,21 @@ class Escalator:
                 remediation_id=remediation.id,
                 now=now,
                 opening=not incident.open,
-                entry_id=lambda _: entry_id(),
+                entry_id=lambda channel: _named(remediation, notify, latest, channel),
             )
         log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
         return entries
+
+    async def _others_firing(self, remediation: Remediation) -> bool:
+        """Whether the shared incident the remediation is in holds another alert still firing:
+        then its resolve waits, and the last alert to resolve queues it. Asked after this
+        alert's resolution is written (at intake, before its event can be handled), so of two
+        resolving at once on two replicas the later look-up sees the other resolved: one of
+        them queues the resolve (both may: see `_named`)."""
+        incident = remediation.plan.incident
+        return incident is not None and await self._store.shared_incident_firing(
+            incident, remediation.fingerprint, remediation.starts_at
+        )
 
 
 def _message(
@@ -327,6 +348,18 @@ def _channels(
     ]
 
 
+def _named(
+    remediation: Remediation, notify: Notify, latest: dict[str, OutboxEntry], channel: str
+) -> str:
+    """A shared incident's resolve is named after the page it resolves, the channel's latest:
+    its last two alerts resolving at once on two replicas (a shared cause ends for all its
+    alerts together) queue it once. (A held resolve is released once however many were held:
+    the newest supersedes the others.) Any other message is new."""
+    if notify == "resolve" and remediation.plan.incident:
+        return f"{latest[channel].id}/resolve"
+    return entry_id()
+
+
 def _fired_since(remediation: Remediation, held: OutboxEntry) -> bool:
     """A new episode of the alert: a firing remediation begun after the resolve was held."""
     return remediation.kind == "firing" and remediation.started_at >= held.created_at
@@ -363,9 +396,11 @@ def _span(duration: timedelta) -> str:
 def held_summary(remediation: Remediation, hold: timedelta, episodes: int, span: timedelta) -> str:
     """What a held resolve says when it goes: it stayed resolved, after how many episodes."""
     r = remediation
-    where = f" on {r.target}" if r.target else ""
     after = f", after {episodes} episodes in {_span(span)}" if episodes > 1 else ""
     stayed = f"resolved, and stayed resolved for {format_duration(hold)}{after}"
+    if r.plan.incident:
+        return f"every held alert {stayed}: {r.reason}"[:1024]
+    where = f" on {r.target}" if r.target else ""
     return f"{r.alertname}{where} {stayed} ({r.outcome}: {r.reason})"[:1024]
 
 
@@ -385,6 +420,11 @@ def entry_id() -> str:
 
 def summary(remediation: Remediation, action: str) -> str:
     r = remediation
+    if r.plan.incident:
+        # One incident of a probable shared cause: its reason names the cause and the targets
+        # (each alert held in it is told of once; the resolve waits for the last).
+        text = f"every held alert resolved: {r.reason}" if action == "resolve" else r.reason
+        return text[:1024]
     where = f" on {r.target}" if r.target else ""
     if action == "resolve":
         return f"{r.alertname}{where} resolved ({r.outcome}: {r.reason})"

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from remediator.store import rows
+from remediator.store import rows, statements
 from remediator.store.records import (
     AlertEvent,
     AlertRecord,
@@ -178,6 +178,14 @@ class PortableRunLedger(Database):
             remediation_id,
         )
         return [rows.step(row) for row in found]
+
+    async def shared_incident_firing(
+        self, incident: str, fingerprint: str, starts_at: datetime
+    ) -> bool:
+        found = await self._fetch(
+            statements.SHARED_INCIDENT_FIRING, incident, fingerprint, starts_at
+        )
+        return bool(found)
 
     async def _remediations(self, where: str, *parameters: Any) -> list[Remediation]:
         found = await self._fetch(

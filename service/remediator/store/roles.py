@@ -127,6 +127,15 @@ class RunLedger(Protocol):
 
     async def steps(self, remediation_id: str) -> list[StepRecord]: ...
 
+    async def shared_incident_firing(
+        self, incident: str, fingerprint: str, starts_at: datetime
+    ) -> bool:
+        """Whether an alert episode with a remediation in the shared incident (`plan.incident`)
+        is still firing, other than this one (whose resolution asks): read after that
+        resolution was written, at intake, so that of two last ones resolving at once the
+        later look-up sees the other resolved."""
+        ...
+
 
 class ControlState(Protocol):
     async def set_pause(self, pause: Pause | None) -> None:

@@ -168,7 +168,8 @@ def remediation(row: Row) -> Remediation:
 
 
 def remediation_row(r: Remediation) -> Row:
-    """In the order of `REMEDIATION_COLUMNS`."""
+    """In the order of `REMEDIATION_COLUMNS`, then the shared incident (of the plan, a column
+    to look it up by)."""
     return (
         r.id,
         r.event_id,
@@ -187,6 +188,7 @@ def remediation_row(r: Remediation) -> Row:
         r.started_at,
         r.verify_until,
         r.finished_at,
+        r.plan.incident,
     )
 
 

@@ -87,12 +87,21 @@ EVENT_QUEUED_ONCE = "ON CONFLICT (fingerprint, starts_at, kind) DO NOTHING"
 SAVE_REMEDIATION = (
     "INSERT INTO remediations (id, event_id, fingerprint, starts_at, alertname, kind, policy,"
     " policy_revision, outcome, guard, reason, run_id, target, plan, started_at, verify_until,"
-    " finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-    " $16, $17) ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
+    " finished_at, incident) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+    " $14, $15, $16, $17, $18) ON CONFLICT (id) DO UPDATE SET policy = excluded.policy,"
     " policy_revision = excluded.policy_revision, outcome = excluded.outcome,"
     " guard = excluded.guard, reason = excluded.reason, run_id = excluded.run_id,"
-    " target = excluded.target, plan = excluded.plan,"
+    " target = excluded.target, plan = excluded.plan, incident = excluded.incident,"
     " verify_until = excluded.verify_until, finished_at = excluded.finished_at"
+)
+# Whether an alert episode held in the shared incident $1 is still firing, other than the
+# episode ($2, $3) whose resolution asks: one probe of the incident's index, then the alerts'
+# primary key per remediation until one is found.
+SHARED_INCIDENT_FIRING = (
+    "SELECT 1 FROM remediations r JOIN alerts a"
+    " ON a.fingerprint = r.fingerprint AND a.starts_at = r.starts_at"
+    " WHERE r.incident = $1 AND a.status = 'firing'"
+    " AND NOT (r.fingerprint = $2 AND r.starts_at = $3) LIMIT 1"
 )
 # An outbox entry whose id is already queued is left as it is. {rows}: VALUES or a SELECT.
 ENQUEUE = (

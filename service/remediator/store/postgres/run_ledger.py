@@ -12,7 +12,7 @@ from remediator.store.records import OutboxEntry, Remediation
 
 # The messages go in as columns of arrays, with the remediation whose turn they tell of (none:
 # empty arrays).
-_SAVE_REMEDIATION = f"WITH saved AS ({statements.SAVE_REMEDIATION}) {enqueue_from(18)}"
+_SAVE_REMEDIATION = f"WITH saved AS ({statements.SAVE_REMEDIATION}) {enqueue_from(19)}"
 
 
 class PostgresRunLedger(PortableRunLedger, PostgresConnection):
