@@ -53,7 +53,9 @@ class HeldResolves:
         incident = Incident.of(await self._store.latest_outbox(key))
         held = incident.held
         if held is None or held.id != message.id:
-            log.info("held resolve superseded: the incident resumed", dedup_key=key)
+            log.info(
+                "held resolve superseded: the incident resumed, or holds a newer", dedup_key=key
+            )
             return
         matrix = self._matrix()
         route = matrix.levels.get(held.message["level"])
