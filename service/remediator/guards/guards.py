@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -43,7 +44,7 @@ from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PolicySet
 from remediator.policy.schema import CircuitBreaker, Guardrails, MaxTargets
 from remediator.policy.schema import Window as PolicyWindow
-from remediator.store import Pause, RunRecord, Store, StoreUnavailable
+from remediator.store import ControlState, Pause, RunLedger, RunRecord, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -131,11 +132,16 @@ def blast_radius_blocked(plan: Plan, verdict: Verdict, now: float) -> Blocked:
     return Blocked("blast_radius", reason, verdict.retry_after, incident)
 
 
+class GuardStore(RunLedger, ControlState, Protocol):
+    """What the guards keep durably: the runs admitted and finished (the budgets are seeded
+    from them), and the kill switch with its audit."""
+
+
 class Guards:
     def __init__(
         self,
         backend: GuardBackend,
-        store: Store,
+        store: GuardStore,
         metrics: GuardMetrics,
         *,
         live: bool,

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import structlog
@@ -39,7 +39,15 @@ from remediator.engine.escalation import Notify
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
-from remediator.store import AlertRecord, OutboxEntry, Remediation, StepRecord, Store
+from remediator.store import (
+    AlertLog,
+    AlertRecord,
+    Outbox,
+    OutboxEntry,
+    Remediation,
+    RunLedger,
+    StepRecord,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -151,10 +159,61 @@ def outbox_entries(
     return entries
 
 
+@dataclass(frozen=True)
+class _Turn:
+    """A turn of a remediation as its incident sees it."""
+
+    remediation: Remediation
+    notify: Notify
+    key: str  # the incident's dedup key
+    incident: Incident
+    latest: dict[str, OutboxEntry]  # each channel's latest entry of the incident
+    is_open: bool  # paged and not resolved
+    resuming: bool  # a page while the incident's resolve is held: it resumes the incident
+    episode: bool  # a turn of an episode that resumed it: an update of the open incident
+    matrix: EscalationMatrix
+    now: datetime
+
+
+def _entries(turn: _Turn, message: dict[str, Any], channels: list[str]) -> list[OutboxEntry]:
+    """The outbox entries of a turn: a resumption, a held resolve, or the channels' messages."""
+    r, now = turn.remediation, turn.now
+    ended, since = turn.incident.episodes(r.starts_at)
+    if turn.episode:
+        message["summary"] = (
+            f"fired again (episode {ended + 1} in {_span(now - since)}): {message['summary']}"
+        )[:1024]
+    entries = []
+    if turn.resuming:
+        resume = {**message, "episodes": ended, "since": since.isoformat()}
+        entries.append(OutboxEntry(entry_id(), HOLD, RESUME, turn.key, r.id, resume, now, now))
+    if channels == [HOLD]:
+        hold = turn.matrix.resolve_after
+        held = {**message, "episodes": ended + 1, "since": since.isoformat()}
+        held["summary"] = held_summary(r, hold, ended + 1, now - since)
+        entries.append(OutboxEntry(entry_id(), HOLD, HELD, turn.key, r.id, held, now, now + hold))
+    elif channels:
+        entries += outbox_entries(
+            turn.matrix,
+            message,
+            channels,
+            remediation_id=r.id,
+            now=now,
+            opening=not turn.incident.open,
+            entry_id=lambda channel: _named(r, turn.notify, turn.latest, channel),
+        )
+    return entries
+
+
+class IncidentStore(AlertLog, RunLedger, Outbox, Protocol):
+    """What an incident's messages are made of: the alert, the run's steps and the incident's
+    other alerts, and the outbox they are queued in."""
+
+
 class Escalator:
     def __init__(
         self,
-        store: Store,
+        store: IncidentStore,
         matrix: Callable[[], EscalationMatrix],
         *,
         clock: Callable[[], float] = time.time,
@@ -181,6 +240,23 @@ class Escalator:
         queue with it; the rule is told whether the incident is open (paged and not
         resolved), read with the rest in one look-up. The alert and the remediation's steps
         are read for the message, unless the caller has them."""
+        turn = await self._turn(remediation, rule)
+        if turn is None:
+            return []
+        channels = await self._audience(turn)
+        if not channels and not turn.resuming:
+            return []
+        if alert is None:
+            alert = await self._store.alert(remediation.fingerprint, remediation.starts_at)
+        if steps is None:
+            steps = await self._store.steps(remediation.id)
+        message = _message(remediation, turn.notify or "trigger", turn.key, alert, steps)
+        entries = _entries(turn, message, channels)
+        log.info("escalation queued", action=turn.notify, channels=channels, dedup_key=turn.key)
+        return entries
+
+    async def _turn(self, remediation: Remediation, rule: Callable[[bool], Notify]) -> _Turn | None:
+        """This turn as its incident sees it, or None when it tells nobody anything."""
         key = dedup_key(remediation)
         latest = {entry.channel: entry for entry in await self._store.latest_outbox(key)}
         incident = Incident.of(latest.values())
@@ -190,61 +266,38 @@ class Escalator:
         # A page while its resolve is held, an episode's or another turn's, resumes the incident.
         resuming = incident.held is not None and (refired or notify == "trigger")
         if notify is None and not resuming:
-            return []
-        # This turn and the later ones of the episode that resumed it (its page may come only
-        # when its run fails): an update of the open incident.
-        episode = refired or incident.resumed_by(remediation)
-        matrix, now = self._matrix(), datetime.fromtimestamp(self._clock(), UTC)
-        channels = _channels(
-            matrix,
+            return None
+        return _Turn(
             remediation,
             notify,
+            key,
+            incident,
             latest,
-            paged_on=incident.paged if is_open else [],
-            episode=episode,
-            now=now,
+            is_open=is_open,
+            resuming=resuming,
+            # This turn and the later ones of the episode that resumed it (its page may come
+            # only when its run fails): an update of the open incident.
+            episode=refired or incident.resumed_by(remediation),
+            matrix=self._matrix(),
+            now=datetime.fromtimestamp(self._clock(), UTC),
         )
-        if notify == "resolve" and channels and await self._others_firing(remediation):
-            log.info("shared incident: its resolve waits for its other alerts", dedup_key=key)
-            channels = []
-        if not channels and not resuming:
+
+    async def _audience(self, turn: _Turn) -> list[str]:
+        """The channels that hear this turn (a shared incident's resolve: none while another
+        of its alerts is firing)."""
+        channels = _channels(
+            turn.matrix,
+            turn.remediation,
+            turn.notify,
+            turn.latest,
+            paged_on=turn.incident.paged if turn.is_open else [],
+            episode=turn.episode,
+            now=turn.now,
+        )
+        if turn.notify == "resolve" and channels and await self._others_firing(turn.remediation):
+            log.info("shared incident: its resolve waits for its other alerts", dedup_key=turn.key)
             return []
-        if alert is None:
-            alert = await self._store.alert(remediation.fingerprint, remediation.starts_at)
-        if steps is None:
-            steps = await self._store.steps(remediation.id)
-        message = _message(remediation, notify or "trigger", key, alert, steps)
-        ended, since = incident.episodes(remediation.starts_at)
-        if episode:
-            message["summary"] = (
-                f"fired again (episode {ended + 1} in {_span(now - since)}): {message['summary']}"
-            )[:1024]
-        entries = []
-        if resuming:
-            resume = {**message, "episodes": ended, "since": since.isoformat()}
-            entries.append(
-                OutboxEntry(entry_id(), HOLD, RESUME, key, remediation.id, resume, now, now)
-            )
-        if channels == [HOLD]:
-            hold = matrix.resolve_after
-            summary = held_summary(remediation, hold, ended + 1, now - since)
-            held = {**message, "episodes": ended + 1, "since": since.isoformat()}
-            held["summary"] = summary
-            entries.append(
-                OutboxEntry(entry_id(), HOLD, HELD, key, remediation.id, held, now, now + hold)
-            )
-        elif channels:
-            entries += outbox_entries(
-                matrix,
-                message,
-                channels,
-                remediation_id=remediation.id,
-                now=now,
-                opening=not incident.open,
-                entry_id=lambda channel: _named(remediation, notify, latest, channel),
-            )
-        log.info("escalation queued", action=notify, channels=channels, dedup_key=key)
-        return entries
+        return channels
 
     async def _others_firing(self, remediation: Remediation) -> bool:
         """Whether the shared incident the remediation is in holds another alert still firing:

@@ -22,9 +22,9 @@ from remediator.engine.plan import Plan
 from remediator.engine.summary import PlanSummary
 from remediator.guards.base import BreakerSpec
 from remediator.guards.guards import Guards, breaker_spec
-from remediator.notify.escalator import Escalator, dedup_key
+from remediator.notify.escalator import Escalator, IncidentStore, dedup_key
 from remediator.policy.policyset import PoliciesInForce
-from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord, Store
+from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ NOTHING_KNOWN = Known()
 class Recorder:
     def __init__(
         self,
-        store: Store,
+        store: IncidentStore,
         guards: Guards,
         policies: PoliciesInForce,
         *,

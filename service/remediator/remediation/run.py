@@ -30,6 +30,7 @@ from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards
+from remediator.notify.escalator import IncidentStore
 from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.busy import Busy
@@ -48,7 +49,6 @@ from remediator.store import (
     AlertRecord,
     Remediation,
     StepRecord,
-    Store,
     StoreUnavailable,
 )
 
@@ -73,7 +73,7 @@ _RESOLVED_WHILE_WAITING = "the alert resolved while the run waited for its turn"
 class Runner:
     def __init__(
         self,
-        store: Store,
+        store: IncidentStore,
         guards: Guards,
         policies: PoliciesInForce,
         actions: Mapping[str, Action],

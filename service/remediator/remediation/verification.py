@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from remediator.actions.base import StepContext
 from remediator.alerts import AlertStatus
@@ -17,13 +18,17 @@ from remediator.policy.durations import format_duration
 from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.record import NOTHING_KNOWN, Known, Recorder, breaker_of
 from remediator.remediation.steps import StepAt, Steps
-from remediator.store import Remediation, Store
+from remediator.store import AlertLog, Remediation, RunLedger
+
+
+class VerificationStore(AlertLog, RunLedger, Protocol):
+    """What verification reads: the runs waiting on their alert, and the alert."""
 
 
 class Verification:
     def __init__(
         self,
-        store: Store,
+        store: VerificationStore,
         guards: Guards,
         policies: PoliciesInForce,
         record: Recorder,
