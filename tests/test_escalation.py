@@ -87,6 +87,39 @@ async def test_a_failed_run_pages_its_level_s_channels_and_the_resolution_closes
     ]
 
 
+async def test_a_run_that_changed_nothing_is_not_undone_and_its_resolve_stays_closed(
+    world: World,
+) -> None:
+    world.application.fix_status = 400  # the fix is refused: nothing was mitigated
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    assert [hook for hook, _ in world.application.calls] == ["fix"]  # no "unfix"
+    undo = [(r.outcome, r.reason) for r in await world.runs() if r.kind == "resolved"]
+    assert undo == [("skipped", "on_resolved: nothing to undo, the run made no change")]
+    # The resolution closed the incident, and nothing after it opens it again.
+    assert (await outbox(world.store, KEY))[-2:] == [("slack", "resolve"), ("email", "resolve")]
+    assert await outbox(world.store, f"{KEY}/on_resolved") == []
+
+
+async def test_an_undo_that_fails_is_an_incident_of_its_own(world: World) -> None:
+    await world.post("firing")
+    await world.dispatcher.run_once()  # the fix worked; verifying
+    world.application.fix_status = 400  # the undo is refused
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    assert [hook for hook, _ in world.application.calls] == ["fix", "unfix"]
+    assert await outbox(world.store, KEY) == []  # nobody was paged about the alert
+    assert await outbox(world.store, f"{KEY}/on_resolved") == [
+        ("slack", "trigger"),
+        ("email", "trigger"),
+        ("ladder", "climb"),
+    ]
+    [entry, *_] = await world.store.outbox_for(f"{KEY}/on_resolved")
+    assert entry.message["outcome"] == "failed"
+
+
 async def test_a_run_that_works_pages_nobody(world: World) -> None:
     await world.post("firing")
     await world.dispatcher.run_once()

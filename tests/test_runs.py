@@ -341,7 +341,8 @@ async def test_undoing_a_mitigation_waits_for_no_other_run_and_says_so_when_it_m
     undo = [r for r in await world.runs() if r.kind == "resolved"]
     assert [(r.outcome, r.guard) for r in undo] == [("blocked", "target_lock")]
     assert undo[0].reason == f"on_resolved: another run holds {run.target}"
-    queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
+    # An incident of its own: the resolution closed the alert's.
+    queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}/on_resolved")
     assert [e.message["outcome"] for e in queued if e.channel == "slack"] == ["blocked"]
 
 

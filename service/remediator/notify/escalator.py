@@ -65,11 +65,16 @@ FALLBACK_KEYS = (FALLBACK, FALLBACK_FOR)
 
 
 def dedup_key(remediation: Remediation) -> str:
+    """The incident a remediation's messages are about. Undoing a mitigation after the alert
+    resolved (a `resolved` remediation) is an incident of its own: the resolution closed the
+    alert's, and an undo that fails or is blocked must not reopen it."""
     if remediation.plan.incident:  # held with others by one blast radius: a shared cause
-        return remediation.plan.incident
-    if remediation.policy and remediation.target:
-        return f"remediator/{remediation.policy}/{remediation.target}"
-    return f"remediator/alert/{remediation.alertname}/{remediation.fingerprint}"
+        key = remediation.plan.incident
+    elif remediation.policy and remediation.target:
+        key = f"remediator/{remediation.policy}/{remediation.target}"
+    else:
+        key = f"remediator/alert/{remediation.alertname}/{remediation.fingerprint}"
+    return f"{key}/on_resolved" if remediation.kind == "resolved" else key
 
 
 def paged(entries: Iterable[OutboxEntry]) -> list[str]:

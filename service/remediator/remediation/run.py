@@ -32,12 +32,14 @@ from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards
 from remediator.notify.escalator import IncidentStore
 from remediator.policy.durations import format_duration
+from remediator.policy.parameters import CATALOGUE
 from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.busy import Busy
 from remediator.remediation.record import Decided, Known, Recorder, breaker_of
 from remediator.remediation.steps import (
     DEFAULT_RETRYING,
     HELD_BACK,
+    STARTED,
     Retrying,
     StepAt,
     Steps,
@@ -415,6 +417,9 @@ class Runner:
         if not isinstance(decision, Plan) or not decision.on_resolved:
             why = "on_resolved steps cannot be planned"
             return await self.record.note(event, record, RunOutcome.REFUSED, why)
+        if not await self._mitigated(ran):
+            why = "on_resolved: nothing to undo, the run made no change"
+            return await self.record.note(event, record, RunOutcome.SKIPPED, why)
         dry = ran.outcome is RunOutcome.DRY_RUN
         held = await self._hold(decision, dry)
         if isinstance(held, Blocked):
@@ -427,6 +432,18 @@ class Runner:
         finally:
             if held is not None:
                 await self._guards.release(held)
+
+    async def _mitigated(self, ran: Remediation) -> bool:
+        """Whether the run changed something (or, in dry-run, would have) for its on_resolved
+        steps to undo: a change that ended ok, or was begun by a worker that died before its
+        answer was recorded. A run whose every change failed or was skipped has nothing to
+        undo, and undoing it anyway would change what no one changed."""
+        made = (Outcome.OK, Outcome.DRY_RUN, STARTED)
+        return any(
+            step.phase == "steps" and CATALOGUE[step.action].mutating and step.outcome in made
+            for step in await self._store.steps(ran.id)
+            if step.action in CATALOGUE
+        )
 
     async def _hold(self, plan: Plan, dry: bool) -> Admitted | Blocked | None:
         """The target, for undoing a mitigation: None in dry-run."""
