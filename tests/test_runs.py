@@ -193,6 +193,11 @@ async def test_dry_run_reads_for_real_and_changes_nothing(world: World, store: S
         ("dry_run", "would"),
     ]
     assert world.application.calls == []
+    # The reason says what happened: the change it would have made, and the read that failed.
+    url = f"http://{world.instance}"
+    assert run.reason == (
+        f"would PUT {url}/admin/fix; 1 read failed (http.check: {url}/health answered 503)"
+    )
 
 
 async def test_a_crashed_run_is_taken_over_without_repeating_completed_steps(

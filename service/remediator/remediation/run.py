@@ -321,7 +321,7 @@ class Runner:
             return ended
         known = Known(record, list(trail.values()))  # what the messages tell of: no read again
         if admitted is None:
-            why = "every step ran in dry-run"
+            why = dry_run_reason(list(trail.values()))
             return await self.record.end(remediation, RunOutcome.DRY_RUN, why, known)
         if ended:  # nothing to verify: not the fix's failure, nor a success
             return await self.record.end(remediation, RunOutcome.DRY_RUN, "; ".join(ended), known)
@@ -490,3 +490,15 @@ class Runner:
 
 def _blocked_by(admission: Admitted | Blocked, guard: str) -> bool:
     return isinstance(admission, Blocked) and admission.guard == guard
+
+
+def dry_run_reason(steps: Sequence[StepRecord]) -> str:
+    """What a dry-run did, as it happened: the changes it would have made, and the reads that
+    failed (a run whose checks could not answer says so, not that all went well)."""
+    would = [s.message for s in steps if s.outcome == Outcome.DRY_RUN]
+    failed = [f"{s.action}: {s.message}" for s in steps if s.outcome == Outcome.FAILED]
+    said = "; ".join(would) if would else "no step would have changed anything"
+    if failed:
+        reads = "read" if len(failed) == 1 else "reads"
+        said += f"; {len(failed)} {reads} failed ({'; '.join(failed)})"
+    return said
