@@ -156,7 +156,10 @@ async def silent_server() -> AsyncIterator[int]:
 
 def write_policies(directory: Path, hang_port: int, sink: str, hang_timeout: float) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "guardrails.yaml").write_text(f"allowed_namespaces:\n  - {NAMESPACE}\n")
+    # Dry-run is guarded as live mode would be: the storm measures the dispatcher, not the cap.
+    (directory / "guardrails.yaml").write_text(
+        f"allowed_namespaces:\n  - {NAMESPACE}\nmax_concurrent_runs: 100000\n"
+    )
     (directory / "escalation.yaml").write_text(
         f"""severity_labels:
   critical: P1

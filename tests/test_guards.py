@@ -72,16 +72,52 @@ async def test_the_kill_switch_comes_first_and_survives_a_restart(
     assert kinds == [("resume", "bob"), ("pause", "alice")]
 
 
-async def test_dry_run_mode_or_a_dry_run_policy_never_acts(
+async def test_dry_run_is_guarded_as_live_mode_would_be_against_budgets_of_its_own(
     store: Store, clock: Clock, shipped: PolicySet
 ) -> None:
-    assert await blocked_by(
-        make_guards(store, clock, shipped, live=False), memory_plan(shipped)
-    ) == ("dry_run")
-    dry_policy = dataclasses.replace(memory_plan(shipped), dry_run=True)
-    result = await make_guards(store, clock, shipped).admit(dry_policy)
-    assert result == Blocked("dry_run", "the policy sets dry_run")
-    assert await store.runs_since(datetime.fromtimestamp(0, UTC)) == []
+    dry = make_guards(store, clock, shipped, live=False)
+    plan = memory_plan(shipped)  # high-memory-usage: 2 runs an hour
+    for _ in range(2):
+        run = await admitted(dry, plan)
+        assert run.shadow  # its changes are only described
+        await dry.finish(plan, run, succeeded=True)
+    result = await dry.admit(plan)
+    assert isinstance(result, Blocked)
+    assert result.guard == "rate_limit"
+    assert result.reason.startswith(
+        "dry-run (the service runs in dry-run mode): would be blocked: "
+    )
+    # The same for a policy that sets dry_run, in live mode: its own budget, apart from live's.
+    dry_policy = dataclasses.replace(plan, dry_run=True)
+    live = make_guards(store, clock, shipped)
+    result = await live.admit(dry_policy)
+    assert isinstance(result, Blocked)
+    assert result.guard == "rate_limit"
+    assert result.reason.startswith("dry-run (the policy sets dry_run): would be blocked: ")
+    # Switching to live starts clean: dry-run's runs spent none of live's budget.
+    first = await admitted(live, plan)
+    assert not first.shadow
+    await live.finish(plan, first, succeeded=True)
+    await admitted(live, plan)
+    recorded = await store.runs_since(datetime.fromtimestamp(0, UTC))
+    assert sorted(run.id.startswith("shadow:") for run in recorded) == [False, False, True, True]
+
+
+async def test_dry_run_holds_a_target_and_a_slot_as_a_live_run_would(
+    store: Store, clock: Clock, shipped: PolicySet
+) -> None:
+    guards = make_guards(store, clock, shipped, max_concurrent_runs=1)
+    dry = dataclasses.replace(memory_plan(shipped), dry_run=True)
+    first = await admitted(guards, dry)
+    same_target = dataclasses.replace(memory_plan(shipped, pod="api-7d9f8b6c5-x2k4p"), dry_run=True)
+    assert await blocked_by(guards, same_target) == "target_lock"
+    other = dataclasses.replace(memory_plan(shipped, deployment="billing-api"), dry_run=True)
+    assert await blocked_by(guards, other) == "concurrency"
+    # Live runs' targets and slots are their own: a live run is not held by a dry-run's.
+    live = await admitted(guards, memory_plan(shipped))
+    assert not live.shadow
+    await guards.finish(dry, first, succeeded=True)
+    await admitted(guards, other)
 
 
 async def test_one_run_per_target_at_a_time(store: Store, clock: Clock, shipped: PolicySet) -> None:

@@ -200,6 +200,33 @@ async def test_dry_run_reads_for_real_and_changes_nothing(world: World, store: S
     )
 
 
+ONCE_AN_HOUR = POLICY.replace("    - {max: 5, per: 1h}", "    - {max: 1, per: 1h}")
+
+
+@pytest.mark.parametrize("policy", [ONCE_AN_HOUR])
+async def test_dry_run_records_what_live_mode_would_have_done(world: World) -> None:
+    world.guards._live = False  # as REMEDIATOR_MODE=dry-run
+    for minute in range(3):  # three episodes within three minutes; the policy allows one an hour
+        starts_at = f"2027-01-15T08:0{minute}:00Z"
+        await world.post("firing", starts_at)
+        await world.dispatcher.run_once()
+        world.clock.advance(30)
+        await world.post("resolved", starts_at)
+        await world.dispatcher.run_once()
+        world.clock.advance(30)
+    fired = [(r.outcome, r.guard) for r in await world.runs() if r.kind == "firing"]
+    assert fired == [("dry_run", None), ("blocked", "rate_limit"), ("blocked", "rate_limit")]
+    blocked = [r for r in await world.runs() if r.outcome == "blocked"]
+    assert blocked[0].reason.startswith(
+        "dry-run (the service runs in dry-run mode): would be blocked: "
+    )
+    assert world.application.calls == []
+    # The budgets dry-run spent are shown, as live mode's would be.
+    snapshot = await world.guards.snapshot(world.live.current)
+    [budget] = snapshot.budgets["probe-and-fix/-/shop"]
+    assert (budget.used, budget.window.max) == (1, 1)
+
+
 async def test_a_crashed_run_is_taken_over_without_repeating_completed_steps(
     world: World,
 ) -> None:

@@ -213,4 +213,9 @@ class GuardBackend(Protocol):
 
     async def ping(self) -> None: ...
 
+    def shadow(self) -> GuardBackend:
+        """The same kind of state, apart: dry-run's budgets, breakers, leases and slots (on
+        the same connection)."""
+        ...
+
     async def close(self) -> None: ...

@@ -1,9 +1,13 @@
 """The guards in their order, between a plan and its first step.
 
-Kill switch, dry-run, one run per target, rate limit, blast radius, circuit breaker,
-concurrency cap: the first that says no blocks the run, and the Blocked value names it and its
-state so that the escalation can. Guard state that cannot be reached blocks too: without it
-nothing acts.
+Kill switch, one run per target, rate limit, blast radius, circuit breaker, concurrency cap:
+the first that says no blocks the run, and the Blocked value names it and its state so that
+the escalation can. Guard state that cannot be reached blocks too: without it nothing acts.
+
+Dry-run (the service's mode, or a policy's `dry_run`) is live mode minus the changes: its runs
+pass the same guards, against budgets, breakers, leases and slots of their own (the shadow
+backend, and runs recorded under `shadow:` ids), so that its record says what live mode would
+have done ("would be blocked by rate_limit") and switching to live starts from a clean slate.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -50,7 +54,6 @@ log = structlog.get_logger(__name__)
 
 GUARDS = (
     "kill_switch",
-    "dry_run",
     "target_lock",
     "rate_limit",
     "blast_radius",
@@ -63,6 +66,13 @@ GLOBAL_LIMIT = "global"
 GLOBAL_REACH = "(all policies)"
 # Runs older than this cannot matter to any window or breaker a policy may declare.
 SEED_HORIZON = timedelta(days=7)
+# The run ids of dry-run's runs, guarded apart from live ones (`is_shadow`).
+SHADOW = "shadow:"
+
+
+def is_shadow(run_id: str) -> bool:
+    """A dry-run's run: its budgets, breakers, leases and slots are the shadow backend's."""
+    return run_id.startswith(SHADOW)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,11 @@ class Admitted:
     run_id: str
     lease: Lease
     trial: bool  # the one run a half-open breaker lets through
+
+    @property
+    def shadow(self) -> bool:
+        """Admitted in dry-run: its changes are only described."""
+        return is_shadow(self.run_id)
 
 
 @dataclass(frozen=True)
@@ -148,8 +163,11 @@ class Guards:
         guardrails: Callable[[], Guardrails],
         clock: Callable[[], float] = time.time,
         lease_ttl: float = 60.0,
+        shadow: GuardBackend | None = None,
     ) -> None:
         self.backend = backend
+        # Dry-run's guard state, apart from live's (in the same place, under names of its own).
+        self.shadow = shadow if shadow is not None else backend.shadow()
         self.lease_ttl = lease_ttl  # a running run renews its lease and slot well within this
         self._store = store
         self._metrics = metrics
@@ -184,18 +202,28 @@ class Guards:
             return Blocked("guards_unavailable", f"the kill switch cannot be read: {exc}")
         if paused is not None:
             return Blocked("kill_switch", f"paused by {paused.paused_by}: {paused.reason}")
-        if not self._live or plan.dry_run:
+        shadow = not self._live or plan.dry_run
+        answer = await self._guarded(plan, (SHADOW if shadow else "") + str(uuid.uuid4()))
+        if shadow and isinstance(answer, Blocked):
             why = "the policy sets dry_run" if plan.dry_run else "the service runs in dry-run mode"
-            return Blocked("dry_run", why)
+            return replace(answer, reason=f"dry-run ({why}): would be blocked: {answer.reason}")
+        return answer
+
+    def backend_of(self, run_id: str) -> GuardBackend:
+        """The backend that guards this run: the shadow one for a dry-run's."""
+        return self.shadow if is_shadow(run_id) else self.backend
+
+    async def _guarded(self, plan: Plan, run_id: str) -> Admitted | Blocked:
+        """Every guard but the kill switch, against the run's own backend."""
+        backend = self.backend_of(run_id)
         guardrails = self._guardrails()
         ttl = self.lease_ttl
-        run_id = str(uuid.uuid4())
         lease: Lease | None = None
         try:
             # A breaker that has not counted every recorded outcome is not known: count them
             # first, or fail closed.
             await self._settle()
-            lease = await self.backend.acquire_lease(plan.target_key, run_id, ttl)
+            lease = await backend.acquire_lease(plan.target_key, run_id, ttl)
             if lease is None:
                 return Blocked("target_lock", f"another run holds {plan.target_key}")
             attempt = Attempt(
@@ -210,7 +238,7 @@ class Guards:
                 target=plan.target_key,
                 reaches=reaches(plan, guardrails),
             )
-            verdict = await self._admit_seeded(attempt)
+            verdict = await self._admit_seeded(backend, attempt)
         except (GuardsUnavailable, StoreUnavailable) as exc:
             if lease is not None:
                 await self._release_quietly(lease)
@@ -236,26 +264,28 @@ class Guards:
             return blast_radius_blocked(plan, verdict, self._clock())
         return Blocked(verdict.guard, verdict.detail, verdict.retry_after)
 
-    async def _admit_seeded(self, attempt: Attempt) -> Verdict:
+    async def _admit_seeded(self, backend: GuardBackend, attempt: Attempt) -> Verdict:
         try:
-            return await self.backend.admit(attempt)
+            return await backend.admit(attempt)
         except Unseeded:
             since = _utc(self._clock()) - SEED_HORIZON
-            history = await self._store.runs_since(since)
-            await self.backend.seed([_past_run(run) for run in history])
-            log.info("guard state seeded from the store", runs=len(history))
-            return await self.backend.admit(attempt)
+            shadow = is_shadow(attempt.run_id)
+            history = [r for r in await self._store.runs_since(since) if is_shadow(r.id) == shadow]
+            await backend.seed([_past_run(run) for run in history])
+            log.info("guard state seeded from the store", runs=len(history), shadow=shadow)
+            return await backend.admit(attempt)
 
     async def may_act(self, admitted: Admitted) -> bool:
         """The fencing check before each mutating step: is our lease still the current one?"""
         try:
-            return await self.backend.holds(admitted.lease)
+            return await self.backend_of(admitted.run_id).holds(admitted.lease)
         except GuardsUnavailable:
             return False
 
     async def renew(self, admitted: Admitted) -> Admitted | None:
+        backend = self.backend_of(admitted.run_id)
         try:
-            lease = await self.backend.renew(admitted.run_id, admitted.lease, self.lease_ttl)
+            lease = await backend.renew(admitted.run_id, admitted.lease, self.lease_ttl)
         except GuardsUnavailable:
             return None
         return None if lease is None else Admitted(admitted.run_id, lease, admitted.trial)
@@ -327,7 +357,7 @@ class Guards:
         async with self._settling:
             while self._unsettled:
                 outcome = self._unsettled[0]
-                transition = await self.backend.finish(
+                transition = await self.backend_of(outcome.run_id).finish(
                     outcome.run_id, outcome.breaker, outcome.succeeded
                 )
                 self._unsettled.popleft()
@@ -392,11 +422,13 @@ class Guards:
         bounds = [(policy.name, policy.max_targets) for policy in policies.by_name.values()]
         bounds.append((GLOBAL_REACH, guardrails.max_targets))
         radii = [_reach(key, bound) for key, bound in bounds if bound is not None]
-        return await self.backend.snapshot(list(found.values()), list(breakers.values()), radii)
+        # The state that guards this mode's runs: dry-run's own budgets in dry-run.
+        backend = self.backend if self._live else self.shadow
+        return await backend.snapshot(list(found.values()), list(breakers.values()), radii)
 
     async def _release_quietly(self, lease: Lease) -> None:
         try:
-            await self.backend.release_lease(lease)
+            await self.backend_of(lease.owner).release_lease(lease)
         except GuardsUnavailable as exc:  # the lease lapses by its TTL
             log.warning("lease not released; it lapses by itself", error=str(exc))
         self.pass_on()

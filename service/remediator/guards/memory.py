@@ -199,6 +199,9 @@ class MemoryGuards:
     async def ping(self) -> None:
         return None
 
+    def shadow(self) -> MemoryGuards:
+        return MemoryGuards(self._clock)
+
     async def close(self) -> None:
         return None
 

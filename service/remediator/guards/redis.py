@@ -636,6 +636,9 @@ class RedisGuards:
         """Redis runs the guards' scripts now: what every decision needs."""
         await self._call(self._ping([], []), "ping")
 
+    def shadow(self) -> RedisGuards:
+        return RedisGuards(self._client, f"{self._prefix}shadow:", self._clock)
+
     async def close(self) -> None:
         await self._client.aclose()
 

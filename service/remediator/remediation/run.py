@@ -29,7 +29,7 @@ from remediator.engine.decide import decide
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
-from remediator.guards.guards import Admitted, Blocked, Guards
+from remediator.guards.guards import Admitted, Blocked, Guards, breaker_spec
 from remediator.notify.escalator import IncidentStore
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import CATALOGUE
@@ -222,9 +222,10 @@ class Runner:
 
     async def _admit(
         self, event: AlertEvent, record: AlertRecord, plan: Plan
-    ) -> tuple[Remediation, Admitted | None] | Remediation:
-        """The guards' answer: a run begun (admitted, or in dry-run with None), or its block
-        recorded. Held only by the cap or the target's lease, it waits for its turn first."""
+    ) -> tuple[Remediation, Admitted] | Remediation:
+        """The guards' answer: a run begun (live, or dry-run's against guard state of its own),
+        or its block recorded. Held only by the cap or the target's lease, it waits for its turn
+        first."""
         admission = await self._guards.admit(plan)
         waiting = None
         if isinstance(admission, Blocked) and admission.guard in WAITING_FOR:
@@ -240,7 +241,7 @@ class Runner:
             if turn is None:
                 return await self.record.end(waiting, RunOutcome.STOPPED, _RESOLVED_WHILE_WAITING)
             admission = turn
-        if isinstance(admission, Blocked) and admission.guard != "dry_run":
+        if isinstance(admission, Blocked):
             if waiting is not None:
                 blocked = replace(waiting, guard=admission.guard)
                 return await self.record.end(blocked, RunOutcome.BLOCKED, admission.reason)
@@ -249,11 +250,10 @@ class Runner:
             return await self.record.note(
                 event, record, RunOutcome.BLOCKED, admission.reason, decided
             )
-        admitted = admission if isinstance(admission, Admitted) else None
-        run_id = admitted.run_id if admitted else None
+        admitted, run_id = admission, admission.run_id
         if waiting is not None:
             return await self.record.running(waiting, run_id), admitted
-        reason = "dry-run" if admitted is None else ""
+        reason = "dry-run" if admitted.shadow else ""
         decided = Decided.of(plan, run_id=run_id)
         running = await self.record.note(event, record, RunOutcome.RUNNING, reason, decided)
         return running, admitted
@@ -299,7 +299,8 @@ class Runner:
         began: datetime | None,
     ) -> Remediation:
         alert = record.as_alert(AlertStatus.FIRING)
-        context = StepContext(plan.target, admitted is None, began or remediation.started_at)
+        dry = admitted is None or admitted.shadow
+        context = StepContext(plan.target, dry, began or remediation.started_at)
         trail: Trail = {}
         timeout = self._policies.current.guardrails.run_timeout.total_seconds()
         renewing = asyncio.create_task(self._keep_lease(admitted)) if admitted else None
@@ -320,7 +321,9 @@ class Runner:
         if isinstance(ended, Remediation):
             return ended
         known = Known(record, list(trail.values()))  # what the messages tell of: no read again
-        if admitted is None:
+        if admitted is None or admitted.shadow:
+            if admitted is not None:  # its slot is free again, and its breaker counts no failure
+                await self._guards.record_outcome(admitted.run_id, breaker_spec(plan), True)
             why = dry_run_reason(list(trail.values()))
             return await self.record.end(remediation, RunOutcome.DRY_RUN, why, known)
         if ended:  # nothing to verify: not the fix's failure, nor a success

@@ -122,7 +122,7 @@ class Steps:
             result = StepResult(Outcome.FAILED, _MAYBE_MADE)
         else:
             before_retry = None
-            if step.mutating and admitted is not None:
+            if step.mutating and admitted is not None and not admitted.shadow:
                 if not repeatable(step.action, step.params):
                     await self.record(at, step, _STARTED_NOTE, 0, started, outcome=STARTED)
                 before_retry = partial(self.refusal, admitted, step, "before retrying")
