@@ -27,6 +27,33 @@ def test_go_zero_end_time_means_the_end_is_unknown() -> None:
     assert notification.alerts[0].ends_at is None
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        pytest.param("0001-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC), id="zero-time"),
+        pytest.param("1969-12-31T23:59:59Z", datetime(1970, 1, 1, tzinfo=UTC), id="pre-epoch"),
+        pytest.param(
+            "9999-12-31T23:59:59.999999Z",
+            datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+            id="last-instant",
+        ),
+        pytest.param(
+            "2026-11-23T19:55:00+01:00",
+            datetime(2026, 11, 23, 18, 55, tzinfo=UTC),
+            id="in-range-kept",
+        ),
+    ],
+)
+def test_a_start_outside_the_kept_range_is_clamped_and_the_zero_end_stays_unknown(
+    sent: str, kept: datetime
+) -> None:
+    body = sample("application-down.firing.json")
+    body["alerts"][0]["startsAt"] = sent
+    [alert] = Notification.model_validate(body).alerts
+    assert (alert.starts_at, alert.ends_at) == (kept, None)
+    assert alert.starts_at.tzinfo is not None
+
+
 def test_resolved_alert_keeps_its_end_time_and_start() -> None:
     firing = Notification.model_validate(sample("application-down.firing.json")).alerts[0]
     resolved = Notification.model_validate(sample("application-down.resolved.json")).alerts[0]

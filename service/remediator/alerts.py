@@ -30,9 +30,18 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Alertmanager writes Go's zero time for "no end known yet".
 _GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+# The instants an alert's times are kept within: one outside is clamped to the nearer bound,
+# the same on both stores. No alert began before the Unix epoch, and PostgreSQL's driver
+# reads the first and last instants Python holds (0001-01-01, 9999-12-31T23:59:59.999999) as
+# -infinity and infinity, which come back without a time zone.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 _NO_NUL = "^[^\\x00]*$"  # the JSON schema of the same rule
-_TIMESTAMP = "RFC 3339, with its time zone; its UTC time within the years 1 to 9999"
+_TIMESTAMP = (
+    "RFC 3339, with its time zone; its UTC time within the years 1 to 9999, and kept within"
+    " 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z (a time outside is clamped to the nearer)"
+)
 # What a datetime can hold in UTC: a time zone can take an instant out of Python's range.
 _FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
@@ -105,6 +114,15 @@ class Alert(_Model):
     @classmethod
     def _zero_time_means_unknown(cls, value: datetime | None) -> datetime | None:
         return None if value == _GO_ZERO_TIME else value
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _within_the_kept_range(cls, value: datetime | None) -> datetime | None:
+        """Clamped, not refused: a refusal would drop every alert of the notification (a 4xx
+        is not retried), and the same clamp on every delivery keeps the alert's identity."""
+        if value is None:
+            return None
+        return min(max(value, EARLIEST), LATEST)
 
     @property
     def alertname(self) -> str:
