@@ -59,7 +59,9 @@ async def service(
 
 def _extreme(number: int, starts_at: str, status: str = "firing") -> dict[str, object]:
     labels = {"alertname": "ExtremeStart", "severity": "critical", "n": str(number)}
-    return webhook_alert(labels, fingerprint=f"extreme-{number}", starts_at=starts_at, status=status)
+    return webhook_alert(
+        labels, fingerprint=f"extreme-{number}", starts_at=starts_at, status=status
+    )
 
 
 def _pages(pagerduty: Recorder, action: str) -> set[str]:
@@ -102,7 +104,8 @@ async def test_a_critical_alert_with_an_extreme_start_is_stored_clamped_and_page
     expected = {f"extreme-{n}": EXTREME_STARTS[s] for n, s in enumerate(starts)}
     backend = database_url.split(":", 1)[0]
     figures.record(
-        f"Critical alerts with `startsAt` at the zero time or 9999-12-31T23:59:59.999999Z ({backend})",
+        "Critical alerts with `startsAt` at the zero time or 9999-12-31T23:59:59.999999Z"
+        f" ({backend})",
         expected="stored clamped to 1970 .. 9999-12-31T23:59:59Z, paged, resolved",
         figure=f"{len(keys & _pages(pagerduty_api, 'trigger'))} of {len(keys)} paged,"
         f" {len(keys & _pages(pagerduty_api, 'resolve'))} resolved;"

@@ -49,11 +49,17 @@ def winner(labels: Mapping[str, str], policies: PolicySet) -> Policy | None:
 
 
 def escalation_for(policy: Policy | None, alert: Alert, policies: PolicySet) -> Escalation:
-    level: Level
-    if policy is not None and policy.severity != "from_label":
-        level = policy.severity
-    else:
-        level = policies.matrix.level_for(alert.labels.get("severity"))
+    if policy is None or policy.severity == "from_label":
+        return escalation_by_severity(alert.labels, policies)
+    return _escalation(policy.severity, policies)
+
+
+def escalation_by_severity(labels: Mapping[str, str], policies: PolicySet) -> Escalation:
+    """The matrix's level for the alert's `severity` label, and its route."""
+    return _escalation(policies.matrix.level_for(labels.get("severity")), policies)
+
+
+def _escalation(level: Level, policies: PolicySet) -> Escalation:
     route = policies.matrix.levels[level]
     return Escalation(level, tuple(route.channels), route.page_while_remediating)
 

@@ -33,6 +33,8 @@ def on_outcome(
     always = EscalateWhen.ALWAYS in escalate
     if outcome is RunOutcome.NO_MATCH:
         return "trigger"  # no policy: the severity matrix alone decides who hears
+    if outcome is RunOutcome.ERROR:
+        return "trigger"  # a bug stopped its handling: a person must look, whatever `escalate`
     if outcome in FAILED and (always or EscalateWhen.ON_FAILURE in escalate):
         return "trigger"
     if outcome in BLOCKED and (always or EscalateWhen.WHEN_BLOCKED in escalate):

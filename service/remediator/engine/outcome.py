@@ -16,6 +16,8 @@ class RunOutcome(StrEnum):
     STOPPED = "stopped"  # the alert resolved before the next step
     INTERRUPTED = "interrupted"  # its worker died or lost its lease; taken over
     DRY_RUN = "dry_run"  # its changes were only described
+    # Its handling raised what nothing expected (a bug): escalated by the matrix, always.
+    ERROR = "error"
     # Decided without a run.
     BLOCKED = "blocked"
     REFUSED = "refused"

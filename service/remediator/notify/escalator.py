@@ -497,5 +497,6 @@ def summary(remediation: Remediation, action: str) -> str:
         "dry_run": "dry-run only, nothing changed",
         "stopped": "remediation stopped",
         "interrupted": "remediation interrupted",
+        "error": "not handled: an internal error",
     }.get(r.outcome, r.outcome)
     return f"{r.alertname}{where}: {what}: {r.reason}"[:1024]

@@ -160,18 +160,33 @@ class Dispatcher:
         except asyncio.CancelledError:
             if event.id not in self._lost:
                 raise  # the dispatcher itself is stopped: the claim lapses, the event is retried
-            log.error("claim lost mid-run: stopped; the worker that has it goes on", event=event.id)
+            log.error(
+                "claim lost mid-run: stopped; the worker that has it goes on", event_id=event.id
+            )
         except StoreUnavailable as exc:
-            log.warning("event not finished: the store is unavailable", event=event.id, error=exc)
-        except Exception:
-            log.exception("event failed; it will not be retried", event_id=event.id)
-            handled = True
+            log.warning(
+                "event not finished: the store is unavailable", event_id=event.id, error=exc
+            )
+        except Exception as exc:
+            log.exception("event failed unexpectedly; recorded as an error", event_id=event.id)
+            handled = await self._errored(event, exc)
         finally:
             self._running.pop(event.id, None)
             self._lost.discard(event.id)
             self.wake()
         if handled:
             self._finished.append(event.id)
+
+    async def _errored(self, event: AlertEvent, error: Exception) -> bool:
+        """Record the error and escalate it; whether that was done. If not (the store is down,
+        or recording failed too), the event is not done: it is tried again once its claim
+        lapses, here or on another worker."""
+        try:
+            await self._runner.errored(event, error)
+        except Exception as exc:
+            log.error("event error not recorded; tried again", event_id=event.id, error=repr(exc))
+            return False
+        return True
 
     async def _complete_finished(self) -> None:
         """Mark done, in one write, every event handled since the last time."""

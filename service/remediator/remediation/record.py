@@ -140,6 +140,13 @@ class Recorder:
             await self._guards.record_outcome(remediation.run_id, breaker_spec(plan), False)
         return await self.end(remediation, RunOutcome.FAILED, reason)
 
+    async def error(self, remediation: Remediation, plan: Plan | None, reason: str) -> Remediation:
+        """A bug stopped the run: counted by its breaker as a failure (it may have changed
+        something), then ended as an error, escalated whatever the policy's `escalate` says."""
+        if remediation.run_id is not None and plan is not None:
+            await self._guards.record_outcome(remediation.run_id, breaker_spec(plan), False)
+        return await self.end(remediation, RunOutcome.ERROR, reason)
+
     async def succeed(self, remediation: Remediation, reason: str) -> Remediation:
         """Verified: counted by its breaker as a success, then ended (its page resolved)."""
         await self._guards.record_outcome(
@@ -189,6 +196,14 @@ class Recorder:
         told = await self._store.latest_outbox(dedup_key(remediation))
         if not any(entry.remediation_id == remediation.id for entry in told):
             await self._store.enqueue(await self._messages(remediation, start=False))
+
+
+def internal_error(error: BaseException) -> str:
+    """The reason an unexpected exception is recorded with."""
+    return f"internal error: {type(error).__name__}: {error}"[:REASON_LIMIT]
+
+
+REASON_LIMIT = 1000
 
 
 def breaker_of(remediation: Remediation) -> BreakerSpec:

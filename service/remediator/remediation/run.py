@@ -25,7 +25,7 @@ import structlog
 
 from remediator.actions.base import Action, Outcome, StepContext
 from remediator.alerts import Alert, AlertStatus
-from remediator.engine.decide import decide
+from remediator.engine.decide import decide, escalation_by_severity
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
@@ -35,7 +35,7 @@ from remediator.policy.durations import format_duration
 from remediator.policy.parameters import CATALOGUE
 from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.busy import Busy
-from remediator.remediation.record import Decided, Known, Recorder, breaker_of
+from remediator.remediation.record import Decided, Known, Recorder, breaker_of, internal_error
 from remediator.remediation.steps import (
     DEFAULT_RETRYING,
     HELD_BACK,
@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 # Attempts at an event that a crash cut short.
 _UNFINISHED = (RunOutcome.WAITING, RunOutcome.RUNNING, RunOutcome.INTERRUPTED)
+# A run of the event an unexpected exception left going (a verifying one ran its steps).
+_LEFT_GOING = (RunOutcome.WAITING, RunOutcome.RUNNING)
 # A firing run whose mitigation the alert's resolution may undo.
 _RAN = (
     RunOutcome.VERIFYING,
@@ -134,6 +136,27 @@ class Runner:
         began = min((r.started_at for r in attempts), default=None)
         return await self.fire(event, record, done, began)
 
+    async def errored(self, event: AlertEvent, error: Exception) -> Remediation | None:
+        """Handling the event raised what nothing expected (a bug). Its run left going ends as
+        an error, or an error is recorded for the event, escalated by the severity matrix
+        whatever the policy's `escalate` says. Raises when the store cannot take it: the
+        event is then not done, and is tried again once its claim lapses."""
+        why = internal_error(error)
+        earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
+        going = [r for r in earlier if r.event_id == event.id and r.outcome in _LEFT_GOING]
+        ended = None
+        for remediation in going:  # (its guards' lease was let go on the way out)
+            ended = await self.record.error(remediation, None, why)
+        if ended is not None:
+            return ended
+        record = await self._store.alert(event.fingerprint, event.starts_at)
+        if record is None:
+            log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
+            return None
+        escalation = escalation_by_severity(record.labels, self._policies.current)
+        decided = Decided(plan=PlanSummary.escalation_only(escalation))
+        return await self.record.note(event, record, RunOutcome.ERROR, why, decided)
+
     async def housekeep(self) -> None:
         """End overdue verifications, check the due ones, and tell the guards' backend the run
         outcomes it missed while it was away."""
@@ -189,7 +212,7 @@ class Runner:
             raise  # the claim lapses; the next worker finds this run and takes it over
         except Exception as exc:  # a bug must not leave the alert's run `running` for ever
             log.exception("run failed unexpectedly", remediation=remediation.id)
-            return await self.record.fail(remediation, plan, f"internal error: {exc!r}")
+            return await self.record.error(remediation, plan, internal_error(exc))
         finally:
             if admitted is not None:
                 await self._guards.release(admitted)
