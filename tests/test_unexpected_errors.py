@@ -3,70 +3,26 @@ error and escalated by the severity matrix, never marked done with nothing on re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
-from remediator.actions.base import Action
-from remediator.alerts import Notification
 from remediator.engine.outcome import RunOutcome
-from remediator.guards.base import GuardBackend
-from remediator.guards.guards import Guards
 from remediator.guards.memory import MemoryGuards
-from remediator.metrics import Metrics
-from remediator.remediation.dispatcher import Dispatcher
-from remediator.remediation.run import Runner
-from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Store
 from tests.support.clocks import Clock
 from tests.support.escalation import outbox
-from tests.support.faults import BUG, RaisingGuards, answers_nothing, answers_ok
-from tests.support.webhooks import webhook, webhook_alert
-from tests.support.world import write_policies
-
-POLICY = """\
-name: probe-and-fix
-match:
-  - alertname="AppDown"
-target:
-  kind: Application
-  name: "{{ labels.app }}"
-steps:
-  - action: http.check
-    params: {url: "http://app.shop.svc.cluster.local/health"}
-on_resolved:
-  - action: http.request
-    params: {method: PUT, url: "http://app.shop.svc.cluster.local/admin/unfix"}
-verify:
-  resolved_within: 10m
-rate_limit:
-  windows:
-    - {max: 5, per: 1h}
-"""
-LABELS = {"alertname": "AppDown", "app": "shop", "severity": "critical"}
-STARTS_AT = "2027-01-15T08:00:00Z"
-
-
-def dispatcher_of(
-    store: Store, tmp_path: Path, clock: Clock, backend: GuardBackend, actions: Mapping[str, Action]
-) -> Dispatcher:
-    live = LivePolicies.load(write_policies(tmp_path / "policies", POLICY), Metrics().policies)
-    guards = Guards(
-        backend,
-        store,
-        Metrics().guards,
-        live=True,
-        guardrails=lambda: live.current.guardrails,
-        clock=clock,
-    )
-    runner = Runner(store, guards, live, actions, clock=clock, check_interval=0)
-    return Dispatcher(store, runner, clock=clock, worker="test")
+from tests.support.faults import (
+    BUG,
+    LABELS,
+    RaisingGuards,
+    answers_nothing,
+    answers_ok,
+    dispatcher_of,
+    post_alert,
+)
 
 
 async def post(store: Store, clock: Clock, status: str) -> None:
-    alert = webhook_alert(LABELS, fingerprint="fp-1", starts_at=STARTS_AT, status=status)
-    received = datetime.fromtimestamp(clock(), UTC)
-    await store.record_notification(Notification.model_validate(webhook(alert)), b"{}", received)
+    await post_alert(store, clock, LABELS, "fp-1", status)
 
 
 async def test_a_bug_before_any_record_is_recorded_as_an_error_and_paged_by_severity(

@@ -1,6 +1,11 @@
 """Alerts silently dropped (issue 16, item 5): every alert stored is decided and, when the
 severity matrix says so, paged.
 
+- A bug while an event is handled (a guard backend that raises RuntimeError, a real part with
+  a fault in it) is recorded as an `error` run and paged by the severity matrix. When the store
+  is down at that moment too (PostgreSQL stopped with `-m immediate` by the fault itself), the
+  event is not marked done: once its claim lapses it is tried again, and recorded and paged.
+
 - A critical alert whose `startsAt` is Go's zero time or Python's last instant (PostgreSQL's
   driver reads those as -infinity and infinity, back without a time zone) is stored with its
   time clamped to 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59Z, the same on both stores, and
@@ -17,9 +22,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from remediator.store import open_store
+from remediator.engine.outcome import RunOutcome
+from remediator.store import Remediation, StoreUnavailable, open_store
+from tests.support.clocks import Clock
+from tests.support.escalation import outbox
+from tests.support.faults import LABELS, RaisingGuards, dispatcher_of, post_alert
 from tests.support.figures import Figures, scale
 from tests.support.notify_recorder import Recorder
+from tests.support.postgres_server import PostgresServer
 from tests.support.service_process import ServiceProcess
 from tests.support.stack import TOKEN, policy_directory, settles
 from tests.support.webhooks import webhook, webhook_alert
@@ -31,6 +41,7 @@ EXTREME_STARTS = {
     "1969-12-31T23:59:59Z": datetime(1970, 1, 1, tzinfo=UTC),
 }
 EXTREME_ALERTS = scale(4, 40)
+BUGGY_EVENTS = 1
 
 
 @pytest.fixture
@@ -115,3 +126,49 @@ async def test_a_critical_alert_with_an_extreme_start_is_stored_clamped_and_page
     assert paged, f"not paged: {sorted(keys - _pages(pagerduty_api, 'trigger'))}"
     assert closed, f"not resolved: {sorted(keys - _pages(pagerduty_api, 'resolve'))}"
     assert stored == expected
+
+
+async def test_a_bug_is_recorded_as_an_error_and_paged_and_retried_while_the_store_is_down(
+    tmp_path: Path, postgres_server: PostgresServer, figures: Figures
+) -> None:
+    clock = Clock()
+    store = await open_store(postgres_server.dsn)
+    try:
+        backend = RaisingGuards(clock, before=lambda: postgres_server.stop(mode="immediate"))
+        dispatcher = dispatcher_of(store, tmp_path, clock, backend, {})
+        for n in range(BUGGY_EVENTS):
+            await post_alert(store, clock, {**LABELS, "n": str(n)}, f"fp-{n}", "firing")
+        with pytest.raises(StoreUnavailable):  # the first event's fault takes the store down,
+            await dispatcher.run_once()  # and the housekeeping after the runs finds it so
+        postgres_server.start()
+        kept = len(await store.pending_events(BUGGY_EVENTS + 1))
+        clock.advance(120)  # their claims lapse
+        assert await dispatcher.run_once() == BUGGY_EVENTS  # the bug again; the store is up
+        runs = await store.list_remediations(10 * BUGGY_EVENTS)
+        errors = [r for r in runs if r.outcome is RunOutcome.ERROR]
+        paged = [
+            r
+            for r in errors
+            if ("pagerduty", "trigger")
+            in await outbox(store, f"remediator/alert/AppDown/{r.fingerprint}")
+        ]
+        left = await store.pending_events(BUGGY_EVENTS + 1)
+    finally:
+        await store.close()
+    figures.record(
+        "A bug while an event is handled (a guard backend raising RuntimeError), the store"
+        " stopped at that moment (PostgreSQL `-m immediate`)",
+        expected="recorded as an error and paged by the matrix; not done while the store is down",
+        figure=f"{kept} of {BUGGY_EVENTS} events kept pending while the store was down;"
+        f" {len(errors)} recorded as errors, {len(paged)} paged after it came back;"
+        f" {len(runs) - len(errors)} other runs, {len(left)} events left",
+        passed=kept == len(errors) == len(paged) == BUGGY_EVENTS and not left,
+    )
+    assert kept == BUGGY_EVENTS, "an event was marked done while its error could not be recorded"
+    assert len(errors) == len(paged) == len(runs) == BUGGY_EVENTS
+    assert not left
+
+
+def key(run: Remediation) -> str:
+    """The incident of an alert no policy decided for."""
+    return f"remediator/alert/{run.alertname}/{run.fingerprint}"
