@@ -121,6 +121,10 @@ class Dispatcher:
         now = datetime.fromtimestamp(self._clock(), UTC)
         events = await self._store.claim_events(self.worker, now, now + self._lease, room)
         for event in events:
+            if event.id in self._running:
+                # Still running here: its claim lapsed while the store was down and came back
+                # to this worker. The run goes on (a second would repeat its changes).
+                continue
             self._running[event.id] = asyncio.create_task(
                 self._handle(event), name=f"event-{event.id}"
             )

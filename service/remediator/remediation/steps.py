@@ -134,7 +134,10 @@ class Steps:
                 "message": result.message,
                 "data": dict(result.data),
             }
-        written = await self.record(at, step, result, attempts, started)
+        made = step.mutating and attempts > 0 and result.outcome is Outcome.OK
+        written = await (self._record_made if made else self.record)(
+            at, step, result, attempts, started
+        )
         if trail is not None:
             trail[(at.phase, at.position)] = written
         log.info(
@@ -171,6 +174,27 @@ class Steps:
         )
         await self._store.record_step(written)
         return written
+
+    async def _record_made(
+        self, at: StepAt, step: PlannedStep, result: StepResult, attempts: int, started: datetime
+    ) -> StepRecord:
+        """A change made is on record before the run goes on: while the store is down its
+        record is tried again (bounded by the run's timeout), for a take-over that found none
+        would make the change a second time."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            before_sleep=lambda state: log.warning(
+                "a change made is not on record yet: the store is unavailable; trying again",
+                action=step.action,
+                remediation=at.remediation.id,
+                attempt=state.attempt_number,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await self.record(at, step, result, attempts, started)
+        raise AssertionError("unreachable: the retries above end in a return or a raise")
 
     async def execute(
         self,
