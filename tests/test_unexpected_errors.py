@@ -14,8 +14,8 @@ from tests.support.faults import (
     BUG,
     LABELS,
     RaisingGuards,
-    answers_nothing,
     answers_ok,
+    answers_ok_then_nothing,
     dispatcher_of,
     post_alert,
 )
@@ -45,7 +45,7 @@ async def test_a_bug_mid_run_ends_the_run_left_going_as_an_error_and_pages(
     store: Store, tmp_path: Path
 ) -> None:
     clock = Clock()
-    actions = {"http.check": answers_ok, "http.request": answers_nothing}
+    actions = {"http.check": answers_ok, "http.request": answers_ok_then_nothing()}
     dispatcher = dispatcher_of(store, tmp_path, clock, MemoryGuards(clock), actions)
     await post(store, clock, "firing")
     await dispatcher.run_once()
@@ -55,6 +55,6 @@ async def test_a_bug_mid_run_ends_the_run_left_going_as_an_error_and_pages(
     undo = next(r for r in await store.list_remediations(10) if r.kind == "resolved")
     assert undo.outcome is RunOutcome.ERROR, undo
     assert undo.reason.startswith("internal error: AttributeError: ")
-    key = "remediator/probe-and-fix/Application/-/shop"
+    key = "remediator/probe-and-fix/Application/-/shop/on_resolved"  # an undo's own incident
     assert (await outbox(store, key))[-2:] == [("pagerduty", "trigger"), ("slack", "trigger")]
     assert await store.pending_events(10) == []

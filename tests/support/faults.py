@@ -55,6 +55,18 @@ async def answers_nothing(params: Params, context: StepContext) -> StepResult:
     return cast(StepResult, None)
 
 
+def answers_ok_then_nothing() -> Action:
+    """An action that works the first time (a fix made) and has the bug the next (its undo)."""
+    calls = 0
+
+    async def action(params: Params, context: StepContext) -> StepResult:
+        nonlocal calls
+        calls += 1
+        return await (answers_ok if calls == 1 else answers_nothing)(params, context)
+
+    return action
+
+
 POLICY = """\
 name: probe-and-fix
 match:
@@ -65,6 +77,8 @@ target:
 steps:
   - action: http.check
     params: {url: "http://app.shop.svc.cluster.local/health"}
+  - action: http.request
+    params: {method: PUT, url: "http://app.shop.svc.cluster.local/admin/fix"}
 on_resolved:
   - action: http.request
     params: {method: PUT, url: "http://app.shop.svc.cluster.local/admin/unfix"}

@@ -183,7 +183,7 @@ class Steps:
         would make the change a second time."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             before_sleep=lambda state: log.warning(
                 "a change made is not on record yet: the store is unavailable; trying again",
                 action=step.action,
