@@ -11,13 +11,13 @@ data, so `alertmanager.expire_silence` finds the silence again the same way, thr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 
+from remediator import answers
 from remediator.actions.base import (
     Action,
     StepContext,
@@ -140,15 +140,15 @@ class _Api:
         try:
             async with self._session.request(
                 method, url, json=body, timeout=self._timeout, allow_redirects=False
-            ) as answer:
-                text = await answer.text(errors="replace")
-                status = answer.status
+            ) as response:
+                answer = await answers.read_document(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Transient(f"{method} {url}: {exc or type(exc).__name__}") from exc
+        status = answer.status
         try:
-            parsed: Any = json.loads(text) if text.strip() else None
-        except ValueError:
-            parsed = text
+            parsed: Any = answer.json()
+        except ValueError as exc:  # AnswerTooLarge too: its message is the body shown
+            parsed = str(exc) if answer.truncated else answer.text()
         if status == 429 or status >= 500:
             raise Transient(f"{method} {url} answered {status}: {str(parsed)[:200]}")
         return status, parsed

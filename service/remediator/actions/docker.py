@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from remediator import answers
 from remediator.actions.base import (
     Action,
     StepContext,
@@ -183,14 +184,14 @@ class _Engine:
         try:
             async with self._session.request(
                 method, path, params=query, timeout=aiohttp.ClientTimeout(total=within)
-            ) as answer:
-                text = await answer.text(errors="replace")
+            ) as response:
+                answer = await answers.read_document(response)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Transient(f"{what}: {exc or type(exc).__name__}") from exc
         try:
-            body = json.loads(text) if text.strip() else None
-        except ValueError:
-            body = text
+            body = answer.json()
+        except ValueError as exc:  # AnswerTooLarge too: its message is the body shown
+            body = str(exc) if answer.truncated else answer.text()
         if answer.status == 429 or answer.status >= 500:
             raise Transient(f"{what} answered {answer.status}: {_message(body)}")
         return _Answer(answer.status, body)

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from remediator import answers
 from remediator.actions.base import (
     Action,
     StepContext,
@@ -24,7 +25,7 @@ from remediator.actions.base import (
 )
 from remediator.policy.parameters import GitHubRateLimit, HttpCheck, HttpRequest
 
-_BODY_EXCERPT = 500
+_BODY_EXCERPT = 500  # of the body read (answers.EXCERPT_BYTES at most), kept in the record
 
 
 class HttpActions:
@@ -44,11 +45,12 @@ class HttpActions:
         try:
             async with self._session.request(
                 params.method, params.url, timeout=timeout, allow_redirects=False
-            ) as answer:
-                body = await answer.text(errors="replace")
+            ) as response:
+                answer = await answers.read(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return failed(f"{params.url} did not answer: {_describe(exc)}", status=None)
-        data = {"status": answer.status, "body": body[:_BODY_EXCERPT]}
+        body = answer.text()
+        data = _answer_data(answer, body)
         if answer.status not in params.expect_status:
             return failed(f"{params.url} answered {answer.status}", **data)
         if params.body_contains is not None and params.body_contains not in body:
@@ -66,11 +68,11 @@ class HttpActions:
         try:
             async with self._session.request(
                 params.method, params.url, json=params.json_body, headers=headers, timeout=timeout
-            ) as answer:
-                body = await answer.text(errors="replace")
+            ) as response:
+                answer = await answers.read(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Transient(f"{what}: {_describe(exc)}") from exc
-        data = {"status": answer.status, "body": body[:_BODY_EXCERPT]}
+        data = _answer_data(answer, answer.text())
         if answer.status == 429 or answer.status >= 500:
             raise Transient(f"{what} answered {answer.status}")
         if answer.status not in params.expect_status:
@@ -86,14 +88,18 @@ class HttpActions:
         try:
             async with self._session.get(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
-            ) as answer:
-                if answer.status == 429 or answer.status >= 500:
-                    raise Transient(f"{url} answered {answer.status}")
-                if answer.status != 200:
-                    return failed(f"{url} answered {answer.status}", status=answer.status)
-                core: dict[str, Any] = (await answer.json())["resources"]["core"]
+            ) as response:
+                answer = await answers.read_document(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Transient(f"{url}: {_describe(exc)}") from exc
+        if answer.status == 429 or answer.status >= 500:
+            raise Transient(f"{url} answered {answer.status}")
+        if answer.status != 200:
+            return failed(f"{url} answered {answer.status}", status=answer.status)
+        try:
+            core: dict[str, Any] = answer.json()["resources"]["core"]
+        except answers.AnswerTooLarge as exc:
+            return failed(f"{url}: {exc}")
         except (KeyError, TypeError, ValueError) as exc:
             return failed(f"{url} answered in an unknown shape: {exc}")
         data = {key: core.get(key) for key in ("limit", "remaining", "reset", "used")}
@@ -101,6 +107,15 @@ class HttpActions:
         if int(data["remaining"] or 0) < params.min_remaining:
             return failed(f"{message}, fewer than {params.min_remaining}", **data)
         return ok(message, **data)
+
+
+def _answer_data(answer: answers.Answer, body: str) -> dict[str, Any]:
+    """What the record keeps of an answer: its status, the body's first characters, and
+    whether the body went on past what was read (`body_truncated`, the rest never read)."""
+    data: dict[str, Any] = {"status": answer.status, "body": body[:_BODY_EXCERPT]}
+    if answer.truncated:
+        data["body_truncated"] = True
+    return data
 
 
 def _headers(from_env: dict[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from remediator import answers
 from remediator.actions.base import Action, StepContext, StepResult, Transient, failed, ok
 from remediator.policy.parameters import PrometheusQuery
 
@@ -28,14 +29,20 @@ class PrometheusActions:
         try:
             async with self._session.get(
                 url, params={"query": params.query}, timeout=timeout
-            ) as answer:
-                if answer.status == 429 or answer.status >= 500:
-                    raise Transient(f"{url} answered {answer.status}")
-                body: dict[str, Any] = await answer.json(content_type=None)
+            ) as response:
+                answer = await answers.read_document(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Transient(f"{url}: {exc or type(exc).__name__}") from exc
+        if answer.status == 429 or answer.status >= 500:
+            raise Transient(f"{url} answered {answer.status}")
+        try:
+            body = answer.json()
+        except answers.AnswerTooLarge as exc:
+            return failed(f"{url}: {exc}")
         except ValueError as exc:
             return failed(f"{url} did not answer JSON: {exc}")
+        if not isinstance(body, dict):
+            return failed(f"{url} did not answer a JSON object")
         if body.get("status") != "success":
             return failed(f"query {params.query!r} failed: {body.get('error', body)}")
         samples = _samples(body.get("data", {}))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from remediator import answers
 from remediator.notify.base import (
     Message,
     PermanentFailure,
@@ -174,11 +175,11 @@ async def post_json(
     into its text). With `secret_url` (a webhook URL that is itself the credential) the URL
     never appears in an error: some of aiohttp's messages name it."""
     try:
-        async with session.post(url, json=payload, timeout=limit) as answer:
-            body = await answer.text(errors="replace")
+        async with session.post(url, json=payload, timeout=limit) as response:
+            answer = await answers.read(response)
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = describe_error(exc)
         if secret_url:
             reason = reason.replace(url, "<webhook URL>")
         raise TransientFailure(f"{what}: {reason}") from exc
-    check_answer(what, answer.status, answer.headers, explain(body), ok=ok)
+    check_answer(what, answer.status, response.headers, explain(answer.text()), ok=ok)
