@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+OTHER_ALERTNAME = "other"
+"""The `alertname` label of every alert no live policy names: the label set stays bounded."""
+
 
 class IntakeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -19,7 +22,7 @@ class IntakeMetrics:
         )
         self.alerts_received = Counter(
             "remediator_alerts_received",
-            "Alerts stored, by their own status and alertname",
+            "Alerts stored, by their own status and alertname (one a live policy names, or other)",
             ["status", "alertname"],
             registry=registry,
         )

@@ -5,26 +5,46 @@ never held whole.
   is closed: the server sends a few MiB at most (socket buffers), the record keeps 500
   characters and says the body was cut.
 - A JSON answer (Prometheus) over its cap is refused with a message, not parsed from a cut.
+- 10,000 (100,000 in the long run) invented alertnames add no series: only the live
+  policies' alertnames are counted by name, every other one as `other`; `/metrics` is built
+  off the event loop.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import threading
+import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from remediator.actions.base import Outcome, StepContext
 from remediator.actions.http import HttpActions
 from remediator.actions.prometheus import PrometheusActions
 from remediator.answers import DOCUMENT_BYTES, EXCERPT_BYTES
+from remediator.config import Settings
 from remediator.engine.plan import RenderedTarget
+from remediator.metrics import Metrics
 from remediator.notify.channel_support import post_json
+from remediator.policy.loader import load_policies
 from remediator.policy.parameters import HttpCheck, HttpRequest, PrometheusQuery
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.wiring import Parts
+from remediator.store import open_store
 from tests.support.big_answers import BigAnswers
 from tests.support.figures import Figures, scale
+from tests.support.policies import SHIPPED_POLICIES
+from tests.support.webhooks import webhook, webhook_alert
 
 MIB = 1024 * 1024
 ANSWER_BYTES = scale(32, 150) * MIB
@@ -33,6 +53,11 @@ SENT_AT_MOST = 16 * MIB
 CONTEXT = StepContext(
     RenderedTarget("Application", "web", None, None, None), False, datetime(2026, 1, 1, tzinfo=UTC)
 )
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+INVENTED_ALERTNAMES = scale(10_000, 100_000)
+Client = TestClient[Any, Any]
 
 Call = Callable[[aiohttp.ClientSession, str], Awaitable[object]]
 
@@ -115,3 +140,89 @@ async def test_a_json_answer_over_its_cap_is_refused_with_a_message(
     assert result.outcome is Outcome.FAILED
     assert result.message.endswith(f"answer larger than {DOCUMENT_BYTES} bytes, not read")
     assert sent <= SENT_AT_MOST
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def service(tmp_path: Path, metrics: Metrics) -> AsyncIterator[Client]:
+    """The application `remediator serve` runs, on SQLite, with the shipped policies."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", webhook_token=TOKEN)
+    store = await open_store(settings.database_url)
+    policies = LivePolicies.load(SHIPPED_POLICIES, metrics.policies)
+    try:
+        app = Parts.of(settings, store, policies, metrics).application()
+        async with TestClient(TestServer(app)) as client:
+            yield client
+    finally:
+        await store.close()
+
+
+def _invented(first: int, count: int) -> dict[str, Any]:
+    alerts = [
+        webhook_alert(
+            {"alertname": f"Invented{n}", "severity": "info"},
+            fingerprint=f"{n:016x}",
+            starts_at="2026-11-25T09:00:00Z",
+        )
+        for n in range(first, first + count)
+    ]
+    return webhook(*alerts)
+
+
+async def test_invented_alertnames_add_no_series(
+    service: Client, metrics: Metrics, figures: Figures
+) -> None:
+    batch = 5_000  # under the 4 MiB body limit
+    for first in range(0, INVENTED_ALERTNAMES, batch):
+        count = min(batch, INVENTED_ALERTNAMES - first)
+        body = io.BytesIO(json.dumps(_invented(first, count)).encode())
+        headers = {**AUTH, "Content-Type": "application/json"}
+        answer = await service.post("/api/v1/alerts", data=body, headers=headers)
+        assert answer.status == 200, await answer.text()
+    known = webhook_alert(
+        {"alertname": "HighMemoryUsage"}, fingerprint="f" * 16, starts_at="2026-11-25T09:00:00Z"
+    )
+    await service.post("/api/v1/alerts", json=webhook(known), headers=AUTH)
+    started = time.perf_counter()
+    text = await (await service.get("/metrics")).text()
+    built = time.perf_counter() - started
+    series = [line for line in text.splitlines() if line.startswith("remediator_alerts_received")]
+    # Two statuses and two samples (_total, _created) of each name a policy names, and `other`.
+    bound = 2 * 2 * (len(load_policies(SHIPPED_POLICIES).alertnames) + 1)
+    figures.record(
+        f"{INVENTED_ALERTNAMES:,} invented alertnames",
+        expected="series bounded by the live policies' alertnames plus `other`",
+        figure=f"{len(series)} alerts_received series, /metrics {len(text) / 1024:.1f} KiB,"
+        f" served in {built * 1000:.0f} ms",
+        passed=len(series) <= bound,
+    )
+    assert (
+        'remediator_alerts_received_total{alertname="other",status="firing"}'
+        f" {INVENTED_ALERTNAMES}.0" in text
+    )
+    assert (
+        'remediator_alerts_received_total{alertname="HighMemoryUsage",status="firing"} 1.0' in text
+    )
+    assert "Invented" not in text
+    assert len(series) <= bound
+
+
+class _WhereCollected(Collector):
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def collect(self) -> Iterable[Metric]:
+        self.threads.append(threading.current_thread())
+        return []
+
+
+async def test_metrics_are_built_off_the_event_loop(service: Client, metrics: Metrics) -> None:
+    where = _WhereCollected()
+    metrics.registry.register(where)
+    assert (await service.get("/metrics")).status == 200
+    assert where.threads, "the registry was not collected"
+    assert threading.main_thread() not in where.threads

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from typing_extensions import TypedDict  # pydantic documents these; typing's ne
 
 from remediator.alerts import Notification
 from remediator.http.auth import WebhookAuth
-from remediator.metrics import IntakeMetrics
+from remediator.metrics import OTHER_ALERTNAME, IntakeMetrics
 from remediator.store import AlertLog, StoreUnavailable
 
 log = structlog.get_logger("remediator.http.intake")
@@ -52,12 +52,18 @@ class ErrorAnswer(TypedDict):
 
 class Intake:
     def __init__(
-        self, store: AlertLog, auth: WebhookAuth, metrics: IntakeMetrics, max_body_bytes: int
+        self,
+        store: AlertLog,
+        auth: WebhookAuth,
+        metrics: IntakeMetrics,
+        max_body_bytes: int,
+        alertnames: Callable[[], Collection[str]],
     ) -> None:
         self._store = store
         self._auth = auth
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
+        self._alertnames = alertnames  # those counted by name: the live policies' own
         self.on_new_events: Callable[[], None] | None = None  # wakes the dispatcher
         self._challenge = f'{auth_scheme(auth) or "Bearer"} realm="remediator"'
 
@@ -121,7 +127,11 @@ class Intake:
     def _count(self, notification: Notification, duplicates: int) -> None:
         self._metrics.notifications_received.labels(notification.status.value).inc()
         # Counted first, so that a 100-alert notification is a few metric updates, not 100.
-        per_label = Counter((alert.status.value, alert.alertname) for alert in notification.alerts)
+        known = self._alertnames()
+        per_label = Counter(
+            (alert.status.value, alert.alertname if alert.alertname in known else OTHER_ALERTNAME)
+            for alert in notification.alerts
+        )
         for (status, alertname), alerts in per_label.items():
             self._metrics.alerts_received.labels(status, alertname).inc(alerts)
         self._metrics.alert_duplicates.inc(duplicates)

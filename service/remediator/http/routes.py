@@ -4,6 +4,7 @@ as JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,8 @@ def build_app(
         return await health()
 
     async def metrics_handler(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
+        # Built in a thread, never on the loop: the registry's own locks make that safe.
+        response = web.Response(body=await asyncio.to_thread(generate_latest, registry))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
 

@@ -48,6 +48,12 @@ class PolicySet:
     def by_name(self) -> dict[str, Policy]:
         return {policy.name: policy for policy in self.policies}
 
+    @property
+    def alertnames(self) -> frozenset[str]:
+        """The alertnames a policy names with `alertname="X"`: the only ones the metrics count
+        by name (any other is `other`), so invented names cannot grow the series."""
+        return frozenset(self._by_alertname)
+
     def candidates(self, labels: Mapping[str, str]) -> Iterator[Policy]:
         """The policies that could match these labels, in winning order.
 

@@ -83,7 +83,13 @@ class Parts:
             lease_ttl=settings.lease_seconds,
         )
         webhook_auth = WebhookAuth.from_settings(settings)
-        intake = Intake(store, webhook_auth, metrics.intake, settings.max_body_bytes)
+        intake = Intake(
+            store,
+            webhook_auth,
+            metrics.intake,
+            settings.max_body_bytes,
+            alertnames=lambda: policies.current.alertnames,
+        )
         api = OperatorApi(store, guards, policies, OperatorAuth.from_settings(settings))
         parts = (settings, metrics, store, policies, guard_backend, guards, intake, api)
         return cls(*parts, ChannelSet())
