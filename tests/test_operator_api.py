@@ -14,11 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from remediator.cli import main
 from remediator.config import Settings
 from remediator.guards.guards import Admitted
+from remediator.http.operator_api import MAX_OPERATOR_NAME, MAX_PAUSE_REASON
 from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import GUARDS, Parts
 from remediator.store import Store
 from tests.support.builders import memory_plan, recorded_run
+from tests.support.policies import SHIPPED_POLICY_COUNT
 from tests.support.service_process import ServiceProcess
 
 Client = TestClient[Any, Any]
@@ -71,16 +73,88 @@ async def test_pause_blocks_remediation_shows_in_health_and_resume_lifts_it(
     result = await guards.admit(plan)
     assert not isinstance(result, Admitted)
     assert result.guard == "kill_switch"
-    health = await (await api.get("/health")).json()
+    health = await (await api.get("/health", headers=TOKEN)).json()
     assert health["status"] == "degraded"
     assert "paused by alice" in health["checks"]["kill_switch"]["detail"]
 
     assert (await api.post("/api/v1/resume", headers=TOKEN)).status == 200
     assert isinstance(await guards.admit(plan), Admitted)
-    assert (await (await api.get("/health")).json())["checks"]["kill_switch"] == {"status": "ok"}
+    health = await (await api.get("/health", headers=TOKEN)).json()
+    assert health["checks"]["kill_switch"] == {"status": "ok"}
     metrics = await (await api.get("/metrics")).text()
     assert 'remediator_guard_decisions_total{guard="kill_switch"} 1.0' in metrics
     assert 'remediator_guard_decisions_total{guard="admitted"} 1.0' in metrics
+
+
+async def test_health_shows_each_dependency_to_the_operator(api: Client) -> None:
+    response = await api.get("/health", headers=TOKEN)
+    assert response.status == 200
+    body = await response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {
+        "store": {"status": "ok"},
+        "policies": {"status": "ok", "policies": str(SHIPPED_POLICY_COUNT)},
+        "guards": {"status": "ok"},
+        "kill_switch": {"status": "ok"},
+        "escalation": {"status": "ok", "channels": "none"},
+    }
+    assert body["version"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no token"),
+        pytest.param({"Authorization": "Bearer wrong"}, id="wrong token"),
+        pytest.param({"Authorization": "Bearer s3cret"}, id="the webhook's token"),
+    ],
+)
+async def test_health_without_the_operator_token_says_the_status_only(
+    api: Client, headers: dict[str, str]
+) -> None:
+    paused = await api.post("/api/v1/pause", json={"reason": "x" * MAX_PAUSE_REASON}, headers=TOKEN)
+    assert paused.status == 200
+    response = await api.get("/health", headers=headers)
+    assert response.status == 200  # what the probes read
+    assert await response.json() == {"status": "degraded"}  # not who paused, nor why
+
+
+async def test_health_of_a_closed_operator_api_says_the_status_only(client: Client) -> None:
+    response = await client.get("/health", headers=TOKEN)
+    assert (response.status, await response.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            {"reason": "x" * (MAX_PAUSE_REASON + 1)},
+            f"reason: String should have at most {MAX_PAUSE_REASON} characters",
+            id="reason",
+        ),
+        pytest.param(
+            {"by": "x" * (MAX_OPERATOR_NAME + 1)},
+            f"by: String should have at most {MAX_OPERATOR_NAME} characters",
+            id="by",
+        ),
+    ],
+)
+async def test_a_pause_reason_or_name_over_its_limit_is_a_400_naming_it(
+    api: Client, body: dict[str, str], message: str
+) -> None:
+    answer = await api.post("/api/v1/pause", json=body, headers=TOKEN)
+    assert (answer.status, await answer.json()) == (400, {"error": message})
+    assert (await (await api.get("/api/v1/guards", headers=TOKEN)).json())["paused"] is None
+
+
+def test_the_command_line_refuses_a_pause_reason_over_the_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["pause", "--reason", "x" * (MAX_PAUSE_REASON + 1)])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--reason: at most {MAX_PAUSE_REASON} characters, got {MAX_PAUSE_REASON + 1}" in error
 
 
 async def test_guards_state_shows_budgets_breakers_and_leases(

@@ -155,7 +155,7 @@ async def test_the_service_reloads_policies_on_file_change_and_on_sighup(tmp_pat
         async with aiohttp.ClientSession() as session:
 
             async def policies_check() -> dict[str, str]:
-                async with session.get(f"{service.url}/health") as answer:
+                async with session.get(f"{service.url}/health", headers=service.operator) as answer:
                     checks: dict[str, str] = (await answer.json())["checks"]["policies"]
                     return checks
 

@@ -61,6 +61,8 @@ Text = Annotated[
     WithJsonSchema({"type": "string", "pattern": _NO_NUL}),
 ]
 """A string the store can keep as text: anything but a NUL character."""
+NO_NUL = AfterValidator(_no_nul)
+"""Text's rule alone, to follow other constraints (a length checked first, as a string)."""
 _WebhookText = Annotated[str, WithJsonSchema({"type": "string", "pattern": _NO_NUL})]
 """The same, checked by Notification.from_webhook in one pass over the body, not string by
 string: a webhook of 100 alerts holds thousands of strings."""

@@ -160,7 +160,7 @@ async def redis_health(replica: ServiceProcess) -> str:
     """What the replica's /health says of Redis."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{replica.url}/health") as answer,
+        session.get(f"{replica.url}/health", headers=replica.operator) as answer,
     ):
         status: str = (await answer.json())["checks"]["redis"]["status"]
         return status

@@ -31,7 +31,7 @@ from tests.support.delivery_log import AlertState, Delivery, DeliveryLog
 from tests.support.figures import Figures, scale
 from tests.support.policies import SHIPPED_POLICIES
 from tests.support.postgres_server import PostgresServer
-from tests.support.service_process import ServiceProcess, eventually
+from tests.support.service_process import OPERATOR, ServiceProcess, eventually
 from tests.support.services import free_port
 
 TOKEN = "s3cret"
@@ -481,7 +481,7 @@ async def _each_decided(store: Store, stream: AlertStream) -> bool:
 
 
 async def _health(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with session.get(f"{url}/health") as answer:
+    async with session.get(f"{url}/health", headers=OPERATOR) as answer:
         body = await answer.json()
         return answer.status, body["checks"]["store"]["status"]
 

@@ -18,6 +18,9 @@ import aiohttp
 from tests.support.policies import SHIPPED_POLICIES
 from tests.support.services import free_port
 
+OPERATOR_TOKEN = "operator-token"  # REMEDIATOR_API_TOKEN unless a test sets its own
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}  # /health with its checks, the API
+
 
 @dataclass
 class ServiceProcess:
@@ -25,6 +28,7 @@ class ServiceProcess:
     url: str
     log_path: Path
     client_ssl: ssl.SSLContext | None = None  # what trusts its certificate, served over HTTPS
+    operator: dict[str, str] | None = None  # the operator token's header: /health's checks
 
     @classmethod
     async def start(
@@ -39,6 +43,7 @@ class ServiceProcess:
         service to restart it where its clients send) and wait until it answers /health.
         With `tls_cert_file` and `tls_key_file` it serves HTTPS, checked with `client_ssl`."""
         port = port or free_port()
+        settings.setdefault("api_token", OPERATOR_TOKEN)
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
         env.update({f"REMEDIATOR_{name.upper()}": value for name, value in settings.items()})
         env["REMEDIATOR_LISTEN"] = f"127.0.0.1:{port}"
@@ -52,7 +57,8 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
             )
         scheme = "https" if "tls_cert_file" in settings else "http"
-        service = cls(process, f"{scheme}://127.0.0.1:{port}", log_path, client_ssl)
+        operator = {"Authorization": f"Bearer {settings['api_token']}"}
+        service = cls(process, f"{scheme}://127.0.0.1:{port}", log_path, client_ssl, operator)
         await eventually(service.is_healthy, what=f"service on port {port} to answer /health")
         return service
 

@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any, TextIO
 
 from remediator.config import Settings
+from remediator.http.operator_api import MAX_OPERATOR_NAME, MAX_PAUSE_REASON
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +31,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         )
         command.set_defaults(run=execute, operator_command=name)
         if name == "pause":
-            command.add_argument("--reason", default="paused from the command line")
+            command.add_argument(
+                "--reason",
+                default="paused from the command line",
+                type=_reason,
+                help=f"why, shown to operators and in escalations (at most {MAX_PAUSE_REASON}"
+                " characters)",
+            )
         if name == "guards":
             command.add_argument("--json", action="store_true", help="the API's JSON")
 
@@ -82,7 +89,14 @@ def call(url: str, token: str | None, method: str, path: str, body: Any = None) 
 
 
 def operator() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    return f"{getpass.getuser()}@{socket.gethostname()}"[:MAX_OPERATOR_NAME]
+
+
+def _reason(value: str) -> str:
+    """--reason, refused here as the API would refuse it: too long."""
+    if len(value) > MAX_PAUSE_REASON:
+        raise argparse.ArgumentTypeError(f"at most {MAX_PAUSE_REASON} characters, got {len(value)}")
+    return value
 
 
 def pause(url: str, token: str | None, reason: str, out: TextIO = sys.stdout) -> int:

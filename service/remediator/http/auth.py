@@ -119,6 +119,10 @@ class OperatorAuth:
     def from_settings(cls, settings: Settings) -> OperatorAuth:
         return cls(settings.api_token.get_secret_value() if settings.api_token else None)
 
+    def allows(self, request: web.Request) -> bool:
+        """Whether the request carries the token (never while the API is closed)."""
+        return self._open and self._bearer.allows(request.headers.get("Authorization"))
+
     def authorize(self, request: web.Request) -> None:
         """Return when the request carries the token; raise 403 or 401 otherwise."""
         if not self._open:

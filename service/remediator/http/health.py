@@ -1,4 +1,8 @@
-"""GET /health: one check per dependency, 200 when all pass, 503 when one does not."""
+"""GET /health: one check per dependency, 200 when all pass, 503 when one does not.
+
+Anyone may ask (probes carry no token), and hears the status only; the checks, with their
+details (who paused remediation and why, which reload was refused), need the operator token.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +60,11 @@ async def health(
     guards: Guards,
     guard_backend: str,
     channels: ChannelSet,
+    *,
+    detailed: bool,
 ) -> web.Response:
-    """503 when the store is down; 200 but "degraded" when remediation is held back."""
+    """503 when the store is down; 200 but "degraded" when remediation is held back. The
+    checks are in the answer only when `detailed` (the caller holds the operator token)."""
     checks = {
         "store": await check_store(store),
         "policies": policies.health(),
@@ -73,12 +80,8 @@ async def health(
     status = (
         "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "ok"
     )
-    return web.json_response(
-        {
-            "status": status,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "version": __version__,
-            "checks": checks,
-        },
-        status=503 if status == "unhealthy" else 200,
-    )
+    answer: dict[str, object] = {"status": status}
+    if detailed:
+        answer |= {"timestamp": datetime.now(UTC).isoformat(), "version": __version__}
+        answer["checks"] = checks
+    return web.json_response(answer, status=503 if status == "unhealthy" else 200)

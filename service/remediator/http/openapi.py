@@ -9,12 +9,16 @@ the document. The security schemes are the ones this service's settings accept.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import (
+    Any,
+    Literal,
+    NotRequired,  # pydantic documents it; typing's needs 3.12
+)
 
 from aiohttp import web
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
-from typing_extensions import TypedDict  # pydantic documents it; typing's needs 3.12
+from typing_extensions import TypedDict
 
 from remediator import __version__
 from remediator.alerts import Notification
@@ -36,12 +40,13 @@ _NO_NUL = {"type": "string", "pattern": "^[^\\x00]*$"}
 
 
 class HealthAnswer(TypedDict):
-    """What GET /health answers (remediator.http.health builds it)."""
+    """What GET /health answers (remediator.http.health builds it): the status to anyone;
+    the time, the version and the checks to a caller with the operator token."""
 
     status: Literal["ok", "degraded", "unhealthy"]
-    timestamp: str
-    version: str
-    checks: dict[str, dict[str, str]]  # per dependency: status, and detail when not ok
+    timestamp: NotRequired[str]
+    version: NotRequired[str]
+    checks: NotRequired[dict[str, dict[str, str]]]  # per dependency: status, detail if not ok
 
 
 # Each is a component named as its class: requests as they are parsed, answers as written.
@@ -84,7 +89,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "paths": {
             "/api/v1/alerts": {"post": _intake(webhook_security)},
-            "/health": {"get": _health()},
+            "/health": {"get": _health(operator)},
             "/metrics": {"get": _metrics()},
             PATH: {"get": _document()},
             "/api/v1/guards": {"get": _guards(operator)},
@@ -202,12 +207,12 @@ def _intake(security: list[dict[str, list[str]]]) -> dict[str, Any]:
     }
 
 
-def _health() -> dict[str, Any]:
+def _health(operator: list[dict[str, list[str]]]) -> dict[str, Any]:
     return {
         "operationId": "health",
         "tags": ["health"],
-        "summary": "One check per dependency",
-        "security": [],
+        "summary": "The status; with the operator token, one check per dependency",
+        "security": [{}, *operator],
         "responses": {
             "200": _json("HealthAnswer", "ok, or degraded: remediation is held back, intake works"),
             "503": _json("HealthAnswer", "unhealthy: the store cannot be reached"),

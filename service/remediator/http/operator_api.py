@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, WithJsonSchema
 from typing_extensions import TypedDict  # pydantic documents these; typing's needs 3.12
 
-from remediator.alerts import Text
+from remediator.alerts import NO_NUL
 from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.guards import Guards
 from remediator.http.auth import OperatorAuth
@@ -21,17 +21,38 @@ Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-tim
 """An RFC 3339 time, as datetime.isoformat() writes it."""
 
 
+MAX_PAUSE_REASON = 500
+"""The longest pause reason accepted: it is shown by `guards`, in every blocked run's reason
+and in escalations."""
+MAX_OPERATOR_NAME = 200
+
+
+_NO_NUL = "^[^\\x00]*$"
+Reason = Annotated[
+    str,
+    StringConstraints(max_length=MAX_PAUSE_REASON),
+    NO_NUL,
+    WithJsonSchema({"type": "string", "pattern": _NO_NUL, "maxLength": MAX_PAUSE_REASON}),
+]
+OperatorName = Annotated[
+    str,
+    StringConstraints(max_length=MAX_OPERATOR_NAME),
+    NO_NUL,
+    WithJsonSchema({"type": "string", "pattern": _NO_NUL, "maxLength": MAX_OPERATOR_NAME}),
+]
+
+
 class PauseRequest(BaseModel):
     """POST /api/v1/pause; both optional, an empty body too."""
 
     model_config = ConfigDict(frozen=True, strict=True)
-    reason: Text | None = None  # default: "paused through the API"
-    by: Text | None = None  # default: the caller's address
+    reason: Reason | None = None  # default: "paused through the API"
+    by: OperatorName | None = None  # default: the caller's address
 
 
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True)
-    by: Text | None = None
+    by: OperatorName | None = None
 
 
 class PauseJson(TypedDict):
@@ -151,7 +172,13 @@ class OperatorApi:
         self._store = store
         self._guards = guards
         self._policies = policies
+        self._auth = auth
         self._authorize = auth.authorize
+
+    def is_operator(self, request: web.Request) -> bool:
+        """Whether the request carries the operator token: /health shows such a caller its
+        checks."""
+        return self._auth.allows(request)
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -56,12 +56,9 @@ def build_app(
     settings: Settings,
     intake: Intake,
     api: OperatorApi,
-    health: Callable[[], Awaitable[web.Response]],
+    health: Handler,
     registry: CollectorRegistry,
 ) -> web.Application:
-    async def health_handler(_: web.Request) -> web.Response:
-        return await health()
-
     async def metrics_handler(_: web.Request) -> web.Response:
         # Built in a thread, never on the loop: the registry's own locks make that safe.
         response = web.Response(body=await asyncio.to_thread(generate_latest, registry))
@@ -71,7 +68,7 @@ def build_app(
     # aiohttp's own limit backs up the Content-Length check for chunked bodies.
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
     app.router.add_post("/api/v1/alerts", intake.handle)
-    app.router.add_get("/health", health_handler)
+    app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_routes(api.routes())
     app.router.add_routes(openapi.routes(settings))

@@ -99,9 +99,12 @@ class Parts:
         app[GUARDS] = self.guards
         return app
 
-    async def health(self) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:
         backend_name = "redis" if self.settings.redis_url else "guards"
-        return await health(self.store, self.policies, self.guards, backend_name, self.channels)
+        detailed = self.api.is_operator(request)
+        return await health(
+            self.store, self.policies, self.guards, backend_name, self.channels, detailed=detailed
+        )
 
     @asynccontextmanager
     async def dispatcher_loop(self) -> AsyncIterator[Loop]:
