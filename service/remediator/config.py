@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         None, description="PEM private key of REMEDIATOR_TLS_CERT_FILE, not encrypted"
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest webhook body accepted")
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="longest a request's body may take to arrive (webhook, pause, resume); 408",
+    )
     max_events_in_flight: int = Field(
         32,
         ge=1,

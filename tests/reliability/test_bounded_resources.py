@@ -8,16 +8,21 @@ never held whole.
 - 10,000 (100,000 in the long run) invented alertnames add no series: only the live
   policies' alertnames are counted by name, every other one as `other`; `/metrics` is built
   off the event loop.
+- A request whose body stalls after its headers is answered 408 within
+  REMEDIATOR_BODY_TIMEOUT_SECONDS and its connection closed, at the intake and the operator
+  API alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,7 @@ from remediator.actions.prometheus import PrometheusActions
 from remediator.answers import DOCUMENT_BYTES, EXCERPT_BYTES
 from remediator.config import Settings
 from remediator.engine.plan import RenderedTarget
+from remediator.http.bodies import LINGERING_SECONDS
 from remediator.metrics import Metrics
 from remediator.notify.channel_support import post_json
 from remediator.policy.loader import load_policies
@@ -142,6 +148,11 @@ async def test_a_json_answer_over_its_cap_is_refused_with_a_message(
     assert sent <= SENT_AT_MOST
 
 
+BODY_TIMEOUT = 1.0
+STALLED_CLIENTS = scale(3, 100)
+OPERATOR_TOKEN = "operator-token"
+
+
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
@@ -150,7 +161,12 @@ def metrics() -> Metrics:
 @pytest.fixture
 async def service(tmp_path: Path, metrics: Metrics) -> AsyncIterator[Client]:
     """The application `remediator serve` runs, on SQLite, with the shipped policies."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", webhook_token=TOKEN)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'r.db'}",
+        webhook_token=TOKEN,
+        api_token=OPERATOR_TOKEN,
+        body_timeout_seconds=BODY_TIMEOUT,
+    )
     store = await open_store(settings.database_url)
     policies = LivePolicies.load(SHIPPED_POLICIES, metrics.policies)
     try:
@@ -226,3 +242,67 @@ async def test_metrics_are_built_off_the_event_loop(service: Client, metrics: Me
     assert (await service.get("/metrics")).status == 200
     assert where.threads, "the registry was not collected"
     assert threading.main_thread() not in where.threads
+
+
+@dataclass(frozen=True)
+class Stalled:
+    answer: bytes  # all the server sent, up to its close
+    answered_after: float
+    closed_after: float
+
+
+async def _stall(host: str, port: int, path: str, token: str) -> Stalled:
+    """Headers announcing a 1,000-byte body, 10 bytes of it, then nothing: until the server
+    closes the connection."""
+    reader, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode() + b'{"alerts":')
+    await writer.drain()
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(60):
+            first = await reader.read(1)
+            answered = time.monotonic() - started
+            rest = await reader.read()  # to the server's close
+            closed = time.monotonic() - started
+    finally:
+        writer.close()
+    return Stalled(first + rest, answered, closed)
+
+
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [
+        pytest.param("/api/v1/alerts", TOKEN, id="intake"),
+        pytest.param("/api/v1/pause", OPERATOR_TOKEN, id="pause"),
+    ],
+)
+async def test_a_stalled_body_is_answered_408_and_its_connection_closed(
+    service: Client, metrics: Metrics, path: str, token: str, figures: Figures
+) -> None:
+    host, port = service.server.host, service.server.port
+    assert port is not None
+    stalled = await asyncio.gather(
+        *(_stall(host, port, path, token) for _ in range(STALLED_CLIENTS))
+    )
+    answered = max(s.answered_after for s in stalled)
+    closed = max(s.closed_after for s in stalled)
+    statuses = {s.answer.split(b" ", 2)[1] for s in stalled}
+    figures.record(
+        f"{STALLED_CLIENTS} bodies stalled after their headers ({path})",
+        expected=f"408 after {BODY_TIMEOUT:g} s, connection closed",
+        figure=f"answered {b', '.join(statuses).decode()} within {answered:.1f} s,"
+        f" closed within {closed:.1f} s",
+        passed=statuses == {b"408"} and closed < BODY_TIMEOUT + LINGERING_SECONDS + 1,
+    )
+    assert statuses == {b"408"}
+    assert b"REMEDIATOR_BODY_TIMEOUT_SECONDS" in stalled[0].answer
+    assert closed < BODY_TIMEOUT + LINGERING_SECONDS + 1
+    if path == "/api/v1/alerts":
+        counted = metrics.registry.get_sample_value(
+            "remediator_intake_requests_total", {"code": "408"}
+        )
+        assert counted == STALLED_CLIENTS

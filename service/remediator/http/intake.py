@@ -19,6 +19,7 @@ from typing_extensions import TypedDict  # pydantic documents these; typing's ne
 
 from remediator.alerts import Notification
 from remediator.http.auth import WebhookAuth
+from remediator.http.bodies import BodyTimedOut, read_body
 from remediator.metrics import OTHER_ALERTNAME, IntakeMetrics
 from remediator.store import AlertLog, StoreUnavailable
 
@@ -58,12 +59,14 @@ class Intake:
         metrics: IntakeMetrics,
         max_body_bytes: int,
         alertnames: Callable[[], Collection[str]],
+        body_timeout: float = 10.0,
     ) -> None:
         self._store = store
         self._auth = auth
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
         self._alertnames = alertnames  # those counted by name: the live policies' own
+        self._body_timeout = body_timeout
         self.on_new_events: Callable[[], None] | None = None  # wakes the dispatcher
         self._challenge = f'{auth_scheme(auth) or "Bearer"} realm="remediator"'
 
@@ -87,9 +90,11 @@ class Intake:
         if (request.content_length or 0) > self._max_body_bytes:
             return _too_large(self._max_body_bytes)
         try:
-            body = await request.read()
+            body = await read_body(request, self._body_timeout)
         except web.HTTPRequestEntityTooLarge:
             return _too_large(self._max_body_bytes)
+        except BodyTimedOut as exc:
+            return _error(408, str(exc), headers={"Connection": "close"})
         try:
             notification = Notification.from_webhook(body)
         except ValidationError as exc:

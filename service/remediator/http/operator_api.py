@@ -14,6 +14,7 @@ from remediator.alerts import NO_NUL
 from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.guards import Guards
 from remediator.http.auth import OperatorAuth
+from remediator.http.bodies import BodyTimedOut, read_body
 from remediator.policy.policyset import PoliciesInForce
 from remediator.store import Pause, Remediation, RunLedger, StepRecord, StoreUnavailable
 
@@ -167,8 +168,14 @@ class GuardState(GuardSnapshot):
 
 class OperatorApi:
     def __init__(
-        self, store: RunLedger, guards: Guards, policies: PoliciesInForce, auth: OperatorAuth
+        self,
+        store: RunLedger,
+        guards: Guards,
+        policies: PoliciesInForce,
+        auth: OperatorAuth,
+        body_timeout: float = 10.0,
     ) -> None:
+        self._body_timeout = body_timeout
         self._store = store
         self._guards = guards
         self._policies = policies
@@ -237,7 +244,7 @@ class OperatorApi:
 
     async def pause(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await _parsed(request, PauseRequest)
+        body = await _parsed(request, PauseRequest, self._body_timeout)
         reason = body.reason or "paused through the API"
         by = body.by or request.remote or "api"
         try:
@@ -248,7 +255,7 @@ class OperatorApi:
 
     async def resume(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await _parsed(request, ResumeRequest)
+        body = await _parsed(request, ResumeRequest, self._body_timeout)
         by = body.by or request.remote or "api"
         try:
             await self._guards.resume(by)
@@ -260,10 +267,14 @@ class OperatorApi:
 Body = TypeVar("Body", PauseRequest, ResumeRequest)
 
 
-async def _parsed(request: web.Request, model: type[Body]) -> Body:
+async def _parsed(request: web.Request, model: type[Body], within: float) -> Body:
     """The body as its model, an absent or empty body as the defaults; a 400 naming what is
-    wrong otherwise (pydantic's parser bounds nesting and numbers, so no input is a 500)."""
-    body = await request.read() if request.can_read_body else b""
+    wrong otherwise (pydantic's parser bounds nesting and numbers, so no input is a 500), a
+    408 when it does not arrive `within` seconds."""
+    try:
+        body = await read_body(request, within) if request.can_read_body else b""
+    except BodyTimedOut as exc:
+        raise web.HTTPRequestTimeout(reason=str(exc), headers={"Connection": "close"}) from None
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:

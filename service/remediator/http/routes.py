@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from remediator.config import Settings
 from remediator.http import openapi
+from remediator.http.bodies import LINGERING_SECONDS
 from remediator.http.intake import Intake
 from remediator.http.operator_api import OperatorApi
 
@@ -66,7 +67,11 @@ def build_app(
         return response
 
     # aiohttp's own limit backs up the Content-Length check for chunked bodies.
-    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"lingering_time": LINGERING_SECONDS},
+    )
     app.router.add_post("/api/v1/alerts", intake.handle)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)

@@ -89,8 +89,10 @@ class Parts:
             metrics.intake,
             settings.max_body_bytes,
             alertnames=lambda: policies.current.alertnames,
+            body_timeout=settings.body_timeout_seconds,
         )
-        api = OperatorApi(store, guards, policies, OperatorAuth.from_settings(settings))
+        operator_auth = OperatorAuth.from_settings(settings)
+        api = OperatorApi(store, guards, policies, operator_auth, settings.body_timeout_seconds)
         parts = (settings, metrics, store, policies, guard_backend, guards, intake, api)
         return cls(*parts, ChannelSet())
 
