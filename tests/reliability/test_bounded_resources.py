@@ -11,6 +11,8 @@ never held whole.
 - A request whose body stalls after its headers is answered 408 within
   REMEDIATOR_BODY_TIMEOUT_SECONDS and its connection closed, at the intake and the operator
   API alike.
+- The SQLite file, which holds raw webhook bodies, and its -wal and -shm files are 0600.
+- A Slack message links only http(s) URLs: `javascript:` in a runbook_url is left out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import stat
 import threading
 import time
 import tracemalloc
@@ -36,6 +40,7 @@ from prometheus_client.registry import Collector
 from remediator.actions.base import Outcome, StepContext
 from remediator.actions.http import HttpActions
 from remediator.actions.prometheus import PrometheusActions
+from remediator.alerts import Notification
 from remediator.answers import DOCUMENT_BYTES, EXCERPT_BYTES
 from remediator.config import Settings
 from remediator.engine.plan import RenderedTarget
@@ -306,3 +311,30 @@ async def test_a_stalled_body_is_answered_408_and_its_connection_closed(
             "remediator_intake_requests_total", {"code": "408"}
         )
         assert counted == STALLED_CLIENTS
+
+
+async def test_the_sqlite_files_are_readable_by_their_owner_only(
+    tmp_path: Path, figures: Figures
+) -> None:
+    path = tmp_path / "r.db"
+    umask = os.umask(0o022)  # the usual default, under which files are created 0644
+    try:
+        store = await open_store(f"sqlite:///{path}")
+        try:
+            body = json.dumps(_invented(0, 1)).encode()
+            notification = Notification.from_webhook(body)
+            await store.record_notification(notification, body, datetime.now(UTC))
+            files = {f.name: stat.S_IMODE(f.stat().st_mode) for f in tmp_path.glob("r.db*")}
+        finally:
+            await store.close()
+    finally:
+        os.umask(umask)
+    shown = ", ".join(f"{name} {mode:o}" for name, mode in sorted(files.items()))
+    figures.record(
+        "SQLite files under umask 022",
+        expected="0600: they hold raw webhook bodies",
+        figure=shown,
+        passed=set(files.values()) == {0o600},
+    )
+    assert set(files) == {"r.db", "r.db-wal", "r.db-shm"}
+    assert set(files.values()) == {0o600}, shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from remediator.store.migrations import migrations
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    _create_private(path)
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA busy_timeout=5000")  # first: another process may be migrating
     connection.execute("PRAGMA journal_mode=WAL")
@@ -16,6 +18,19 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys=ON")
     migrate(connection)
     return connection
+
+
+def _create_private(path: Path) -> None:
+    """A new database file is created readable and writable by its owner only (0600): it
+    holds raw webhook bodies. SQLite gives the -wal and -shm files the mode of the database
+    file. An existing file keeps the mode it has (chmod 600 it by hand)."""
+    if str(path) == ":memory:":
+        return
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)  # an empty file is an empty database
 
 
 def migrate(db: sqlite3.Connection) -> None:
