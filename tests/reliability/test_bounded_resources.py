@@ -12,7 +12,6 @@ never held whole.
   REMEDIATOR_BODY_TIMEOUT_SECONDS and its connection closed, at the intake and the operator
   API alike.
 - The SQLite file, which holds raw webhook bodies, and its -wal and -shm files are 0600.
-- A Slack message links only http(s) URLs: `javascript:` in a runbook_url is left out.
 """
 
 from __future__ import annotations
@@ -102,7 +101,7 @@ async def big() -> AsyncIterator[BigAnswers]:
     [
         pytest.param(_check, "http.check", id="http.check"),
         pytest.param(_request, "http.request", id="http.request"),
-        pytest.param(_channel, "a channel's answer", id="channel"),
+        pytest.param(_channel, "a channel (Slack)", id="channel"),
     ],
 )
 async def test_a_huge_answer_is_read_only_up_to_the_cap(
