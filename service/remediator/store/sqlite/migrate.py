@@ -30,6 +30,8 @@ def _create_private(path: Path) -> None:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
+    except OSError:
+        return  # a missing folder, no permission: opening it says so, as it did before
     os.close(descriptor)  # an empty file is an empty database
 
 
