@@ -112,6 +112,18 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
             id="invalid-regex",
         ),
         pytest.param(
+            ('alertname="ApplicationDown"', 'deployment=~"api-[a-z]++"'),
+            "p.yaml:3:5: match[0]: invalid regular expression 'api-[a-z]++':"
+            " bad repetition operator: ++",
+            id="regex-go-refuses",
+        ),
+        pytest.param(
+            ('alertname="ApplicationDown"', 'deployment=~"api-\\\\C"'),
+            "p.yaml:3:5: match[0]: invalid regular expression 'api-\\\\C':"
+            " invalid escape sequence: \\C",
+            id="regex-only-re2-takes",
+        ),
+        pytest.param(
             ('"{{ labels.deployment }}"', '"{{ labels.deployment }"'),
             "p.yaml:7:9: target.name: template syntax error:",
             id="template-syntax",
@@ -206,6 +218,17 @@ def test_each_mistake_names_file_line_column_and_field(
 ) -> None:
     [error] = errors_for(policy_dir, {"p.yaml": VALID.replace(*change)})
     assert error.startswith(f"{policy_dir}/{expected}"), error
+
+
+@pytest.mark.parametrize(
+    "regex", [r"\pL+-[0-9]+", r"\Qapi.v1\E", "(?U)api-.+", "api(?i)-X", "([a-z0-9]+-?)+"]
+)
+def test_a_regex_go_takes_is_taken(policy_dir: Path, regex: str) -> None:
+    quoted = regex.replace("\\", "\\\\")  # a matcher's value unescapes `\\`
+    text = VALID.replace('alertname="ApplicationDown"', f'deployment=~"{quoted}"')
+    (policy_dir / "p.yaml").write_text(text)
+    [policy] = load_policies(policy_dir).policies
+    assert policy.match[0].value == regex
 
 
 def test_a_file_that_is_not_a_mapping_is_named(policy_dir: Path) -> None:
