@@ -20,6 +20,7 @@ from remediator.metrics import Metrics
 from remediator.policy.loader import load_policies
 from remediator.policy.policyset import PolicySet
 from remediator.runtime.live_policies import LivePolicies
+from tests.support.own_process import json_printed_by
 from tests.support.policies import SHIPPED_POLICIES
 from tests.support.samples import SAMPLES
 
@@ -301,3 +302,38 @@ def test_a_node_target_is_cluster_scoped_and_its_plan_only_reads(shipped: Policy
     assert decision.rate_limit_key == "node-not-ready/-/worker-2"
     assert decision.steps
     assert not any(step.mutating for step in decision.steps + decision.on_resolved)
+
+
+NAMESPACE_ALLOWED = """
+import json, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from remediator.alerts import Alert, AlertStatus
+from remediator.engine.decide import decide
+from remediator.engine.plan import Plan
+from remediator.policy.loader import load_policies
+
+policies = load_policies(Path(sys.argv[1]))
+decided = {}
+for namespace in ["a" * 63, "a" * 62 + "x", "ab-" * 20 + "abx"]:
+    labels = {"alertname": "X", "namespace": namespace}
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    alert = Alert(status=AlertStatus.FIRING, labels=labels, startsAt=now, fingerprint="f00d")
+    decided[namespace] = isinstance(decide(alert, policies, now), Plan)
+print(json.dumps(decided))
+"""
+
+
+def test_a_catastrophic_namespace_pattern_decides_in_linear_time(policy_dir: Path) -> None:
+    """A namespace is a label (a DNS label: 63 characters at most), checked against the policy's
+    and the guard rails' patterns; backtracking, `([a-z0-9]+-?)+x` on 63 characters would take
+    years. RE2 runs them, as it runs matchers."""
+    (policy_dir / "guardrails.yaml").write_text("allowed_namespaces: ['(a|aa)+x']\n")
+    policy = POLICY.format(name="p", priority=0, match="'alertname=\"X\"'")
+    policy = policy.replace("namespace: prod,", "namespace: '{{ labels.namespace }}',")
+    policy = policy.replace("namespaces: [prod]", "namespaces: ['([a-z0-9]+-?)+x']")
+    (policy_dir / "p.yaml").write_text(policy)
+    decided = json_printed_by(
+        NAMESPACE_ALLOWED, str(policy_dir), what="checking 63-character namespaces"
+    )
+    assert decided == {"a" * 63: False, "a" * 62 + "x": True, "ab-" * 20 + "abx": True}

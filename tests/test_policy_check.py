@@ -124,6 +124,11 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
             id="regex-only-re2-takes",
         ),
         pytest.param(
+            ("steps:", "namespaces: [prod, 'prod-(']\nsteps:"),
+            "p.yaml:8:13: namespaces: invalid regular expression 'prod-(': missing ): ^(?:prod-()$",
+            id="namespace-regex",
+        ),
+        pytest.param(
             ('"{{ labels.deployment }}"', '"{{ labels.deployment }"'),
             "p.yaml:7:9: target.name: template syntax error:",
             id="template-syntax",

@@ -26,6 +26,7 @@ from remediator.engine.plan import (
 from remediator.policy.matchers import matches_all
 from remediator.policy.parameters import CATALOGUE, RENDERED
 from remediator.policy.policyset import PolicySet
+from remediator.policy.regex import compile_anchored
 from remediator.policy.schema import PROTECTED_NAMESPACES, Level, Policy, Step
 from remediator.policy.templates import RenderError, check_dns_label, check_dns_subdomain, render
 
@@ -145,7 +146,7 @@ def _check_namespace_allowed(namespace: str, policy: Policy, policies: PolicySet
     if namespace in PROTECTED_NAMESPACES:
         raise RenderError(f"namespace {namespace!r} is protected and never acted in")
     patterns = [*policy.namespaces, *policies.guardrails.allowed_namespaces]
-    if not any(re.fullmatch(pattern, namespace) for pattern in patterns):
+    if not any(compile_anchored(pattern).matches(namespace) for pattern in patterns):
         raise RenderError(
             f"namespace {namespace!r} is not in the policy's namespaces nor in the global"
             " allowed_namespaces"

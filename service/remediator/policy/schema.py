@@ -31,6 +31,7 @@ from remediator.policy.durations import Duration
 from remediator.policy.envnames import EnvName
 from remediator.policy.matchers import Matcher, MatcherError, parse_matcher
 from remediator.policy.parameters import CATALOGUE
+from remediator.policy.regex import RegexError, compile_anchored
 
 Level = Literal["P1", "P2", "P3", "P4"]
 LEVELS: tuple[Level, ...] = ("P1", "P2", "P3", "P4")
@@ -50,6 +51,20 @@ def _matcher(value: object) -> Matcher:
 
 
 MatcherField = Annotated[Matcher, PlainValidator(_matcher), PlainSerializer(str, return_type=str)]
+
+
+def _namespace_patterns(patterns: list[str]) -> list[str]:
+    """Namespace allow-lists: anchored regexes, run by RE2 as matchers are (a namespace comes
+    from a label, so a backtracking engine could be made to take hours)."""
+    for pattern in patterns:
+        try:
+            compile_anchored(pattern)
+        except RegexError as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return patterns
+
+
+NamespacePatterns = Annotated[list[str], AfterValidator(_namespace_patterns)]
 
 
 class _Model(BaseModel):
@@ -192,9 +207,12 @@ class Policy(_Model):
     match: list[MatcherField] = Field(min_length=1)
     severity: Level | Literal["from_label"] = "from_label"
     target: Target
-    namespaces: list[str] = Field(
+    namespaces: NamespacePatterns = Field(
         default_factory=list,
-        description="namespaces this policy may act in, beyond the global list",
+        description=(
+            "namespaces this policy may act in, beyond the global list: anchored regular"
+            " expressions, RE2 syntax as matchers"
+        ),
     )
     steps: list[Step] = Field(default_factory=list)
     step_timeout: Duration = Field(
@@ -424,8 +442,9 @@ PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease
 
 
 class Guardrails(_Model):
-    allowed_namespaces: list[str] = Field(
-        default_factory=list, description="anchored regular expressions every policy may act in"
+    allowed_namespaces: NamespacePatterns = Field(
+        default_factory=list,
+        description="anchored regular expressions (RE2) where every policy may act",
     )
     max_concurrent_runs: int = Field(3, ge=1, description="runs in flight across all replicas")
     global_rate_limit: list[Window] = Field(
@@ -447,13 +466,3 @@ class Guardrails(_Model):
             " long for its turn, then escalates as blocked"
         ),
     )
-
-    @field_validator("allowed_namespaces")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
-        return patterns
