@@ -18,6 +18,15 @@ import pytest
 def json_printed_by(script: str, *args: str, what: str, timeout: float = 60.0) -> Any:
     """What `script` (Python that prints one JSON value; `args` are its sys.argv[1:]) printed,
     or the test fails once it has taken `timeout` seconds, naming `what` took too long."""
+    printed = json_printed_within(script, *args, timeout=timeout)
+    if printed is None:
+        pytest.fail(f"{what} took over {timeout:.0f} s")
+    return printed
+
+
+def json_printed_within(script: str, *args: str, timeout: float) -> Any | None:
+    """What `script` printed, as JSON; None when it had not finished within `timeout` seconds
+    (it is killed then)."""
     try:
         answer = subprocess.run(
             [sys.executable, "-c", script, *args],
@@ -27,5 +36,5 @@ def json_printed_by(script: str, *args: str, what: str, timeout: float = 60.0) -
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{what} took over {timeout:.0f} s")
+        return None
     return json.loads(answer.stdout)
