@@ -235,7 +235,12 @@ async def test_the_runs_api_lists_and_shows_runs_with_their_steps(
     }
     shown = await (await api.get(f"/api/v1/runs/{run.id}", headers=TOKEN)).json()
     assert [(s["action"], s["outcome"], s["data"]) for s in shown["steps"]] == [
-        ("http.check", "failed", {"status": 503})
+        ("http.check", "failed", {"status": 503}),
+        (
+            "kubernetes.scale",
+            "ok",
+            {"replicas": 3, "params": {"by": 2, "min_replicas": 1, "max_replicas": 10}},
+        ),
     ]
     missing = await api.get("/api/v1/runs/nope", headers=TOKEN)
     assert missing.status == 404
@@ -269,6 +274,9 @@ async def test_history_shows_runs_and_one_run_in_detail(
     assert await asyncio.to_thread(history, "--run", run.id) == 0
     detail = capsys.readouterr().out
     assert "steps[0] http.check: failed - answered 503" in detail
+    # A change: what it was asked to do, as rendered.
+    assert "steps[1] kubernetes.scale: ok - scaled deployment prod/api from 3 to 5\n" in detail
+    assert "      by: 2, min_replicas: 1, max_replicas: 10" in detail
     assert "policy revision: abc123" in detail
     assert await asyncio.to_thread(history, "--alert", "ApplicationDown", "--json") == 0
     assert json.loads(capsys.readouterr().out)["id"] == run.id

@@ -330,6 +330,28 @@ rate_limit:
 """
 
 
+SCALED_WITHOUT_A_CLUSTER = WITHOUT_A_CLUSTER.replace(
+    "  - action: kubernetes.rollout_restart\n",
+    "  - action: kubernetes.scale\n    params: {by: 2, max_replicas: 10}\n",
+)
+
+
+@pytest.mark.parametrize("policy", [SCALED_WITHOUT_A_CLUSTER])
+async def test_a_change_dry_run_records_what_it_was_asked_to_do(world: World) -> None:
+    world.guards._live = False  # as REMEDIATOR_MODE=dry-run
+    await world.post("firing")
+    async with open_actions(None) as actions:  # no kubeconfig, not in a cluster
+        runner = Runner(world.store, world.guards, world.live, actions, clock=world.clock)
+        await Dispatcher(world.store, runner, clock=world.clock, worker="w").run_once()
+    [run] = await world.runs()
+    _, scale = await world.store.steps(run.id)
+    assert scale.message.startswith(
+        "would run kubernetes.scale on deployment prod/shop"
+        " (by: 2, min_replicas: 1, max_replicas: 10): dry-run only,"
+    )
+    assert scale.data["params"] == {"by": 2, "min_replicas": 1, "max_replicas": 10}
+
+
 @pytest.mark.parametrize("policy", [WITHOUT_A_CLUSTER])
 async def test_without_a_kubernetes_api_a_live_run_can_only_dry_run_its_changes(
     world: World,
@@ -345,7 +367,7 @@ async def test_without_a_kubernetes_api_a_live_run_can_only_dry_run_its_changes(
         "cannot read kubernetes.rollout_status on deployment prod/shop: no"
     )
     assert restart.message.startswith(
-        "would run kubernetes.rollout_restart on deployment prod/shop:"
+        "would run kubernetes.rollout_restart on deployment prod/shop (wait: False,"
     )
     assert run.outcome == "dry_run"  # not verifying a fix that was never made
     assert "no Kubernetes API configured" in run.reason

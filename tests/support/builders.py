@@ -90,4 +90,19 @@ async def recorded_run(store: Store) -> Remediation:
             started,
         )
     )
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            1,
+            None,
+            "kubernetes.scale",
+            "ok",
+            "scaled deployment prod/api from 3 to 5",
+            {"replicas": 3, "params": {"by": 2, "min_replicas": 1, "max_replicas": 10}},
+            1,
+            started,
+            started,
+        )
+    )
     return run

@@ -67,7 +67,9 @@ def _unconfigured(name: str) -> Action:
     async def unconfigured(params: Params, context: StepContext) -> StepResult:
         what = f"{name} on {context.target}"
         if mutating:
-            return dry_run(f"would run {what}: dry-run only, {reason}")
+            asked = params.model_dump(mode="json", exclude_none=True)
+            shown = ", ".join(f"{key}: {value}" for key, value in asked.items())
+            return dry_run(f"would run {what} ({shown or 'no parameters'}): dry-run only, {reason}")
         return failed(f"cannot read {what}: {reason}")
 
     return unconfigured

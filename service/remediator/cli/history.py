@@ -77,4 +77,7 @@ def _run_detail(run: dict[str, Any]) -> str:
     for step in run["steps"]:
         name = f"{step['phase']}[{step['position']}] {step['action']}"
         lines.append(f"  {name}: {step['outcome']} - {step['message']}")
+        asked = step["data"].get("params")
+        if asked:  # a change: what it was asked to do, as rendered
+            lines.append("      " + ", ".join(f"{key}: {value}" for key, value in asked.items()))
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from remediator.alerts import Alert
 from remediator.engine.plan import PlannedStep
 from remediator.guards.guards import Admitted, Guards
 from remediator.policy.durations import format_duration
-from remediator.policy.parameters import repeatable
+from remediator.policy.parameters import Params, repeatable
 from remediator.policy.templates import ConditionError, evaluate_condition
 from remediator.remediation.busy import Busy
 from remediator.store import Remediation, RunLedger, StepRecord, StoreUnavailable
@@ -54,6 +54,14 @@ _MAYBE_MADE = (
 )
 
 Refusal = tuple[str, str]  # the guard, and why the change must not be made now
+PARAMS = "params"  # in a change's recorded data: its parameters as rendered
+
+
+def rendered(params: Params) -> dict[str, Any]:
+    """A step's parameters as rendered, those set (JSON: durations as ISO 8601 text)."""
+    return params.model_dump(mode="json", exclude_none=True)
+
+
 Trail = dict[tuple[str, int], StepRecord]  # a run's steps as recorded, by phase and position
 Results = dict[str, dict[str, Any]]  # each step with an id: what it returned, for `when`
 
@@ -159,6 +167,9 @@ class Steps:
         *,
         outcome: str | None = None,  # STARTED: a change being made, its answer not yet in
     ) -> StepRecord:
+        data = dict(result.data)
+        if step.mutating:  # what the change was asked to do, as rendered, beside what it did
+            data.setdefault(PARAMS, rendered(step.params))
         written = StepRecord(
             at.remediation.id,
             at.phase,
@@ -167,7 +178,7 @@ class Steps:
             step.action,
             outcome or result.outcome.value,
             result.message,
-            dict(result.data),
+            data,
             attempts,
             started,
             self._now(),
