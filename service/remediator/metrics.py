@@ -88,6 +88,12 @@ class NotifyMetrics:
             ["channel", "result"],
             registry=registry,
         )
+        self.notifications_folded = Counter(
+            "remediator_notifications_folded",
+            "Escalation messages folded into a summary past their channel's budget, by level",
+            ["channel", "level"],
+            registry=registry,
+        )
 
 
 class Metrics:

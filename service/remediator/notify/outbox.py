@@ -43,6 +43,7 @@ from remediator.notify.base import (
     StepLine,
     TransientFailure,
 )
+from remediator.notify.budget import FOLD, ChannelBudgets, Verdict
 from remediator.notify.escalator import FALLBACK, FALLBACK_FOR
 from remediator.store import Outbox, OutboxEntry
 
@@ -104,8 +105,10 @@ class OutboxSender:
         breaker_cooldown: float = 300.0,
         worker: str | None = None,
         quick: QuickRetries = QuickRetries(),
+        budgets: ChannelBudgets | None = None,
     ) -> None:
         self._quick = quick
+        self._budgets = budgets
         self._store = store
         self._channels = channels
         self._metrics = metrics
@@ -121,14 +124,26 @@ class OutboxSender:
     async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
         try:
             while not stop.is_set():
+                claimed = 0
                 try:
-                    await self._dispatch()
+                    claimed = await self._dispatch()
                 except Exception:  # the store may be down: try again at the next poll
                     log.exception("outbox round failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll)
+                await self._between_rounds(stop, poll, more_due=claimed >= BATCH)
         finally:
             await self._stop_lanes()
+
+    async def _between_rounds(self, stop: asyncio.Event, poll: float, *, more_due: bool) -> None:
+        """Until the next poll; but with more due than one claim took (a flood being sent or
+        folded), only until the lanes have gone through what they were given (at most a
+        poll), so that a page queued behind the flood is claimed as soon as they can take it."""
+        if more_due:
+            lanes = [lane for lane in self._lanes.values() if not lane.done()]
+            if lanes:
+                await asyncio.wait(lanes, timeout=poll)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll)
 
     async def run_once(self) -> int:
         """Send what is due, each channel in parallel, and wait until it is sent (or put back);
@@ -200,6 +215,10 @@ class OutboxSender:
         for position, entry in enumerate(entries):
             if await self._given_up_as_stale(entry) or await self._behind_its_incident(entry):
                 continue
+            within = await self._within_budget(entry)
+            if within is None:
+                continue
+            entry = within
             undelivered = await self._send(name, entry)
             if undelivered is None:
                 continue
@@ -215,6 +234,28 @@ class OutboxSender:
                     )
                     await self._fall_back(waiting, undelivered)
                 return
+
+    async def _within_budget(self, entry: OutboxEntry) -> OutboxEntry | None:
+        """The message to send now, within its channel's budget (a fold's summary with what
+        it folds); None when it was folded, or waits for the budget, or had nothing to say."""
+        if self._budgets is None:
+            return entry
+        admission = await self._budgets.admit(entry)
+        if admission.verdict is Verdict.FOLD:
+            assert admission.until is not None
+            await self._budgets.fold(entry, admission.until)
+            return None
+        if admission.verdict is Verdict.WAIT:
+            error = "a summary waiting for its channel's budget"
+            await self._store.outbox_put_back(entry.id, retry_at=admission.until, error=error)
+            return None
+        if FOLD not in entry.message:
+            return entry
+        summary = await self._budgets.summary(entry)
+        if summary is None:
+            error = "nothing to summarise: an earlier summary took in every folded message"
+            await self._store.outbox_done(entry.id, failed_at=self._now(), error=error)
+        return summary
 
     async def _given_up_as_stale(self, entry: OutboxEntry) -> bool:
         if self._now() - entry.created_at < GIVE_UP_AFTER:

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from remediator.policy.durations import Duration
+from remediator.policy.durations import Duration, format_duration
 from remediator.policy.envnames import EnvName
 from remediator.policy.matchers import Matcher, MatcherError, parse_matcher
 from remediator.policy.parameters import CATALOGUE
@@ -36,6 +36,7 @@ from remediator.policy.regex import RegexError, compile_anchored
 Level = Literal["P1", "P2", "P3", "P4"]
 LEVELS: tuple[Level, ...] = ("P1", "P2", "P3", "P4")
 Channel = Literal["pagerduty", "slack", "email"]
+CHANNELS: tuple[Channel, ...] = ("pagerduty", "slack", "email")
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 
 
@@ -332,9 +333,44 @@ def _send_timeout(value: timedelta) -> timedelta:
     return value
 
 
+class Budget(_Model):
+    """At most `count` messages a channel sends in any `per` (`30/1m`): past it, its messages
+    are folded into one summary (notify/budget.py)."""
+
+    count: int = Field(ge=1, le=10_000)
+    per: Duration
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        count, slash, per = value.partition("/")
+        if not slash or not count.strip().isdigit():
+            raise ValueError(f"expected a budget such as 30/1m (messages per time), got {value!r}")
+        return {"count": int(count), "per": per.strip()}
+
+    @field_validator("per")
+    @classmethod
+    def _a_short_window(cls, per: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= per <= timedelta(hours=1):
+            raise ValueError("a budget's window lasts from 1s to 1h")
+        return per
+
+    def __str__(self) -> str:
+        return f"{self.count}/{format_duration(self.per)}"
+
+
 class _ChannelConfig(_Model):
     timeout: Annotated[Duration, AfterValidator(_send_timeout)] = Field(
         default="10s", validate_default=True, description="each attempt to send one message"
+    )
+    budget: Budget | None = Field(
+        None,
+        description=(
+            "at most this many messages in any window (30/1m); past it, the channel's messages "
+            "are folded into one summary, listed in full by the API"
+        ),
     )
 
 
@@ -430,6 +466,11 @@ class EscalationMatrix(_Model):
     def fallback_of(self, channel: str) -> list[Channel]:
         """Where a page this channel has not taken goes as well."""
         return next((list(others) for name, others in self.fallback.items() if name == channel), [])
+
+    def budget_of(self, channel: str) -> Budget | None:
+        """The channel's budget, if it has one (an own channel, the ladder's, never does)."""
+        config = getattr(self.channels, channel, None) if channel in CHANNELS else None
+        return config.budget if isinstance(config, _ChannelConfig) else None
 
     def level_for(self, severity_label: str | None) -> Level:
         if severity_label is None:

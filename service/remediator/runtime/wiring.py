@@ -26,6 +26,7 @@ from remediator.http.intake import Intake
 from remediator.http.operator_api import OperatorApi
 from remediator.http.routes import build_app
 from remediator.metrics import Metrics
+from remediator.notify.budget import ChannelBudgets
 from remediator.notify.channels import ChannelSet, open_channels
 from remediator.notify.hold import HeldResolves
 from remediator.notify.ladder import Ladder
@@ -146,6 +147,9 @@ class Parts:
                 {**opened.channels, ladder.name: ladder, held.name: held},
                 self.metrics.notify,
                 lease=timedelta(seconds=self.settings.lease_seconds),
+                budgets=ChannelBudgets(
+                    self.store, lambda: self.policies.current.matrix, self.metrics.notify
+                ),
             )
             yield sender.run
 

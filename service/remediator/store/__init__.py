@@ -10,6 +10,8 @@ from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Fold,
+    FoldedMessage,
     IntakeResult,
     OutboxEntry,
     Pause,
@@ -19,6 +21,7 @@ from remediator.store.records import (
 )
 from remediator.store.roles import (
     AlertLog,
+    BudgetLedger,
     ControlState,
     EventQueue,
     Outbox,
@@ -33,8 +36,11 @@ __all__ = [
     "AlertLog",
     "AlertRecord",
     "AuditEntry",
+    "BudgetLedger",
     "ControlState",
     "EventQueue",
+    "Fold",
+    "FoldedMessage",
     "IntakeResult",
     "Outbox",
     "OutboxEntry",

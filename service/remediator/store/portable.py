@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from remediator.store import rows, statements
@@ -17,6 +17,8 @@ from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Fold,
+    FoldedMessage,
     OutboxEntry,
     Pause,
     Remediation,
@@ -285,3 +287,61 @@ class PortableOutbox(Database):
     async def latest_outbox(self, dedup_key: str) -> list[OutboxEntry]:
         found = await self._fetch(self._LATEST_OUTBOX, dedup_key)
         return [rows.outbox_entry(row) for row in found]
+
+
+# A slot's first use, long past: free at once.
+_NEVER_USED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class PortableBudgets(Database):
+    # Each dialect's: the slot's claim, and how a key of a message's JSON is read (`{}`).
+    _TAKE_SLOT: str
+    _FIELD: str
+
+    _slots_made: set[tuple[str, int]]
+
+    async def take_slot(
+        self, channel: str, slots: range, now: datetime, per: timedelta
+    ) -> datetime | None:
+        await self._make_slots(channel, slots)
+        taken = await self._claim(self._TAKE_SLOT, channel, slots.start, slots.stop, now, now - per)
+        if taken:
+            return None
+        found = await self._fetch(statements.FIRST_SLOT_FREE, channel, slots.start, slots.stop)
+        return max(rows.time(found[0][0]) + per, now)
+
+    async def _make_slots(self, channel: str, slots: range) -> None:
+        """Each slot once, the first time this process asks for it."""
+        made = self.__dict__.setdefault("_slots_made", set())
+        for slot in slots:
+            if (channel, slot) not in made:
+                await self._execute(statements.ADD_SLOT, channel, slot, _NEVER_USED)
+                made.add((channel, slot))
+
+    async def first_past_budget(
+        self, channel: str, alertname: str, now: datetime, per: timedelta
+    ) -> bool:
+        found = await self._claim(statements.FIRST_PAST_BUDGET, channel, alertname, now, now - per)
+        return bool(found)
+
+    async def fold(self, entry_id: str, at: datetime, note: str) -> bool:
+        return bool(await self._claim(statements.FOLD, entry_id, at, note))
+
+    async def adopt_folded(self, channel: str, summary_id: str, note: str) -> list[FoldedMessage]:
+        found = await self._claim(statements.adopt_folded(self._FIELD), channel, summary_id, note)
+        return sorted((rows.folded_message(row) for row in found), key=_created)
+
+    async def folds(self, limit: int) -> list[Fold]:
+        return [rows.fold(row) for row in await self._fetch(statements.FOLDS, limit)]
+
+    async def folded_into(self, summary_id: str) -> list[FoldedMessage]:
+        found = await self._fetch(
+            f"SELECT {statements.folded_columns(self._FIELD)} FROM outbox"
+            " WHERE folded_into = $1 ORDER BY created_at, id",
+            summary_id,
+        )
+        return [rows.folded_message(row) for row in found]
+
+
+def _created(message: FoldedMessage) -> tuple[datetime, str]:
+    return message.created_at, message.id

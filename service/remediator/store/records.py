@@ -147,3 +147,29 @@ class OutboxEntry:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FoldedMessage:
+    """A message not sent past its channel's budget, folded into a summary (`folded_into`,
+    None until the summary is sent and takes it in)."""
+
+    id: str
+    channel: str
+    action: str
+    dedup_key: str
+    alertname: str
+    level: str
+    created_at: datetime
+    folded_at: datetime
+    folded_into: str | None
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A summary and how many messages it folds (`summary` None: folded, not yet summarised)."""
+
+    summary: str | None
+    channel: str
+    messages: int
+    sent_at: datetime | None

@@ -5,6 +5,7 @@
 - `RunLedger`: the runs the guards admitted, and each remediation with its steps.
 - `ControlState`: the kill switch and the audit log.
 - `Outbox`: the messages for the channels, from queued to sent.
+- `BudgetLedger`: the channels' budgets, and the messages folded past them.
 - `Retention`: deleting what the retention period no longer keeps.
 
 `Store` is all of them, what `open_store` gives back.
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from remediator.alerts import Notification
@@ -21,6 +22,8 @@ from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Fold,
+    FoldedMessage,
     IntakeResult,
     OutboxEntry,
     Pause,
@@ -194,6 +197,41 @@ class Outbox(Protocol):
         ...
 
 
+class BudgetLedger(Protocol):
+    async def take_slot(
+        self, channel: str, slots: range, now: datetime, per: timedelta
+    ) -> datetime | None:
+        """Take one of the channel's `slots` last used `per` ago or earlier, for a send now:
+        None when taken; else when the first of them frees. Atomic across replicas: no two
+        take the same slot, so no window of `per` holds more sends than slots."""
+        ...
+
+    async def first_past_budget(
+        self, channel: str, alertname: str, now: datetime, per: timedelta
+    ) -> bool:
+        """Whether this is the alertname's first page past the channel's budget in `per`
+        (recorded as such; only one asker is told so)."""
+        ...
+
+    async def fold(self, entry_id: str, at: datetime, note: str) -> bool:
+        """Mark a message still to send folded: done, unsent. False when it was not to send."""
+        ...
+
+    async def adopt_folded(self, channel: str, summary_id: str, note: str) -> list[FoldedMessage]:
+        """The channel's folded messages no summary has taken in yet, and those this one took
+        before (its send tried again), now the summary's: each is taken in by one summary."""
+        ...
+
+    async def folds(self, limit: int) -> list[Fold]:
+        """The summaries with messages folded into them, newest first, after the messages
+        folded and not yet summarised, per channel."""
+        ...
+
+    async def folded_into(self, summary_id: str) -> list[FoldedMessage]:
+        """Every message one summary folds, oldest first."""
+        ...
+
+
 class Retention(Protocol):
     async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
         """Delete what the retention period no longer keeps, in one transaction: alert
@@ -204,7 +242,9 @@ class Retention(Protocol):
         ...
 
 
-class Store(AlertLog, EventQueue, RunLedger, ControlState, Outbox, Retention, Protocol):
+class Store(
+    AlertLog, EventQueue, RunLedger, ControlState, Outbox, BudgetLedger, Retention, Protocol
+):
     """Every role, and the store's own life: what `open_store` gives back."""
 
     async def ping(self) -> None:

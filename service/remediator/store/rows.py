@@ -22,6 +22,8 @@ from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Fold,
+    FoldedMessage,
     OutboxEntry,
     Pause,
     Remediation,
@@ -283,3 +285,23 @@ def json_text(value: dict[str, str]) -> str:
     pydantic-core's encoder: several times faster than json.dumps, and called for every alert.
     """
     return pydantic_core.to_json(value).decode()
+
+
+def folded_message(row: Row) -> FoldedMessage:
+    entry_id, channel, action, dedup_key, alertname, level, created_at, folded_at, into = row
+    return FoldedMessage(
+        entry_id,
+        channel,
+        action,
+        dedup_key,
+        str(alertname),
+        str(level),
+        time(created_at),
+        time(folded_at),
+        into,
+    )
+
+
+def fold(row: Row) -> Fold:
+    summary, channel, messages, sent_at = row
+    return Fold(summary, channel, int(messages), maybe_time(sent_at))

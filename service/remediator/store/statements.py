@@ -131,3 +131,63 @@ PRUNE_REST = (
     ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
 )
 PRUNE_RUNS = "DELETE FROM runs WHERE admitted_at < $1"
+
+# Channel budgets (notify/budget.py): a channel's slots ($1) from $2 to $3 - 1, created once
+# with a use long past; one taken at $4 when last used at or before $5 (a window ago), by one
+# claimer (`lock` as for `claim_events`); when none is free, the first to free.
+ADD_SLOT = (
+    "INSERT INTO channel_slots (channel, slot, used_at) VALUES ($1, $2, $3)"
+    " ON CONFLICT (channel, slot) DO NOTHING"
+)
+
+
+def take_slot(lock: str) -> str:
+    return (
+        "UPDATE channel_slots SET used_at = $4 WHERE channel = $1 AND slot = (SELECT slot"
+        " FROM channel_slots WHERE channel = $1 AND slot >= $2 AND slot < $3 AND used_at <= $5"
+        f" ORDER BY slot LIMIT 1 {lock}) RETURNING slot"
+    )
+
+
+FIRST_SLOT_FREE = (
+    "SELECT min(used_at) FROM channel_slots WHERE channel = $1 AND slot >= $2 AND slot < $3"
+)
+# The alertname's ($2) first page past the channel's ($1) budget since $4: recorded at $3.
+FIRST_PAST_BUDGET = (
+    "INSERT INTO budget_firsts AS b (channel, alertname, since) VALUES ($1, $2, $3)"
+    " ON CONFLICT (channel, alertname) DO UPDATE SET since = excluded.since"
+    " WHERE b.since <= $4 RETURNING 1"
+)
+# A message still to send ($1) folded at $2, saying so ($3): done, unsent.
+FOLD = (
+    "UPDATE outbox SET folded_at = $2, failed_at = $2, last_error = $3, claimed_by = NULL,"
+    " lease_until = NULL WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL RETURNING id"
+)
+
+
+def folded_columns(field: str) -> str:
+    """A folded message's columns (`rows.folded_message`); `field` reads a key of the message
+    (`{}` its name), as each dialect reads JSON."""
+    return (
+        f"id, channel, action, dedup_key, {field.format('alertname')}, {field.format('level')},"
+        " created_at, folded_at, folded_into"
+    )
+
+
+def adopt_folded(field: str) -> str:
+    """The channel's ($1) folded messages not yet summarised, and the summary's ($2) own,
+    taken in by it, saying so ($3)."""
+    return (
+        "UPDATE outbox SET folded_into = $2, last_error = $3 WHERE channel = $1"
+        " AND folded_at IS NOT NULL AND (folded_into IS NULL OR folded_into = $2)"
+        f" RETURNING {folded_columns(field)}"
+    )
+
+
+FOLDS = (
+    "SELECT * FROM (SELECT NULL AS summary, channel, count(*) AS messages, NULL AS sent_at"
+    " FROM outbox WHERE folded_at IS NOT NULL AND folded_into IS NULL GROUP BY channel"
+    " UNION ALL SELECT * FROM (SELECT s.id, s.channel, count(*), s.sent_at FROM outbox s"
+    " JOIN outbox f ON f.folded_into = s.id GROUP BY s.id, s.channel, s.sent_at, s.created_at"
+    " ORDER BY s.created_at DESC, s.id DESC LIMIT $1) AS summarised) AS folds"
+)

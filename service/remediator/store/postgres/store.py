@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from remediator.store.portable import PortableControlState
 from remediator.store.postgres.alert_log import PostgresAlertLog
+from remediator.store.postgres.budgets import PostgresBudgets
 from remediator.store.postgres.connection import PostgresConnection
 from remediator.store.postgres.event_queue import PostgresEventQueue
 from remediator.store.postgres.outbox import PostgresOutbox
@@ -17,6 +18,7 @@ class PostgresStore(
     PostgresRunLedger,
     PortableControlState,
     PostgresOutbox,
+    PostgresBudgets,
     PostgresRetention,
     PostgresConnection,
 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from remediator.store.portable import PortableControlState
 from remediator.store.sqlite.alert_log import SQLiteAlertLog
+from remediator.store.sqlite.budgets import SQLiteBudgets
 from remediator.store.sqlite.connection import SQLiteConnection
 from remediator.store.sqlite.event_queue import SQLiteEventQueue
 from remediator.store.sqlite.outbox import SQLiteOutbox
@@ -17,6 +18,7 @@ class SQLiteStore(
     SQLiteRunLedger,
     PortableControlState,
     SQLiteOutbox,
+    SQLiteBudgets,
     SQLiteRetention,
     SQLiteConnection,
 ):
