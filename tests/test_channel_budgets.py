@@ -4,13 +4,14 @@ summary that lists them; a P1 of another alertname still goes at once; across re
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from remediator.metrics import Metrics
 from remediator.notify.budget import ChannelBudgets
 from remediator.notify.outbox import OutboxSender
-from remediator.policy.loader import load_policies
+from remediator.policy.loader import PolicyErrors, load_policies
 from remediator.policy.schema import EscalationMatrix
 from remediator.store import Store
 from tests.support.budgets import budget_matrix, budget_matrix_text, page
@@ -142,16 +143,14 @@ async def test_a_fold_that_a_crash_left_without_its_summary_is_taken_in_by_the_n
     ],
 )
 def test_a_bad_budget_is_refused_naming_the_file_and_line(
-    tmp_path: object, budget: str, error: str
+    tmp_path: Path, budget: str, error: str
 ) -> None:
-    from pathlib import Path
-
-    directory = Path(str(tmp_path))
+    directory = tmp_path
     for policy in SHIPPED_POLICIES.iterdir():
         if policy.suffix == ".yaml":
             (directory / policy.name).write_text(policy.read_text())
     (directory / "escalation.yaml").write_text(budget_matrix_text(slack=budget))
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(PolicyErrors) as raised:
         load_policies(directory)
     text = str(raised.value)
     assert "escalation.yaml:" in text

@@ -299,7 +299,9 @@ def test_a_matrix_level_naming_an_undefined_channel_is_an_error(policy_dir: Path
     matrix = (
         (SHIPPED / "escalation.yaml")
         .read_text()
-        .replace("  pagerduty:\n    routing_key_env: PAGERDUTY_ROUTING_KEY\n", "")
+        .replace(
+            "  pagerduty:\n    routing_key_env: PAGERDUTY_ROUTING_KEY\n    budget: 60/1m\n", ""
+        )
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
     assert (
@@ -327,7 +329,7 @@ def test_a_secret_in_a_remediator_variable_is_refused(policy_dir: Path) -> None:
         .replace("SLACK_WEBHOOK_URL", "REMEDIATOR_SLACK_WEBHOOK_URL")
     )
     [error] = errors_for(policy_dir, {"escalation.yaml": matrix, "p.yaml": VALID})
-    assert error.startswith(f"{policy_dir}/escalation.yaml:37:22: channels.slack.webhook_url_env:")
+    assert error.startswith(f"{policy_dir}/escalation.yaml:43:22: channels.slack.webhook_url_env:")
     assert "REMEDIATOR_* variables are the service's own settings" in error
 
 
