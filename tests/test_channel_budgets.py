@@ -7,12 +7,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from remediator.config import Settings
 from remediator.metrics import Metrics
 from remediator.notify.budget import ChannelBudgets
 from remediator.notify.outbox import OutboxSender
 from remediator.policy.loader import PolicyErrors, load_policies
 from remediator.policy.schema import EscalationMatrix
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.wiring import Parts
 from remediator.store import Store
 from tests.support.budgets import budget_matrix, budget_matrix_text, page
 from tests.support.clocks import Clock
@@ -155,3 +159,33 @@ def test_a_bad_budget_is_refused_naming_the_file_and_line(
     text = str(raised.value)
     assert "escalation.yaml:" in text
     assert error in text
+
+
+async def test_the_api_lists_the_folds_and_every_message_of_one(
+    database_url: str, store: Store, live_policies: LivePolicies
+) -> None:
+    clock, slack = Clock(), Recorder("slack")
+    flood = [page("slack", "ApplicationDown", at=clock() - 1 + i / 1000) for i in range(5)]
+    await store.enqueue(flood)
+    out = sender(store, budget_matrix(slack="2/1m"), clock, slack)
+    await out.run_once()
+    settings = Settings(database_url=database_url, webhook_token="w", api_token="ops")
+    token = {"Authorization": "Bearer ops"}
+    app = Parts.of(settings, store, live_policies, Metrics()).application()
+    async with TestClient(TestServer(app)) as api:
+        pending = await (await api.get("/api/v1/folds", headers=token)).json()
+        assert pending == {
+            "folds": [{"summary": None, "channel": "slack", "messages": 3, "sent": None}]
+        }
+        clock.advance(60)
+        await out.run_once()
+        [summary] = [m.id for m in slack.sent if m.outcome == "folded"]
+        [fold] = (await (await api.get("/api/v1/folds", headers=token)).json())["folds"]
+        assert (fold["summary"], fold["messages"]) == (summary, 3)
+        answer = await api.get(f"/api/v1/folds/{summary}?limit=2&offset=1", headers=token)
+        listed = (await answer.json())["messages"]
+        assert [m["id"] for m in listed] == [e.id for e in flood[3:]]
+        assert {m["alertname"] for m in listed} == {"ApplicationDown"}
+        assert (await api.get("/api/v1/folds/nope", headers=token)).status == 404
+        assert (await api.get("/api/v1/folds?limt=3", headers=token)).status == 400
+        assert (await api.get("/api/v1/folds", headers={})).status == 401

@@ -26,6 +26,8 @@ from remediator.config import Settings
 from remediator.http.auth import WebhookAuth
 from remediator.http.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
 from remediator.http.operator_api import (
+    FoldDetail,
+    FoldList,
     GuardState,
     PauseRequest,
     PauseState,
@@ -62,6 +64,8 @@ _COMPONENTS: list[tuple[JsonSchemaMode, type[Any]]] = [
     ("serialization", GuardState),
     ("serialization", RunList),
     ("serialization", RunDetail),
+    ("serialization", FoldList),
+    ("serialization", FoldDetail),
 ]
 
 
@@ -97,6 +101,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/api/v1/resume": {"post": _resume(operator)},
             "/api/v1/runs": {"get": _runs(operator)},
             "/api/v1/runs/{id}": {"get": _run(operator)},
+            "/api/v1/folds": {"get": _folds(operator)},
+            "/api/v1/folds/{id}": {"get": _fold(operator)},
         },
         "components": {
             "schemas": _schemas(),
@@ -323,6 +329,48 @@ def _run(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "200": _json("RunDetail", "the run and its steps"),
             "400": _json("ErrorAnswer", "the id holds a NUL character"),
             "404": _json("ErrorAnswer", "no such run"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _whole_parameter(name: str, low: int, high: int, default: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": low, "maximum": high, "default": default}
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _folds(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "listFolds",
+        "tags": ["operator"],
+        "summary": "Messages folded past the channels' budgets: their summaries, newest first",
+        "security": security,
+        "parameters": [_whole_parameter("limit", 1, 1000, 50)],
+        "responses": {
+            "200": _json("FoldList", "the summaries, after the messages not yet summarised"),
+            "400": _json("ErrorAnswer", "limit is not from 1 to 1000, or an unknown parameter"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _fold(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "showFold",
+        "tags": ["operator"],
+        "summary": "Every message one summary folded, oldest first",
+        "security": security,
+        "parameters": [
+            {"name": "id", "in": "path", "required": True, "schema": _NO_NUL},
+            _whole_parameter("limit", 1, 10_000, 1000),
+            _whole_parameter("offset", 0, 10**9, 0),
+        ],
+        "responses": {
+            "200": _json("FoldDetail", "the folded messages"),
+            "400": _json(
+                "ErrorAnswer", "the id holds a NUL, limit or offset out of range, or unknown"
+            ),
+            "404": _json("ErrorAnswer", "no such summary, or none folded into it"),
             **_operator_refusals(),
         },
     }

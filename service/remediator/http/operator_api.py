@@ -4,7 +4,7 @@ REMEDIATOR_API_TOKEN (see `OperatorAuth`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, WithJsonSchema
@@ -16,7 +16,16 @@ from remediator.guards.guards import Guards
 from remediator.http.auth import OperatorAuth
 from remediator.http.bodies import BodyTimedOut, read_body
 from remediator.policy.policyset import PoliciesInForce
-from remediator.store import Pause, Remediation, RunLedger, StepRecord, StoreUnavailable
+from remediator.store import (
+    BudgetLedger,
+    Fold,
+    FoldedMessage,
+    Pause,
+    Remediation,
+    RunLedger,
+    StepRecord,
+    StoreUnavailable,
+)
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 """An RFC 3339 time, as datetime.isoformat() writes it."""
@@ -108,6 +117,38 @@ class RunDetail(RunJson):
     steps: list[StepJson]
 
 
+class FoldJson(TypedDict):
+    """A summary of the messages a channel folded past its budget (`summary` null: folded,
+    waiting for their summary)."""
+
+    summary: str | None
+    channel: str
+    messages: int
+    sent: Timestamp | None
+
+
+class FoldList(TypedDict):
+    folds: list[FoldJson]
+
+
+class FoldedJson(TypedDict):
+    id: str
+    channel: str
+    action: str
+    dedupKey: str
+    alertname: str
+    level: str
+    created: Timestamp
+    folded: Timestamp
+
+
+class FoldDetail(TypedDict):
+    """Every message one summary folded, oldest first (a page of them: limit, offset)."""
+
+    summary: str
+    messages: list[FoldedJson]
+
+
 class BreakerJson(TypedDict):
     key: str
     state: BreakerState
@@ -166,10 +207,14 @@ class GuardState(GuardSnapshot):
     max_concurrent_runs: int
 
 
+class OperatorStore(RunLedger, BudgetLedger, Protocol):
+    """The runs, and the messages folded past the channels' budgets."""
+
+
 class OperatorApi:
     def __init__(
         self,
-        store: RunLedger,
+        store: OperatorStore,
         guards: Guards,
         policies: PoliciesInForce,
         auth: OperatorAuth,
@@ -194,6 +239,8 @@ class OperatorApi:
             web.post("/api/v1/resume", self.resume),
             web.get("/api/v1/runs", self.runs),
             web.get("/api/v1/runs/{id}", self.run),
+            web.get("/api/v1/folds", self.folds),
+            web.get("/api/v1/folds/{id}", self.fold),
         ]
 
     async def runs(self, request: web.Request) -> web.Response:
@@ -226,6 +273,32 @@ class OperatorApi:
         if found is None:
             raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
         detail = RunDetail(**_run_json(found), steps=[_step_json(step) for step in steps])
+        return web.json_response(detail)
+
+    async def folds(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        _known(request, "limit")
+        limit = _whole(request, "limit", 50, 1, 1000)
+        try:
+            found = await self._store.folds(limit)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        return web.json_response(FoldList(folds=[_fold_json(fold) for fold in found]))
+
+    async def fold(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        summary = request.match_info["id"]
+        _text(summary, "the summary id")
+        _known(request, "limit", "offset")
+        limit = _whole(request, "limit", 1000, 1, 10_000)
+        offset = _whole(request, "offset", 0, 0, 10**9)
+        try:
+            found = await self._store.folded_into(summary, limit, offset)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        if not found and offset == 0:
+            raise web.HTTPNotFound(reason=f"no summary {summary!r} with messages folded into it")
+        detail = FoldDetail(summary=summary, messages=[_folded_json(m) for m in found])
         return web.json_response(detail)
 
     async def guards(self, request: web.Request) -> web.Response:
@@ -292,6 +365,41 @@ def _text(value: str | None, what: str) -> str | None:
     if value is not None and "\x00" in value:
         raise _bad_request(f"{what} must not contain a NUL character")
     return value
+
+
+def _known(request: web.Request, *known: str) -> None:
+    """A typo in a query parameter is refused, not quietly ignored."""
+    unknown = sorted(set(request.query) - set(known))
+    if unknown:
+        raise _bad_request(f"unknown query parameter {unknown[0]!r} (known: {', '.join(known)})")
+
+
+def _whole(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.query.get(name, str(default)))
+    except ValueError:
+        raise _bad_request(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise _bad_request(f"{name} must be from {low} to {high}")
+    return value
+
+
+def _fold_json(fold: Fold) -> FoldJson:
+    sent = fold.sent_at.isoformat() if fold.sent_at else None
+    return FoldJson(summary=fold.summary, channel=fold.channel, messages=fold.messages, sent=sent)
+
+
+def _folded_json(m: FoldedMessage) -> FoldedJson:
+    return FoldedJson(
+        id=m.id,
+        channel=m.channel,
+        action=m.action,
+        dedupKey=m.dedup_key,
+        alertname=m.alertname,
+        level=m.level,
+        created=m.created_at.isoformat(),
+        folded=m.folded_at.isoformat(),
+    )
 
 
 def _bad_request(reason: str) -> web.HTTPBadRequest:

@@ -148,7 +148,7 @@ def _summary_entry(channel: str, due: datetime, now: datetime) -> OutboxEntry:
     then queues the same one."""
     stamp = due.strftime("%Y%m%dT%H%M%S.%fZ")
     key, message = f"remediator/fold/{channel}/{stamp}", {FOLD: True}
-    return OutboxEntry(f"fold/{channel}/{stamp}", channel, "trigger", key, None, message, now, due)
+    return OutboxEntry(f"fold-{channel}-{stamp}", channel, "trigger", key, None, message, now, due)
 
 
 def summary_message(

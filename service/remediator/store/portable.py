@@ -334,11 +334,15 @@ class PortableBudgets(Database):
     async def folds(self, limit: int) -> list[Fold]:
         return [rows.fold(row) for row in await self._fetch(statements.FOLDS, limit)]
 
-    async def folded_into(self, summary_id: str) -> list[FoldedMessage]:
+    async def folded_into(
+        self, summary_id: str, limit: int = 10_000, offset: int = 0
+    ) -> list[FoldedMessage]:
         found = await self._fetch(
             f"SELECT {statements.folded_columns(self._FIELD)} FROM outbox"
-            " WHERE folded_into = $1 ORDER BY created_at, id",
+            " WHERE folded_into = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3",
             summary_id,
+            limit,
+            offset,
         )
         return [rows.folded_message(row) for row in found]
 

@@ -227,8 +227,10 @@ class BudgetLedger(Protocol):
         folded and not yet summarised, per channel."""
         ...
 
-    async def folded_into(self, summary_id: str) -> list[FoldedMessage]:
-        """Every message one summary folds, oldest first."""
+    async def folded_into(
+        self, summary_id: str, limit: int = 10_000, offset: int = 0
+    ) -> list[FoldedMessage]:
+        """The messages one summary folds, oldest first, from `offset` on."""
         ...
 
 
