@@ -73,6 +73,9 @@ class ChannelBudgets:
         # Per channel (and its P1 reserve): no slot frees before then, known from the store.
         self._full_until: dict[tuple[str, bool], datetime] = {}
         self._summary: dict[str, str] = {}  # per channel, the summary this process queued last
+        # Per channel and alertname: when its first P1 page past the budget was (known from
+        # the store, so that a flood's other pages fold without asking again).
+        self._paged_past_budget: dict[tuple[str, str], datetime] = {}
 
     async def admit(self, entry: OutboxEntry) -> Admission:
         """Whether the message may be sent now, or is folded (or, a summary, waits)."""
@@ -109,9 +112,15 @@ class ChannelBudgets:
         of the P1 reserve free for it."""
         if entry.action != "trigger" or entry.message.get("level") != "P1":
             return False
-        alertname = str(entry.message.get("alertname", ""))
-        first = await self._store.first_past_budget(entry.channel, alertname, now, budget.per)
-        return first and await self._take(entry.channel, budget, now, reserve=True) is None
+        name = (entry.channel, str(entry.message.get("alertname", "")))
+        known = self._paged_past_budget.get(name)
+        if known is not None and now < known + budget.per:
+            return False
+        first = await self._store.first_past_budget(*name, now, budget.per)
+        if first is not None:
+            self._paged_past_budget[name] = first
+            return False
+        return await self._take(entry.channel, budget, now, reserve=True) is None
 
     async def fold(self, entry: OutboxEntry, until: datetime) -> None:
         """Fold the message into its channel's summary, queued (first) to go at `until`."""

@@ -213,10 +213,10 @@ class OutboxSender:
             await self._send_digest(name, channel, digest)
             entries = [e for e in entries if not e.message.get("digest")]
         for position, entry in enumerate(entries):
-            if await self._given_up_as_stale(entry) or await self._behind_its_incident(entry):
+            if await self._given_up_as_stale(entry):
                 continue
-            within = await self._within_budget(entry)
-            if within is None:
+            within = await self._within_budget(entry)  # a flood folds before any other look-up
+            if within is None or await self._behind_its_incident(within):
                 continue
             entry = within
             undelivered = await self._send(name, entry)

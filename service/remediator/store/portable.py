@@ -320,9 +320,11 @@ class PortableBudgets(Database):
 
     async def first_past_budget(
         self, channel: str, alertname: str, now: datetime, per: timedelta
-    ) -> bool:
-        found = await self._claim(statements.FIRST_PAST_BUDGET, channel, alertname, now, now - per)
-        return bool(found)
+    ) -> datetime | None:
+        if await self._claim(statements.FIRST_PAST_BUDGET, channel, alertname, now, now - per):
+            return None
+        found = await self._fetch(statements.FIRST_PAST_BUDGET_AT, channel, alertname)
+        return rows.time(found[0][0]) if found else now
 
     async def fold(self, entry_id: str, at: datetime, note: str) -> bool:
         return bool(await self._claim(statements.FOLD, entry_id, at, note))

@@ -208,9 +208,9 @@ class BudgetLedger(Protocol):
 
     async def first_past_budget(
         self, channel: str, alertname: str, now: datetime, per: timedelta
-    ) -> bool:
-        """Whether this is the alertname's first page past the channel's budget in `per`
-        (recorded as such; only one asker is told so)."""
+    ) -> datetime | None:
+        """None when this is the alertname's first page past the channel's budget in `per`
+        (recorded as such: only one asker is told so); else when the first one was."""
         ...
 
     async def fold(self, entry_id: str, at: datetime, note: str) -> bool:

@@ -158,6 +158,7 @@ FIRST_PAST_BUDGET = (
     " ON CONFLICT (channel, alertname) DO UPDATE SET since = excluded.since"
     " WHERE b.since <= $4 RETURNING 1"
 )
+FIRST_PAST_BUDGET_AT = "SELECT since FROM budget_firsts WHERE channel = $1 AND alertname = $2"
 # A message still to send ($1) folded at $2, saying so ($3): done, unsent.
 FOLD = (
     "UPDATE outbox SET folded_at = $2, failed_at = $2, last_error = $3, claimed_by = NULL,"
