@@ -185,9 +185,8 @@ async def settled(flood: Flood) -> bool:
 
 
 async def test_a_flood_is_folded_within_each_budget_and_the_real_page_goes_at_once(
-    flood: Flood,
+    flood: Flood, figures: Figures
 ) -> None:
-    figures = Figures("test_escalation_floods")
     alerts = [alert(FLOOD_NAMES[n % len(FLOOD_NAMES)], n) for n in range(ALERTS)]
     await flood.post(alerts)
     real = alert(REAL, 0)
