@@ -105,6 +105,7 @@ async def test_retention_prunes_old_episodes_with_everything_about_them(store: S
         "notifications": 1,
         "outbox": 2,  # incidents go by their last message: both old ones
         "audit_log": 1,
+        "budget_firsts": 0,
         "runs": 2,  # the 9-day-old one too: guards re-seed from the last 7 days
     }
     kept = {record.fingerprint for record in await store.recent_alerts(10)}

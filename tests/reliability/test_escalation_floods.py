@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import re
 import shutil
 import sqlite3
@@ -67,8 +69,8 @@ class Flood:
             aiohttp.ClientSession() as session,
             session.post(
                 f"{self.services[replica].url}/api/v1/alerts",
-                json=webhook(*alerts),
-                headers={"Authorization": f"Bearer {TOKEN}"},
+                data=io.BytesIO(json.dumps(webhook(*alerts)).encode()),  # 2.3 MB for 10,000
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
             ) as answer,
         ):
             assert answer.status == 200, await answer.text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -25,3 +26,9 @@ def shipped_guardrails(overrides: str) -> str:
     rails = yaml.safe_load((SHIPPED_POLICIES / "guardrails.yaml").read_text()) or {}
     rails.update(yaml.safe_load(overrides) or {})
     return yaml.safe_dump(rails, sort_keys=False)
+
+
+def without_budgets(matrix: str) -> str:
+    """The matrix text with no channel budget: for a test of every message a channel renders
+    or of every incident escalated, not of floods (tests/reliability/test_escalation_floods)."""
+    return re.sub(r"(?m)^    budget: .*\n", "", matrix)

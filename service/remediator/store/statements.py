@@ -129,6 +129,8 @@ PRUNE_REST = (
     ("notifications", OLD_NOTIFICATIONS),
     ("outbox", f"DELETE FROM outbox WHERE dedup_key IN ({OLD_INCIDENTS})"),
     ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
+    # An alertname's first P1 page past a budget: a window at most an hour long ago.
+    ("budget_firsts", "DELETE FROM budget_firsts WHERE since < $1"),
 )
 PRUNE_RUNS = "DELETE FROM runs WHERE admitted_at < $1"
 
