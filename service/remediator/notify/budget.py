@@ -122,18 +122,46 @@ class ChannelBudgets:
             return False
         return await self._take(entry.channel, budget, now, reserve=True) is None
 
-    async def fold(self, entry: OutboxEntry, until: datetime) -> None:
-        """Fold the message into its channel's summary, queued (first) to go at `until`."""
-        channel, now = entry.channel, self._now()
+    async def fold_while_full(self, entries: list[OutboxEntry]) -> list[OutboxEntry]:
+        """Fold in one write the messages of a channel known to be past its budget (no slot
+        frees before then) that could not go anyway; the others, to be admitted one by one
+        (a summary, a P1 page that may go past the budget)."""
+        if not entries:
+            return entries
+        channel, now = entries[0].channel, self._now()
         budget = self._matrix().budget_of(channel)
+        until = self._full_until.get((channel, False))
+        if budget is None or until is None or now >= until:
+            return entries
+        foldable = [entry for entry in entries if self._foldable(entry, budget, now)]
+        if foldable:
+            await self.fold(foldable, until)
+        folded = {entry.id for entry in foldable}
+        return [entry for entry in entries if entry.id not in folded]
+
+    def _foldable(self, entry: OutboxEntry, budget: Budget, now: datetime) -> bool:
+        if FOLD in entry.message or entry.message.get("digest"):
+            return False
+        if entry.action != "trigger" or entry.message.get("level") != "P1":
+            return True
+        known = self._paged_past_budget.get((entry.channel, str(entry.message.get("alertname"))))
+        return known is not None and now < known + budget.per
+
+    async def fold(self, entries: list[OutboxEntry], until: datetime) -> None:
+        """Fold the messages (of one channel) into its summary, queued (first) to go at
+        `until`."""
+        channel, now = entries[0].channel, self._now()
         summary = _summary_entry(channel, until, now)
         if self._summary.get(channel) != summary.id:
             await self._store.enqueue([summary])
             self._summary[channel] = summary.id
-        note = f"folded past the {TITLES.get(channel, channel)} budget ({budget})"
-        if await self._store.fold(entry.id, now, note):
-            self._metrics.notifications_folded.labels(channel, entry.message["level"]).inc()
-            log.info("notification folded", channel=channel, key=entry.dedup_key)
+        title = TITLES.get(channel, channel)
+        note = f"folded past the {title} budget ({self._matrix().budget_of(channel)})"
+        folded = await self._store.fold([entry.id for entry in entries], now, note)
+        for entry in entries:
+            if entry.id in folded:
+                self._metrics.notifications_folded.labels(channel, entry.message["level"]).inc()
+        log.info("notifications folded", channel=channel, folded=len(folded), summary=summary.id)
 
     async def summary(self, entry: OutboxEntry) -> OutboxEntry | None:
         """The summary as it is sent: every message folded on its channel since the last one,

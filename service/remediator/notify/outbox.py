@@ -212,6 +212,8 @@ class OutboxSender:
         if digest and isinstance(channel, DigestChannel):
             await self._send_digest(name, channel, digest)
             entries = [e for e in entries if not e.message.get("digest")]
+        if self._budgets is not None:  # a flood past the budget, folded in one write
+            entries = await self._budgets.fold_while_full(entries)
         for position, entry in enumerate(entries):
             if await self._given_up_as_stale(entry):
                 continue
@@ -243,7 +245,7 @@ class OutboxSender:
         admission = await self._budgets.admit(entry)
         if admission.verdict is Verdict.FOLD:
             assert admission.until is not None
-            await self._budgets.fold(entry, admission.until)
+            await self._budgets.fold([entry], admission.until)
             return None
         if admission.verdict is Verdict.WAIT:
             error = "a summary waiting for its channel's budget"

@@ -46,6 +46,10 @@ class Database:
         takes."""
         raise NotImplementedError
 
+    def _texts(self, texts: Collection[str]) -> object:
+        """Texts as one parameter, as `_ids`."""
+        raise NotImplementedError
+
 
 class PortableAlertLog(Database):
     async def recent_alerts(self, limit: int) -> list[AlertRecord]:
@@ -294,9 +298,11 @@ _NEVER_USED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class PortableBudgets(Database):
-    # Each dialect's: the slot's claim, and how a key of a message's JSON is read (`{}`).
+    # Each dialect's: the slot's claim, how a key of a message's JSON is read (`{}`), and the
+    # fold of a list of ids (`statements.fold`).
     _TAKE_SLOT: str
     _FIELD: str
+    _FOLD: str
 
     _slots_made: set[tuple[str, int]]
 
@@ -326,8 +332,9 @@ class PortableBudgets(Database):
         found = await self._fetch(statements.FIRST_PAST_BUDGET_AT, channel, alertname)
         return rows.time(found[0][0]) if found else now
 
-    async def fold(self, entry_id: str, at: datetime, note: str) -> bool:
-        return bool(await self._claim(statements.FOLD, entry_id, at, note))
+    async def fold(self, entry_ids: Collection[str], at: datetime, note: str) -> set[str]:
+        found = await self._claim(self._FOLD, self._texts(entry_ids), at, note)
+        return {row[0] for row in found}
 
     async def adopt_folded(self, channel: str, summary_id: str, note: str) -> list[FoldedMessage]:
         found = await self._claim(statements.adopt_folded(self._FIELD), channel, summary_id, note)

@@ -213,8 +213,9 @@ class BudgetLedger(Protocol):
         (recorded as such: only one asker is told so); else when the first one was."""
         ...
 
-    async def fold(self, entry_id: str, at: datetime, note: str) -> bool:
-        """Mark a message still to send folded: done, unsent. False when it was not to send."""
+    async def fold(self, entry_ids: Collection[str], at: datetime, note: str) -> set[str]:
+        """Mark the messages still to send folded: done, unsent; the ids folded (not those
+        no longer to send)."""
         ...
 
     async def adopt_folded(self, channel: str, summary_id: str, note: str) -> list[FoldedMessage]:

@@ -161,11 +161,16 @@ FIRST_PAST_BUDGET = (
     " WHERE b.since <= $4 RETURNING 1"
 )
 FIRST_PAST_BUDGET_AT = "SELECT since FROM budget_firsts WHERE channel = $1 AND alertname = $2"
-# A message still to send ($1) folded at $2, saying so ($3): done, unsent.
-FOLD = (
-    "UPDATE outbox SET folded_at = $2, failed_at = $2, last_error = $3, claimed_by = NULL,"
-    " lease_until = NULL WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL RETURNING id"
-)
+
+
+def fold(ids: str) -> str:
+    """The messages still to send of the ids ($1, `ids` how the dialect reads a list) folded
+    at $2, saying so ($3): done, unsent."""
+    return (
+        "UPDATE outbox SET folded_at = $2, failed_at = $2, last_error = $3, claimed_by = NULL,"
+        f" lease_until = NULL WHERE id IN ({ids}) AND sent_at IS NULL AND failed_at IS NULL"
+        " RETURNING id"
+    )
 
 
 def folded_columns(field: str) -> str:

@@ -10,3 +10,4 @@ from remediator.store.postgres.connection import PostgresConnection
 class PostgresBudgets(PortableBudgets, PostgresConnection):
     _TAKE_SLOT = statements.take_slot(lock="FOR UPDATE SKIP LOCKED")
     _FIELD = "message->>'{}'"
+    _FOLD = statements.fold("SELECT unnest($1::text[])")

@@ -75,6 +75,9 @@ class PostgresConnection(Database):
     def _ids(self, ids: Collection[int]) -> object:
         return list(ids)
 
+    def _texts(self, texts: Collection[str]) -> object:
+        return list(texts)
+
     async def ping(self) -> None:
         await self._run(lambda db: db.fetchval("SELECT 1"))
 

@@ -10,3 +10,4 @@ from remediator.store.sqlite.connection import SQLiteConnection, qmarks
 class SQLiteBudgets(PortableBudgets, SQLiteConnection):
     _TAKE_SLOT = qmarks(statements.take_slot(lock=""))  # under the write lock
     _FIELD = "json_extract(message, '$.{}')"
+    _FOLD = qmarks(statements.fold("SELECT value FROM json_each($1)"))  # under the write lock

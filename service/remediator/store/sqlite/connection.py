@@ -75,6 +75,9 @@ class SQLiteConnection(Database):
     def _ids(self, ids: Collection[int]) -> object:
         return json.dumps(list(ids))
 
+    def _texts(self, texts: Collection[str]) -> object:
+        return json.dumps(list(texts))
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
