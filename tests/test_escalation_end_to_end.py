@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from remediator.notify.escalator import dedup_key
+from remediator.notify.would_send import WOULD_SEND
+from remediator.store import open_store
 from tests.support.alertmanager import post_to_alertmanager
 from tests.support.mailbox import Mailbox
 from tests.support.notify_recorder import Recorder
@@ -32,6 +35,12 @@ MATRIX = {  # policies/escalation.yaml
 
 
 @pytest.fixture
+def service_settings() -> dict[str, str]:
+    """More settings of the service, for a test that needs them."""
+    return {}
+
+
+@pytest.fixture
 async def service(
     tmp_path: Path,
     database_url: str,
@@ -39,7 +48,28 @@ async def service(
     slack_api: Recorder,
     mailbox: tuple[Mailbox, int],
     monkeypatch: pytest.MonkeyPatch,
+    service_settings: dict[str, str],
 ) -> AsyncIterator[ServiceProcess]:
+    policies = stand_in_matrix(tmp_path, pagerduty_api, mailbox, monkeypatch, slack_api)
+    started = await ServiceProcess.start(
+        tmp_path,
+        database_url=database_url,
+        webhook_token="s3cret",
+        policies=str(policies),
+        **service_settings,
+    )
+    yield started
+    assert started.stop() == 0
+
+
+def stand_in_matrix(
+    tmp_path: Path,
+    pagerduty_api: Recorder,
+    mailbox: tuple[Mailbox, int],
+    monkeypatch: pytest.MonkeyPatch,
+    slack_api: Recorder,
+) -> Path:
+    """The shipped policies, their channels pointed at the stand-ins."""
     policies = tmp_path / "policies"
     shutil.copytree(SHIPPED_POLICIES, policies)
     matrix = policies / "escalation.yaml"
@@ -62,11 +92,7 @@ async def service(
     matrix.write_text(text)
     monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "routing-key-1")
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack_api.url}/services/T0/B0/secret")
-    started = await ServiceProcess.start(
-        tmp_path, database_url=database_url, webhook_token="s3cret", policies=str(policies)
-    )
-    yield started
-    assert started.stop() == 0
+    return policies
 
 
 async def test_each_level_reaches_exactly_its_channels_then_hears_the_resolution(
@@ -114,3 +140,33 @@ async def test_each_level_reaches_exactly_its_channels_then_hears_the_resolution
 
     await eventually(resolved, what="every channel to hear the resolution", timeout=60)
     assert pagerduty_api.requests[1].json["dedup_key"] == trigger["dedup_key"]
+
+
+# A PagerDuty key is set, but in dry-run only Slack (a test channel) is to hear anything: beside
+# the team's own Alertmanager receivers, a page from dry-run is a double page.
+@pytest.mark.parametrize("service_settings", [{"dry_run_channels": "slack"}])
+async def test_dry_run_delivers_only_to_the_channels_named_and_records_the_rest(
+    database_url: str,
+    alertmanager: str,
+    service: ServiceProcess,
+    pagerduty_api: Recorder,
+    slack_api: Recorder,
+) -> None:
+    p1 = ALERTS["P1"]  # PagerDuty and Slack by the matrix
+    await post_to_alertmanager(alertmanager, datetime.now(UTC) + timedelta(hours=1), [p1])
+    store = await open_store(database_url)
+    try:
+
+        async def both_done() -> bool:
+            runs = [r for r in await store.list_remediations(10) if r.alertname == "DiskFullP1"]
+            done = [e for r in runs for e in await store.outbox_for(dedup_key(r)) if e.sent_at]
+            return {e.channel for e in done} == {"pagerduty", "slack"}
+
+        await eventually(both_done, what="the P1's messages done on PagerDuty and Slack")
+        [run] = [r for r in await store.list_remediations(10) if r.alertname == "DiskFullP1"]
+        done = {e.channel: e.last_error for e in await store.outbox_for(dedup_key(run))}
+    finally:
+        await store.close()
+    assert done == {"pagerduty": WOULD_SEND, "slack": None}
+    assert pagerduty_api.requests == []  # recorded, not delivered
+    assert any(p1["alertname"] in str(r.json) for r in slack_api.requests)

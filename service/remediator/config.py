@@ -11,10 +11,10 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "REMEDIATOR_"
 
@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     policies: Path = Field(Path("./policies"), description="directory of policy files")
     mode: Literal["dry-run", "live"] = Field(
         "dry-run", description="dry-run decides and records; live acts"
+    )
+    dry_run_channels: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="in dry-run, the channels that still deliver (comma-separated, e.g. slack"
+        " pointed at a test channel); the others record 'would send' and deliver nothing",
     )
     webhook_token: SecretStr | None = Field(None, description="bearer token Alertmanager must send")
     webhook_username: str | None = Field(None, description="basic-auth user Alertmanager must send")
@@ -105,6 +110,13 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(
         None, description="one endpoint for every AWS API (localstack, moto); unset: AWS's own"
     )
+
+    @field_validator("dry_run_channels", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(name.strip() for name in value.split(",") if name.strip())
+        return value
 
     @field_validator("listen")
     @classmethod

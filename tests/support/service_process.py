@@ -44,6 +44,9 @@ class ServiceProcess:
         With `tls_cert_file` and `tls_key_file` it serves HTTPS, checked with `client_ssl`."""
         port = port or free_port()
         settings.setdefault("api_token", OPERATOR_TOKEN)
+        # Tests of escalation hear their messages in dry-run as in live; a test of dry-run's
+        # own "would send" names none (dry_run_channels="").
+        settings.setdefault("dry_run_channels", "pagerduty,slack,email")
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
         env.update({f"REMEDIATOR_{name.upper()}": value for name, value in settings.items()})
         env["REMEDIATOR_LISTEN"] = f"127.0.0.1:{port}"

@@ -45,6 +45,7 @@ from remediator.notify.base import (
 )
 from remediator.notify.budget import FOLD, ChannelBudgets, Verdict
 from remediator.notify.escalator import FALLBACK, FALLBACK_FOR
+from remediator.notify.would_send import WOULD_SEND, WouldSend
 from remediator.store import Outbox, OutboxEntry
 
 log = structlog.get_logger(__name__)
@@ -308,8 +309,9 @@ class OutboxSender:
             log.exception("notification could not be sent", channel=name, key=entry.dedup_key)
             return await self._give_up(entry, f"{type(exc).__name__}: {exc}")
         breaker.failures = 0
-        await self._store.outbox_done(entry.id, sent_at=self._now())
-        self._metrics.notifications_sent.labels(name, "sent").inc()
+        note = _note(channel)
+        await self._store.outbox_done(entry.id, sent_at=self._now(), error=note)
+        self._metrics.notifications_sent.labels(name, "would_send" if note else "sent").inc()
         log.info("notification sent", channel=name, action=entry.action, key=entry.dedup_key)
         return None
 
@@ -397,9 +399,12 @@ class OutboxSender:
                     )
             return
         breaker.failures = 0
+        note = _note(channel)
         for entry in entries:
-            await self._store.outbox_done(entry.id, sent_at=self._now())
-        self._metrics.notifications_sent.labels(name, "sent").inc(len(entries))
+            await self._store.outbox_done(entry.id, sent_at=self._now(), error=note)
+        self._metrics.notifications_sent.labels(name, "would_send" if note else "sent").inc(
+            len(entries)
+        )
         log.info("digest sent", channel=name, messages=len(entries))
 
     async def _send_quickly(self, name: str, channel: Channel, message: Message) -> None:
@@ -461,6 +466,11 @@ def fallback_summary(entry: OutboxEntry, undelivered: _Undelivered) -> str:
         said = f"{title} could not be reached ({error}): this {level} page may have reached "
         said += "nobody there."
     return f"{said} {entry.message['summary']}"[:1024]
+
+
+def _note(channel: Channel) -> str | None:
+    """What a message done on this channel is marked with: dry-run's note, else nothing."""
+    return WOULD_SEND if isinstance(channel, WouldSend) else None
 
 
 def message_of(entry: OutboxEntry) -> Message:

@@ -31,6 +31,7 @@ from remediator.notify.channels import ChannelSet, open_channels
 from remediator.notify.hold import HeldResolves
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
+from remediator.notify.would_send import in_dry_run
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.run import Runner
 from remediator.runtime.background import Loop
@@ -136,6 +137,8 @@ class Parts:
         resolves."""
         async with aiohttp.ClientSession() as session:
             opened = open_channels(self.policies.current.matrix, session)
+            if self.settings.mode == "dry-run":
+                opened.channels = in_dry_run(opened.channels, self.settings.dry_run_channels)
             self.channels.channels.update(opened.channels)
             self.channels.problems.update(opened.problems)
             for problem in opened.problems.values():
