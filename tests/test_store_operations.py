@@ -30,6 +30,7 @@ from remediator.store.postgres import event_queue as postgres_queue
 from tests.support.webhooks import webhook, webhook_alert
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+STARTS = "2027-03-01T11:59:00Z"
 DAY = timedelta(days=1)
 
 
@@ -269,6 +270,27 @@ async def test_the_store_s_sessions_carry_the_name_the_postgres_actions_never_si
     finally:
         await store.close()
         await admin.close()
+
+
+async def test_an_alert_after_a_flood_is_claimed_before_the_rest_of_the_flood(
+    store: Store,
+) -> None:
+    """The queue is fair between notifications: another incident's alert arriving after a
+    flood of 50 in one request is claimed next, not after the other 49."""
+    flood = [
+        webhook_alert(
+            {"alertname": "Flood", "n": f"{i:02}"}, fingerprint=f"flood-{i:02}", starts_at=STARTS
+        )
+        for i in range(50)
+    ]
+    await store.record_notification(Notification.model_validate(webhook(*flood)), b"{}", NOW)
+    real = webhook_alert({"alertname": "Real"}, fingerprint="real", starts_at=STARTS)
+    later = NOW + timedelta(seconds=1)
+    await store.record_notification(Notification.model_validate(webhook(real)), b"{}", later)
+    claimed = await store.claim_events("w", later, later + timedelta(minutes=1), 2)
+    assert sorted(event.fingerprint for event in claimed) == ["flood-00", "real"]
+    rest = await store.claim_events("w", later, later + timedelta(minutes=1), 100)
+    assert [event.fingerprint for event in rest] == [f"flood-{i:02}" for i in range(1, 50)]
 
 
 async def test_the_queue_finds_events_by_index_however_many_done_events_are_kept(

@@ -48,9 +48,9 @@ WINDOW = scale(10, 60)  # seconds: each budget's window (the shipped budgets are
 BUDGETS = {"pagerduty": scale(20, 60), "slack": scale(10, 30)}
 FLOOD_NAMES = ("ServiceUnreachable",) * 9 + ("CertificateExpiry",)  # nine in ten, one in ten
 REAL = "DatabaseDown"
-# Seconds from the real incident's page queued (its alert decided) to its PagerDuty event:
-# not behind the flood's messages. (Its alert's event waits behind the flood's events for the
-# dispatcher, oldest first: that wait is measured, not bounded, here.)
+# Seconds from the real incident's webhook to its PagerDuty event: not behind the flood's
+# messages in the outbox, nor behind the flood's events in the dispatcher's queue (fair between
+# notifications: the real alert is the first of its own).
 PAGE_WITHIN = 5.0
 SETTLE = scale(120, 600)  # seconds for the flood to be sent or folded, and summarised
 JITTER = 1.0  # a send's latency: a window of sends is checked over WINDOW less this
@@ -238,7 +238,7 @@ async def test_a_flood_is_folded_within_each_budget_and_the_real_page_goes_at_on
     reserve = len(set(FLOOD_NAMES)) + 1
     within = all(most[c] <= BUDGETS[c] + reserve for c in BUDGETS)
     passed = (
-        in_outbox < PAGE_WITHIN
+        to_page < PAGE_WITHIN
         and within
         and accounted
         and both == 0
@@ -260,12 +260,12 @@ async def test_a_flood_is_folded_within_each_budget_and_the_real_page_goes_at_on
             f" folded messages listed by /api/v1/folds; every alert accounted for on each"
             f" channel: {accounted}, {both} both sent and folded; a summary reads"
             f" {named[0][:90] if named else None!r}; the real page {in_outbox:.1f} s after it"
-            f" was queued, {to_page:.1f} s after its webhook ({in_events:.1f} s of it behind"
-            " the flood's events, oldest first, in the dispatcher's queue)"
+            f" was queued, {to_page:.1f} s after its webhook ({in_events:.1f} s of it in the"
+            " dispatcher's queue, fair between notifications, beside the flood's events)"
         ),
         passed=passed,
     )
-    assert in_outbox < PAGE_WITHIN, (in_outbox, to_page)
+    assert to_page < PAGE_WITHIN, (in_outbox, to_page)
     assert within, most
     assert accounted
     assert both == 0

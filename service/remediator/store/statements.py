@@ -20,7 +20,8 @@ FIRST_PENDING_OF_ITS_ALERT = (
 
 def claim_events(lock: str) -> str:
     """Lease to worker $1 until $2 the pending events nobody holds at $3 (or whose lease
-    passed), at most $4, oldest first, none while an earlier one of its alert is to do.
+    passed), at most $4, none while an earlier one of its alert is to do: the lowest turn in
+    its notification first, then the oldest (fair between notifications: migration 0011).
 
     `lock` is how claimers are kept apart: PostgreSQL's `FOR UPDATE SKIP LOCKED`, or nothing
     where the claim runs under the database's write lock (SQLite). The outer `done_at IS NULL`
@@ -29,7 +30,7 @@ def claim_events(lock: str) -> str:
         "UPDATE alert_events SET claimed_by = $1, lease_until = $2, attempts = attempts + 1"
         " WHERE done_at IS NULL AND id IN (SELECT id FROM alert_events e"
         " WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until < $3)"
-        f" AND {FIRST_PENDING_OF_ITS_ALERT} ORDER BY id LIMIT $4 {lock})"
+        f" AND {FIRST_PENDING_OF_ITS_ALERT} ORDER BY turn, id LIMIT $4 {lock})"
         f" RETURNING {rows.EVENT_COLUMNS}"
     )
 

@@ -37,8 +37,10 @@ WITH notification AS (
     FROM overtaken o JOIN incoming i ON i.fingerprint = o.fingerprint AND i.starts_at = o.origin
         AND i.status = 'resolved'
 ), queued AS (
-    INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)
-    SELECT fingerprint, starts_at, status, (SELECT id FROM notification), $1 FROM states
+    INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at, turn)
+    SELECT fingerprint, starts_at, status, (SELECT id FROM notification), $1,
+           row_number() OVER (ORDER BY fingerprint, starts_at, status) - 1
+    FROM states
     ORDER BY fingerprint, starts_at, status
     {statements.EVENT_QUEUED_ONCE}
     RETURNING fingerprint, starts_at, kind

@@ -19,8 +19,8 @@ _UPSERT_ALERT = qmarks(
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10)" + statements.ALERT_HEARD_AGAIN
 )
 _QUEUE_EVENT = qmarks(
-    "INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at)"
-    f" VALUES ($1, $2, $3, $4, $5) {statements.EVENT_QUEUED_ONCE}"
+    "INSERT INTO alert_events (fingerprint, starts_at, kind, notification_id, enqueued_at, turn)"
+    f" VALUES ($1, $2, $3, $4, $5, $6) {statements.EVENT_QUEUED_ONCE}"
 )
 # The payload's resolutions travel as one JSON array of [fingerprint, startsAt, endsAt].
 _OVERTAKEN = qmarks(
@@ -53,12 +53,12 @@ def _record(
             (received, notification.group_key, notification.receiver, notification.status, body),
         ).lastrowid
         overtaken = _overtaken(db, states)
-        for alert in states:
+        for turn, alert in enumerate(states):
             starts_at = iso(alert.starts_at)
             episodes = [starts_at, *overtaken.get((alert.fingerprint, starts_at, alert.status), ())]
             queued = 0
             for episode in episodes:
-                event = (alert.fingerprint, episode, alert.status, notification_id, received)
+                event = (alert.fingerprint, episode, alert.status, notification_id, received, turn)
                 queued += db.execute(_QUEUE_EVENT, event).rowcount
                 db.execute(_UPSERT_ALERT, _alert_row(alert, episode, received, notification))
             accepted += queued > 0  # its own event, or one of an episode it ended
