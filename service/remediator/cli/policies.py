@@ -1,4 +1,4 @@
-"""`remediator policies check | test | explain`: the tools of the people who edit policies."""
+"""`remediator policies check | test | explain | replay`: the tools of policy authors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from remediator.alerts import Notification
+from remediator.cli import replay
 from remediator.config import Settings
 from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
@@ -37,6 +38,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     explain.add_argument("payload", type=Path, metavar="FILE.json")
     explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
     explain.set_defaults(run=execute, policy_command="explain")
+    replay.add_command(policy_commands)
 
 
 def execute(settings: Settings, args: argparse.Namespace) -> int:

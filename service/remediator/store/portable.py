@@ -68,6 +68,14 @@ class PortableAlertLog(Database):
         )
         return rows.alert_record(found[0]) if found else None
 
+    async def alerts_since(self, since: datetime) -> list[AlertRecord]:
+        found = await self._fetch(
+            f"SELECT {rows.ALERT_COLUMNS} FROM alerts WHERE starts_at >= $1 OR last_received >= $1"
+            " ORDER BY starts_at, fingerprint",
+            since,
+        )
+        return [rows.alert_record(row) for row in found]
+
 
 class PortableEventQueue(Database):
     # Each dialect's: the claim (see `statements.FIRST_PENDING_OF_ITS_ALERT`), renewal and

@@ -51,6 +51,11 @@ class AlertLog(Protocol):
 
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None: ...
 
+    async def alerts_since(self, since: datetime) -> list[AlertRecord]:
+        """The alert episodes begun or heard of at or after `since`, the earliest begun
+        first (a read: what `policies replay` runs again)."""
+        ...
+
 
 class EventQueue(Protocol):
     async def pending_events(self, limit: int) -> list[AlertEvent]: ...
