@@ -26,7 +26,8 @@ MODEL = (
     " end otherwise, counted by its breaker then; a run whose window outlasts the record is"
     " still verifying; a dry-run run ends dry_run at once, counted a success; messages follow"
     " the escalation rules and the severity matrix (a trigger to the level's channels, a"
-    " resolve to those paged), without resolve holds or repeat suppression"
+    " resolve to those paged), without resolve holds, repeat suppression or the ladder's"
+    " climbing (`next`)"
 )
 
 
@@ -95,8 +96,9 @@ class Report:
 
 
 def shown_step(step: PlannedStep) -> str:
-    """An action with its parameters as rendered: `kubernetes.scale(by=2, max_replicas=10)`."""
-    params = step.params.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    """An action with the parameters its policy gives, as rendered:
+    `kubernetes.scale(by=2, max_replicas=10)`."""
+    params = step.params.model_dump(mode="json", by_alias=True, exclude_unset=True)
     shown = ", ".join(f"{name}={_value(value)}" for name, value in sorted(params.items()))
     return f"{step.action}({shown})"
 

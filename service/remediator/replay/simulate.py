@@ -88,7 +88,7 @@ class _Replay:
         )
         self.episodes: dict[tuple[str, datetime], _Episode] = {}
         self.deadlines: list[tuple[datetime, str, datetime]] = []  # verify windows' ends
-        self.open: dict[str, set[str]] = {}  # incident -> channels it is open on
+        self.open: dict[str, dict[str, None]] = {}  # incident -> channels open on, in order
         self.fixed: dict[tuple[str, str], tuple[datetime, str]] = {}  # last verified fix
         self.unheard = 0
 
@@ -244,14 +244,13 @@ class _Replay:
     def _tell(self, episode: _Episode, notify: Notify, at: datetime) -> None:
         if notify is None:
             return
-        paged = self.open.setdefault(episode.incident, set())
+        paged = self.open.setdefault(episode.incident, {})
         if notify == "resolve":
-            channels, opens = sorted(paged), False
-            for channel in channels:
+            for channel in paged:
                 episode.messages.append(Message(at, channel, notify, episode.incident, False))
             paged.clear()
             return
         for channel in episode.channels:
             opens = channel not in paged
-            paged.add(channel)
+            paged[channel] = None
             episode.messages.append(Message(at, channel, notify, episode.incident, opens))
