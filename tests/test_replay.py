@@ -3,6 +3,7 @@ simulated clock, a diff between two policy sets, and nothing acted on, sent or w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from remediator.replay.changes import from_notifications, read_payloads
 from remediator.replay.results import Mode
 from remediator.replay.simulate import replay
 from remediator.runtime.live_policies import LivePolicies
-from remediator.store import Store
+from remediator.store import Store, open_store
 from tests.support.clocks import Clock
 from tests.support.policies import SHIPPED_POLICIES
 from tests.support.replay import (
@@ -413,3 +414,24 @@ async def test_replaying_a_real_dry_run_agrees_with_its_record(
     assert set(recorded.values()) == {
         "dry_run", "blocked (rate_limit)", "blocked (blast_radius)", "no_match",
     }  # fmt: skip
+
+
+async def test_replays_the_alerts_stored_in_the_database_the_command_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'remediator.db'}"
+    opened = await open_store(database_url)
+    try:
+        for body in payloads(HISTORY):
+            await opened.record_notification(Notification.model_validate(body), b"{}", T0)
+    finally:
+        await opened.close()
+    policies = write_policy_dir(tmp_path / "policies", restart_policy(rate=1))
+    args = ("--policies", str(policies), "--database-url", database_url, "--json")
+
+    # (The history is of January 2027: ten years back from the machine's clock covers it.)
+    code, out, err = await asyncio.to_thread(replay_cli, capsys, *args, "--since", "3650d")
+
+    assert code == 0, err
+    assert outcomes(json.loads(out))["shopdown-cart-5"] == "blocked (rate_limit)"
+    assert len(json.loads(out)["alerts"]) == 6

@@ -31,10 +31,10 @@ from remediator.replay.render import diff_json, diff_text, report_json, report_t
 from remediator.replay.results import Mode, Report
 from remediator.replay.revision import RevisionError, policies_at
 from remediator.replay.simulate import replay
-from remediator.store import AlertLog, open_store
+from remediator.store import AlertLog, StoreUnavailable, open_store
 
 FAILED_ON = 1  # the diff has what --fail-on names
-BAD_INPUT = 2  # the payloads, policies or revision cannot be read
+BAD_INPUT = 2  # the payloads, policies, revision or store cannot be read
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +83,9 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) 
         return BAD_INPUT
     except (PayloadError, RevisionError) as exc:
         print(f"remediator: {exc}", file=err)
+        return BAD_INPUT
+    except StoreUnavailable as exc:
+        print(f"remediator: store unavailable: {exc}", file=err)
         return BAD_INPUT
     mode = Mode(args.replay_mode)
     after = asyncio.run(replay(changes, policies, mode, str(directory)))
