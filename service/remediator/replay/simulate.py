@@ -103,11 +103,19 @@ class _Replay:
                 await self._resolve(change)
         if changes:
             await self._expire(before=changes[-1].at, inclusive=True)
+            self._still_verifying(changes[-1].at)
         alerts = sorted(
             (replace(e.result, messages=tuple(e.messages)) for e in self.episodes.values()),
             key=lambda result: (result.fired_at, result.fingerprint, result.starts_at),
         )
         return Report(self.mode, source, tuple(alerts), self.unheard)
+
+    def _still_verifying(self, last: datetime) -> None:
+        """Runs whose window outlasts the record still change their target at its end."""
+        for episode in self.episodes.values():
+            acting = episode.result.acting
+            if episode.result.outcome == RunOutcome.VERIFYING and acting is not None:
+                episode.result = replace(episode.result, acting=(acting[0], last))
 
     async def _fire(self, change: AlertChange) -> None:
         alert, now = change.alert, self.clock.at(change.at)
