@@ -227,6 +227,33 @@ async def test_dry_run_records_what_live_mode_would_have_done(world: World) -> N
     assert (budget.used, budget.window.max) == (1, 1)
 
 
+WITH_A_SECRET = POLICY.replace(
+    "json: {mode: safe}}",
+    "json: {mode: safe}, headers_from_env: {Authorization: SHOP_ADMIN_TOKEN_NOT_SET}}",
+)
+
+
+@pytest.mark.parametrize("policy", [WITH_A_SECRET])
+async def test_dry_run_says_a_secret_live_mode_would_miss_and_undoes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOP_ADMIN_TOKEN_NOT_SET", raising=False)
+    world.guards._live = False  # as REMEDIATOR_MODE=dry-run
+    await world.post("firing")
+    await world.dispatcher.run_once()
+    [run] = await world.runs()
+    assert run.outcome == "dry_run"  # not failed for a secret dry-run does not use
+    url = f"http://{world.instance}"
+    unset = "environment variables not set: SHOP_ADMIN_TOKEN_NOT_SET"
+    assert run.reason.startswith(f"would PUT {url}/admin/fix; would fail: {unset}")
+    # Live mode would have changed nothing, so there is nothing for dry-run to undo either.
+    await world.post("resolved")
+    await world.dispatcher.run_once()
+    undo = [(r.outcome, r.reason) for r in await world.runs() if r.kind == "resolved"]
+    assert undo == [("skipped", "on_resolved: nothing to undo, the run made no change")]
+    assert world.application.calls == []
+
+
 async def test_a_crashed_run_is_taken_over_without_repeating_completed_steps(
     world: World,
 ) -> None:

@@ -68,6 +68,10 @@ def dry_run(message: str, **data: Any) -> StepResult:
     return StepResult(Outcome.DRY_RUN, message, data)
 
 
+# In a dry-run change's data: why live mode would have failed to make it (a secret not set).
+WOULD_FAIL = "would_fail"
+
+
 __all__ = [
     "Action",
     "Outcome",

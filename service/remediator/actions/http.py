@@ -15,6 +15,7 @@ import aiohttp
 
 from remediator import answers
 from remediator.actions.base import (
+    WOULD_FAIL,
     Action,
     StepContext,
     StepResult,
@@ -60,10 +61,15 @@ class HttpActions:
     async def request(self, params: HttpRequest, context: StepContext) -> StepResult:
         what = f"{params.method} {params.url}"
         headers, missing = _headers(params.headers_from_env)
-        if missing:
-            return failed(f"{what}: environment variables not set: {', '.join(missing)}")
+        unset = f"environment variables not set: {', '.join(missing)}"
         if context.dry_run:
+            # Dry-run sends nothing, so it needs no secret: one that live mode would miss is
+            # said, and the run goes on as live mode's would not.
+            if missing:
+                return dry_run(f"would {what}; would fail: {unset}", **{WOULD_FAIL: unset})
             return dry_run(f"would {what}", json=params.json_body)
+        if missing:
+            return failed(f"{what}: {unset}")
         timeout = aiohttp.ClientTimeout(total=params.timeout.total_seconds())
         try:
             async with self._session.request(

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from remediator.actions.base import Action, Outcome, StepContext
+from remediator.actions.base import WOULD_FAIL, Action, Outcome, StepContext
 from remediator.alerts import Alert, AlertStatus
 from remediator.engine.decide import decide, escalation_by_severity
 from remediator.engine.outcome import RunOutcome
@@ -466,7 +466,10 @@ class Runner:
         undo, and undoing it anyway would change what no one changed."""
         made = (Outcome.OK, Outcome.DRY_RUN, STARTED)
         return any(
-            step.phase == "steps" and CATALOGUE[step.action].mutating and step.outcome in made
+            step.phase == "steps"
+            and CATALOGUE[step.action].mutating
+            and step.outcome in made
+            and WOULD_FAIL not in step.data  # dry-run: live mode would have failed to make it
             for step in await self._store.steps(ran.id)
             if step.action in CATALOGUE
         )
