@@ -253,7 +253,9 @@ async def test_restart_dry_run_reads_and_says_what_it_would_do(
     mark = await cluster.mark()
     result = await actions.rollout_restart(RolloutRestart(), cluster.context("api", dry_run=True))
     assert result.outcome is Outcome.DRY_RUN
-    assert result.message == f"would restart deployment {cluster.namespace}/api (3 ready)"
+    assert result.message == (
+        f"would restart deployment {cluster.namespace}/api: a new restartedAt annotation (3 ready)"
+    )
     assert await cluster.mark() == mark
 
 

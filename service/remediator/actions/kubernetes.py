@@ -485,7 +485,9 @@ class KubernetesActions:
                 ready=ready,
             )
         if context.dry_run:
-            return dry_run(f"would restart {target} ({ready} ready)", ready=ready)
+            return dry_run(
+                f"would restart {target}: a new restartedAt annotation ({ready} ready)", ready=ready
+            )
         now = _now().isoformat()
         patched = await self._apps.patch_namespaced_deployment(
             target.name,
