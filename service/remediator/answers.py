@@ -36,6 +36,7 @@ class Answer:
     body: bytes
     truncated: bool
     charset: str
+    location: str | None = None  # a redirect's Location (redirects are not followed)
 
     def text(self) -> str:
         return self.body.decode(self.charset, errors="replace")
@@ -65,7 +66,8 @@ async def read(response: aiohttp.ClientResponse, limit: int = EXCERPT_BYTES) -> 
             response.close()
             break
     body = b"".join(chunks)[:limit]
-    return Answer(response.status, body, truncated, _charset(response))
+    location = response.headers.get("Location")
+    return Answer(response.status, body, truncated, _charset(response), location)
 
 
 async def read_document(response: aiohttp.ClientResponse) -> Answer:

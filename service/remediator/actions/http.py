@@ -53,7 +53,7 @@ class HttpActions:
         body = answer.text()
         data = _answer_data(answer, body)
         if answer.status not in params.expect_status:
-            return failed(f"{params.url} answered {answer.status}", **data)
+            return failed(f"{params.url} answered {_status(answer)}", **data)
         if params.body_contains is not None and params.body_contains not in body:
             return failed(f"{params.url} answered without {params.body_contains!r}", **data)
         return ok(f"{params.url} answered {answer.status}", **data)
@@ -73,7 +73,12 @@ class HttpActions:
         timeout = aiohttp.ClientTimeout(total=params.timeout.total_seconds())
         try:
             async with self._session.request(
-                params.method, params.url, json=params.json_body, headers=headers, timeout=timeout
+                params.method,
+                params.url,
+                json=params.json_body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,  # a redirect could lead outside guardrails allowed_hosts
             ) as response:
                 answer = await answers.read(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -82,7 +87,7 @@ class HttpActions:
         if answer.status == 429 or answer.status >= 500:
             raise Transient(f"{what} answered {answer.status}")
         if answer.status not in params.expect_status:
-            return failed(f"{what} answered {answer.status}", **data)
+            return failed(f"{what} answered {_status(answer)}", **data)
         return ok(f"{what} answered {answer.status}", **data)
 
     async def github_rate_limit(self, params: GitHubRateLimit, context: StepContext) -> StepResult:
@@ -93,7 +98,7 @@ class HttpActions:
         url = f"{params.api_url.rstrip('/')}/rate_limit"
         try:
             async with self._session.get(
-                url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
             ) as response:
                 answer = await answers.read_document(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -133,6 +138,15 @@ def _headers(from_env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
         else:
             headers[header] = value
     return headers, missing
+
+
+def _status(answer: answers.Answer) -> str:
+    """The status, and for a redirect where it points: redirects are not followed, as one
+    could lead outside guardrails allowed_hosts; the policy names the final URL itself."""
+    location = answer.location
+    if 300 <= answer.status < 400 and location:
+        return f"{answer.status}, a redirect to {location[:200]!r} (not followed)"
+    return str(answer.status)
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ class PrometheusActions:
         timeout = aiohttp.ClientTimeout(total=params.timeout.total_seconds())
         try:
             async with self._session.get(
-                url, params={"query": params.query}, timeout=timeout
+                url, params={"query": params.query}, timeout=timeout, allow_redirects=False
             ) as response:
                 answer = await answers.read_document(response)
         except (aiohttp.ClientError, TimeoutError) as exc:

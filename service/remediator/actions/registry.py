@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
-
 from remediator.actions.alertmanager import AlertmanagerActions
 from remediator.actions.base import Action, StepContext, StepResult, dry_run, failed
 from remediator.actions.docker import DockerActions
+from remediator.actions.egress import EgressRules, guarded_session
 from remediator.actions.http import HttpActions
 from remediator.actions.postgres import PostgresActions
 from remediator.actions.prometheus import PrometheusActions
+from remediator.policy.egress import DEFAULT_ALLOWED_HOSTS, Egress
 from remediator.policy.parameters import CATALOGUE, Params
 
 
@@ -29,12 +29,15 @@ async def open_actions(
     aws_region: str | None = None,
     aws_role_arn: str | None = None,
     aws_endpoint_url: str | None = None,
+    egress: EgressRules | None = None,
 ) -> AsyncIterator[dict[str, Action]]:
+    """The actions; their HTTP requests go only where `egress` (the live guard rails'
+    allowed_hosts; by default the in-cluster names) allows."""
     from remediator.actions.aws import open_aws_actions
     from remediator.actions.kubernetes import KubernetesActions, kubernetes_client
 
     async with (
-        aiohttp.ClientSession() as session,
+        guarded_session(egress or _in_cluster) as session,
         open_aws_actions(aws_region, aws_role_arn, aws_endpoint_url) as aws,
     ):
         actions: dict[str, Action] = {
@@ -54,6 +57,13 @@ async def open_actions(
             yield actions | KubernetesActions(client).actions()
         finally:
             await client.close()
+
+
+_DEFAULT_EGRESS = Egress.of(DEFAULT_ALLOWED_HOSTS)
+
+
+def _in_cluster() -> Egress:
+    return _DEFAULT_EGRESS
 
 
 NO_KUBERNETES = "no Kubernetes API configured (run in a cluster, or set REMEDIATOR_KUBECONFIG)"

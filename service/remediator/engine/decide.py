@@ -23,12 +23,14 @@ from remediator.engine.plan import (
     Refused,
     RenderedTarget,
 )
+from remediator.policy.egress import Egress
 from remediator.policy.matchers import matches_all
-from remediator.policy.parameters import CATALOGUE, RENDERED
+from remediator.policy.parameters import CATALOGUE, RENDERED, url_fields
 from remediator.policy.policyset import PolicySet
 from remediator.policy.regex import compile_anchored
 from remediator.policy.schema import PROTECTED_NAMESPACES, Level, Policy, Step
 from remediator.policy.templates import RenderError, check_dns_label, check_dns_subdomain, render
+from remediator.policy.urls import label_problem
 
 
 def decide(alert: Alert, policies: PolicySet, now: datetime) -> Decision:
@@ -86,14 +88,17 @@ def _plan(
     default_key = f"{policy.name}/{target.namespace or '-'}/{target.name}"
     key = render(policy.rate_limit.key, context) if policy.rate_limit.key else default_key
     check = policy.verify.check
+    egress = policies.guardrails.egress
     return Plan(
         policy=policy.name,
         fingerprint=alert.fingerprint,
         target=target,
-        steps=_steps(policy.steps, context, "steps", policy.step_timeout),
-        on_resolved=_steps(policy.on_resolved, context, "on_resolved", policy.step_timeout),
+        steps=_steps(policy.steps, context, "steps", policy.step_timeout, egress),
+        on_resolved=_steps(policy.on_resolved, context, "on_resolved", policy.step_timeout, egress),
         verify_within=policy.verify.resolved_within,
-        verify_check=_step(check, context, "verify.check", policy.step_timeout) if check else None,
+        verify_check=(
+            _step(check, context, "verify.check", policy.step_timeout, egress) if check else None
+        ),
         rate_limit_key=str(key),
         rate_limit=tuple(policy.rate_limit.windows),
         circuit_breaker=policy.circuit_breaker,
@@ -154,18 +159,27 @@ def _check_namespace_allowed(namespace: str, policy: Policy, policies: PolicySet
 
 
 def _steps(
-    steps: Sequence[Step], context: Mapping[str, Any], where: str, default_timeout: timedelta
+    steps: Sequence[Step],
+    context: Mapping[str, Any],
+    where: str,
+    default_timeout: timedelta,
+    egress: Egress,
 ) -> tuple[PlannedStep, ...]:
     return tuple(
-        _step(step, context, f"{where}[{index}]", default_timeout)
+        _step(step, context, f"{where}[{index}]", default_timeout, egress)
         for index, step in enumerate(steps)
     )
 
 
 def _step(
-    step: Step, context: Mapping[str, Any], where: str, default_timeout: timedelta
+    step: Step, context: Mapping[str, Any], where: str, default_timeout: timedelta, egress: Egress
 ) -> PlannedStep:
     spec = CATALOGUE[step.action]
+    for name in url_fields(spec.params):
+        template = step.params.get(name)
+        problem = label_problem(template, context) if isinstance(template, str) else None
+        if problem is not None:
+            raise RenderError(f"{where} ({step.action}) {name}: {problem}")
     try:
         params = spec.params.model_validate(render(step.params, context), context=RENDERED)
     except ValidationError as exc:
@@ -178,5 +192,9 @@ def _step(
         ) from exc
     if step.action == "kubernetes.delete_pod":
         check_dns_subdomain(f"{where} pod", getattr(params, "pod", ""))
+    for name in url_fields(spec.params):
+        refusal = egress.url_refusal(getattr(params, name))
+        if refusal is not None:
+            raise RenderError(f"{where} ({step.action}) {name}: refused: {refusal}")
     timeout = step.timeout or default_timeout
     return PlannedStep(step.action, params, spec.mutating, step.id, step.when, timeout)

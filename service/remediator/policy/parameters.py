@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
 
 from remediator.policy.durations import Duration
 from remediator.policy.envnames import EnvName
+from remediator.policy.urls import template_problem
 
 
 class Params(BaseModel):
@@ -31,12 +33,16 @@ class Params(BaseModel):
 def _http_url(value: str, info: ValidationInfo) -> str:
     """The scheme is written in the policy, so no label can turn a probe into file:// or gopher://.
 
-    Before rendering (no validation context) template expressions may hold spaces; after
-    rendering, the URL as a whole may not.
+    Before rendering (no validation context) template expressions may hold spaces, and the
+    template's shape is checked (policy.urls); after rendering, the URL as a whole may not.
+    Where a rendered URL may go is the decision core's check (policy.egress).
     """
     checked = value if info.context == RENDERED else _TEMPLATE_EXPRESSION.sub("", value)
     if not value.startswith(("http://", "https://")) or any(ch.isspace() for ch in checked):
         raise ValueError(f"expected an http:// or https:// URL without spaces, got {value!r}")
+    problem = None if info.context == RENDERED else template_problem(value)
+    if problem is not None:
+        raise ValueError(f"{problem}, got {value!r}")
     return value
 
 
@@ -45,7 +51,19 @@ RENDERED = {"rendered": True}
 _TEMPLATE_EXPRESSION = re.compile(r"{{.*?}}", re.DOTALL)
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+_URL_CHECK = AfterValidator(_http_url)
+HttpUrl = Annotated[str, _URL_CHECK]
+
+
+@cache
+def url_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The model's URL parameters, by the name a policy writes: each is checked for where it
+    may send a request once rendered."""
+    return tuple(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if _URL_CHECK in field.metadata
+    )
 
 
 class NoParams(Params):

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from remediator.policy.durations import Duration, format_duration
+from remediator.policy.egress import DEFAULT_ALLOWED_HOSTS, Egress, HostPattern, parse_host_pattern
 from remediator.policy.envnames import EnvName
 from remediator.policy.matchers import Matcher, MatcherError, parse_matcher
 from remediator.policy.parameters import CATALOGUE
@@ -478,6 +479,21 @@ class EscalationMatrix(_Model):
         return self.severity_labels.get(severity_label, self.default_level)
 
 
+def _host_pattern(value: object) -> HostPattern:
+    if isinstance(value, HostPattern):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected HOST[:PORT] such as '*.svc.cluster.local:8080', got {value!r}")
+    return parse_host_pattern(value)
+
+
+HostPatternField = Annotated[
+    HostPattern,
+    PlainValidator(_host_pattern),
+    PlainSerializer(lambda pattern: pattern.text, return_type=str),
+]
+
+
 # Never acted in, whatever a policy or the allow-list says.
 PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
@@ -486,6 +502,13 @@ class Guardrails(_Model):
     allowed_namespaces: NamespacePatterns = Field(
         default_factory=list,
         description="anchored regular expressions (RE2) where every policy may act",
+    )
+    allowed_hosts: list[HostPatternField] = Field(
+        default_factory=lambda: [parse_host_pattern(text) for text in DEFAULT_ALLOWED_HOSTS],
+        description=(
+            "HOST[:PORT] patterns the actions may send requests to (policy.egress); loopback,"
+            " link-local and metadata addresses only when an entry names them"
+        ),
     )
     max_concurrent_runs: int = Field(3, ge=1, description="runs in flight across all replicas")
     global_rate_limit: list[Window] = Field(
@@ -507,3 +530,7 @@ class Guardrails(_Model):
             " long for its turn, then escalates as blocked"
         ),
     )
+
+    @property
+    def egress(self) -> Egress:
+        return Egress(tuple(self.allowed_hosts))

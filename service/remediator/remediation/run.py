@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from remediator.actions.base import WOULD_FAIL, Action, Outcome, StepContext
+from remediator.actions.egress import REFUSED
 from remediator.alerts import Alert, AlertStatus
 from remediator.engine.decide import decide, escalation_by_severity
 from remediator.engine.outcome import RunOutcome
@@ -383,8 +384,9 @@ class Runner:
             if HELD_BACK in result.data:
                 return await self._held_back(remediation, *result.data[HELD_BACK])
             # A failed read is an observation for later steps' conditions; a failed change (or
-            # a condition that cannot be evaluated) ends the run.
-            if not result.ok and (step.mutating or "condition" in result.data):
+            # a condition that cannot be evaluated, or a request guardrails refused) ends it.
+            ends = step.mutating or "condition" in result.data or REFUSED in result.data
+            if not result.ok and ends:
                 return await self.record.fail(remediation, plan, f"{step.action}: {result.message}")
             if admitted and step.mutating and result.outcome is Outcome.DRY_RUN:
                 only_dry.append(result.message)

@@ -30,6 +30,7 @@ from remediator.actions.base import (
     failed,
     skipped,
 )
+from remediator.actions.egress import REFUSED, EgressRefused
 from remediator.alerts import Alert
 from remediator.engine.plan import PlannedStep
 from remediator.guards.guards import Admitted, Guards
@@ -253,6 +254,8 @@ class Steps:
             return failed(f"timed out after {format_duration(timedelta(seconds=limit))}"), attempts
         except StoreUnavailable:
             raise  # from the check before a retry: the claim lapses, the event is retried
+        except EgressRefused as exc:  # never sent: ends the run (not an answer to read)
+            return failed(str(exc), **{REFUSED: str(exc)}), attempts
         except Exception as exc:  # an action's bug must not kill the dispatcher
             log.exception("action raised", action=step.action)
             return failed(f"{type(exc).__name__}: {exc}"), attempts

@@ -119,6 +119,7 @@ class Parts:
             aws_region=settings.aws_region,
             aws_role_arn=settings.aws_role_arn,
             aws_endpoint_url=settings.aws_endpoint_url,
+            egress=lambda: self.policies.current.guardrails.egress,
         ) as actions:
             runner = Runner(self.store, self.guards, self.policies, actions)
             # An event's claim outlives the target lease its run holds (both renewed every
