@@ -42,7 +42,7 @@ def test_application_down_plans_every_step_with_rendered_parameters(shipped: Pol
             alertname="ApplicationDown",
             namespace="claude-deployment-prod",
             deployment="api",
-            instance="api:5000",
+            instance="api.claude-deployment-prod.svc:5000",
             severity="critical",
         ),
         shipped,
@@ -58,7 +58,10 @@ def test_application_down_plans_every_step_with_rendered_parameters(shipped: Pol
         "http.check",
         "kubernetes.rollout_undo",
     ]
-    assert decision.steps[0].params.model_dump()["url"] == "http://api:5000/health"
+    assert (
+        decision.steps[0].params.model_dump()["url"]
+        == "http://api.claude-deployment-prod.svc:5000/health"
+    )
     assert [step.mutating for step in decision.steps] == [False, False, True, False, False, True]
     assert decision.escalation.page_while_remediating
     assert decision.decided_at == NOW

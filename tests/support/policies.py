@@ -21,9 +21,19 @@ def shipped_matrix(resolve_after: str = "0s") -> str:
     return text.replace(shipped, f"\nresolve_after: {resolve_after}\n")
 
 
-def shipped_guardrails(overrides: str) -> str:
-    """The shipped guardrails.yaml with the settings in `overrides` (YAML) put over it."""
+# The tests' stand-ins (HTTP servers, Prometheus, Alertmanager) listen on loopback, which
+# guardrails allowed_hosts refuses unless an entry names it: the tests name it, as an
+# operator names a host their policies may reach.
+STAND_INS = "127.0.0.1"
+STAND_INS_ALLOWED = f"allowed_hosts: ['*.svc', '*.svc.cluster.local', '{STAND_INS}']\n"
+
+
+def shipped_guardrails(overrides: str, *, stand_ins: bool = True) -> str:
+    """The shipped guardrails.yaml with the settings in `overrides` (YAML) put over it, and
+    (with `stand_ins`) the loopback stand-ins allowed as hosts."""
     rails = yaml.safe_load((SHIPPED_POLICIES / "guardrails.yaml").read_text()) or {}
+    if stand_ins:
+        rails["allowed_hosts"] = [*rails.get("allowed_hosts", []), STAND_INS]
     rails.update(yaml.safe_load(overrides) or {})
     return yaml.safe_dump(rails, sort_keys=False)
 

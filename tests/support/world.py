@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from remediator.actions.egress import guarded_session
 from remediator.actions.http import HttpActions
 from remediator.actions.prometheus import PrometheusActions
 from remediator.alerts import Notification
@@ -27,7 +27,7 @@ from remediator.remediation.steps import Retrying
 from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Remediation, Store
 from tests.support.clocks import Clock
-from tests.support.policies import shipped_matrix
+from tests.support.policies import STAND_INS_ALLOWED, shipped_matrix
 from tests.support.webhooks import webhook, webhook_alert
 
 POLICY = """\
@@ -126,6 +126,7 @@ def write_policies(directory: Path, policy: str) -> Path:
     in a new directory."""
     directory.mkdir()
     (directory / "escalation.yaml").write_text(shipped_matrix())
+    (directory / "guardrails.yaml").write_text(STAND_INS_ALLOWED)
     (directory / "probe-and-fix.yaml").write_text(policy)
     return directory
 
@@ -135,8 +136,9 @@ async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
     """A runner over the policies in the directory, acting on an Application it serves."""
     application = Application()
     clock = Clock()
-    async with TestServer(application.routes()) as server, aiohttp.ClientSession() as session:
-        live = LivePolicies.load(policies, Metrics().policies)
+    live = LivePolicies.load(policies, Metrics().policies)
+    egress = guarded_session(lambda: live.current.guardrails.egress)
+    async with TestServer(application.routes()) as server, egress as session:
         guards = Guards(
             MemoryGuards(clock),
             store,
