@@ -32,7 +32,7 @@ from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Store
 from tests.support.clocks import Clock
 from tests.support.cluster import Cluster
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, STAND_INS_ALLOWED
 from tests.support.service_process import ServiceProcess, eventually
 from tests.support.webhooks import webhook, webhook_alert
 from tests.support.world import POLICY
@@ -76,6 +76,7 @@ async def test_a_killed_worker_s_run_is_interrupted_and_taken_over(
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "escalation.yaml").write_text((SHIPPED_POLICIES / "escalation.yaml").read_text())
+    (policies / "guardrails.yaml").write_text(STAND_INS_ALLOWED)
     (policies / "probe-and-fix.yaml").write_text(POLICY)
     settings = {
         "database_url": database_url,

@@ -18,6 +18,7 @@ from remediator.notify.escalator import dedup_key
 from remediator.remediation.busy import BUSY
 from remediator.remediation.dispatcher import Dispatcher
 from remediator.store import OutboxEntry, Remediation, Store
+from tests.support.policies import STAND_INS_ALLOWED
 from tests.support.service_process import eventually
 from tests.support.webhooks import webhook, webhook_alert
 from tests.support.world import POLICY, World, open_world, write_policies
@@ -76,8 +77,8 @@ async def world_with(
     store: Store, tmp_path: Path, policy: str, guardrails: str = ""
 ) -> AsyncIterator[World]:
     policies = write_policies(tmp_path / "policies", policy)
-    if guardrails:
-        (policies / "guardrails.yaml").write_text(guardrails)
+    if guardrails:  # the loopback stand-ins allowed, as write_policies allows them
+        (policies / "guardrails.yaml").write_text(STAND_INS_ALLOWED + guardrails)
     async with open_world(store, policies) as world:
         yield world
 

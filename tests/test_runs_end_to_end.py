@@ -18,7 +18,7 @@ from remediator.notify.escalator import dedup_key
 from remediator.store import Remediation, Store
 from tests.support.alertmanager import post_to_alertmanager
 from tests.support.fake_kubernetes import KUBECONFIG, NAMESPACE, RESTARTED_AT, FakeKubernetes
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 from tests.support.service_process import ServiceProcess, eventually
 from tests.support.services import free_port
 
@@ -51,6 +51,7 @@ def policies(tmp_path: Path) -> Path:
     """The shipped policies, with room in their rate limits for several episodes."""
     directory = tmp_path / "policies"
     shutil.copytree(SHIPPED_POLICIES, directory)
+    (directory / "guardrails.yaml").write_text(shipped_guardrails(""))  # and the stand-ins
     for name, limit in [
         ("application-down", "{max: 2, per: 1h}"),
         ("high-error-rate", "{max: 1, per: 1h}"),

@@ -32,7 +32,7 @@ from remediator.runtime.live_policies import LivePolicies
 from remediator.store import Store
 from tests.support.alertmanager import ready, running_alertmanager
 from tests.support.clocks import Clock
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, STAND_INS_ALLOWED
 from tests.support.service_process import eventually
 from tests.support.services import free_port
 from tests.support.webhooks import webhook, webhook_alert
@@ -278,6 +278,7 @@ async def test_a_run_silences_and_its_on_resolved_run_expires_the_silence(
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", policies)
+    (policies / "guardrails.yaml").write_text(STAND_INS_ALLOWED)
     (policies / "silence.yaml").write_text(POLICY.replace("ALERTMANAGER", silences.url))
     clock = Clock()
     live = LivePolicies.load(policies, Metrics().policies)

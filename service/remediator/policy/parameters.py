@@ -37,12 +37,12 @@ def _http_url(value: str, info: ValidationInfo) -> str:
     template's shape is checked (policy.urls); after rendering, the URL as a whole may not.
     Where a rendered URL may go is the decision core's check (policy.egress).
     """
-    checked = value if info.context == RENDERED else _TEMPLATE_EXPRESSION.sub("", value)
-    if not value.startswith(("http://", "https://")) or any(ch.isspace() for ch in checked):
-        raise ValueError(f"expected an http:// or https:// URL without spaces, got {value!r}")
     problem = None if info.context == RENDERED else template_problem(value)
     if problem is not None:
         raise ValueError(f"{problem}, got {value!r}")
+    checked = value if info.context == RENDERED else _TEMPLATE_EXPRESSION.sub("", value)
+    if not value.startswith(("http://", "https://")) or any(ch.isspace() for ch in checked):
+        raise ValueError(f"expected an http:// or https:// URL without spaces, got {value!r}")
     return value
 
 
