@@ -179,7 +179,7 @@ def _step(
         template = step.params.get(name)
         problem = label_problem(template, context) if isinstance(template, str) else None
         if problem is not None:
-            raise RenderError(f"{where} ({step.action}) {name}: {problem}")
+            raise RenderError(f"{where} ({step.action}) {name}: refused: {problem}")
     try:
         params = spec.params.model_validate(render(step.params, context), context=RENDERED)
     except ValidationError as exc:
