@@ -8,6 +8,7 @@ docker-compose; the image's Dockerfile with dockerfile-parse.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -451,6 +452,26 @@ def test_the_service_and_the_disruption_budget_select_the_deployments_pods() -> 
     budget = one("PodDisruptionBudget")
     assert budget["spec"]["selector"] == deployment["spec"]["selector"]
     assert budget["spec"]["maxUnavailable"] == 1 < deployment["spec"]["replicas"] - 1
+
+
+def test_the_egress_policy_selects_the_pods_and_never_reaches_the_metadata_service() -> None:
+    policy = one("NetworkPolicy")
+    deployment = one("Deployment")
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    rules = policy["spec"]["egress"]
+    dns = [r for r in rules if {"protocol": "UDP", "port": 53} in r.get("ports", [])]
+    assert dns, "DNS must be allowed"
+    blocks = [peer["ipBlock"] for rule in rules for peer in rule["to"] if "ipBlock" in peer]
+    metadata = [ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254")]
+    for block in blocks:
+        network = ipaddress.ip_network(block["cidr"])
+        excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+        for address in metadata:
+            if address.version == network.version and address in network:
+                assert any(address in e for e in excepted), block
+    ports = {p["port"] for rule in rules for p in rule.get("ports", [])}
+    assert {443, 587} <= ports  # PagerDuty, Slack and GitHub; SMTP submission
 
 
 # --- Alertmanager ----------------------------------------------------------------------------
