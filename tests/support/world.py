@@ -108,10 +108,15 @@ class World:
     guards: Guards
     live: LivePolicies
 
-    async def post(self, status: str, starts_at: str = "2027-01-15T08:00:00Z") -> None:
+    async def post(
+        self, status: str, starts_at: str = "2027-01-15T08:00:00Z", *, ends_at: str | None = None
+    ) -> None:
+        """The alert in this state; a resolution ends at `ends_at` (its fixed default unless
+        given)."""
         labels = {"alertname": "AppDown", "app": "shop", "instance": self.instance}
+        end = {"ends_at": ends_at} if ends_at is not None else {}
         alert = webhook_alert(
-            labels, fingerprint=f"fp-{starts_at}", starts_at=starts_at, status=status
+            labels, fingerprint=f"fp-{starts_at}", starts_at=starts_at, status=status, **end
         )
         body = webhook(alert, group_key='{}:{alertname="AppDown"}')
         received = datetime.fromtimestamp(self.clock(), UTC)

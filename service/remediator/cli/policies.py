@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from remediator.alerts import Notification
-from remediator.cli import replay
+from remediator.cli import replay, stats
 from remediator.config import Settings
 from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
@@ -39,6 +39,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
     explain.set_defaults(run=execute, policy_command="explain")
     replay.add_command(policy_commands)
+    stats.add_command(policy_commands)
 
 
 def execute(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from remediator.engine.ledger import LedgerEntry
 from remediator.store import rows, statements
 from remediator.store.records import (
     AlertEvent,
@@ -184,6 +185,10 @@ class PortableRunLedger(Database):
             since,
         )
         return found[0] if found else None
+
+    async def ledger_since(self, since: datetime) -> list[LedgerEntry]:
+        found = await self._fetch(statements.LEDGER, since)
+        return [rows.ledger_entry(row) for row in found]
 
     async def steps(self, remediation_id: str) -> list[StepRecord]:
         found = await self._fetch(

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from remediator.alerts import Notification
+from remediator.engine.ledger import LedgerEntry
 from remediator.store.records import (
     AlertEvent,
     AlertRecord,
@@ -131,6 +132,11 @@ class RunLedger(Protocol):
     async def last_fix(self, policy: str, target: str, since: datetime) -> Remediation | None:
         """The policy's latest run on the target whose fix was verified (outcome succeeded)
         at or after `since`."""
+        ...
+
+    async def ledger_since(self, since: datetime) -> list[LedgerEntry]:
+        """Each firing remediation of a policy started at or after `since`, oldest first, with
+        its alert episode's end and whether it paged (what `engine.ledger` counts)."""
         ...
 
     async def steps(self, remediation_id: str) -> list[StepRecord]: ...

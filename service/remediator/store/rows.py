@@ -16,6 +16,7 @@ from typing import Any
 import pydantic_core
 
 from remediator.alerts import Alert, AlertStatus, Notification
+from remediator.engine.ledger import LedgerEntry
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.summary import PlanSummary
 from remediator.store.records import (
@@ -166,6 +167,26 @@ def remediation(row: Row) -> Remediation:
         time(started_at),
         maybe_time(verify_until),
         maybe_time(finished_at),
+    )
+
+
+def ledger_entry(row: Row) -> LedgerEntry:
+    """A row of `statements.LEDGER`."""
+    remediation_id, policy, target, fingerprint, starts_at, outcome, run_id, plan = row[:8]
+    started_at, finished_at, status, ends_at, paged = row[8:]
+    return LedgerEntry(
+        id=remediation_id,
+        policy=policy,
+        target=target,
+        fingerprint=fingerprint,
+        starts_at=time(starts_at),
+        outcome=RunOutcome(outcome),
+        run_id=run_id,
+        actions=PlanSummary.from_json(json.loads(plan)).steps,
+        started_at=time(started_at),
+        finished_at=maybe_time(finished_at),
+        resolved_at=maybe_time(ends_at) if status == "resolved" else None,
+        paged=bool(paged),
     )
 
 

@@ -104,6 +104,20 @@ SHARED_INCIDENT_FIRING = (
     " WHERE r.incident = $1 AND a.status = 'firing'"
     " AND NOT (r.fingerprint = $2 AND r.starts_at = $3) LIMIT 1"
 )
+# The ledger: each firing remediation of a policy started at or after $1, oldest first, with
+# its alert episode's end and whether a page (a trigger to a person's channel, not the
+# outbox's own) was queued for it. The pages are read in one pass over the outbox.
+LEDGER = (
+    "SELECT r.id, r.policy, r.target, r.fingerprint, r.starts_at, r.outcome, r.run_id,"
+    " CAST(r.plan AS TEXT), r.started_at, r.finished_at, a.status, a.ends_at,"
+    " p.remediation_id IS NOT NULL"
+    " FROM remediations r"
+    " LEFT JOIN alerts a ON a.fingerprint = r.fingerprint AND a.starts_at = r.starts_at"
+    " LEFT JOIN (SELECT DISTINCT remediation_id FROM outbox WHERE action = 'trigger'"
+    " AND channel NOT IN ('ladder', 'hold') AND created_at >= $1) p ON p.remediation_id = r.id"
+    " WHERE r.kind = 'firing' AND r.policy IS NOT NULL AND r.started_at >= $1"
+    " ORDER BY r.started_at, r.id"
+)
 # An outbox entry whose id is already queued is left as it is. {rows}: VALUES or a SELECT.
 ENQUEUE = (
     "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"
