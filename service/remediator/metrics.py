@@ -12,6 +12,10 @@ OTHER_ALERTNAME = "other"
 """The `alertname` label of every alert no live policy names: the label set stays bounded."""
 
 
+OTHER_POLICY = "other"
+"""The `policy` label of a run of a policy no longer in the live set."""
+
+
 class IntakeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.notifications_received = Counter(
@@ -96,6 +100,65 @@ class NotifyMetrics:
         )
 
 
+class RunMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.policy_runs = Counter(
+            "remediator_policy_runs",
+            "Firing remediations of a policy that ended, by policy (one of the live set, or"
+            " other) and outcome (succeeded, failed, blocked, ...)",
+            ["policy", "outcome"],
+            registry=registry,
+        )
+
+
+class WatchMetrics:
+    """The service's backlog, read from the store at each scrape (the same on every replica:
+    aggregate with max, not sum)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events_pending = Gauge(
+            "remediator_events_pending", "Alert state changes queued, not yet handled",
+            registry=registry,
+        )  # fmt: skip
+        self.oldest_event_age = Gauge(
+            "remediator_events_oldest_pending_seconds",
+            "Age of the oldest alert state change not yet handled (0: none)",
+            registry=registry,
+        )
+        self.messages_unsent = Gauge(
+            "remediator_messages_unsent",
+            "Messages due to a channel and not yet sent (retries included), by channel",
+            ["channel"],
+            registry=registry,
+        )
+        self.oldest_message_age = Gauge(
+            "remediator_messages_oldest_unsent_seconds",
+            "How long the oldest unsent message of a channel has been due (0: none)",
+            ["channel"],
+            registry=registry,
+        )
+        self.runs_in_flight = Gauge(
+            "remediator_runs_in_flight",
+            "Remediations under way, by state: waiting, running, verifying",
+            ["state"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "remediator_paused", "1 while the kill switch is on, else 0", registry=registry
+        )
+        self.paused_age = Gauge(
+            "remediator_paused_seconds",
+            "How long the kill switch has been on (0: off)",
+            registry=registry,
+        )
+        self.refresh_errors = Counter(
+            "remediator_watch_refresh_errors",
+            "Scrapes whose backlog could not be read from the store (the gauges kept their"
+            " previous values)",
+            registry=registry,
+        )
+
+
 class Metrics:
     """One application's metrics: its registry (what /metrics exposes) and each part's group."""
 
@@ -105,3 +168,5 @@ class Metrics:
         self.policies = PolicyMetrics(self.registry)
         self.guards = GuardMetrics(self.registry)
         self.notify = NotifyMetrics(self.registry)
+        self.runs = RunMetrics(self.registry)
+        self.watch = WatchMetrics(self.registry)

@@ -107,6 +107,7 @@ class World:
     dispatcher: Dispatcher
     guards: Guards
     live: LivePolicies
+    metrics: Metrics = field(default_factory=Metrics)  # the runner's
 
     async def post(
         self, status: str, starts_at: str = "2027-01-15T08:00:00Z", *, ends_at: str | None = None
@@ -154,7 +155,11 @@ async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
         )
         fast = Retrying(attempts=3, first_wait=0.01, max_wait=0.02)
         actions = HttpActions(session).actions() | PrometheusActions(session).actions()
-        runner = Runner(store, guards, live, actions, clock=clock, retrying=fast, check_interval=0)
+        metrics = Metrics()
+        runner = Runner(
+            store, guards, live, actions, clock=clock, retrying=fast, check_interval=0,
+            metrics=metrics.runs,
+        )  # fmt: skip
         yield World(
             store,
             clock,
@@ -163,4 +168,5 @@ async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
             Dispatcher(store, runner, clock=clock, worker="test"),
             guards,
             live,
+            metrics,
         )

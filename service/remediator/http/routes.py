@@ -59,8 +59,13 @@ def build_app(
     api: OperatorApi,
     health: Handler,
     registry: CollectorRegistry,
+    refresh: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
+    """`refresh` sets the gauges read at scrape time, before /metrics is generated."""
+
     async def metrics_handler(_: web.Request) -> web.Response:
+        if refresh is not None:
+            await refresh()
         # Built in a thread, never on the loop: the registry's own locks make that safe.
         response = web.Response(body=await asyncio.to_thread(generate_latest, registry))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]

@@ -22,6 +22,7 @@ from remediator.engine.plan import Plan
 from remediator.engine.summary import PlanSummary
 from remediator.guards.base import BreakerSpec
 from remediator.guards.guards import Guards, breaker_spec
+from remediator.metrics import OTHER_POLICY, RunMetrics
 from remediator.notify.escalator import Escalator, IncidentStore, dedup_key
 from remediator.policy.policyset import PoliciesInForce
 from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord
@@ -72,11 +73,13 @@ class Recorder:
         policies: PoliciesInForce,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: RunMetrics | None = None,
     ) -> None:
         self._store = store
         self._guards = guards
         self._policies = policies
         self._clock = clock
+        self._metrics = metrics
         self.escalator = Escalator(store, lambda: policies.current.matrix, clock=clock)
 
     def now(self) -> datetime:
@@ -169,7 +172,18 @@ class Recorder:
         transaction: a crash leaves both or neither."""
         messages = await self._messages(remediation, start=start, known=known)
         await self._store.save_remediation(remediation, messages)
+        self._count(remediation)
         return remediation
+
+    def _count(self, remediation: Remediation) -> None:
+        """A firing remediation of a policy that ended: `remediator_policy_runs_total`."""
+        if self._metrics is None or remediation.policy is None:
+            return
+        if remediation.kind != "firing" or not remediation.outcome.finished:
+            return
+        live = {policy.name for policy in self._policies.current.policies}
+        policy = remediation.policy if remediation.policy in live else OTHER_POLICY
+        self._metrics.policy_runs.labels(policy, remediation.outcome.value).inc()
 
     async def _messages(
         self, remediation: Remediation, *, start: bool, known: Known = NOTHING_KNOWN

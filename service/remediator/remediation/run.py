@@ -31,6 +31,7 @@ from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards, breaker_spec
+from remediator.metrics import RunMetrics
 from remediator.notify.escalator import IncidentStore
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import CATALOGUE
@@ -86,11 +87,12 @@ class Runner:
         clock: Callable[[], float] = time.time,
         retrying: Retrying = DEFAULT_RETRYING,
         check_interval: float = 15.0,
+        metrics: RunMetrics | None = None,
     ) -> None:
         self._store = store
         self._guards = guards
         self._policies = policies
-        self.record = Recorder(store, guards, policies, clock=clock)
+        self.record = Recorder(store, guards, policies, clock=clock, metrics=metrics)
         self.busy = Busy()
         self.steps = Steps(store, guards, actions, clock=clock, retrying=retrying, busy=self.busy)
         self.waiting: set[int] = set()  # events whose run waits for its turn (see `_admit`)

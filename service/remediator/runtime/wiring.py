@@ -36,6 +36,7 @@ from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.run import Runner
 from remediator.runtime.background import Loop
 from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.watch import Watcher
 from remediator.store import Store, open_store
 
 log = structlog.get_logger("remediator.runtime")
@@ -99,7 +100,15 @@ class Parts:
         return cls(*parts, ChannelSet())
 
     def application(self) -> web.Application:
-        app = build_app(self.settings, self.intake, self.api, self.health, self.metrics.registry)
+        watcher = Watcher(self.store, self.metrics.watch)
+        app = build_app(
+            self.settings,
+            self.intake,
+            self.api,
+            self.health,
+            self.metrics.registry,
+            refresh=watcher.refresh,
+        )
         app[GUARDS] = self.guards
         return app
 
@@ -121,7 +130,9 @@ class Parts:
             aws_endpoint_url=settings.aws_endpoint_url,
             egress=lambda: self.policies.current.guardrails.egress,
         ) as actions:
-            runner = Runner(self.store, self.guards, self.policies, actions)
+            runner = Runner(
+                self.store, self.guards, self.policies, actions, metrics=self.metrics.runs
+            )
             # An event's claim outlives the target lease its run holds (both renewed every
             # third of their time), so the worker that takes a dead worker's event over finds
             # the target free, not still held by the dead run.

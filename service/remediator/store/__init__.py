@@ -10,6 +10,8 @@ from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Backlog,
+    ChannelBacklog,
     Fold,
     FoldedMessage,
     IntakeResult,
@@ -29,6 +31,7 @@ from remediator.store.roles import (
     RunLedger,
     Store,
     StoreUnavailable,
+    Watch,
 )
 
 __all__ = [
@@ -36,7 +39,9 @@ __all__ = [
     "AlertLog",
     "AlertRecord",
     "AuditEntry",
+    "Backlog",
     "BudgetLedger",
+    "ChannelBacklog",
     "ControlState",
     "EventQueue",
     "Fold",
@@ -52,5 +57,6 @@ __all__ = [
     "StepRecord",
     "Store",
     "StoreUnavailable",
+    "Watch",
     "open_store",
 ]

@@ -13,11 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from remediator.engine.ledger import LedgerEntry
+from remediator.engine.outcome import RunOutcome
 from remediator.store import rows, statements
 from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Backlog,
+    ChannelBacklog,
     Fold,
     FoldedMessage,
     OutboxEntry,
@@ -211,6 +214,24 @@ class PortableRunLedger(Database):
             f"SELECT {rows.REMEDIATION_COLUMNS} FROM remediations {where}", *parameters
         )
         return [rows.remediation(row) for row in found]
+
+
+class PortableBacklog(Database):
+    async def backlog(self, now: datetime) -> Backlog:
+        [(events, oldest)] = await self._fetch(statements.BACKLOG_EVENTS)
+        channels = await self._fetch(statements.BACKLOG_OUTBOX, now)
+        runs = await self._fetch(statements.BACKLOG_RUNS)
+        paused = await self._fetch("SELECT paused_at FROM pause")
+        return Backlog(
+            events=int(events),
+            oldest_event=rows.maybe_time(oldest),
+            channels=tuple(
+                ChannelBacklog(channel, int(count), rows.time(due))
+                for channel, count, due in channels
+            ),
+            in_flight=tuple((RunOutcome(outcome), int(count)) for outcome, count in runs),
+            paused_at=rows.maybe_time(paused[0][0]) if paused else None,
+        )
 
 
 class PortableControlState(Database):

@@ -79,6 +79,28 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class ChannelBacklog:
+    """A channel's messages due and not yet sent (retries included), and since when the oldest
+    of them is due: a retried message since it was queued, one never tried since it fell due
+    (a digest's email waits for its hour without counting)."""
+
+    channel: str
+    messages: int
+    oldest_due: datetime
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the service has still to do, as /metrics shows it: read in a few indexed look-ups."""
+
+    events: int  # queued alert state changes not yet done
+    oldest_event: datetime | None  # when the oldest of them was queued
+    channels: tuple[ChannelBacklog, ...]  # by channel name; the outbox's own ones left out
+    in_flight: tuple[tuple[RunOutcome, int], ...]  # waiting, running, verifying: how many
+    paused_at: datetime | None  # the kill switch, since when it is on
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     at: datetime
     kind: str  # breaker, pause, resume, ...

@@ -7,6 +7,7 @@
 - `Outbox`: the messages for the channels, from queued to sent.
 - `BudgetLedger`: the channels' budgets, and the messages folded past them.
 - `Retention`: deleting what the retention period no longer keeps.
+- `Watch`: the backlog /metrics shows.
 
 `Store` is all of them, what `open_store` gives back.
 """
@@ -23,6 +24,7 @@ from remediator.store.records import (
     AlertEvent,
     AlertRecord,
     AuditEntry,
+    Backlog,
     Fold,
     FoldedMessage,
     IntakeResult,
@@ -246,6 +248,13 @@ class BudgetLedger(Protocol):
         ...
 
 
+class Watch(Protocol):
+    async def backlog(self, now: datetime) -> Backlog:
+        """What the service has still to do: events queued, messages due and unsent per
+        channel, runs in flight, the kill switch (what /metrics shows, read at each scrape)."""
+        ...
+
+
 class Retention(Protocol):
     async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
         """Delete what the retention period no longer keeps, in one transaction: alert
@@ -257,7 +266,15 @@ class Retention(Protocol):
 
 
 class Store(
-    AlertLog, EventQueue, RunLedger, ControlState, Outbox, BudgetLedger, Retention, Protocol
+    AlertLog,
+    EventQueue,
+    RunLedger,
+    ControlState,
+    Outbox,
+    BudgetLedger,
+    Retention,
+    Watch,
+    Protocol,
 ):
     """Every role, and the store's own life: what `open_store` gives back."""
 

@@ -118,6 +118,18 @@ LEDGER = (
     " WHERE r.kind = 'firing' AND r.policy IS NOT NULL AND r.started_at >= $1"
     " ORDER BY r.started_at, r.id"
 )
+# The service's backlog ($1: now), for /metrics: each through a partial index.
+BACKLOG_EVENTS = "SELECT count(*), min(enqueued_at) FROM alert_events WHERE done_at IS NULL"
+BACKLOG_OUTBOX = (
+    "SELECT channel, count(*), min(CASE WHEN attempts > 0 THEN created_at"
+    " ELSE next_attempt_at END) FROM outbox"
+    " WHERE sent_at IS NULL AND failed_at IS NULL AND channel NOT IN ('ladder', 'hold')"
+    " AND (attempts > 0 OR next_attempt_at <= $1) GROUP BY channel ORDER BY channel"
+)
+BACKLOG_RUNS = (
+    "SELECT outcome, count(*) FROM remediations"
+    " WHERE outcome IN ('waiting', 'running', 'verifying') GROUP BY outcome ORDER BY outcome"
+)
 # An outbox entry whose id is already queued is left as it is. {rows}: VALUES or a SELECT.
 ENQUEUE = (
     "INSERT INTO outbox (id, channel, action, dedup_key, remediation_id, message,"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remediator.store.portable import PortableControlState
+from remediator.store.portable import PortableBacklog, PortableControlState
 from remediator.store.postgres.alert_log import PostgresAlertLog
 from remediator.store.postgres.budgets import PostgresBudgets
 from remediator.store.postgres.connection import PostgresConnection
@@ -17,6 +17,7 @@ class PostgresStore(
     PostgresEventQueue,
     PostgresRunLedger,
     PortableControlState,
+    PortableBacklog,
     PostgresOutbox,
     PostgresBudgets,
     PostgresRetention,

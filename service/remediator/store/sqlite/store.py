@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remediator.store.portable import PortableControlState
+from remediator.store.portable import PortableBacklog, PortableControlState
 from remediator.store.sqlite.alert_log import SQLiteAlertLog
 from remediator.store.sqlite.budgets import SQLiteBudgets
 from remediator.store.sqlite.connection import SQLiteConnection
@@ -17,6 +17,7 @@ class SQLiteStore(
     SQLiteEventQueue,
     SQLiteRunLedger,
     PortableControlState,
+    PortableBacklog,
     SQLiteOutbox,
     SQLiteBudgets,
     SQLiteRetention,
