@@ -72,10 +72,9 @@ def running(remediation_id: str, outcome: RunOutcome, at: datetime) -> Remediati
 
 async def test_metrics_show_the_backlog_and_the_oldest_age(client: Client, store: Store) -> None:
     now = datetime.now(UTC)
-    alerts = [
-        webhook_alert({"alertname": "A", "n": str(n)}, fingerprint=f"f{n}", starts_at="2027-01-15T08:00:00Z")
-        for n in range(3)
-    ]  # fmt: skip
+    starts = "2027-01-15T08:00:00Z"
+    labels = [{"alertname": "A", "n": str(n)} for n in range(3)]
+    alerts = [webhook_alert(one, fingerprint=one["n"], starts_at=starts) for one in labels]
     body = Notification.model_validate(webhook(*alerts))
     await store.record_notification(body, b"{}", now - timedelta(minutes=5))
     await store.enqueue(
