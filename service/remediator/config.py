@@ -11,6 +11,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -111,6 +112,12 @@ class Settings(BaseSettings):
         None, description="one endpoint for every AWS API (localstack, moto); unset: AWS's own"
     )
 
+    external_url: str | None = Field(
+        None,
+        description="the address people reach Remediator at (https://remediator.example.com):"
+        " every message links its run there, <url>/api/v1/runs/<id>; unset: no link",
+    )
+
     @field_validator("dry_run_channels", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -157,6 +164,17 @@ class Settings(BaseSettings):
         raise ValueError(
             f"expected an IAM role ARN such as arn:aws:iam::123456789012:role/NAME, got {value!r}"
         )
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.netloc and value.isprintable():
+            if not any(ch.isspace() for ch in value):
+                return value
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
 
     @field_validator("aws_endpoint_url")
     @classmethod

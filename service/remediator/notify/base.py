@@ -41,6 +41,63 @@ class Message:
     links: dict[str, str] = field(default_factory=dict)  # runbook, alert source, silence
     # What diagnostic steps read; its text instead when cut to fit a channel's limits.
     diagnostics: dict[str, Any] | str = field(default_factory=dict)
+    run_id: str | None = None  # the remediation: /api/v1/runs/<run_id>
+    run_url: str | None = None  # that, at REMEDIATOR_EXTERNAL_URL (also in `links`)
+    severity_why: str = ""  # why this level: the policy's severity or the alert's label
+    next: str = ""  # what happens next: verifying until 14:05 UTC, paging P1, nothing more
+    started_at: str | None = None  # when the alert started firing (ISO 8601)
+
+
+# The labels that say where an alert is, as a message shows them.
+KEY_LABELS = (("instance", "Instance"), ("namespace", "Namespace"), ("target", "Target"))
+
+
+def headline(message: Message) -> str:
+    """The message's one line: its summary, which names the alert (unless it begins with what
+    happened to the page, a fallback or a climb: then the alert's name first)."""
+    if message.summary.startswith(message.alertname):
+        return message.summary
+    return f"{message.alertname}: {message.summary}"
+
+
+def key_facts(message: Message) -> list[tuple[str, str]]:
+    """Where the alert is (instance, namespace, the target acted on) and the run: what a
+    responder reads before the details."""
+    facts = [("Status", message.status), ("Severity", severity_text(message))]
+    facts += [("Outcome", message.outcome), ("Policy", message.policy or "—")]
+    target = message.target or message.labels.get("target")
+    facts += [
+        (title, value)
+        for name, title in KEY_LABELS
+        if (value := target if name == "target" else message.labels.get(name))
+    ]
+    if message.started_at:
+        facts.append(("Started", message.started_at))
+    if message.run_id:
+        facts.append(("Run", message.run_id))
+    return facts
+
+
+def severity_text(message: Message) -> str:
+    return f"{message.level} ({message.severity_why})" if message.severity_why else message.level
+
+
+def incident_lines(message: Message) -> list[tuple[str, str]]:
+    """What the incident templates open with, each said once: the alert's summary and
+    description, the reason (unless the headline says them already), and what happens next."""
+    said = headline(message)
+    lines = [
+        (title, text)
+        for title, text in (
+            ("Summary", message.annotations.get("summary", "")),
+            ("Description", message.annotations.get("description", "")),
+            ("Reason", message.reason),
+        )
+        if text and " ".join(text.split()) not in said
+    ]
+    if message.next:
+        lines.append(("Next", message.next))
+    return lines
 
 
 def diagnostics_text(message: Message) -> str:

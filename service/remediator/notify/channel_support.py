@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -141,9 +141,11 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def check_answer(what: str, status: int, headers: Mapping[str, str], body: str, *, ok: int) -> None:
-    """Raise for anything but `ok`: 429 and 5xx are worth another try, other answers are not."""
-    if status == ok:
+def check_answer(
+    what: str, status: int, headers: Mapping[str, str], body: str, *, ok: Container[int]
+) -> None:
+    """Raise for an answer not in `ok`: 429 and 5xx are worth another try, others are not."""
+    if status in ok:
         return
     excerpt = truncate(body.strip(), _ERROR_EXCERPT)
     if status == 429:
@@ -166,7 +168,7 @@ async def post_json(
     payload: object,
     *,
     what: str,
-    ok: int,
+    ok: Container[int],
     limit: aiohttp.ClientTimeout,
     explain: Callable[[str], str] = lambda body: body,
     secret_url: bool = False,

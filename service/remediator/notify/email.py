@@ -20,7 +20,15 @@ from typing import Any
 import aiosmtplib
 import structlog
 
-from remediator.notify.base import Message, PermanentFailure, TransientFailure, diagnostics_text
+from remediator.notify.base import (
+    Message,
+    PermanentFailure,
+    TransientFailure,
+    diagnostics_text,
+    headline,
+    incident_lines,
+    key_facts,
+)
 from remediator.notify.channel_support import (
     TIMEOUT,
     ChannelNotConfigured,
@@ -186,17 +194,14 @@ class Email:
 
 def subject(message: Message) -> str:
     tag = "resolved" if message.action == "resolve" else message.level
-    return truncate(
-        " ".join(f"[{tag}] {message.alertname}: {message.summary}".split()), SUBJECT_LIMIT
-    )
+    return truncate(" ".join(f"[{tag}] {headline(message)}".split()), SUBJECT_LIMIT)
 
 
 def plain_text(message: Message) -> str:
     lines = [subject(message), "", message.summary]
-    if message.reason:
-        lines.append(f"Reason: {message.reason}")
+    lines.extend(f"{title}: {text}" for title, text in incident_lines(message))
     lines.append("")
-    lines.extend(f"{name}: {value}" for name, value in _facts(message))
+    lines.extend(f"{name}: {value}" for name, value in key_facts(message))
     if message.steps:
         lines += ["", "Steps:"]
         lines.extend(f"  - {s.action}: {s.outcome} — {s.message}" for s in message.steps)
@@ -217,9 +222,8 @@ def html_text(message: Message) -> str:
 def _html_body(message: Message) -> str:
     e = html.escape
     parts = [f"<h2>{e(subject(message))}</h2>", f"<p>{e(message.summary)}</p>"]
-    if message.reason:
-        parts.append(f"<p>Reason: {e(message.reason)}</p>")
-    parts.append(_html_table(_facts(message)))
+    parts.extend(f"<p>{e(title)}: {e(text)}</p>" for title, text in incident_lines(message))
+    parts.append(_html_table(key_facts(message)))
     if message.steps:
         items = "".join(
             f"<li><b>{e(s.action)}</b>: {e(s.outcome)} — {e(s.message)}</li>" for s in message.steps
@@ -234,16 +238,6 @@ def _html_body(message: Message) -> str:
     if message.diagnostics:
         parts.append(f"<h3>Diagnostics</h3><pre>{e(diagnostics_text(message))}</pre>")
     return "\n".join(parts)
-
-
-def _facts(message: Message) -> list[tuple[str, str]]:
-    return [
-        ("Status", message.status),
-        ("Severity", message.level),
-        ("Outcome", message.outcome),
-        ("Policy", message.policy or "—"),
-        ("Target", message.target or "—"),
-    ]
 
 
 def _tables(message: Message) -> list[tuple[str, list[tuple[str, str]]]]:

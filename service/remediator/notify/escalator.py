@@ -222,10 +222,14 @@ class Escalator:
         matrix: Callable[[], EscalationMatrix],
         *,
         clock: Callable[[], float] = time.time,
+        external_url: str | None = None,
+        severity_of: Callable[[str], str | None] = lambda _policy: None,
     ) -> None:
         self._store = store
         self._matrix = matrix
         self._clock = clock
+        self._external_url = external_url
+        self._severity_of = severity_of
 
     async def notify(self, remediation: Remediation, notify: Notify) -> list[OutboxEntry]:
         """Queue a message about the remediation now (a page resolved with its alert)."""
@@ -255,7 +259,13 @@ class Escalator:
             alert = await self._store.alert(remediation.fingerprint, remediation.starts_at)
         if steps is None:
             steps = await self._store.steps(remediation.id)
-        message = _message(remediation, turn.notify or "trigger", turn.key, alert, steps)
+        context = MessageContext(
+            turn.matrix,
+            turn.now,
+            self._external_url,
+            self._severity_of(remediation.policy) if remediation.policy else None,
+        )
+        message = _message(remediation, turn.notify or "trigger", turn.key, alert, steps, context)
         entries = _entries(turn, message, channels)
         log.info("escalation queued", action=turn.notify, channels=channels, dedup_key=turn.key)
         return entries
@@ -316,12 +326,24 @@ class Escalator:
         )
 
 
+@dataclass(frozen=True)
+class MessageContext:
+    """What a message says beyond its remediation and alert: the matrix (the level's reason and
+    its next rung), the time, where the run can be seen, and the policy's `severity`."""
+
+    matrix: EscalationMatrix
+    now: datetime
+    external_url: str | None = None
+    policy_severity: str | None = None  # P1..P4, from_label, or None (no policy, or gone)
+
+
 def _message(
     remediation: Remediation,
     action: str,
     key: str,
     alert: AlertRecord | None,
     recorded: Sequence[StepRecord],
+    context: MessageContext,
 ) -> dict[str, Any]:
     r = remediation
     labels = alert.labels if alert else {}
@@ -331,11 +353,15 @@ def _message(
         s.step_id or s.action: s.data for s in recorded if s.action in DIAGNOSTIC and s.data
     }
     links = alert_links(alert) if alert else {}
+    url = run_url(context.external_url, r.id)
+    if url:
+        links = {"Run": url, **links}
+    level = r.plan.level or "P3"
     return {
         "action": action,
         "dedup_key": key,
-        "level": r.plan.level or "P3",
-        "summary": summary(r, action),
+        "level": level,
+        "summary": summary(r, action, annotations.get("summary", ""), labels),
         "alertname": r.alertname,
         "status": "resolved" if action == "resolve" else "firing",
         "labels": labels,
@@ -347,7 +373,77 @@ def _message(
         "steps": steps,
         "links": links,
         "diagnostics": diagnostics,
+        "run_id": r.id,
+        "run_url": url,
+        "severity_why": severity_why(level, r.policy, context.policy_severity, labels, context),
+        "next": next_step(r, action, context),
+        "started_at": r.starts_at.isoformat(),
     }
+
+
+def run_url(external_url: str | None, run_id: str) -> str | None:
+    """The run in Remediator's API, when the service knows the address it is reached at."""
+    if not external_url:
+        return None
+    return f"{external_url.rstrip('/')}/api/v1/runs/{quote(run_id, safe='')}"
+
+
+def severity_why(
+    level: str,
+    policy: str | None,
+    policy_severity: str | None,
+    labels: dict[str, str],
+    context: MessageContext,
+) -> str:
+    """Why the message is at its level: the policy's `severity`, or the alert's severity label
+    through the matrix (no policy matched, or the policy takes the label)."""
+    if policy and policy_severity and policy_severity != "from_label":
+        return f"policy {policy} sets severity {policy_severity}"
+    label = labels.get("severity")
+    if label is not None:
+        label = label[:100]  # a label is anyone's: a page is not made of one
+    if label is None:
+        by_label = f"the alert has no severity label: the matrix's default, {level}"
+    elif label in context.matrix.severity_labels:
+        by_label = f"the alert's severity label {label!r} maps to {level}"
+    else:
+        by_label = (
+            f"the alert's severity label {label!r} is not in the matrix: its default, {level}"
+        )
+    if policy and policy_severity == "from_label":
+        return f"policy {policy} takes the alert's severity: {by_label}"
+    if policy:  # no longer in force: its severity is not known
+        return f"{level}, set by policy {policy}"
+    return f"no policy matched: {by_label}"
+
+
+def next_step(remediation: Remediation, action: str, context: MessageContext) -> str:
+    """What happens next, in a line: verifying until when, a person paged, or nothing more."""
+    r = remediation
+    if action == "resolve":
+        return "nothing more: the incident is closed"
+    if r.outcome == "verifying":
+        until = f" until {_clock_time(r.verify_until)}" if r.verify_until else ""
+        return (
+            f"verifying{until}: resolved when the alert clears; "
+            "paged as failed if it still fires then"
+        )
+    if r.outcome in ("waiting", "running"):
+        return "remediating: this page is updated when the run ends"
+    level = r.plan.level or "P3"
+    route = context.matrix.levels.get(level)
+    paging = f"paging {level}: a person must act"
+    if route is not None and route.next is not None:
+        rung = route.next
+        paging += (
+            f"; climbs to {rung.level} {format_duration(rung.after)} after the first page "
+            "if still open"
+        )
+    return paging
+
+
+def _clock_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%H:%M UTC")
 
 
 def alert_links(alert: AlertRecord) -> dict[str, str]:
@@ -476,27 +572,52 @@ def entry_id() -> str:
     return f"{time.time_ns():016x}-{uuid.uuid4().hex[:12]}"
 
 
-def summary(remediation: Remediation, action: str) -> str:
+def summary(
+    remediation: Remediation,
+    action: str,
+    said: str = "",
+    labels: dict[str, str] | None = None,
+) -> str:
+    """One line: the alert, where, what its `summary` annotation says, and what Remediator did,
+    each said once ("DiskAlmostFull on node-3: disk / at 93% — no policy matches: escalate
+    only")."""
     r = remediation
     if r.plan.incident:
         # One incident of a probable shared cause: its reason names the cause and the targets
         # (each alert held in it is told of once; the resolve waits for the last).
         text = f"every held alert resolved: {r.reason}" if action == "resolve" else r.reason
         return text[:1024]
-    where = f" on {r.target}" if r.target else ""
+    where = r.target or (labels or {}).get("instance")
+    subject = f"{r.alertname} on {where}" if where else r.alertname
+    if said:
+        subject = f"{subject}: {' '.join(said.split())} —"
+    else:
+        subject += ":"
     if action == "resolve":
-        return f"{r.alertname}{where} resolved ({r.outcome}: {r.reason})"
-    what = {
-        "waiting": "remediation waiting for its turn",
-        "running": "remediation running",
-        "verifying": "fix applied, waiting for the alert to resolve",
-        "failed": "remediation failed",
-        "blocked": "remediation blocked",
-        "refused": "remediation refused",
-        "no_match": "no policy matches",
-        "dry_run": "dry-run only, nothing changed",
-        "stopped": "remediation stopped",
-        "interrupted": "remediation interrupted",
-        "error": "not handled: an internal error",
-    }.get(r.outcome, r.outcome)
-    return f"{r.alertname}{where}: {what}: {r.reason}"[:1024]
+        return f"{subject} resolved ({r.outcome}: {r.reason})"[:1024]
+    what = _OUTCOMES.get(r.outcome, r.outcome)
+    return f"{subject} {_once(what, r.reason)}"[:1024]
+
+
+_OUTCOMES = {
+    "waiting": "remediation waiting for its turn",
+    "running": "remediation running",
+    "verifying": "fix applied, waiting for the alert to resolve",
+    "failed": "remediation failed",
+    "blocked": "remediation blocked",
+    "refused": "remediation refused",
+    "no_match": "no policy matches",
+    "dry_run": "dry-run only, nothing changed",
+    "stopped": "remediation stopped",
+    "interrupted": "remediation interrupted",
+    "error": "not handled: an internal error",
+}
+
+
+def _once(what: str, reason: str) -> str:
+    """The outcome and its reason, without saying the same words twice."""
+    if not reason or reason.lower() in what.lower():
+        return what
+    if reason.lower().startswith(what.lower()):
+        return reason
+    return f"{what}: {reason}"

@@ -492,6 +492,12 @@ def message_of(entry: OutboxEntry) -> Message:
         steps=tuple(StepLine(s["action"], s["outcome"], s["message"]) for s in m["steps"]),
         links=m["links"],
         diagnostics=m.get("diagnostics", {}),
+        # Absent from messages queued before they were added.
+        run_id=m.get("run_id"),
+        run_url=m.get("run_url"),
+        severity_why=m.get("severity_why", ""),
+        next=m.get("next", ""),
+        started_at=m.get("started_at"),
     )
 
 

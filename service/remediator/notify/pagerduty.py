@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from remediator.notify.base import Message
+from remediator.notify.base import Message, key_facts, severity_text
 from remediator.notify.channel_support import (
     TIMEOUT,
     fit_message,
@@ -84,8 +84,7 @@ class PagerDuty:
             payload["group"] = truncate(message.policy, _NAME_LIMIT)
         payload["class"] = truncate(message.alertname, _NAME_LIMIT)
         payload["custom_details"] = {
-            "outcome": message.outcome,
-            "reason": message.reason,
+            **details(message),
             "steps": [
                 {"action": step.action, "outcome": step.outcome, "message": step.message}
                 for step in message.steps
@@ -114,10 +113,32 @@ class PagerDuty:
             self._url,
             self.event(message),
             what=f"PagerDuty {message.action} {message.dedup_key}",
-            ok=202,
+            ok=range(200, 300),  # 202 documented; any 2xx is taken
             limit=self._timeout,
             explain=_error_text,
         )
+
+
+def details(message: Message) -> dict[str, str]:
+    """What the Slack and email bodies open with, for the incident's page in PagerDuty: the
+    alert's summary and description, where it is, the severity and why, the outcome and its
+    reason, what happens next, and the run."""
+    where = dict(key_facts(message))
+    facts = {
+        "summary": message.annotations.get("summary", ""),
+        "description": message.annotations.get("description", ""),
+        "instance": where.get("Instance", ""),
+        "namespace": where.get("Namespace", ""),
+        "target": where.get("Target", ""),
+        "severity": severity_text(message),
+        "outcome": message.outcome,
+        "reason": message.reason,
+        "next": message.next,
+        "run_id": message.run_id or "",
+        "run_url": message.run_url or "",
+        "started_at": message.started_at or "",
+    }
+    return {name: value for name, value in facts.items() if value}
 
 
 def dedup_key(key: str) -> str:

@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from remediator.notify.base import Message, diagnostics_text
+from remediator.notify.base import (
+    Message,
+    diagnostics_text,
+    headline,
+    incident_lines,
+    key_facts,
+)
 from remediator.notify.channel_support import (
     TIMEOUT,
     ChannelNotConfigured,
@@ -30,7 +36,8 @@ BLOCKS_LIMIT = 50  # blocks in a message
 HEADER_LIMIT = 150  # a header block's plain_text
 SECTION_LIMIT = 3000  # a section's text
 TEXT_OBJECT_LIMIT = 3000  # any text object: a context element's too
-FIELD_LIMIT = 2000  # each of a section's fields (at most 10: this message has 4)
+FIELD_LIMIT = 2000  # each of a section's fields
+FIELDS_LIMIT = 10  # a section's fields (this message has 8 at most)
 CONTEXT_ELEMENTS = 10  # a context block's elements
 # The message's `text`: cut at 40,000, and 4,000 at most recommended
 # (https://api.slack.com/methods/chat.postMessage#truncating).
@@ -70,22 +77,18 @@ class Slack:
         """The webhook's JSON: Block Kit blocks, and `text` for notifications and old clients."""
         resolved = "Resolved: " if message.action == "resolve" else ""
         title = f"{resolved}{message.level} {message.alertname}"
-        summary = message.summary
-        if message.reason:
-            summary = f"{summary}\nReason: {message.reason}"
+        text = "\n".join(
+            [message.summary, *(f"{name}: {said}" for name, said in incident_lines(message))]
+        )
+        facts = [(name, value) for name, value in key_facts(message) if name != "Status"]
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": _plain(truncate(" ".join(title.split()), HEADER_LIMIT))},
             {
                 "type": "section",
-                "text": _mrkdwn(fit(summary, SECTION_LIMIT)),
+                "text": _mrkdwn(fit(text, SECTION_LIMIT)),
                 "fields": [
                     _mrkdwn(f"*{name}*\n{fit(value or '—', FIELD_LIMIT - len(name) - 3)}")
-                    for name, value in (
-                        ("Severity", message.level),
-                        ("Outcome", message.outcome),
-                        ("Policy", message.policy),
-                        ("Target", message.target),
-                    )
+                    for name, value in facts[:FIELDS_LIMIT]
                 ],
             },
         ]
@@ -99,7 +102,7 @@ class Slack:
             blocks.append(
                 {"type": "context", "elements": [_mrkdwn(link(href, text)) for text, href in links]}
             )
-        fallback = f"{resolved}[{message.level}] {message.alertname}: {message.summary}"
+        fallback = f"{resolved}[{message.level}] {headline(message)}"
         return {"text": fit(fallback, MESSAGE_TEXT_LIMIT), "blocks": blocks[:BLOCKS_LIMIT]}
 
     async def send(self, message: Message) -> None:
@@ -108,7 +111,7 @@ class Slack:
             self._url,
             self.body(message),
             what=f"Slack {message.action} {message.dedup_key}",
-            ok=200,
+            ok=(200,),
             limit=self._timeout,
             secret_url=True,
         )

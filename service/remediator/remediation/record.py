@@ -74,13 +74,20 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.time,
         metrics: RunMetrics | None = None,
+        external_url: str | None = None,
     ) -> None:
         self._store = store
         self._guards = guards
         self._policies = policies
         self._clock = clock
         self._metrics = metrics
-        self.escalator = Escalator(store, lambda: policies.current.matrix, clock=clock)
+        self.escalator = Escalator(
+            store,
+            lambda: policies.current.matrix,
+            clock=clock,
+            external_url=external_url,
+            severity_of=partial(_severity_of, policies),
+        )
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -230,3 +237,9 @@ def breaker_of(remediation: Remediation) -> BreakerSpec:
 def _always(notify: Notify) -> Callable[[bool], Notify]:
     """A rule that says `notify` whether or not the incident is open."""
     return lambda _: notify
+
+
+def _severity_of(policies: PoliciesInForce, name: str) -> str | None:
+    """The `severity` of the policy in force by that name (None: no longer in force)."""
+    policy = next((p for p in policies.current.policies if p.name == name), None)
+    return policy.severity if policy is not None else None

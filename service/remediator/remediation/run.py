@@ -88,11 +88,14 @@ class Runner:
         retrying: Retrying = DEFAULT_RETRYING,
         check_interval: float = 15.0,
         metrics: RunMetrics | None = None,
+        external_url: str | None = None,
     ) -> None:
         self._store = store
         self._guards = guards
         self._policies = policies
-        self.record = Recorder(store, guards, policies, clock=clock, metrics=metrics)
+        self.record = Recorder(
+            store, guards, policies, clock=clock, metrics=metrics, external_url=external_url
+        )
         self.busy = Busy()
         self.steps = Steps(store, guards, actions, clock=clock, retrying=retrying, busy=self.busy)
         self.waiting: set[int] = set()  # events whose run waits for its turn (see `_admit`)

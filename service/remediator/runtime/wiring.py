@@ -131,7 +131,12 @@ class Parts:
             egress=lambda: self.policies.current.guardrails.egress,
         ) as actions:
             runner = Runner(
-                self.store, self.guards, self.policies, actions, metrics=self.metrics.runs
+                self.store,
+                self.guards,
+                self.policies,
+                actions,
+                metrics=self.metrics.runs,
+                external_url=settings.external_url,
             )
             # An event's claim outlives the target lease its run holds (both renewed every
             # third of their time), so the worker that takes a dead worker's event over finds
