@@ -56,6 +56,9 @@ def test_a_command_line_option_wins_over_the_environment(monkeypatch: pytest.Mon
         pytest.param(
             "REMEDIATOR_MAX_BODY_BYTES", "lots", "REMEDIATOR_MAX_BODY_BYTES", id="size-nan"
         ),
+        pytest.param(
+            "REMEDIATOR_EXTERNAL_URL", "remediator:9095", "REMEDIATOR_EXTERNAL_URL", id="url"
+        ),
         pytest.param("REMEDIATOR_MOOD", "live", "REMEDIATOR_MOOD: unknown setting", id="typo"),
     ],
 )

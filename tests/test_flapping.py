@@ -97,10 +97,10 @@ async def test_a_flapping_alert_is_one_incident_on_each_channel_until_it_stays_r
     # Email and Slack: the opening, at most one update per hold time (episode 4, 6 minutes
     # after the opening; episodes 2 and 3 came within 5 minutes of it), and the resolve.
     [opening, update, resolve] = heard.subjects()
-    assert opening.startswith("[P2] AppDown: AppDown on Application/-/shop: remediation failed")
+    assert opening.startswith("[P2] AppDown on Application/-/shop: remediation failed")
     assert update.startswith("[P2] AppDown: fired again (episode 4 in 6m): AppDown on")
     assert "remediation blocked" in update  # episode 4 was blocked by the rate limit
-    assert resolve.startswith(f"[resolved] AppDown: AppDown on Application/-/shop {resolved}")
+    assert resolve.startswith(f"[resolved] AppDown on Application/-/shop {resolved}")
     [opened, again, over] = heard.slack_texts()
     assert "remediation failed" in opened
     assert "fired again (episode 4 in 6m)" in again
@@ -125,7 +125,7 @@ async def test_an_episode_after_the_hold_time_opens_a_new_incident(
     await world.dispatcher.run_once()
     await settle(send)
     assert [action for action, _ in heard.pagerduty_events()] == ["trigger", "resolve", "trigger"]
-    assert heard.subjects()[-1].startswith("[P2] AppDown: AppDown on")  # opened, not resumed
+    assert heard.subjects()[-1].startswith("[P2] AppDown on")  # opened, not resumed
 
 
 async def test_a_held_resolve_survives_a_crash_and_is_sent_once(

@@ -101,6 +101,11 @@ async def test_pagerduty_trigger_is_an_events_api_v2_event(
             "group": "restart-api",
             "class": "HighErrorRate",
             "custom_details": {
+                "description": "5xx above 5% for 10m",
+                "instance": "api-0:8080",
+                "namespace": "shop",
+                "target": "Deployment/shop/api",
+                "severity": "P2",
                 "outcome": "failed",
                 "reason": "error rate still above threshold after restart",
                 "steps": [
@@ -254,9 +259,7 @@ async def test_slack_posts_block_kit_to_the_webhook(slack: Slack, slack_api: Rec
     [request] = slack_api.requests
     assert (request.method, request.path) == ("POST", "/services/T000/B000/s3cret")
     body = request.json
-    assert body["text"] == (
-        "[P2] HighErrorRate: HighErrorRate on shop/api: restart failed, still 12% errors"
-    )
+    assert body["text"] == "[P2] HighErrorRate on shop/api: restart failed, still 12% errors"
     header, summary, steps, links = body["blocks"]
     assert header == {
         "type": "header",
@@ -265,12 +268,15 @@ async def test_slack_posts_block_kit_to_the_webhook(slack: Slack, slack_api: Rec
     assert summary["type"] == "section"
     assert summary["text"]["text"] == (
         "HighErrorRate on shop/api: restart failed, still 12% errors\n"
+        "Description: 5xx above 5% for 10m\n"
         "Reason: error rate still above threshold after restart"
     )
     assert [field["text"] for field in summary["fields"]] == [
         "*Severity*\nP2",
         "*Outcome*\nfailed",
         "*Policy*\nrestart-api",
+        "*Instance*\napi-0:8080",
+        "*Namespace*\nshop",
         "*Target*\nDeployment/shop/api",
     ]
     assert steps == {
@@ -308,7 +314,7 @@ async def test_slack_resolve_is_a_new_message(slack: Slack, slack_api: Recorder)
     await slack.send(message(action="resolve", status="resolved", outcome="succeeded", steps=()))
 
     body = slack_api.requests[0].json
-    assert body["text"].startswith("Resolved: [P2] HighErrorRate: ")
+    assert body["text"].startswith("Resolved: [P2] HighErrorRate on shop/api: ")
     assert body["blocks"][0]["text"]["text"] == "Resolved: P2 HighErrorRate"
     assert [block["type"] for block in body["blocks"]] == ["header", "section", "context"]
 
@@ -494,9 +500,7 @@ async def test_email_carries_the_same_content_as_text_and_html(
     assert envelope.rcpt_tos == ["oncall@example.com", "sre@example.com"]
     assert mail["From"] == "Remediator <remediator@example.com>"
     assert mail["To"] == "oncall@example.com, sre@example.com"
-    assert mail["Subject"] == (
-        "[P2] HighErrorRate: HighErrorRate on shop/api: restart failed, still 12% errors"
-    )
+    assert mail["Subject"] == "[P2] HighErrorRate on shop/api: restart failed, still 12% errors"
     assert mail["Auto-Submitted"] == "auto-generated"
     assert mail.get_content_type() == "multipart/alternative"
     plain = mail.get_body(("plain",))
@@ -534,7 +538,8 @@ async def test_email_threads_trigger_and_resolve(mailbox: tuple[Mailbox, int]) -
     assert first["Message-ID"] == f"<{trigger.id}.notify@example.com>"
     assert again["Message-ID"] == first["Message-ID"]
     assert resolved["Message-ID"] == "<resolve-1.notify@example.com>"
-    assert resolved["Subject"].startswith("[resolved] HighErrorRate: ")
+    # folded onto a second line (over 78 characters): unfolded, it begins with a space
+    assert resolved["Subject"].lstrip().startswith("[resolved] HighErrorRate on shop/api: ")
     thread = first["References"]
     assert thread.endswith(".incident@example.com>")
     assert first["In-Reply-To"] == thread

@@ -72,6 +72,11 @@ class Ladder:
                 f"escalated to {rung.level}: {opened_with}"
             )[:1024],
             "opened_with": opened_with,
+            "severity_why": (
+                f"climbed from {message.level}: still open {format_duration(rung.after)} "
+                "after its page"
+            ),
+            "next": f"paging {rung.level}: a person must act",
         }
         text.pop("digest", None)
         now = datetime.fromtimestamp(self._clock(), UTC)

@@ -125,8 +125,9 @@ def details(message: Message) -> dict[str, str]:
     reason, what happens next, and the run."""
     where = dict(key_facts(message))
     facts = {
-        "summary": message.annotations.get("summary", ""),
-        "description": message.annotations.get("description", ""),
+        # Also in `annotations`, in full: a long one is cut here, not sent twice.
+        "summary": truncate(message.annotations.get("summary", ""), _SUMMARY_LIMIT),
+        "description": truncate(message.annotations.get("description", ""), _SUMMARY_LIMIT),
         "instance": where.get("Instance", ""),
         "namespace": where.get("Namespace", ""),
         "target": where.get("Target", ""),
