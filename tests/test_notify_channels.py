@@ -133,6 +133,17 @@ async def test_pagerduty_trigger_is_an_events_api_v2_event(
     }
 
 
+@pytest.mark.parametrize("status", [200, 201, 202])
+async def test_pagerduty_takes_any_2xx_as_sent(
+    pagerduty: PagerDuty, pagerduty_api: Recorder, status: int
+) -> None:
+    """PagerDuty documents 202; a proxy or another region may answer 200 or 201: sent."""
+    pagerduty_api.answer_next(status, {"status": "success", "message": "Event processed"})
+    await pagerduty.send(message())  # raises for an answer it does not take
+
+    assert len(pagerduty_api.requests) == 1
+
+
 async def test_pagerduty_resolve_names_only_the_incident(
     pagerduty: PagerDuty, pagerduty_api: Recorder
 ) -> None:

@@ -11,8 +11,8 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -171,9 +171,9 @@ class Settings(BaseSettings):
         if value is None:
             return value
         parts = urlsplit(value)
-        if parts.scheme in ("http", "https") and parts.netloc and value.isprintable():
-            if not any(ch.isspace() for ch in value):
-                return value
+        blank = any(ch.isspace() or not ch.isprintable() for ch in value)
+        if parts.scheme in ("http", "https") and parts.netloc and not blank:
+            return value
         raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
 
     @field_validator("aws_endpoint_url")

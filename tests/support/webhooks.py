@@ -14,11 +14,12 @@ def webhook_alert(
     starts_at: str,
     status: str = "firing",
     ends_at: str = "2027-01-15T08:30:00Z",
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "status": status,
         "labels": labels,
-        "annotations": {},
+        "annotations": annotations or {},
         "startsAt": starts_at,
         "endsAt": ends_at if status == "resolved" else NO_END,
         "generatorURL": "",

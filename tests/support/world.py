@@ -110,16 +110,38 @@ class World:
     metrics: Metrics = field(default_factory=Metrics)  # the runner's
 
     async def post(
-        self, status: str, starts_at: str = "2027-01-15T08:00:00Z", *, ends_at: str | None = None
+        self,
+        status: str,
+        starts_at: str = "2027-01-15T08:00:00Z",
+        *,
+        annotations: dict[str, str] | None = None,
+        ends_at: str | None = None,
     ) -> None:
         """The alert in this state; a resolution ends at `ends_at` (its fixed default unless
         given)."""
         labels = {"alertname": "AppDown", "app": "shop", "instance": self.instance}
+        await self.post_alert(labels, status, starts_at, annotations=annotations, ends_at=ends_at)
+
+    async def post_alert(
+        self,
+        labels: dict[str, str],
+        status: str = "firing",
+        starts_at: str = "2027-01-15T08:00:00Z",
+        *,
+        annotations: dict[str, str] | None = None,
+        ends_at: str | None = None,
+    ) -> None:
+        """Any alert, as Alertmanager would send it (fingerprinted by its start)."""
         end = {"ends_at": ends_at} if ends_at is not None else {}
         alert = webhook_alert(
-            labels, fingerprint=f"fp-{starts_at}", starts_at=starts_at, status=status, **end
+            labels,
+            fingerprint=f"fp-{starts_at}",
+            starts_at=starts_at,
+            status=status,
+            annotations=annotations,
+            **end,
         )
-        body = webhook(alert, group_key='{}:{alertname="AppDown"}')
+        body = webhook(alert, group_key=f'{{}}:{{alertname="{labels["alertname"]}"}}')
         received = datetime.fromtimestamp(self.clock(), UTC)
         await self.store.record_notification(Notification.model_validate(body), b"{}", received)
 
@@ -138,8 +160,11 @@ def write_policies(directory: Path, policy: str) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
-    """A runner over the policies in the directory, acting on an Application it serves."""
+async def open_world(
+    store: Store, policies: Path, *, external_url: str | None = None
+) -> AsyncIterator[World]:
+    """A runner over the policies in the directory, acting on an Application it serves;
+    its messages link their runs at `external_url`, when given."""
     application = Application()
     clock = Clock()
     live = LivePolicies.load(policies, Metrics().policies)
@@ -158,7 +183,7 @@ async def open_world(store: Store, policies: Path) -> AsyncIterator[World]:
         metrics = Metrics()
         runner = Runner(
             store, guards, live, actions, clock=clock, retrying=fast, check_interval=0,
-            metrics=metrics.runs,
+            metrics=metrics.runs, external_url=external_url,
         )  # fmt: skip
         yield World(
             store,
