@@ -8,6 +8,9 @@ import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -199,3 +202,27 @@ def test_serve_refuses_to_start_on_invalid_policies(
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith(f"remediator: {tmp_path}/bad.yaml:1:1: match: Field required")
     assert lines[-1].endswith("policy errors; not starting")
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+        env |= {
+            "REMEDIATOR_LISTEN": f"127.0.0.1:{port}",
+            "REMEDIATOR_DATABASE_URL": f"sqlite:///{tmp_path}/remediator.db",
+            "REMEDIATOR_POLICIES": str(SHIPPED_POLICIES),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "remediator", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"remediator: cannot listen on 127.0.0.1:{port} (REMEDIATOR_LISTEN): Address already in use"
+    ]
+    assert "listening" not in done.stdout

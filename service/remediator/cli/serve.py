@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from remediator.config import Settings, env_name, option_name
 from remediator.runtime.logs import configure_logging
@@ -21,8 +22,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def execute(settings: Settings, _: argparse.Namespace) -> int:
-    from remediator.runtime.service import serve
+    from remediator.runtime.service import ListenError, serve
 
     configure_logging(settings.log_level)
-    serve(settings)
+    try:
+        serve(settings)
+    except ListenError as exc:
+        print(f"remediator: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -4,6 +4,8 @@ policy and certificate watchers, the dispatcher, the outbox sender, pruning), un
 from __future__ import annotations
 
 import gc
+import os
+import socket
 from functools import partial
 
 import structlog
@@ -53,16 +55,35 @@ def serve(settings: Settings) -> None:
     HTTPS when the settings name a certificate and key: webhook credentials then never cross
     the network in the clear, and a plain-HTTP client fails its handshake before any request.
     """
-    certificate = ServedCertificate.of(settings)
-    web.run_app(
-        _served(settings, certificate),
-        host=settings.host,
-        port=settings.port,
-        ssl_context=None if certificate is None else certificate.context,
-        access_log=None,
-        print=None,
-        shutdown_timeout=30,
-    )
+    listener = bound_listener(settings)  # before anything starts: a port in use stops here
+    with listener:  # closed however start-up ends (policies that do not load, ...)
+        certificate = ServedCertificate.of(settings)
+        web.run_app(
+            _served(settings, certificate),
+            sock=listener,
+            ssl_context=None if certificate is None else certificate.context,
+            access_log=None,
+            print=None,
+            shutdown_timeout=30,
+        )
+
+
+class ListenError(Exception):
+    """The address to serve on cannot be bound: in use, not this host's, or not allowed."""
+
+
+def bound_listener(settings: Settings) -> socket.socket:
+    """A socket bound to REMEDIATOR_LISTEN, or ListenError in one line saying why not."""
+    try:
+        [(family, *_), *_] = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        return socket.create_server((settings.host, settings.port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(
+            f"cannot listen on {settings.listen} (REMEDIATOR_LISTEN): {reason}"
+        ) from exc
 
 
 async def _served(settings: Settings, certificate: ServedCertificate | None) -> web.Application:
