@@ -106,7 +106,7 @@ async def test_a_store_that_cannot_open_stops_start_up_with_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REMEDIATOR_DATABASE_URL", f"sqlite:///{tmp_path}/missing/dir/remediator.db")
-    assert await asyncio.to_thread(main, ["alerts"]) == 1
+    assert await asyncio.to_thread(main, ["migrate"]) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("remediator: store unavailable: cannot open SQLite database")
 
@@ -226,3 +226,19 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) 
         f"remediator: cannot listen on 127.0.0.1:{port} (REMEDIATOR_LISTEN): Address already in use"
     ]
     assert "listening" not in done.stdout
+
+
+@pytest.mark.parametrize("command", [["alerts"], ["history"], ["history", "--run", "abc"]])
+async def test_reading_commands_in_a_directory_without_a_store_say_so_and_create_none(
+    command: list[str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("REMEDIATOR_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert await asyncio.to_thread(main, command) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("remediator: no store at remediator.db")
+    assert "--database-url or REMEDIATOR_DATABASE_URL" in line
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from remediator import __version__
 from remediator.cli import alerts, history, migrate, notify, operator, policies, serve
+from remediator.cli.stores import NoStore
 from remediator.config import Settings, SettingsError, load_settings
 from remediator.policy.loader import PolicyErrors
 from remediator.store import StoreUnavailable
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `remediator ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except NoStore as exc:
+        print(f"remediator: {exc}", file=sys.stderr)
+        return 2
     except StoreUnavailable as exc:
         print(f"remediator: store unavailable: {exc}", file=sys.stderr)
         return 1

@@ -8,9 +8,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from remediator.cli.stores import existing_store
 from remediator.cli.table import table
 from remediator.config import Settings, option_name
-from remediator.store import AlertRecord, open_store
+from remediator.store import AlertRecord
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,8 +23,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def execute(settings: Settings, args: argparse.Namespace) -> int:
+    opening = existing_store(settings)
+
     async def read() -> list[AlertRecord]:
-        store = await open_store(settings.database_url)
+        store = await opening
         try:
             return await store.recent_alerts(args.limit)
         finally:

@@ -8,9 +8,9 @@ import json
 import sys
 from typing import Any
 
+from remediator.cli.stores import existing_store
 from remediator.cli.table import table
 from remediator.config import Settings, option_name
-from remediator.store import open_store
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,8 +26,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def execute(settings: Settings, args: argparse.Namespace) -> int:
     from remediator.http.operator_api import remediation_json, step_json
 
+    opening = existing_store(settings)
+
     async def read() -> list[dict[str, Any]]:
-        store = await open_store(settings.database_url)
+        store = await opening
         try:
             if args.run_id is None:
                 found = await store.list_remediations(args.limit, args.alert)
