@@ -141,7 +141,7 @@ def test_a_valid_policy_loads(policy_dir: Path) -> None:
         ),
         pytest.param(
             ("steps:", "stepz:"),
-            "p.yaml:8:1: stepz: Extra inputs are not permitted",
+            "p.yaml:8:1: stepz: unknown key 'stepz', did you mean 'steps'?",
             id="unknown-field",
         ),
         pytest.param(
@@ -285,7 +285,11 @@ def test_a_when_expression_with_bad_syntax_is_named(policy_dir: Path) -> None:
         "- action: kubernetes.rollout_restart\n    when: not (steps.health.ok",
     )
     [error] = errors_for(policy_dir, {"p.yaml": text})
-    assert error.startswith(f"{policy_dir}/p.yaml:10:11: steps[0].when: expression syntax error:")
+    assert error == (
+        f"{policy_dir}/p.yaml:10:11: steps[0].when: cannot read the expression"
+        " 'not (steps.health.ok': it ends before it is complete (a bracket left open, or an"
+        " operand missing)"
+    )
 
 
 def test_a_missing_severity_matrix_is_an_error(tmp_path: Path) -> None:
@@ -475,3 +479,55 @@ def test_an_invalid_blast_radius_names_its_file_and_field(policy_dir: Path) -> N
         [f"{policy_dir}/p.yaml:{VALID.count(chr(10)) + 1}:22", "max_targets.count"],
     ]
     assert "a max_targets window lasts from 1s to 7d" in errors[0]
+
+
+FIVE_MISTAKES = """\
+name: restart-api
+priorty: 5
+severity: P5
+match:
+  - alertname="ApplicationDown"
+target:
+  kind: Deployment
+  namespace: "{{ labels.namespace }"
+  name: "{{ labels.deployment }}"
+steps:
+  - action: kubernetes.scale
+    params: {replicas: 3, max_replicas: 5, speed: 2}
+  - action: kubernetes.rollout_restart
+    when: "steps.health.ok ="
+rate_limit:
+  windows:
+    - {max: 2, per: 1h}
+"""
+
+
+def test_check_reports_every_mistake_of_a_file_in_one_run_sorted_by_line(
+    policy_dir: Path,
+) -> None:
+    (policy_dir / "a.yaml").write_text(FIVE_MISTAKES)
+    (policy_dir / "b.yaml").write_text(VALID.replace("name: restart-api", "name: b\nseverity: P0"))
+    out = io.StringIO()
+    assert check(policy_dir, out) == 1
+    a, b = f"{policy_dir}/a.yaml", f"{policy_dir}/b.yaml"
+    assert out.getvalue().splitlines() == [
+        f"{a}:2:1: priorty: unknown key 'priorty', did you mean 'priority'?",
+        f"{a}:3:11: severity: 'P5' is not allowed;"
+        " expected one of 'P1', 'P2', 'P3', 'P4', 'from_label'",
+        f"{a}:8:14: target.namespace: template syntax error: unexpected '}}'"
+        " (line 1 of the template)",
+        f"{a}:12:44: steps[0].params.speed: unknown parameter 'speed' for kubernetes.scale"
+        " (expected: replicas, by, min_replicas, max_replicas)",
+        f"{a}:14:11: steps[1].when: cannot read the expression 'steps.health.ok =':"
+        " text follows a complete expression (a comparison is ==, not =)",
+        f"{b}:2:11: severity: 'P0' is not allowed;"
+        " expected one of 'P1', 'P2', 'P3', 'P4', 'from_label'",
+        "6 errors in 2 policy files",
+    ]
+
+
+def test_one_error_is_counted_in_the_singular(policy_dir: Path) -> None:
+    (policy_dir / "a.yaml").write_text(VALID.replace("steps:", "stepz:"))
+    out = io.StringIO()
+    assert check(policy_dir, out) == 1
+    assert out.getvalue().splitlines()[-1] == "1 error in 1 policy file"

@@ -55,7 +55,8 @@ def check(directory: Path, out: TextIO = sys.stdout) -> int:
     policies = _load(directory, out)
     if policies is None:
         return 1
-    print(f"{directory}: {len(policies.policies)} policies valid", file=out)
+    valid = "policy" if len(policies.policies) == 1 else "policies"
+    print(f"{directory}: {len(policies.policies)} {valid} valid", file=out)
     return 0
 
 
@@ -145,8 +146,12 @@ def _load(directory: Path, out: TextIO) -> PolicySet | None:
         for error in exc.errors:
             print(error, file=out)
         files = len(policy_files(directory)) if directory.is_dir() else 0
-        print(f"{len(exc.errors)} errors in {files} policy files", file=out)
+        print(f"{_count(len(exc.errors), 'error')} in {_count(files, 'policy file')}", file=out)
         return None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _labels(labels: dict[str, str]) -> str:

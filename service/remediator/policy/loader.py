@@ -10,9 +10,10 @@ import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from remediator.policy.parameters import CATALOGUE, ActionSpec
 from remediator.policy.policyset import PolicySet
@@ -24,7 +25,7 @@ from remediator.policy.schema import (
     shorthand_params,
 )
 from remediator.policy.source import Document, Location, Position, SourceError, read_yaml
-from remediator.policy.templates import CONDITION_NAMES, template_syntax_error
+from remediator.policy.templates import condition_error, template_syntax_error
 
 MATRIX_FILE = "escalation.yaml"
 GUARDRAILS_FILE = "guardrails.yaml"
@@ -60,8 +61,12 @@ def load_policies(directory: Path) -> PolicySet:
         policies[policy.name] = policy
         files[policy.name] = file.name
     if errors or matrix is None:
-        raise PolicyErrors(errors)
+        raise PolicyErrors(sorted(errors, key=_file_and_line))
     return PolicySet.of(list(policies.values()), files, matrix, guardrails)
+
+
+def _file_and_line(error: SourceError) -> tuple[str, int, int]:
+    return str(error.file), error.position.line, error.position.column
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -89,7 +94,7 @@ def _validate(document: Document, model: type[M], errors: list[SourceError]) -> 
     try:
         return model.model_validate(document.value)
     except ValidationError as exc:
-        errors.extend(_located(document, (), exc))
+        errors.extend(_located(document, (), exc, partial(_unknown_key, model)))
         return None
 
 
@@ -97,15 +102,73 @@ def _located(
     document: Document,
     prefix: Location,
     exc: ValidationError,
-    unknown: Callable[[str], str] | None = None,
+    unknown: Callable[[Location], str] | None = None,
 ) -> Iterator[SourceError]:
-    """Each error at its place; `unknown` words the message for an unknown field's name."""
-    for error in exc.errors(include_url=False):
+    """Each error at its place, in a person's words: `unknown` words the message for an
+    unknown field (given its location), and the alternatives of a union of literals
+    (`severity: P5`) are one error listing every allowed value."""
+    for loc, error in _literals_merged(exc.errors(include_url=False)):
         message = str(error["msg"]).removeprefix("Value error, ")
         at_key = error["type"] == "extra_forbidden"
         if at_key and unknown is not None:
-            message = unknown(str(error["loc"][-1]))
-        yield document.error((*prefix, *error["loc"]), message, at_key=at_key)
+            message = unknown(loc)
+        yield document.error((*prefix, *loc), message, at_key=at_key)
+
+
+def _literals_merged(errors: Iterable[ErrorDetails]) -> Iterator[tuple[Location, ErrorDetails]]:
+    """Pydantic reports a value outside `Literal[...] | Literal[...]` once per literal, at a
+    location naming the literal: one error at the field instead, with all the values."""
+    allowed: dict[Location, list[str]] = {}
+    given: dict[Location, ErrorDetails] = {}
+    for error in errors:
+        loc = tuple(part for part in error["loc"] if not str(part).startswith("literal["))
+        if error["type"] != "literal_error":
+            yield loc, error
+            continue
+        expected = str((error.get("ctx") or {}).get("expected", ""))
+        allowed.setdefault(loc, []).extend(expected.replace(" or ", ", ").split(", "))
+        given.setdefault(loc, error)
+    for loc, values in allowed.items():
+        got = given[loc]["input"]
+        message = f"{got!r} is not allowed; expected one of {', '.join(values)}"
+        yield loc, given[loc] | {"msg": message}
+
+
+def _unknown_key(model: type[BaseModel], loc: Location) -> str:
+    """'unknown key 'priorty', did you mean 'priority'?', from the keys the model takes there."""
+    name = str(loc[-1])
+    known = _keys_at(model, loc[:-1])
+    if not known:
+        return f"unknown key {name!r}"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"unknown key {name!r}, did you mean {close[0]!r}?"
+    return f"unknown key {name!r} (expected one of: {', '.join(known)})"
+
+
+def _keys_at(model: type[BaseModel], loc: Location) -> list[str]:
+    """The keys the model takes at a location inside it; list indexes and the keys of a
+    mapping of models (`levels: {P1: ...}`) step over to the model they hold."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return []
+        field = current.model_fields.get(str(part))
+        if field is not None:
+            current = _model_in(field.annotation)
+    if current is None:
+        return []
+    return [info.alias or name for name, info in current.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _load_model(
@@ -126,19 +189,26 @@ def _load_policy(file: Path, errors: list[SourceError]) -> tuple[Document | None
     if document is None:
         return None, None
     policy = _validate(document, Policy, errors)
-    if policy is None:
-        return document, None
+    # Parameters and templates are checked even when the policy is not valid otherwise: every
+    # mistake in one run, not one more on each.
     found = [*_parameter_errors(document), *_template_errors(document)]
     errors.extend(found)
     return document, None if found else policy
 
 
 def _step_locations(value: Mapping[str, Any]) -> Iterator[Location]:
+    """Where the steps are written, each a mapping naming a known action (the others are
+    the schema's errors)."""
+    places: list[tuple[Location, Any]] = []
     for field in ("steps", "on_resolved"):
-        for index, _ in enumerate(value.get(field) or []):
-            yield (field, index)
-    if isinstance(value.get("verify"), dict) and value["verify"].get("check") is not None:
-        yield ("verify", "check")
+        written = value.get(field)
+        if isinstance(written, list):
+            places += [((field, index), step) for index, step in enumerate(written)]
+    if isinstance(value.get("verify"), dict):
+        places.append((("verify", "check"), value["verify"].get("check")))
+    for location, step in places:
+        if isinstance(step, dict) and step.get("action") in CATALOGUE:
+            yield location
 
 
 def _at(value: Any, location: Location) -> Any:
@@ -172,8 +242,9 @@ def _verify_shorthands(value: Mapping[str, Any]) -> Iterator[tuple[Location, str
                 yield ("verify", name), name, verify[name]
 
 
-def _unknown_parameter(spec: ActionSpec, name: str) -> str:
+def _unknown_parameter(spec: ActionSpec, loc: Location) -> str:
     """Pydantic's "Extra inputs are not permitted" does not say what the action does take."""
+    name = str(loc[-1])
     if not spec.parameters:
         return f"unknown parameter {name!r}: {spec.name} takes no parameters"
     close = difflib.get_close_matches(name, spec.parameters, n=1)
@@ -184,7 +255,7 @@ def _unknown_parameter(spec: ActionSpec, name: str) -> str:
 
 def _template_errors(document: Document) -> Iterator[SourceError]:
     value = document.value
-    places: list[tuple[Location, Any]] = [(("target",), value["target"])]
+    places: list[tuple[Location, Any]] = [(("target",), value.get("target"))]
     places += [
         ((*loc, "params"), _at(value, loc).get("params") or {}) for loc in _step_locations(value)
     ]
@@ -199,11 +270,9 @@ def _template_errors(document: Document) -> Iterator[SourceError]:
     for location in _step_locations(value):
         condition = _at(value, location).get("when")
         if condition is not None:
-            problem = template_syntax_error("{{ " + str(condition) + " }}", CONDITION_NAMES)
+            problem = condition_error(str(condition))
             if problem:
-                yield document.error(
-                    (*location, "when"), problem.replace("template", "expression", 1)
-                )
+                yield document.error((*location, "when"), problem)
 
 
 def _strings(location: Location, value: Any) -> Iterable[tuple[Location, str]]:

@@ -52,6 +52,40 @@ def template_syntax_error(text: str, known: frozenset[str] = TEMPLATE_NAMES) -> 
     return None
 
 
+_KEYWORDS = frozenset({"and", "or", "not", "in", "is", "if", "else"})
+
+
+def condition_error(expression: str) -> str | None:
+    """What is wrong with a step's `when` expression, in words about the expression (not the
+    template Jinja wraps it in), or None."""
+    try:
+        _condition(expression)
+        names = meta.find_undeclared_variables(_ENVIRONMENT.parse("{{ " + expression + " }}"))
+    except TemplateSyntaxError as exc:
+        return f"cannot read the expression {expression!r}: {_in_words(exc.message or str(exc))}"
+    misplaced = sorted(names & _KEYWORDS)
+    if misplaced:
+        return (
+            f"cannot read the expression {expression!r}: {misplaced[0]!r} is an operator and"
+            " needs an operand on each side"
+        )
+    unknown = sorted(names - CONDITION_NAMES)
+    if unknown:
+        return (
+            f"expression uses {', '.join(map(repr, unknown))}, which it cannot see"
+            f" (it sees {', '.join(sorted(CONDITION_NAMES))})"
+        )
+    return None
+
+
+def _in_words(message: str) -> str:
+    if "end of template" in message:
+        return "it ends before it is complete (a bracket left open, or an operand missing)"
+    if message == "chunk after expression":
+        return "text follows a complete expression (a comparison is ==, not =)"
+    return message
+
+
 @lru_cache(maxsize=4096)
 def _compiled(text: str) -> Any:
     return _ENVIRONMENT.from_string(text)
