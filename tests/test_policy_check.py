@@ -531,3 +531,35 @@ def test_one_error_is_counted_in_the_singular(policy_dir: Path) -> None:
     out = io.StringIO()
     assert check(policy_dir, out) == 1
     assert out.getvalue().splitlines()[-1] == "1 error in 1 policy file"
+
+
+def test_check_warns_of_a_matcher_value_that_keeps_its_quotes(policy_dir: Path) -> None:
+    quoted = VALID.replace('alertname="ApplicationDown"', "alertname='ApplicationDown'")
+    (policy_dir / "a.yaml").write_text(quoted)
+    out = io.StringIO()
+    assert check(policy_dir, out) == 0
+    assert out.getvalue().splitlines() == [
+        f"{policy_dir}/a.yaml:3:5: match[0]: warning: the value 'ApplicationDown' keeps its"
+        " quotes, which the label value would have to contain too (as in Alertmanager), so this"
+        ' never matches; write alertname="ApplicationDown"',
+        f"{policy_dir}: 1 policy valid, 1 warning",
+    ]
+
+
+def test_check_warns_of_a_policy_shadowed_for_every_alert_it_matches(policy_dir: Path) -> None:
+    broad = VALID.replace("name: restart-api", "name: broad\npriority: 10")
+    narrow = VALID.replace("name: restart-api", "name: narrow").replace(
+        'alertname="ApplicationDown"', 'alertname="ApplicationDown"\n  - namespace="prod"'
+    )
+    other = VALID.replace("name: restart-api", "name: other\npriority: 20").replace(
+        'alertname="ApplicationDown"', 'alertname="ApplicationDown"\n  - team="db"'
+    )
+    for name, text in {"a.yaml": broad, "b.yaml": narrow, "c.yaml": other}.items():
+        (policy_dir / name).write_text(text)
+    out = io.StringIO()
+    assert check(policy_dir, out) == 0
+    assert out.getvalue().splitlines() == [
+        f"{policy_dir}/b.yaml:3:3: match: warning: policy 'narrow' never wins: 'broad'"
+        ' (priority 10 > 0) matches every alert it matches (alertname="ApplicationDown")',
+        f"{policy_dir}: 3 policies valid, 1 warning",
+    ]

@@ -20,7 +20,7 @@ from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.policy_cases import Outcome, run_policy_tests
 from remediator.policy.durations import format_duration
 from remediator.policy.explain import candidates
-from remediator.policy.loader import PolicyErrors, load_policies, policy_files
+from remediator.policy.loader import PolicyErrors, check_policies, load_policies, policy_files
 from remediator.policy.policyset import PolicySet
 
 
@@ -52,11 +52,17 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def check(directory: Path, out: TextIO = sys.stdout) -> int:
-    policies = _load(directory, out)
-    if policies is None:
+    """Every error (exit 1), or the warnings of a valid set and its count (exit 0)."""
+    try:
+        policies, warnings = check_policies(directory)
+    except PolicyErrors as exc:
+        _print_errors(directory, exc, out)
         return 1
+    for warning in warnings:
+        print(warning, file=out)
     valid = "policy" if len(policies.policies) == 1 else "policies"
-    print(f"{directory}: {len(policies.policies)} {valid} valid", file=out)
+    warned = f", {_count(len(warnings), 'warning')}" if warnings else ""
+    print(f"{directory}: {len(policies.policies)} {valid} valid{warned}", file=out)
     return 0
 
 
@@ -143,11 +149,15 @@ def _load(directory: Path, out: TextIO) -> PolicySet | None:
     try:
         return load_policies(directory)
     except PolicyErrors as exc:
-        for error in exc.errors:
-            print(error, file=out)
-        files = len(policy_files(directory)) if directory.is_dir() else 0
-        print(f"{_count(len(exc.errors), 'error')} in {_count(files, 'policy file')}", file=out)
+        _print_errors(directory, exc, out)
         return None
+
+
+def _print_errors(directory: Path, exc: PolicyErrors, out: TextIO) -> None:
+    for error in exc.errors:
+        print(error, file=out)
+    files = len(policy_files(directory)) if directory.is_dir() else 0
+    print(f"{_count(len(exc.errors), 'error')} in {_count(files, 'policy file')}", file=out)
 
 
 def _count(number: int, noun: str) -> str:

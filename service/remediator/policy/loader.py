@@ -26,6 +26,7 @@ from remediator.policy.schema import (
 )
 from remediator.policy.source import Document, Location, Position, SourceError, read_yaml
 from remediator.policy.templates import condition_error, template_syntax_error
+from remediator.policy.warnings import policy_warnings
 
 MATRIX_FILE = "escalation.yaml"
 GUARDRAILS_FILE = "guardrails.yaml"
@@ -43,12 +44,23 @@ class PolicyErrors(Exception):
 
 def load_policies(directory: Path) -> PolicySet:
     """The directory's policies, matrix and guard rails; PolicyErrors lists every problem."""
+    return _load_all(directory)[0]
+
+
+def check_policies(directory: Path) -> tuple[PolicySet, list[SourceError]]:
+    """load_policies, and what `policies check` warns of in the set (policy/warnings.py)."""
+    policies, documents = _load_all(directory)
+    return policies, policy_warnings(policies, documents)
+
+
+def _load_all(directory: Path) -> tuple[PolicySet, dict[str, Document]]:
     if not directory.is_dir():
         raise PolicyErrors([SourceError(directory, _TOP, "", "policy directory not found")])
     errors: list[SourceError] = []
     matrix = _load_model(directory / MATRIX_FILE, EscalationMatrix, errors, required=True)
     guardrails = _load_model(directory / GUARDRAILS_FILE, Guardrails, errors, required=False)
     policies: dict[str, Policy] = {}
+    documents: dict[str, Document] = {}
     files: dict[str, str] = {}
     for file in policy_files(directory):
         document, policy = _load_policy(file, errors)
@@ -59,10 +71,11 @@ def load_policies(directory: Path) -> PolicySet:
             errors.append(document.error(("name",), message))
             continue
         policies[policy.name] = policy
+        documents[policy.name] = document
         files[policy.name] = file.name
     if errors or matrix is None:
         raise PolicyErrors(sorted(errors, key=_file_and_line))
-    return PolicySet.of(list(policies.values()), files, matrix, guardrails)
+    return PolicySet.of(list(policies.values()), files, matrix, guardrails), documents
 
 
 def _file_and_line(error: SourceError) -> tuple[str, int, int]:
