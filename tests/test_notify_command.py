@@ -22,7 +22,10 @@ async def test_a_test_message_goes_through_the_configured_channel(
     assert await asyncio.to_thread(notify_test, "slack") == 0
     [request] = slack_api.requests
     assert "Remediator test message" in request.json["text"]
-    assert "sent a test message through slack" in capsys.readouterr().out
+    assert capsys.readouterr().out == (
+        "sent a test message through slack: the webhook on 127.0.0.1"
+        " (URL from $SLACK_WEBHOOK_URL)\n"
+    )
 
 
 async def test_a_missing_secret_or_a_refusal_is_said_plainly(

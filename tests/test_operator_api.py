@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,37 @@ async def test_history_shows_runs_and_one_run_in_detail(
     assert json.loads(capsys.readouterr().out)["id"] == run.id
     assert await asyncio.to_thread(history, "--run", "nope") == 1
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+async def test_history_takes_a_unique_start_of_a_run_id_and_fits_the_terminal(
+    store: Store,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = await recorded_run(store)
+    because = "the deployment was scaled, " + "and then some more was said about it, " * 8 + "end"
+    for number, run_id in enumerate(["3f2a9c01", "3f2b7700", "5_%x"], start=2):
+        await store.save_remediation(replace(run, id=run_id, event_id=number, reason=because))
+
+    def history(*argv: str) -> int:
+        return main(["history", "--database-url", database_url, *argv])
+
+    monkeypatch.setenv("COLUMNS", "120")
+    assert await asyncio.to_thread(history) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 120
+    assert sum(line.count("the deployment was") == line.count("…") == 1 for line in lines) == 3
+    assert await asyncio.to_thread(history, "--run", "3f2a") == 0
+    detail = capsys.readouterr().out
+    assert detail.startswith("run 3f2a9c01: ")
+    assert because in detail
+    assert await asyncio.to_thread(history, "--run", "3f2") == 1
+    assert capsys.readouterr().err == (
+        "remediator: '3f2' is the start of more than one run's id (3f2a9c01, 3f2b7700, ...):"
+        " give more of it\n"
+    )
+    assert await asyncio.to_thread(history, "--run", "5_") == 0  # _ and % are not wildcards
+    assert capsys.readouterr().out.startswith("run 5_%x: ")
+    assert await asyncio.to_thread(history, "--run", "3_") == 1
+    assert capsys.readouterr().err == "remediator: no run '3_'\n"

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from remediator.alerts import Notification
 from remediator.cli import main
 from remediator.store import open_store
+from tests.support.builders import recorded_run
 from tests.support.policies import SHIPPED_POLICIES, SHIPPED_POLICY_COUNT
 from tests.support.samples import sample
 from tests.support.service_process import ServiceProcess, eventually
@@ -128,6 +130,8 @@ async def test_alerts_lists_what_the_store_holds(
         "alertname",
         "status",
         "labels",
+        "annotations",
+        "target",
         "startsAt",
         "endsAt",
         "firstReceived",
@@ -137,14 +141,16 @@ async def test_alerts_lists_what_the_store_holds(
     assert lines[0]["deliveries"] == 1
     assert lines[0]["startsAt"] == "2026-11-23T20:00:07.214279+00:00"
     assert re.split(r"\s{2,}", table[0]) == [
-        "FINGERPRINT",
         "ALERTNAME",
         "STATUS",
+        "LABELS",
+        "TARGET",
         "STARTS AT",
-        "LAST RECEIVED",
-        "DELIVERIES",
+        "ENDS AT",
+        "SUMMARY",
+        "FINGERPRINT",
     ]
-    assert re.split(r"\s{2,}", table[1])[1:3] == ["HighMemoryUsage", "firing"]
+    assert re.split(r"\s{2,}", table[1])[:2] == ["HighMemoryUsage", "firing"]
     assert len(table) == 3
 
 
@@ -242,3 +248,40 @@ async def test_reading_commands_in_a_directory_without_a_store_say_so_and_create
     assert line.startswith("remediator: no store at remediator.db")
     assert "--database-url or REMEDIATOR_DATABASE_URL" in line
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_alerts_shows_key_labels_summary_target_and_end_time(
+    capsys: pytest.CaptureFixture[str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(database_url)
+    body = sample("high-memory-usage.firing-two-pods.json")
+    await store.record_notification(Notification.model_validate(body), b"{}", datetime.now(UTC))
+    [first, *_] = await store.recent_alerts(10)
+    await store.save_remediation(
+        replace(
+            await recorded_run(store),
+            id="run-2",
+            event_id=2,
+            fingerprint=first.fingerprint,
+            starts_at=first.starts_at,
+            target="Deployment/prod/claude-manager",
+        )
+    )
+    await store.close()
+    monkeypatch.setenv("COLUMNS", "300")
+    assert await asyncio.to_thread(main, ["alerts", "--database-url", database_url]) == 0
+    rows = {
+        row[-1]: row
+        for row in map(re.compile(r"\s{2,}").split, capsys.readouterr().out.splitlines())
+    }
+    labels = first.labels
+    assert rows[first.fingerprint] == [
+        "HighMemoryUsage",
+        "firing",
+        ",".join(f"{name}={labels[name]}" for name in ("namespace", "deployment", "pod")),
+        "Deployment/prod/claude-manager",
+        first.starts_at.strftime("%Y-%m-%d %H:%M:%S"),
+        first.ends_at.strftime("%Y-%m-%d %H:%M:%S") if first.ends_at else "-",
+        first.annotations["summary"],
+        first.fingerprint,
+    ]

@@ -11,13 +11,19 @@ from typing import Any
 from remediator.cli.stores import existing_store
 from remediator.cli.table import table
 from remediator.config import Settings, option_name
+from remediator.store import Remediation, Store
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     history = commands.add_parser("history", help="remediation runs and their steps")
     history.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
     history.add_argument("--alert", metavar="ALERTNAME", help="only this alert's runs")
-    history.add_argument("--run", dest="run_id", metavar="ID", help="one run with every step")
+    history.add_argument(
+        "--run",
+        dest="run_id",
+        metavar="ID",
+        help="one run with every step and its full reason; ID or any unique start of it",
+    )
     history.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
     history.set_defaults(run=execute)
@@ -34,17 +40,18 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
             if args.run_id is None:
                 found = await store.list_remediations(args.limit, args.alert)
                 return [remediation_json(remediation) for remediation in found]
-            one = await store.remediation(args.run_id)
-            if one is None:
-                return []
+            found = await _one_run(store, args.run_id)
+            if len(found) != 1:
+                return [remediation_json(remediation) for remediation in found]
+            one = found[0]
             steps = await store.steps(one.id)
             return [remediation_json(one) | {"steps": [step_json(step) for step in steps]}]
         finally:
             await store.close()
 
     runs = asyncio.run(read())
-    if args.run_id is not None and not runs:
-        print(f"remediator: no run {args.run_id!r}", file=sys.stderr)
+    if args.run_id is not None and len(runs) != 1:
+        print(f"remediator: {_not_one(args.run_id, runs)}", file=sys.stderr)
         return 1
     if args.json:
         for run in runs:
@@ -66,8 +73,22 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
                 run["id"],
             )
         )
-    print(table(rows))
+    print(table(rows, cut=5))  # the reason, cut to the terminal's width; in full under --run
     return 0
+
+
+async def _one_run(store: Store, run_id: str) -> list[Remediation]:
+    """The run with this id, or the runs whose id starts with it (two at most: enough to
+    say it is ambiguous)."""
+    exact = await store.remediation(run_id)
+    return [exact] if exact is not None else await store.remediations_by_prefix(run_id, 2)
+
+
+def _not_one(run_id: str, runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return f"no run {run_id!r}"
+    ids = ", ".join(run["id"] for run in runs)
+    return f"{run_id!r} is the start of more than one run's id ({ids}, ...): give more of it"
 
 
 def _run_detail(run: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import asyncio
 import sys
 import uuid
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 
@@ -67,7 +67,23 @@ def send_test(channel: str, policies: Path, out: TextIO = sys.stdout) -> int:
             except (TransientFailure, PermanentFailure) as exc:
                 print(f"remediator: {channel} did not take the message: {exc}", file=sys.stderr)
                 return 1
-            print(f"sent a test message through {channel}: {target.describe()}", file=out)
+            print(f"sent a test message through {channel}: {_where(target.describe())}", file=out)
             return 0
 
     return asyncio.run(send())
+
+
+def _where(described: dict[str, Any]) -> str:
+    """Where the channel sent it, in words (its describe(), which /health shows as data)."""
+    if "webhook_url_env" in described:
+        return f"the webhook on {described['host']} (URL from ${described['webhook_url_env']})"
+    if "routing_key_env" in described:
+        return f"{described['url']} (routing key from ${described['routing_key_env']})"
+    if "smtp_host" in described:
+        login = f", login from ${described['login']}" if described.get("login") else ""
+        to = ", ".join(described["to"])
+        return (
+            f"{described['smtp_host']}:{described['smtp_port']} ({described['tls']}{login})"
+            f" from {described['from']} to {to}"
+        )
+    return ", ".join(f"{key} {value}" for key, value in described.items() if key != "channel")

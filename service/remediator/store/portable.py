@@ -179,6 +179,12 @@ class PortableRunLedger(Database):
         found = await self._remediations("WHERE id = $1", remediation_id)
         return found[0] if found else None
 
+    async def remediations_by_prefix(self, prefix: str, limit: int) -> list[Remediation]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return await self._remediations(
+            "WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT $2", escaped + "%", limit
+        )
+
     async def last_fix(self, policy: str, target: str, since: datetime) -> Remediation | None:
         found = await self._remediations(
             "WHERE policy = $1 AND target = $2 AND outcome = 'succeeded' AND finished_at >= $3"

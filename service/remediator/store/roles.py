@@ -131,6 +131,10 @@ class RunLedger(Protocol):
 
     async def remediation(self, remediation_id: str) -> Remediation | None: ...
 
+    async def remediations_by_prefix(self, prefix: str, limit: int) -> list[Remediation]:
+        """At most `limit` runs whose id starts with `prefix` (`history --run 3f2a`)."""
+        ...
+
     async def last_fix(self, policy: str, target: str, since: datetime) -> Remediation | None:
         """The policy's latest run on the target whose fix was verified (outcome succeeded)
         at or after `since`."""
