@@ -11,7 +11,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -326,6 +326,23 @@ def env_name(field: str) -> str:
 
 def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def option_help(field: str) -> str:
+    """A setting's help for its command-line option: what it is, its choices, its default
+    and its environment variable (argparse's % escaped)."""
+    info = Settings.model_fields[field]
+    notes = []
+    choices = [str(choice) for choice in get_args(info.annotation) if isinstance(choice, str)]
+    if choices:
+        notes.append("one of " + ", ".join(choices))
+    default = info.get_default(call_default_factory=True)
+    if default is None or default == frozenset():
+        notes.append("default: unset")
+    else:
+        notes.append(f"default: {default}")
+    text = f"{info.description} ({'; '.join(notes)}) [{env_name(field)}]"
+    return text.replace("%", "%%")
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:

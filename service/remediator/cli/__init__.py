@@ -22,7 +22,7 @@ GROUPS = (serve, migrate, alerts, history, policies, notify, operator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     overrides = {
         field: value
         for field, value in vars(args).items()
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediator", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"remediator {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

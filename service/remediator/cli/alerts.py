@@ -11,13 +11,18 @@ from typing import Any
 
 from remediator.cli.stores import existing_store
 from remediator.cli.table import table
-from remediator.config import Settings, option_name
+from remediator.config import Settings, option_help, option_name
 from remediator.store import AlertRecord, Store
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     alerts = commands.add_parser("alerts", help="list recent alerts from the store")
-    alerts.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    alerts.add_argument(
+        option_name("database_url"),
+        dest="database_url",
+        metavar="URL",
+        help="the service's store: " + option_help("database_url"),
+    )
     alerts.add_argument("--limit", type=int, default=50, help="how many, newest first (50)")
     alerts.add_argument(
         "--json", action="store_true", help="one JSON object per line, every label and annotation"

@@ -10,13 +10,18 @@ from typing import Any
 
 from remediator.cli.stores import existing_store
 from remediator.cli.table import table
-from remediator.config import Settings, option_name
+from remediator.config import Settings, option_help, option_name
 from remediator.store import Remediation, Store
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     history = commands.add_parser("history", help="remediation runs and their steps")
-    history.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    history.add_argument(
+        option_name("database_url"),
+        dest="database_url",
+        metavar="URL",
+        help="the service's store: " + option_help("database_url"),
+    )
     history.add_argument("--alert", metavar="ALERTNAME", help="only this alert's runs")
     history.add_argument(
         "--run",

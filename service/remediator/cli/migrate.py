@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from remediator.config import Settings, option_name
+from remediator.config import Settings, option_help, option_name
 from remediator.store import open_store
 
 
@@ -13,7 +13,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     migrate = commands.add_parser(
         "migrate", help="apply the store's schema migrations, then exit (an init container)"
     )
-    migrate.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    migrate.add_argument(
+        option_name("database_url"),
+        dest="database_url",
+        metavar="URL",
+        help="the store to create or migrate: " + option_help("database_url"),
+    )
     migrate.set_defaults(run=execute)
 
 

@@ -22,8 +22,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     notify = commands.add_parser("notify", help="escalation channels")
     notify_commands = notify.add_subparsers(required=True, metavar="COMMAND")
     notify_test = notify_commands.add_parser("test", help="send a test message through a channel")
-    notify_test.add_argument("--channel", required=True, choices=("pagerduty", "slack", "email"))
-    notify_test.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    notify_test.add_argument(
+        "--channel",
+        required=True,
+        choices=("pagerduty", "slack", "email"),
+        help="the channel to send through, as escalation.yaml sets it up (required)",
+    )
+    notify_test.add_argument(
+        "--policies",
+        dest="directory",
+        type=Path,
+        metavar="DIR",
+        help="the policy directory holding escalation.yaml"
+        " (default: REMEDIATOR_POLICIES, else ./policies)",
+    )
     notify_test.set_defaults(run=execute)
 
 

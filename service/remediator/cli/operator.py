@@ -1,7 +1,7 @@
 """`remediator pause | resume | guards`: the operator API of a running service, from a shell.
 
 They talk to the service over HTTP, whichever guard backend it runs on, with the bearer token
-of REMEDIATOR_API_TOKEN.
+of --token-file or, without it, of REMEDIATOR_API_TOKEN.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, TextIO
 
 from remediator.config import Settings
@@ -25,9 +26,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("resume", "let remediation run again"),
         ("guards", "open breakers, rate-limit budgets, blast radii, held leases, pause state"),
     ]:
-        command = commands.add_parser(name, help=help_text)
+        command = commands.add_parser(name, help=help_text, description=OPERATOR_DESCRIPTION)
         command.add_argument(
             "--url", help="the running service (default: from REMEDIATOR_LISTEN, on loopback)"
+        )
+        command.add_argument(
+            "--token-file",
+            type=Path,
+            metavar="PATH",
+            help="file holding the operator API token, on its first line"
+            " (default: REMEDIATOR_API_TOKEN from the environment, as the service reads it)",
         )
         command.set_defaults(run=execute, operator_command=name)
         if name == "pause":
@@ -36,7 +44,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                 default="paused from the command line",
                 type=_reason,
                 help=f"why, shown to operators and in escalations (at most {MAX_PAUSE_REASON}"
-                " characters)",
+                " characters; default: 'paused from the command line')",
             )
         if name == "guards":
             command.add_argument("--json", action="store_true", help="the API's JSON")
@@ -49,8 +57,8 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
     # Served over HTTPS, the certificate is checked against the system's trust (or SSL_CERT_FILE)
     scheme = "https" if settings.tls_cert_file is not None else "http"
     url = args.url or f"{scheme}://{host}:{settings.port}"
-    token = settings.api_token.get_secret_value() if settings.api_token else None
     try:
+        token = _token(settings, args.token_file)
         if args.operator_command == "pause":
             return pause(url, token, args.reason, sys.stdout)
         if args.operator_command == "resume":
@@ -63,6 +71,25 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
 
 class OperatorError(Exception):
     """The service could not be reached, or refused; the message says which and why."""
+
+
+OPERATOR_DESCRIPTION = (
+    "The operator API's bearer token is read from --token-file, else from REMEDIATOR_API_TOKEN"
+    " in the environment (the variable the service itself reads)."
+)
+
+
+def _token(settings: Settings, token_file: Path | None) -> str | None:
+    if token_file is None:
+        return settings.api_token.get_secret_value() if settings.api_token else None
+    try:
+        lines = token_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OperatorError(f"cannot read --token-file {token_file}: {exc}") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise OperatorError(f"--token-file {token_file} is empty: expected the token on line 1")
+    return token
 
 
 def call(url: str, token: str | None, method: str, path: str, body: Any = None) -> Any:

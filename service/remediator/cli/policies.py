@@ -23,6 +23,8 @@ from remediator.policy.explain import candidates
 from remediator.policy.loader import PolicyErrors, check_policies, load_policies, policy_files
 from remediator.policy.policyset import PolicySet
 
+POLICIES_HELP = "the policy directory (default: REMEDIATOR_POLICIES, else ./policies)"
+
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policies = commands.add_parser("policies", help="check, test and explain policy files")
@@ -32,11 +34,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("test", "run the policy tests in DIR/tests; exit 1 on any failure"),
     ]:
         command = policy_commands.add_parser(name, help=help_text)
-        command.add_argument("directory", nargs="?", type=Path, metavar="DIR")
+        command.add_argument("directory", nargs="?", type=Path, metavar="DIR", help=POLICIES_HELP)
         command.set_defaults(run=execute, policy_command=name)
     explain = policy_commands.add_parser("explain", help="what each alert of a payload would get")
-    explain.add_argument("payload", type=Path, metavar="FILE.json")
-    explain.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    explain.add_argument(
+        "payload", type=Path, metavar="FILE.json", help="an Alertmanager webhook body"
+    )
+    explain.add_argument(
+        "--policies", dest="directory", type=Path, metavar="DIR", help=POLICIES_HELP
+    )
     explain.set_defaults(run=execute, policy_command="explain")
     replay.add_command(policy_commands)
     stats.add_command(policy_commands)

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import structlog
 
-from remediator.config import Settings, option_name
+from remediator.config import Settings, option_help, option_name
 from remediator.policy.durations import parse_duration
 from remediator.policy.loader import PolicyErrors, load_policies
 from remediator.policy.policyset import PolicySet
@@ -41,13 +41,28 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     command = commands.add_parser(
         "replay", help="what stored alerts (or a payload file) would do under a policy set"
     )
-    command.add_argument("--policies", dest="directory", type=Path, metavar="DIR")
+    command.add_argument(
+        "--policies",
+        dest="directory",
+        type=Path,
+        metavar="DIR",
+        help="the policies to replay (default: REMEDIATOR_POLICIES, else ./policies)",
+    )
     command.add_argument("--against", metavar="REV", help="diff with DIR at this git revision")
     command.add_argument("--file", type=Path, metavar="FILE", help="webhook payloads (JSON/JSONL)")
-    command.add_argument(option_name("database_url"), dest="database_url", metavar="URL")
+    command.add_argument(
+        option_name("database_url"),
+        dest="database_url",
+        metavar="URL",
+        help="the store whose alerts to replay: " + option_help("database_url"),
+    )
     command.add_argument("--since", default="7d", help="stored alerts this recent (7d)")
     command.add_argument(
-        "--mode", dest="replay_mode", choices=[m.value for m in Mode], default=Mode.LIVE.value
+        "--mode",
+        dest="replay_mode",
+        choices=[m.value for m in Mode],
+        default=Mode.LIVE.value,
+        help="whose record to tell: the service's in live or in dry-run mode (default: live)",
     )
     command.add_argument("--json", action="store_true", help="one JSON document")
     command.add_argument(

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from remediator.config import Settings, env_name, option_name
+from remediator.config import Settings, option_help, option_name
 from remediator.runtime.logs import configure_logging
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="receive Alertmanager webhooks")
-    for field, info in Settings.model_fields.items():
+    for field in Settings.model_fields:
         serve.add_argument(
             option_name(field),
             dest=field,
             metavar="VALUE",
-            help=f"{info.description} [{env_name(field)}]",
+            help=option_help(field),
         )
     serve.set_defaults(run=execute)
 
