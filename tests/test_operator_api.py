@@ -6,22 +6,28 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from remediator.alerts import Notification
 from remediator.cli import main
 from remediator.config import Settings
+from remediator.engine.summary import BreakerSummary, PlanSummary
 from remediator.guards.guards import Admitted
 from remediator.http.operator_api import MAX_OPERATOR_NAME, MAX_PAUSE_REASON
 from remediator.metrics import Metrics
+from remediator.notify.would_send import WOULD_SEND
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import GUARDS, Parts
 from remediator.store import Store
+from tests.support.budgets import page
 from tests.support.builders import memory_plan, recorded_run
 from tests.support.policies import SHIPPED_POLICY_COUNT
+from tests.support.samples import sample
 from tests.support.service_process import ServiceProcess
 
 Client = TestClient[Any, Any]
@@ -232,7 +238,8 @@ async def test_the_runs_api_lists_and_shows_runs_with_their_steps(
         (run.id, "verifying", "abc123")
     ]
     assert (await (await api.get("/api/v1/runs?alertname=Other", headers=TOKEN)).json()) == {
-        "runs": []
+        "runs": [],
+        "next": None,
     }
     shown = await (await api.get(f"/api/v1/runs/{run.id}", headers=TOKEN)).json()
     assert [(s["action"], s["outcome"], s["data"]) for s in shown["steps"]] == [
@@ -317,3 +324,141 @@ async def test_history_takes_a_unique_start_of_a_run_id_and_fits_the_terminal(
     assert capsys.readouterr().out.startswith("run 5_%x: ")
     assert await asyncio.to_thread(history, "--run", "3_") == 1
     assert capsys.readouterr().err == "remediator: no run '3_'\n"
+
+
+async def runs_page(api: Client, query: str) -> dict[str, Any]:
+    answer = await api.get(f"/api/v1/runs?{query}", headers=TOKEN)
+    assert answer.status == 200, await answer.text()
+    found: dict[str, Any] = await answer.json()
+    return found
+
+
+async def test_the_runs_api_filters_by_outcome_policy_target_and_time(
+    api: Client, store: Store
+) -> None:
+    run = await recorded_run(store)
+    later = run.started_at + timedelta(hours=1)
+    await store.save_remediation(
+        replace(run, id="run-2", event_id=2, outcome="failed", started_at=later)
+    )
+    await store.save_remediation(
+        replace(run, id="run-3", event_id=3, policy="other", target="Deployment/prod/web")
+    )
+
+    async def ids(query: str) -> list[str]:
+        return [found["id"] for found in (await runs_page(api, query))["runs"]]
+
+    assert await ids("outcome=failed") == ["run-2"]
+    assert await ids("policy=other") == ["run-3"]
+    assert await ids("target=Deployment/prod/api") == ["run-2", "run-1"]
+    assert await ids("since=2027-01-15T08:30:00%2B00:00") == ["run-2"]
+    assert await ids("until=2027-01-15T08:30:00Z&policy=application-down") == ["run-1"]
+    refused = {
+        "outcome=fixed": "outcome: unknown outcome 'fixed' (known: waiting, running,",
+        "since=2027-01-15T08:30:00": "since: expected an RFC 3339 time with its offset",
+        "cursor=bm9wZQ": "cursor: not a cursor this API gave",
+        "state=failed": "unknown query parameter 'state'",
+    }
+    for query, reason in refused.items():
+        answer = await api.get(f"/api/v1/runs?{query}", headers=TOKEN)
+        assert answer.status == 400
+        assert (await answer.json())["error"].startswith(reason)
+
+
+async def test_the_runs_api_pages_past_a_thousand_with_its_cursor(
+    api: Client, store: Store
+) -> None:
+    run = await recorded_run(store)
+    for number in range(2, 1101):  # 1,100 runs, some started at the same moment
+        moment = run.started_at + timedelta(seconds=number // 3)
+        await store.save_remediation(
+            replace(run, id=f"run-{number:04}", event_id=number, started_at=moment)
+        )
+    seen: list[str] = []
+    page = await runs_page(api, "limit=1000")
+    seen += [found["id"] for found in page["runs"]]
+    page = await runs_page(api, f"limit=1000&cursor={page['next']}")
+    seen += [found["id"] for found in page["runs"]]
+    assert page["next"] is None
+    assert len(seen) == len(set(seen)) == 1100
+
+
+async def test_a_run_shows_its_plan_in_camel_case_like_the_rest(api: Client, store: Store) -> None:
+    plan = PlanSummary(
+        level="P2",
+        channels=("slack",),
+        target="deployment prod/api",
+        steps=("kubernetes.rollout_restart",),
+        on_resolved=("http.check",),
+        verify_within="10m",
+        rate_limit_key="application-down/api",
+        breaker=BreakerSummary("application-down/api", 3, 3600.0, 1800.0),
+        page_now=True,
+        incident="shared-1",
+    )
+    await store.save_remediation(replace(await recorded_run(store), plan=plan))
+    [run] = (await runs_page(api, ""))["runs"]
+    keys: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            keys.extend(value)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(run)
+    assert {"onResolved", "verifyWithin", "rateLimitKey", "pageNow"} <= set(run["plan"])
+    assert [key for key in keys if "_" in key] == []
+
+
+async def test_a_runs_messages_show_their_delivery_state(api: Client, store: Store) -> None:
+    run = await recorded_run(store)
+    at = run.started_at.timestamp()
+    entries = {
+        state: replace(page(channel, "ApplicationDown", at=at + n), remediation_id=run.id)
+        for n, (state, channel) in enumerate(
+            [
+                ("queued", "pagerduty"),
+                ("sent", "slack"),
+                ("would_send", "email"),
+                ("failed", "pagerduty"),
+                ("folded", "slack"),
+            ]
+        )
+    }
+    await store.save_remediation(run, list(entries.values()))
+    done = run.started_at + timedelta(minutes=1)
+    await store.outbox_done(entries["sent"].id, sent_at=done)
+    await store.outbox_done(entries["would_send"].id, sent_at=done, error=WOULD_SEND)
+    await store.outbox_done(entries["failed"].id, failed_at=done, error="answered 400")
+    await store.fold([entries["folded"].id], done, "folded past the budget")
+    answer = await api.get(f"/api/v1/runs/{run.id}/messages", headers=TOKEN)
+    assert answer.status == 200
+    listed = await answer.json()
+    assert listed["run"] == run.id
+    assert [(m["id"], m["state"]) for m in listed["messages"]] == [
+        (entry.id, state) for state, entry in entries.items()
+    ]
+    failed = listed["messages"][3]
+    assert (failed["error"], failed["summary"]) == (
+        "answered 400",
+        "ApplicationDown: no policy matches",
+    )
+    missing = await api.get("/api/v1/runs/nope/messages", headers=TOKEN)
+    assert missing.status == 404
+
+
+async def test_the_alerts_api_lists_the_alerts_last_received(api: Client, store: Store) -> None:
+    body = sample("high-memory-usage.firing-two-pods.json")
+    await store.record_notification(Notification.model_validate(body), b"{}", datetime.now(UTC))
+    answer = await api.get("/api/v1/alerts?limit=1", headers=TOKEN)
+    assert answer.status == 200
+    [alert] = (await answer.json())["alerts"]
+    assert alert["alertname"] == "HighMemoryUsage"
+    assert alert["annotations"]["summary"]
+    assert set(alert) >= {"fingerprint", "labels", "startsAt", "endsAt", "lastReceived"}
+    assert (await api.get("/api/v1/alerts")).status == 401
+    assert (await api.get("/api/v1/alerts?limit=0", headers=TOKEN)).status == 400

@@ -7,7 +7,6 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from remediator.cli.stores import existing_store
 from remediator.cli.table import table
@@ -31,6 +30,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def execute(settings: Settings, args: argparse.Namespace) -> int:
+    from remediator.http.operator_api import alert_json
+
     opening = existing_store(settings)
 
     async def read() -> list[tuple[AlertRecord, str | None]]:
@@ -46,7 +47,7 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
     records = asyncio.run(read())
     if args.json:
         for record, target in records:
-            print(json.dumps(_alert_json(record) | {"target": target}))
+            print(json.dumps(dict(alert_json(record)) | {"target": target}))
     else:
         print(_alert_table(records))
     return 0
@@ -64,21 +65,6 @@ async def _target(store: Store, record: AlertRecord) -> str | None:
 
 def key_labels(labels: dict[str, str]) -> str:
     return ",".join(f"{name}={labels[name]}" for name in KEY_LABELS if name in labels) or "-"
-
-
-def _alert_json(record: AlertRecord) -> dict[str, Any]:
-    return {
-        "fingerprint": record.fingerprint,
-        "alertname": record.alertname,
-        "status": record.status.value,
-        "labels": record.labels,
-        "annotations": record.annotations,
-        "startsAt": record.starts_at.isoformat(),
-        "endsAt": record.ends_at.isoformat() if record.ends_at else None,
-        "firstReceived": record.first_received.isoformat(),
-        "lastReceived": record.last_received.isoformat(),
-        "deliveries": record.deliveries,
-    }
 
 
 def _alert_table(records: Sequence[tuple[AlertRecord, str | None]]) -> str:

@@ -23,12 +23,15 @@ from typing_extensions import TypedDict
 from remediator import __version__
 from remediator.alerts import Notification
 from remediator.config import Settings
+from remediator.engine.outcome import RunOutcome
 from remediator.http.auth import WebhookAuth
 from remediator.http.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
 from remediator.http.operator_api import (
+    AlertList,
     FoldDetail,
     FoldList,
     GuardState,
+    MessageList,
     PauseRequest,
     PauseState,
     ResumeRequest,
@@ -64,6 +67,8 @@ _COMPONENTS: list[tuple[JsonSchemaMode, type[Any]]] = [
     ("serialization", GuardState),
     ("serialization", RunList),
     ("serialization", RunDetail),
+    ("serialization", MessageList),
+    ("serialization", AlertList),
     ("serialization", FoldList),
     ("serialization", FoldDetail),
 ]
@@ -92,7 +97,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             " its guards and runs.",
         },
         "paths": {
-            "/api/v1/alerts": {"post": _intake(webhook_security)},
+            "/api/v1/alerts": {"post": _intake(webhook_security), "get": _alerts(operator)},
             "/health": {"get": _health(operator)},
             "/metrics": {"get": _metrics()},
             PATH: {"get": _document()},
@@ -101,6 +106,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/api/v1/resume": {"post": _resume(operator)},
             "/api/v1/runs": {"get": _runs(operator)},
             "/api/v1/runs/{id}": {"get": _run(operator)},
+            "/api/v1/runs/{id}/messages": {"get": _messages(operator)},
             "/api/v1/folds": {"get": _folds(operator)},
             "/api/v1/folds/{id}": {"get": _fold(operator)},
         },
@@ -301,17 +307,69 @@ def _runs(security: list[dict[str, list[str]]]) -> dict[str, Any]:
         "tags": ["operator"],
         "summary": "The latest remediation records, newest first",
         "security": security,
+        "description": "Filtered by each parameter given; a page of at most `limit`, and in"
+        " `next` the cursor of the page after (null on the last page).",
         "parameters": [
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-            },
-            {"name": "alertname", "in": "query", "required": False, "schema": _NO_NUL},
+            _whole_parameter("limit", 1, 1000, 50),
+            _query("cursor", "`next` of the page before, as it was given", _NO_NUL),
+            _query("alertname", "only this alert's runs", _NO_NUL),
+            _query("outcome", "only runs that stand or ended so", _OUTCOME),
+            _query("policy", "only this policy's runs", _NO_NUL),
+            _query("target", "only runs on this target, e.g. Deployment/prod/api", _NO_NUL),
+            _query("since", "only runs started at or after this time", _TIME),
+            _query("until", "only runs started before this time", _TIME),
         ],
         "responses": {
             "200": _json("RunList", "the runs"),
+            "400": _json(
+                "ErrorAnswer",
+                "limit is not from 1 to 1000, an unknown outcome, a time without its offset,"
+                " a cursor this API did not give, or an unknown parameter",
+            ),
+            **_operator_refusals(),
+        },
+    }
+
+
+_OUTCOME = {"type": "string", "enum": [outcome.value for outcome in RunOutcome]}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _messages(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "listRunMessages",
+        "tags": ["operator"],
+        "summary": "The messages about one run, oldest first, with their delivery state",
+        "security": security,
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": _NO_NUL}],
+        "responses": {
+            "200": _json("MessageList", "the messages"),
+            "400": _json("ErrorAnswer", "the id holds a NUL character, or an unknown parameter"),
+            "404": _json("ErrorAnswer", "no such run"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _alerts(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "listAlerts",
+        "tags": ["operator"],
+        "summary": "The alerts last received, newest first",
+        "security": security,
+        "parameters": [_whole_parameter("limit", 1, 1000, 50)],
+        "responses": {
+            "200": _json("AlertList", "the alerts"),
             "400": _json("ErrorAnswer", "limit is not from 1 to 1000, or an unknown parameter"),
             **_operator_refusals(),
         },

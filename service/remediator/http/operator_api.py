@@ -4,25 +4,35 @@ REMEDIATOR_API_TOKEN (see `OperatorAuth`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Protocol, TypeVar
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, WithJsonSchema
 from typing_extensions import TypedDict  # pydantic documents these; typing's needs 3.12
 
 from remediator.alerts import NO_NUL
+from remediator.engine.outcome import RunOutcome
 from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.guards import Guards
 from remediator.http.auth import OperatorAuth
 from remediator.http.bodies import BodyTimedOut, read_body
+from remediator.notify.would_send import WOULD_SEND
 from remediator.policy.policyset import PoliciesInForce
 from remediator.store import (
+    AlertLog,
+    AlertRecord,
     BudgetLedger,
     Fold,
     FoldedMessage,
+    Outbox,
     Pause,
     Remediation,
     RunLedger,
+    RunMessage,
+    RunQuery,
     StepRecord,
     StoreUnavailable,
 )
@@ -110,7 +120,56 @@ class StepJson(TypedDict):
 
 
 class RunList(TypedDict):
+    """A page of runs, newest first; `next`: the cursor of the page after (null: the last)."""
+
     runs: list[RunJson]
+    next: str | None
+
+
+DeliveryState = Literal["queued", "sent", "would_send", "folded", "failed"]
+
+
+class MessageJson(TypedDict):
+    """A message about a run and how its delivery stands: queued (not sent yet, retried while
+    it fails), sent, would_send (dry-run: recorded, not delivered), folded (past its channel's
+    budget, into a summary) or failed (given up)."""
+
+    id: str
+    channel: str
+    action: str
+    dedupKey: str
+    state: DeliveryState
+    summary: str | None
+    attempts: int
+    created: Timestamp
+    sent: Timestamp | None
+    failed: Timestamp | None
+    folded: Timestamp | None
+    error: str | None
+
+
+class MessageList(TypedDict):
+    run: str
+    messages: list[MessageJson]
+
+
+class AlertJson(TypedDict):
+    fingerprint: str
+    alertname: str
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: Timestamp
+    endsAt: Timestamp | None
+    firstReceived: Timestamp
+    lastReceived: Timestamp
+    deliveries: int
+
+
+class AlertList(TypedDict):
+    """The alerts last received, newest first."""
+
+    alerts: list[AlertJson]
 
 
 class RunDetail(RunJson):
@@ -207,8 +266,9 @@ class GuardState(GuardSnapshot):
     max_concurrent_runs: int
 
 
-class OperatorStore(RunLedger, BudgetLedger, Protocol):
-    """The runs, and the messages folded past the channels' budgets."""
+class OperatorStore(AlertLog, RunLedger, Outbox, BudgetLedger, Protocol):
+    """The alerts, the runs and their messages, and the messages folded past the channels'
+    budgets."""
 
 
 class OperatorApi:
@@ -239,27 +299,59 @@ class OperatorApi:
             web.post("/api/v1/resume", self.resume),
             web.get("/api/v1/runs", self.runs),
             web.get("/api/v1/runs/{id}", self.run),
+            web.get("/api/v1/runs/{id}/messages", self.messages),
+            web.get("/api/v1/alerts", self.alerts),
             web.get("/api/v1/folds", self.folds),
             web.get("/api/v1/folds/{id}", self.fold),
         ]
 
     async def runs(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        unknown = sorted(set(request.query) - {"limit", "alertname"})
-        if unknown:  # a typo (`?alert=`) must not quietly list every run
-            raise _bad_request(f"unknown query parameter {unknown[0]!r} (known: limit, alertname)")
+        # A typo (`?alert=`) must not quietly list every run.
+        _known(request, *RUN_FILTERS)
+        limit = _whole(request, "limit", 50, 1, 1000)
+        query = RunQuery(
+            limit=limit + 1,  # one more: whether there is a page after
+            alertname=_text(request.query.get("alertname"), "alertname"),
+            outcome=_outcome(request.query.get("outcome")),
+            policy=_text(request.query.get("policy"), "policy"),
+            target=_text(request.query.get("target"), "target"),
+            since=_moment(request, "since"),
+            until=_moment(request, "until"),
+            after=_cursor(request.query.get("cursor")),
+        )
         try:
-            limit = int(request.query.get("limit", "50"))
-        except ValueError:
-            raise _bad_request("limit must be a whole number") from None
-        if not 1 <= limit <= 1000:
-            raise _bad_request("limit must be from 1 to 1000")
-        alertname = _text(request.query.get("alertname"), "alertname")
-        try:
-            found = await self._store.list_remediations(limit, alertname)
+            found = await self._store.find_remediations(query)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
-        return web.json_response(RunList(runs=[_run_json(r) for r in found]))
+        page, more = found[:limit], len(found) > limit
+        following = _cursor_of(page[-1]) if more else None
+        return web.json_response(RunList(runs=[_run_json(r) for r in page], next=following))
+
+    async def messages(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        remediation_id = request.match_info["id"]
+        _text(remediation_id, "the run id")
+        _known(request)
+        try:
+            found = await self._store.remediation(remediation_id)
+            messages = await self._store.run_messages(remediation_id) if found else []
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        if found is None:
+            raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
+        listed = [_message_json(message) for message in messages]
+        return web.json_response(MessageList(run=remediation_id, messages=listed))
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        _known(request, "limit")
+        limit = _whole(request, "limit", 50, 1, 1000)
+        try:
+            found = await self._store.recent_alerts(limit)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        return web.json_response(AlertList(alerts=[alert_json(record) for record in found]))
 
     async def run(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -384,6 +476,109 @@ def _whole(request: web.Request, name: str, default: int, low: int, high: int) -
     return value
 
 
+RUN_FILTERS = ("limit", "cursor", "alertname", "outcome", "policy", "target", "since", "until")
+
+
+def _outcome(value: str | None) -> str | None:
+    if value is not None and value not in set(RunOutcome):
+        known = ", ".join(outcome.value for outcome in RunOutcome)
+        raise _bad_request(f"outcome: unknown outcome {value!r} (known: {known})")
+    return value
+
+
+def _moment(request: web.Request, name: str) -> datetime | None:
+    """A time filter: RFC 3339 with its offset (2027-01-15T08:00:00Z)."""
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _bad_request(f"{name}: expected an RFC 3339 time with its offset, got {text!r}")
+    return moment
+
+
+def _cursor_of(run: Remediation) -> str:
+    """Opaque to clients: where the next page starts, after this run."""
+    raw = json.dumps([run.started_at.isoformat(), run.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(text: str | None) -> tuple[datetime, str] | None:
+    if text is None:
+        return None
+    try:
+        started, run_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        return datetime.fromisoformat(started), str(run_id)
+    except (ValueError, TypeError):
+        raise _bad_request("cursor: not a cursor this API gave (use `next` as it is)") from None
+
+
+def _delivery_state(message: RunMessage) -> DeliveryState:
+    entry = message.entry
+    if message.folded_at is not None:
+        return "folded"
+    if entry.sent_at is not None:
+        return "would_send" if entry.last_error == WOULD_SEND else "sent"
+    return "failed" if entry.failed_at is not None else "queued"
+
+
+def _message_json(message: RunMessage) -> MessageJson:
+    entry = message.entry
+    summary = entry.message.get("summary")
+    return MessageJson(
+        id=entry.id,
+        channel=entry.channel,
+        action=entry.action,
+        dedupKey=entry.dedup_key,
+        state=_delivery_state(message),
+        summary=summary if isinstance(summary, str) else None,
+        attempts=entry.attempts,
+        created=entry.created_at.isoformat(),
+        sent=_iso(entry.sent_at),
+        failed=_iso(entry.failed_at),
+        folded=_iso(message.folded_at),
+        error=None if entry.last_error == WOULD_SEND else entry.last_error,
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def alert_json(record: AlertRecord) -> AlertJson:
+    """An alert as the API shows it, for the command line's `alerts --json` too."""
+    return AlertJson(
+        fingerprint=record.fingerprint,
+        alertname=record.alertname,
+        status=record.status.value,
+        labels=record.labels,
+        annotations=record.annotations,
+        startsAt=record.starts_at.isoformat(),
+        endsAt=_iso(record.ends_at),
+        firstReceived=record.first_received.isoformat(),
+        lastReceived=record.last_received.isoformat(),
+        deliveries=record.deliveries,
+    )
+
+
+def _camel(value: Any) -> Any:
+    """Keys in camelCase all the way down, as everywhere in the API (a plan is stored with
+    snake_case keys)."""
+    if isinstance(value, dict):
+        return {_camel_key(key): _camel(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_camel(item) for item in value]
+    return value
+
+
+def _camel_key(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def _fold_json(fold: Fold) -> FoldJson:
     sent = fold.sent_at.isoformat() if fold.sent_at else None
     return FoldJson(summary=fold.summary, channel=fold.channel, messages=fold.messages, sent=sent)
@@ -433,7 +628,7 @@ def _run_json(r: Remediation) -> RunJson:
         reason=r.reason,
         run=r.run_id,
         target=r.target,
-        plan=r.plan.as_json(),
+        plan=_camel(r.plan.as_json()),
         started=r.started_at.isoformat(),
         verifyUntil=r.verify_until.isoformat() if r.verify_until else None,
         finished=r.finished_at.isoformat() if r.finished_at else None,

@@ -18,6 +18,8 @@ from remediator.store.records import (
     OutboxEntry,
     Pause,
     Remediation,
+    RunMessage,
+    RunQuery,
     RunRecord,
     StepRecord,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "Remediation",
     "Retention",
     "RunLedger",
+    "RunMessage",
+    "RunQuery",
     "RunRecord",
     "StepRecord",
     "Store",

@@ -26,6 +26,8 @@ from remediator.store.records import (
     OutboxEntry,
     Pause,
     Remediation,
+    RunMessage,
+    RunQuery,
     RunRecord,
     StepRecord,
 )
@@ -175,6 +177,30 @@ class PortableRunLedger(Database):
             "WHERE alertname = $1 ORDER BY started_at DESC, id LIMIT $2", alertname, limit
         )
 
+    async def find_remediations(self, query: RunQuery) -> list[Remediation]:
+        conditions: list[str] = []
+        values: list[Any] = []
+        for column, value, test in [
+            ("alertname", query.alertname, "="),
+            ("outcome", query.outcome, "="),
+            ("policy", query.policy, "="),
+            ("target", query.target, "="),
+            ("started_at", query.since, ">="),
+            ("started_at", query.until, "<"),
+        ]:
+            if value is not None:
+                values.append(value)
+                conditions.append(f"{column} {test} ${len(values)}")
+        if query.after is not None:
+            values += [query.after[0], query.after[1]]
+            n = len(values)
+            conditions.append(f"(started_at < ${n - 1} OR (started_at = ${n - 1} AND id > ${n}))")
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        values.append(query.limit)
+        return await self._remediations(
+            f"{where}ORDER BY started_at DESC, id LIMIT ${len(values)}", *values
+        )
+
     async def remediation(self, remediation_id: str) -> Remediation | None:
         found = await self._remediations("WHERE id = $1", remediation_id)
         return found[0] if found else None
@@ -319,6 +345,14 @@ class PortableOutbox(Database):
             retry_at,
             error,
         )
+
+    async def run_messages(self, remediation_id: str) -> list[RunMessage]:
+        found = await self._fetch(
+            f"SELECT {rows.OUTBOX_COLUMNS}, folded_at FROM outbox WHERE remediation_id = $1"
+            " ORDER BY created_at, id",
+            remediation_id,
+        )
+        return [RunMessage(rows.outbox_entry(row[:-1]), rows.maybe_time(row[-1])) for row in found]
 
     async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
         found = await self._fetch(

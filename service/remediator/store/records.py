@@ -139,6 +139,21 @@ class Remediation:
 
 
 @dataclass(frozen=True)
+class RunQuery:
+    """Which runs to list, newest first: each filter set narrows, `after` pages on from the
+    (started_at, id) of the last run of the page before."""
+
+    limit: int = 50
+    alertname: str | None = None
+    outcome: str | None = None
+    policy: str | None = None
+    target: str | None = None
+    since: datetime | None = None  # started at or after
+    until: datetime | None = None  # started before
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True)
 class StepRecord:
     remediation_id: str
     phase: str  # steps, on_resolved, verify
@@ -169,6 +184,15 @@ class OutboxEntry:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    """A message about a run, as its outbox row stands; `folded_at` set: folded past its
+    channel's budget, not sent."""
+
+    entry: OutboxEntry
+    folded_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from remediator.store.records import (
     OutboxEntry,
     Pause,
     Remediation,
+    RunMessage,
+    RunQuery,
     RunRecord,
     StepRecord,
 )
@@ -129,6 +131,10 @@ class RunLedger(Protocol):
         """Newest first."""
         ...
 
+    async def find_remediations(self, query: RunQuery) -> list[Remediation]:
+        """Newest first (started_at, then id), filtered and paged as the query says."""
+        ...
+
     async def remediation(self, remediation_id: str) -> Remediation | None: ...
 
     async def remediations_by_prefix(self, prefix: str, limit: int) -> list[Remediation]:
@@ -202,6 +208,10 @@ class Outbox(Protocol):
         """Not tried this time (its channel paused, or an earlier message of its lane first):
         unclaimed, with the attempt its claim counted given back, so that waiting does not use
         up the attempts a message is sent with."""
+        ...
+
+    async def run_messages(self, remediation_id: str) -> list[RunMessage]:
+        """The messages about one run, oldest first, however they stand."""
         ...
 
     async def outbox_for(self, dedup_key: str) -> list[OutboxEntry]:
