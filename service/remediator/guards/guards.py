@@ -392,11 +392,15 @@ class Guards:
         log.warning("remediation paused", reason=reason, by=by)
         return pause
 
-    async def resume(self, by: str) -> None:
+    async def resume(self, by: str) -> int:
+        """Lift the kill switch; the alerts it held that still fire are decided again, once
+        each. How many were queued again."""
         await self._store.set_pause(None)
         at = _utc(self._clock())
-        await self._store.audit("resume", "kill_switch", {"by": by}, at)
-        log.warning("remediation resumed", by=by)
+        again = await self._store.decide_again_after_pause(at)
+        await self._store.audit("resume", "kill_switch", {"by": by, "decided_again": again}, at)
+        log.warning("remediation resumed", by=by, decided_again=again)
+        return again
 
     async def paused(self) -> Pause | None:
         return await self._store.pause()

@@ -76,6 +76,14 @@ SLOT_POLL = 10.0  # seconds at most between asking again for a slot another repl
 _RESOLVED_WHILE_WAITING = "the alert resolved while the run waited for its turn"
 
 
+def _held_before_resume(remediation: Remediation, event: AlertEvent) -> bool:
+    """The kill switch's block of an event queued again at its resume: not its handling."""
+    again = event.decide_again_at
+    return (
+        again is not None and remediation.guard == "kill_switch" and remediation.started_at <= again
+    )
+
+
 class Runner:
     def __init__(
         self,
@@ -120,7 +128,13 @@ class Runner:
             log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
             return None
         earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
-        handled = [r for r in earlier if r.event_id == event.id and r.outcome not in _UNFINISHED]
+        handled = [
+            r
+            for r in earlier
+            if r.event_id == event.id
+            and r.outcome not in _UNFINISHED
+            and not _held_before_resume(r, event)
+        ]
         if handled:
             # Its worker died after recording how the event went, before marking it done:
             # deciding again would act twice on one alert state.

@@ -111,7 +111,7 @@ class PortableEventQueue(Database):
             " FROM alert_events WHERE done_at IS NULL ORDER BY id LIMIT $1",
             limit,
         )
-        return [rows.alert_event((*row, 0)) for row in found]
+        return [rows.alert_event((*row, 0, None)) for row in found]
 
     async def all_events(self, limit: int) -> list[AlertEvent]:
         found = await self._fetch(
@@ -267,6 +267,9 @@ class PortableBacklog(Database):
 
 
 class PortableControlState(Database):
+    async def decide_again_after_pause(self, at: datetime) -> int:
+        return len(await self._claim(statements.DECIDE_AGAIN, at))
+
     async def set_pause(self, pause: Pause | None) -> None:
         if pause is None:
             await self._execute("DELETE FROM pause")

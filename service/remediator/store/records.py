@@ -57,6 +57,9 @@ class AlertEvent:
     notification_id: int
     enqueued_at: datetime
     attempts: int = 0  # claims so far: above 1, an earlier worker did not finish it
+    # Queued again at this resume of the kill switch: what was recorded for it before does
+    # not count as having handled it (statements.DECIDE_AGAIN).
+    decide_again_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,11 @@ class ControlState(Protocol):
 
     async def pause(self) -> Pause | None: ...
 
+    async def decide_again_after_pause(self, at: datetime) -> int:
+        """Queue again, once, the firing event of each alert still firing whose latest
+        remediation the kill switch blocked (`statements.DECIDE_AGAIN`); how many."""
+        ...
+
     async def audit(
         self, kind: str, subject: str, detail: dict[str, object], at: datetime
     ) -> None: ...

@@ -39,7 +39,9 @@ ALERT_COLUMNS = (
     " CAST(annotations AS TEXT) AS annotations, starts_at, ends_at, first_received,"
     " last_received, deliveries, generator_url, external_url"
 )
-EVENT_COLUMNS = "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts"
+EVENT_COLUMNS = (
+    "id, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts, decide_again_at"
+)
 RUN_COLUMNS = (
     "id, policy, fingerprint, target, CAST(limit_keys AS TEXT) AS limit_keys, breaker_key,"
     " breaker_failures, breaker_window, breaker_cooldown, admitted_at, finished_at, succeeded,"
@@ -91,10 +93,16 @@ def alert_record(row: Row) -> AlertRecord:
 
 
 def alert_event(row: Row) -> AlertEvent:
-    id_, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts = row
-    kind = AlertStatus(kind)
+    id_, fingerprint, starts_at, kind, notification_id, enqueued_at, attempts, again = row
     return AlertEvent(
-        id_, fingerprint, time(starts_at), kind, notification_id, time(enqueued_at), int(attempts)
+        id_,
+        fingerprint,
+        time(starts_at),
+        AlertStatus(kind),
+        notification_id,
+        time(enqueued_at),
+        int(attempts),
+        maybe_time(again),
     )
 
 

@@ -226,3 +226,19 @@ FOLDS = (
     " JOIN outbox f ON f.folded_into = s.id GROUP BY s.id, s.channel, s.sent_at, s.created_at"
     " ORDER BY s.created_at DESC, s.id DESC LIMIT $1) AS summarised) AS folds"
 )
+
+# At `resume`: each firing event whose alert episode is still firing and whose latest
+# remediation was blocked by the kill switch is queued again, once (the next pause and resume
+# is another once). Its earlier remediations stay as they were: the history says both.
+DECIDE_AGAIN = (
+    "UPDATE alert_events SET done_at = NULL, claimed_by = NULL, lease_until = NULL,"
+    " attempts = 0, decide_again_at = $1"
+    " WHERE kind = 'firing' AND done_at IS NOT NULL AND id IN ("
+    " SELECT r.event_id FROM remediations r JOIN alerts a"
+    " ON a.fingerprint = r.fingerprint AND a.starts_at = r.starts_at"
+    " WHERE r.guard = 'kill_switch' AND a.status = 'firing' AND NOT EXISTS ("
+    " SELECT 1 FROM remediations later WHERE later.fingerprint = r.fingerprint"
+    " AND later.starts_at = r.starts_at AND (later.started_at > r.started_at"
+    " OR (later.started_at = r.started_at AND later.id > r.id))))"
+    " RETURNING id"
+)

@@ -1,0 +1,4 @@
+-- An alert held by the kill switch and still firing at `resume` is decided again, once: its
+-- firing event is queued again (done_at cleared) and `decide_again_at` set to the resume, so
+-- that the remediation the pause blocked (recorded before it) does not count as the event's.
+ALTER TABLE alert_events ADD COLUMN decide_again_at timestamptz;
