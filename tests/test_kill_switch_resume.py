@@ -44,7 +44,7 @@ async def test_alerts_blocked_by_the_kill_switch_and_still_firing_are_decided_ag
                 )
 
             await call("POST", "/api/v1/pause", {"reason": "drill", "by": "alice"})
-            await call("POST", "/api/v1/alerts", sample("application-down.firing.json"))
+            await call("POST", "/api/v1/alerts", sample("github-api-rate-limit-low.firing.json"))
             await call("POST", "/api/v1/alerts", sample("high-error-rate.firing.json"))
             await eventually(lambda: decided(2), what="both alerts blocked")
             assert {guard for _, guard in await firing_runs()} == {"kill_switch"}
@@ -59,8 +59,8 @@ async def test_alerts_blocked_by_the_kill_switch_and_still_firing_are_decided_ag
             await call("POST", "/api/v1/resume", {"by": "alice"})
             await eventually(lambda: decided(3), what="the firing alert decided again")
             *_, (alertname, guard) = await firing_runs()
-            assert (alertname, guard) != ("ApplicationDown", "kill_switch")
-            assert alertname == "ApplicationDown"
+            assert (alertname, guard) != ("GitHubAPIRateLimitLow", "kill_switch")
+            assert alertname == "GitHubAPIRateLimitLow"
             await call("POST", "/api/v1/resume", {"by": "alice"})  # nothing more is held
     finally:
         assert service.stop() == 0
