@@ -462,3 +462,10 @@ async def test_the_alerts_api_lists_the_alerts_last_received(api: Client, store:
     assert set(alert) >= {"fingerprint", "labels", "startsAt", "endsAt", "lastReceived"}
     assert (await api.get("/api/v1/alerts")).status == 401
     assert (await api.get("/api/v1/alerts?limit=0", headers=TOKEN)).status == 400
+
+
+async def test_a_store_out_of_reach_is_a_503_that_says_so(api: Client, store: Store) -> None:
+    await store.close()  # every read fails as with a database down
+    answer = await api.get("/api/v1/runs", headers=TOKEN)
+    assert answer.status == 503
+    assert (await answer.json())["error"].startswith("store unavailable: ")

@@ -5,7 +5,9 @@ REMEDIATOR_API_TOKEN (see `OperatorAuth`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
@@ -320,10 +322,8 @@ class OperatorApi:
             until=_moment(request, "until"),
             after=_cursor(request.query.get("cursor")),
         )
-        try:
+        with _unavailable_as_503():
             found = await self._store.find_remediations(query)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         page, more = found[:limit], len(found) > limit
         following = _cursor_of(page[-1]) if more else None
         return web.json_response(RunList(runs=[_run_json(r) for r in page], next=following))
@@ -333,11 +333,9 @@ class OperatorApi:
         remediation_id = request.match_info["id"]
         _text(remediation_id, "the run id")
         _known(request)
-        try:
+        with _unavailable_as_503():
             found = await self._store.remediation(remediation_id)
             messages = await self._store.run_messages(remediation_id) if found else []
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         if found is None:
             raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
         listed = [_message_json(message) for message in messages]
@@ -347,21 +345,17 @@ class OperatorApi:
         self._authorize(request)
         _known(request, "limit")
         limit = _whole(request, "limit", 50, 1, 1000)
-        try:
+        with _unavailable_as_503():
             found = await self._store.recent_alerts(limit)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         return web.json_response(AlertList(alerts=[alert_json(record) for record in found]))
 
     async def run(self, request: web.Request) -> web.Response:
         self._authorize(request)
         remediation_id = request.match_info["id"]
         _text(remediation_id, "the run id")
-        try:
+        with _unavailable_as_503():
             found = await self._store.remediation(remediation_id)
             steps = await self._store.steps(remediation_id) if found else []
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         if found is None:
             raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
         detail = RunDetail(**_run_json(found), steps=[_step_json(step) for step in steps])
@@ -371,10 +365,8 @@ class OperatorApi:
         self._authorize(request)
         _known(request, "limit")
         limit = _whole(request, "limit", 50, 1, 1000)
-        try:
+        with _unavailable_as_503():
             found = await self._store.folds(limit)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         return web.json_response(FoldList(folds=[_fold_json(fold) for fold in found]))
 
     async def fold(self, request: web.Request) -> web.Response:
@@ -384,10 +376,8 @@ class OperatorApi:
         _known(request, "limit", "offset")
         limit = _whole(request, "limit", 1000, 1, 10_000)
         offset = _whole(request, "offset", 0, 0, 10**9)
-        try:
+        with _unavailable_as_503():
             found = await self._store.folded_into(summary, limit, offset)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         if not found and offset == 0:
             raise web.HTTPNotFound(reason=f"no summary {summary!r} with messages folded into it")
         detail = FoldDetail(summary=summary, messages=[_folded_json(m) for m in found])
@@ -395,11 +385,9 @@ class OperatorApi:
 
     async def guards(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        try:
+        with _unavailable_as_503():
             paused = await self._guards.paused()
             snapshot = await self._guards.snapshot(self._policies.current)
-        except (GuardsUnavailable, StoreUnavailable) as exc:
-            raise _unavailable(exc) from exc
         state = GuardState(
             paused=_pause(paused),
             **_snapshot(snapshot),
@@ -412,20 +400,16 @@ class OperatorApi:
         body = await _parsed(request, PauseRequest, self._body_timeout)
         reason = body.reason or "paused through the API"
         by = body.by or request.remote or "api"
-        try:
+        with _unavailable_as_503():
             pause = await self._guards.pause(reason, by)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         return web.json_response(PauseState(paused=_pause(pause)))
 
     async def resume(self, request: web.Request) -> web.Response:
         self._authorize(request)
         body = await _parsed(request, ResumeRequest, self._body_timeout)
         by = body.by or request.remote or "api"
-        try:
+        with _unavailable_as_503():
             await self._guards.resume(by)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from exc
         return web.json_response(PauseState(paused=None))
 
 
@@ -601,8 +585,15 @@ def _bad_request(reason: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(reason=reason)
 
 
-def _unavailable(exc: Exception) -> web.HTTPServiceUnavailable:
-    return web.HTTPServiceUnavailable(reason=f"guard state unavailable: {exc}")
+@contextlib.contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """The store or the guard state out of reach: 503, saying which, for the client to retry."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise web.HTTPServiceUnavailable(reason=f"store unavailable: {exc}") from exc
+    except GuardsUnavailable as exc:
+        raise web.HTTPServiceUnavailable(reason=f"guard state unavailable: {exc}") from exc
 
 
 def remediation_json(remediation: Remediation) -> dict[str, Any]:
