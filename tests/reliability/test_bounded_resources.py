@@ -84,7 +84,7 @@ async def _request(session: aiohttp.ClientSession, url: str) -> object:
 
 async def _channel(session: aiohttp.ClientSession, url: str) -> object:
     limit = aiohttp.ClientTimeout(total=30)
-    await post_json(session, f"{url}/slack", {"text": "x"}, what="Slack", ok=200, limit=limit)
+    await post_json(session, f"{url}/slack", {"text": "x"}, what="Slack", ok=(200,), limit=limit)
     return None
 
 
