@@ -75,7 +75,14 @@ def test_replays_a_file_of_the_shared_samples(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     file = tmp_path / "samples.jsonl"
-    file.write_text("".join(json.dumps(sample(name)) + "\n" for name in sample_names()))
+    # The captured ApplicationDown names its instance by a short name, which guardrails'
+    # allowed_hosts refuses (tests/test_egress.py): here it is named as in the cluster.
+    short, in_cluster = "claude-manager:5000", "claude-manager.claude-deployment-prod.svc:5000"
+    file.write_text(
+        "".join(
+            json.dumps(sample(name)).replace(short, in_cluster) + "\n" for name in sample_names()
+        )
+    )
 
     code, out, err = replay_cli(
         capsys, "--policies", str(SHIPPED_POLICIES), "--file", str(file), "--json"
