@@ -44,7 +44,7 @@ EXPECTED = (
 )
 TOKEN, API_TOKEN = "s3cret", "ops-token"
 ALERTS = scale(1_000, 10_000)
-WINDOW = scale(10, 60)  # seconds: each budget's window (the shipped budgets are per minute)
+WINDOW = scale(5, 60)  # seconds: each budget's window (the shipped budgets are per minute)
 BUDGETS = {"pagerduty": scale(20, 60), "slack": scale(10, 30)}
 FLOOD_NAMES = ("ServiceUnreachable",) * 9 + ("CertificateExpiry",)  # nine in ten, one in ten
 REAL = "DatabaseDown"

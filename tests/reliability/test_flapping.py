@@ -59,7 +59,7 @@ steps:
   - action: kubernetes.scale
     params: {{by: 1, max_replicas: 100}}
 verify:
-  resolved_within: 3s
+  resolved_within: 2s
   http: "{health_url}"
 rate_limit:
   windows:

@@ -304,7 +304,7 @@ def killed_again(crashes: Crashes, event_id: int, after: float, before: float) -
 async def test_a_replica_killed_mid_remediation_is_taken_over_without_a_second_patch(
     crashes: Crashes, figures: Figures
 ) -> None:
-    count = scale(15, 200)
+    count = scale(8, 200)
 
     async def lane() -> None:  # episodes one after the other, until enough runs were killed
         while len(crashes.killed) < count:

@@ -43,7 +43,7 @@ EXPECTED = "timeouts, bounded retries, per-channel breaker, fallback channel"
 TOKEN = "s3cret"
 # PagerDuty's and Slack's timeout per attempt: the shipped 10 s in the long run; 2 s in CI, so
 # that a black-holed page has used its quick retries within seconds.
-CHANNEL_TIMEOUT = scale(2, 10)
+CHANNEL_TIMEOUT = scale(1, 10)
 QUICK = QuickRetries()  # what the service's outbox is built with
 FIRST_BACKOFF = 10.0  # the outbox's wait after a message's first failed send: 5 s * 2**1
 BREAKER_FAILURES = 5  # failed sends in a row that open a channel's breaker (outbox.py)
