@@ -141,7 +141,7 @@ async def pause(url: str) -> float:
 async def test_no_mutating_call_later_than_a_second_after_pause_mid_storm(
     storm: Storm, figures: Figures
 ) -> None:
-    before, after = scale(40, 400), scale(30, 300)
+    before, after = scale(25, 400), scale(15, 300)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         blowing = asyncio.create_task(storm.blow(session, 0, before))
         await eventually(storm.in_flight, what="runs changing things mid-storm", timeout=60)
