@@ -309,9 +309,7 @@ class OutboxSender:
             log.exception("notification could not be sent", channel=name, key=entry.dedup_key)
             return await self._give_up(entry, f"{type(exc).__name__}: {exc}")
         breaker.failures = 0
-        note = _note(channel)
-        await self._store.outbox_done(entry.id, sent_at=self._now(), error=note)
-        self._metrics.notifications_sent.labels(name, "would_send" if note else "sent").inc()
+        await self._done(name, channel, [entry])
         log.info("notification sent", channel=name, action=entry.action, key=entry.dedup_key)
         return None
 
@@ -399,13 +397,17 @@ class OutboxSender:
                     )
             return
         breaker.failures = 0
-        note = _note(channel)
+        await self._done(name, channel, entries)
+        log.info("digest sent", channel=name, messages=len(entries))
+
+    async def _done(self, name: str, channel: Channel, entries: list[OutboxEntry]) -> None:
+        """Sent, or in dry-run recorded as what would have been sent (WouldSend's note)."""
+        note = WOULD_SEND if isinstance(channel, WouldSend) else None
         for entry in entries:
             await self._store.outbox_done(entry.id, sent_at=self._now(), error=note)
         self._metrics.notifications_sent.labels(name, "would_send" if note else "sent").inc(
             len(entries)
         )
-        log.info("digest sent", channel=name, messages=len(entries))
 
     async def _send_quickly(self, name: str, channel: Channel, message: Message) -> None:
         """One send, each attempt under its timeout; the last failure is raised as it was."""
@@ -466,11 +468,6 @@ def fallback_summary(entry: OutboxEntry, undelivered: _Undelivered) -> str:
         said = f"{title} could not be reached ({error}): this {level} page may have reached "
         said += "nobody there."
     return f"{said} {entry.message['summary']}"[:1024]
-
-
-def _note(channel: Channel) -> str | None:
-    """What a message done on this channel is marked with: dry-run's note, else nothing."""
-    return WOULD_SEND if isinstance(channel, WouldSend) else None
 
 
 def message_of(entry: OutboxEntry) -> Message:
