@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from remediator.alerts import Alert
+from remediator.engine.approval import rule_of
 from remediator.engine.plan import (
     Decision,
     Escalation,
@@ -93,7 +95,9 @@ def _plan(
         policy=policy.name,
         fingerprint=alert.fingerprint,
         target=target,
-        steps=_steps(policy.steps, context, "steps", policy.step_timeout, egress),
+        steps=_approved_by(
+            policy, _steps(policy.steps, context, "steps", policy.step_timeout, egress), policies
+        ),
         on_resolved=_steps(policy.on_resolved, context, "on_resolved", policy.step_timeout, egress),
         verify_within=policy.verify.resolved_within,
         verify_check=(
@@ -156,6 +160,26 @@ def _check_namespace_allowed(namespace: str, policy: Policy, policies: PolicySet
             f"namespace {namespace!r} is not in the policy's namespaces nor in the global"
             " allowed_namespaces"
         )
+
+
+def _approved_by(
+    policy: Policy, steps: tuple[PlannedStep, ...], policies: PolicySet
+) -> tuple[PlannedStep, ...]:
+    """Each change with the approval it needs: its own, else the policy's."""
+    planned = []
+    for index, (step, planned_step) in enumerate(zip(policy.steps, steps, strict=True)):
+        approval = step.approval or (policy.approval if planned_step.mutating else None)
+        if approval is None:
+            planned.append(planned_step)
+            continue
+        rule = rule_of(approval, policies.guardrails)
+        if not rule.approvers:
+            raise RenderError(
+                f"steps[{index}] ({step.action}) needs approval but names no approvers, and"
+                " guardrails.yaml lists none"
+            )
+        planned.append(replace(planned_step, approval=rule))
+    return tuple(planned)
 
 
 def _steps(

@@ -12,6 +12,7 @@ from remediator.policy.schema import (
     EscalateWhen,
     Level,
     MaxTargets,
+    OnTimeout,
     Window,
 )
 
@@ -37,6 +38,16 @@ class RenderedTarget:
 
 
 @dataclass(frozen=True)
+class ApprovalRule:
+    """Who must approve a change before it is made, and for how long they are asked."""
+
+    approvers: tuple[str, ...]
+    min_approvals: int = 1
+    ttl: timedelta = timedelta(minutes=15)
+    on_timeout: OnTimeout = OnTimeout.REJECT
+
+
+@dataclass(frozen=True)
 class PlannedStep:
     action: str
     params: Params
@@ -44,6 +55,12 @@ class PlannedStep:
     id: str | None = None
     when: str | None = None
     timeout: timedelta | None = None
+    approval: ApprovalRule | None = None
+
+    @property
+    def name(self) -> str:
+        """How a person names the step: its id, else its action."""
+        return self.id or self.action
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,38 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class OnTimeout(StrEnum):
+    REJECT = "reject"
+    APPROVE = "approve"
+
+
+class Approval(_Model):
+    """A person approves the change before it is made: `min_approvals` of `approvers` (Slack
+    user ids, email addresses, API identities), within `ttl`; else `on_timeout`."""
+
+    approvers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        description="who may approve; empty: the guard rails' `approvers`",
+    )
+    min_approvals: int = Field(1, ge=1, le=5, description="distinct people who must approve")
+    ttl: Duration = Field(default="15m", validate_default=True)
+    on_timeout: OnTimeout = OnTimeout.REJECT
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> Approval:
+        repeated = sorted({a for a in self.approvers if self.approvers.count(a) > 1})
+        if repeated:
+            raise ValueError(f"approvers must be distinct; repeated: {', '.join(repeated)}")
+        if self.approvers and self.min_approvals > len(self.approvers):
+            raise ValueError(
+                f"min_approvals {self.min_approvals} is more than the {len(self.approvers)}"
+                " approvers listed: no request could ever be approved"
+            )
+        if self.ttl <= timedelta(0):
+            raise ValueError("ttl must be positive")
+        return self
+
+
 class Step(_Model):
     id: Slug | None = None
     action: str
@@ -81,6 +113,9 @@ class Step(_Model):
         None, description="expression over earlier steps' results, e.g. `not steps.health.ok`"
     )
     timeout: Duration | None = None
+    approval: Approval | None = Field(
+        None, description="a person approves this change before it is made"
+    )
 
     @field_validator("action")
     @classmethod
@@ -238,6 +273,36 @@ class Policy(_Model):
     )
     on_resolved: list[Step] = Field(default_factory=list)
     dry_run: bool | None = None
+    approval: Approval | None = Field(
+        None, description="every change of `steps` is approved by a person before it is made"
+    )
+
+    @field_validator("steps", "on_resolved")
+    @classmethod
+    def _approval_is_for_changes(cls, steps: list[Step], info: ValidationInfo) -> list[Step]:
+        """A read changes nothing to approve; an undo runs after the alert resolved, when no
+        one waits on it (and a person already approved the change it undoes)."""
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "approval_for_changes",
+                    "{why}: approval is for the changes of `steps`",
+                    {
+                        "why": f"{step.action} only reads"
+                        if info.field_name == "steps"
+                        else "an on_resolved step runs after the alert resolved"
+                    },
+                ),
+                loc=(index, "approval"),
+                input=step.approval,
+            )
+            for index, step in enumerate(steps)
+            if step.approval is not None
+            and (info.field_name == "on_resolved" or not CATALOGUE[step.action].mutating)
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return steps
 
     @field_validator("steps")
     @classmethod
@@ -494,6 +559,17 @@ HostPatternField = Annotated[
 ]
 
 
+class Demotion(_Model):
+    """A policy is demoted to approval-required when, over at least `min_runs` runs whose
+    outcome is known within `window`, the Wilson lower bound (95%) of its effective share is
+    below `below`. A run is effective when it fixed the alert and the fix lasted."""
+
+    min_runs: int = Field(3, ge=1)
+    below: float = Field(0.2, gt=0, le=1)
+    window: Duration = Field(default="7d", validate_default=True)
+    ttl: Duration = Field(default="15m", validate_default=True, description="its requests' ttl")
+
+
 # Never acted in, whatever a policy or the allow-list says.
 PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
@@ -529,6 +605,17 @@ class Guardrails(_Model):
             "a run held only by the concurrency cap or by another run on its target waits this"
             " long for its turn, then escalates as blocked"
         ),
+    )
+    approvers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        description=(
+            "who approves where a policy's `approval` names no one, and a demoted policy's"
+            " changes: Slack user ids, email addresses, API identities"
+        ),
+    )
+    demotion: Demotion | None = Field(
+        default_factory=lambda: Demotion(),
+        description="a policy whose runs keep failing to fix its alert asks first (null: never)",
     )
 
     @property

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from remediator.alerts import Alert, AlertStatus
@@ -222,3 +223,96 @@ class Fold:
     channel: str
     messages: int
     sent_at: datetime | None
+
+
+class ApprovalState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    VOID = "void"  # what it was bound to changed (a reload, a new alert state) or resolved
+
+    @property
+    def open(self) -> bool:
+        return self is ApprovalState.PENDING
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    CANCEL = "cancel"
+    REFUSED = "refused"  # an answer not taken: not an approver, already answered, too late
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """One answer to an approval request, as given: who, through what, when, and what."""
+
+    approval_id: str
+    who: str
+    via: str  # slack, api, cli, console, timeout
+    verdict: Verdict
+    note: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A run stopped before a change until `min_approvals` of `approvers` approve it, bound to
+    `digest` (the policy, step, action, target and parameters as rendered)."""
+
+    id: str
+    remediation_id: str
+    event_id: int
+    fingerprint: str
+    starts_at: datetime
+    alertname: str
+    policy: str
+    position: int  # the step's place in the policy's steps
+    step: str  # its id, else its action
+    action: str
+    target: str
+    params: dict[str, Any]
+    digest: str
+    approvers: tuple[str, ...]
+    min_approvals: int
+    on_timeout: str
+    requested_at: datetime
+    expires_at: datetime
+    state: ApprovalState = ApprovalState.PENDING
+    # What the request shows: the change it would make (its dry-run), the diagnostics so far,
+    # the guards' state.
+    shown: dict[str, Any] = field(default_factory=dict)
+    decided_at: datetime | None = None
+    answers: tuple[ApprovalAnswer, ...] = ()
+
+    @property
+    def approved_by(self) -> tuple[str, ...]:
+        return tuple(a.who for a in self.answers if a.verdict is Verdict.APPROVE)
+
+
+@dataclass(frozen=True)
+class AnswerTaken:
+    """What `answer_approval` did: the request after it, and whether the answer counted."""
+
+    request: ApprovalRequest
+    counted: bool
+    why: str  # why not, when it did not count
+
+
+@dataclass(frozen=True)
+class Demotion:
+    """A policy whose runs kept failing to fix its alert: its changes ask first, until it is
+    promoted again or a new revision of it is loaded."""
+
+    policy: str
+    revision: str  # the policy's own digest when it was demoted
+    reason: str
+    demoted_at: datetime
+    promoted_at: datetime | None = None
+    promoted_by: str | None = None
+
+    @property
+    def in_force(self) -> bool:
+        return self.promoted_at is None

@@ -23,6 +23,11 @@ from remediator.engine.ledger import LedgerEntry
 from remediator.store.records import (
     AlertEvent,
     AlertRecord,
+    AnswerTaken,
+    ApprovalAnswer,
+    ApprovalRequest,
+    ApprovalState,
+    Demotion,
     AuditEntry,
     Backlog,
     Fold,
@@ -267,6 +272,67 @@ class BudgetLedger(Protocol):
         ...
 
 
+class Approvals(Protocol):
+    """Approval requests, their answers, and policies demoted to asking first."""
+
+    async def request_approval(self, request: ApprovalRequest) -> None:
+        """Store a new pending request (its id is new)."""
+        ...
+
+    async def approval(self, approval_id: str) -> ApprovalRequest | None:
+        """The request with its answers, oldest first."""
+        ...
+
+    async def approvals_by_prefix(self, prefix: str, limit: int) -> list[ApprovalRequest]: ...
+
+    async def approvals(self, state: ApprovalState | None, limit: int) -> list[ApprovalRequest]:
+        """Requests in that state (any, for None), the newest first."""
+        ...
+
+    async def approvals_for_event(self, event_id: int) -> list[ApprovalRequest]:
+        """Every request the event's runs made, oldest first."""
+        ...
+
+    async def approvals_of_run(self, remediation_id: str) -> list[ApprovalRequest]: ...
+
+    async def answer_approval(
+        self, approval_id: str, answer: ApprovalAnswer, min_approvals: int
+    ) -> AnswerTaken:
+        """Take one answer, in one transaction, while the request is pending and not past its
+        expiry: an approval from someone who has not approved yet is counted, and the request
+        becomes approved at `min_approvals` distinct approvers (its firing event is then queued
+        again, for the run to go on); a rejection or cancellation closes it. An answer that
+        does not count is recorded with verdict `refused` and the reason."""
+        ...
+
+    async def record_answer(self, answer: ApprovalAnswer) -> None:
+        """An answer refused before reaching the request (not an approver): the audit."""
+        ...
+
+    async def close_approval(
+        self, approval_id: str, state: ApprovalState, at: datetime, answer: ApprovalAnswer | None
+    ) -> bool:
+        """Close a pending request (void, expired, or approved on timeout, which queues its
+        event again); whether it was pending."""
+        ...
+
+    async def due_approvals(self, now: datetime, limit: int) -> list[ApprovalRequest]:
+        """Pending requests whose expiry has passed, the oldest first."""
+        ...
+
+    async def demotion(self, policy: str) -> Demotion | None: ...
+
+    async def demotions(self) -> list[Demotion]: ...
+
+    async def demote(self, demotion: Demotion) -> bool:
+        """Record the demotion unless one is in force; whether it was recorded."""
+        ...
+
+    async def promote(self, policy: str, by: str, at: datetime) -> bool:
+        """End the demotion in force; whether there was one."""
+        ...
+
+
 class Watch(Protocol):
     async def backlog(self, now: datetime) -> Backlog:
         """What the service has still to do: events queued, messages due and unsent per
@@ -286,6 +352,7 @@ class Retention(Protocol):
 
 class Store(
     AlertLog,
+    Approvals,
     EventQueue,
     RunLedger,
     ControlState,
