@@ -23,6 +23,27 @@ class StepLine:
 
 
 @dataclass(frozen=True)
+class ApprovalAsk:
+    """A run waits for a person to approve its next change: what to answer, and to whom."""
+
+    id: str  # the request: POST /api/v1/approvals/<id>, remediator approvals approve <id>
+    step: str  # the step's id, else its action
+    action: str
+    change: str  # what the change would do: its dry-run's words
+    approvers: tuple[str, ...]
+    min_approvals: int
+    expires_at: str  # ISO 8601
+    on_timeout: str  # reject or approve
+
+    def as_json(self) -> dict[str, Any]:
+        return {**vars(self), "approvers": list(self.approvers)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApprovalAsk:
+        return cls(**{**data, "approvers": tuple(data["approvers"])})
+
+
+@dataclass(frozen=True)
 class Message:
     id: str  # the outbox entry: a channel may use it as an idempotency key
     action: Action  # trigger: open or update the incident; resolve: close it
@@ -46,6 +67,7 @@ class Message:
     severity_why: str = ""  # why this level: the policy's severity or the alert's label
     next: str = ""  # what happens next: verifying until 14:05 UTC, paging P1, nothing more
     started_at: str | None = None  # when the alert started firing (ISO 8601)
+    approval: ApprovalAsk | None = None  # the run waits for this approval
 
 
 # The labels that say where an alert is, as a message shows them.

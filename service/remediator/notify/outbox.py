@@ -36,6 +36,7 @@ from tenacity import (
 
 from remediator.metrics import NotifyMetrics
 from remediator.notify.base import (
+    ApprovalAsk,
     Channel,
     DigestChannel,
     Message,
@@ -495,6 +496,7 @@ def message_of(entry: OutboxEntry) -> Message:
         severity_why=m.get("severity_why", ""),
         next=m.get("next", ""),
         started_at=m.get("started_at"),
+        approval=ApprovalAsk.from_json(m["approval"]) if m.get("approval") else None,
     )
 
 
