@@ -27,10 +27,11 @@ def rule_of(approval: Approval, guardrails: Guardrails) -> ApprovalRule:
     return ApprovalRule(approvers, approval.min_approvals, approval.ttl, approval.on_timeout)
 
 
-def demotion_rule(guardrails: Guardrails) -> ApprovalRule:
+def demotion_rule(guardrails: Guardrails, reason: str) -> ApprovalRule:
     """What a demoted policy's changes ask: one of the guard rails' approvers."""
     ttl = guardrails.demotion.ttl if guardrails.demotion else timedelta(minutes=15)
-    return ApprovalRule(tuple(guardrails.approvers), 1, ttl, OnTimeout.REJECT)
+    why = f"the policy is demoted to asking first ({reason})"
+    return ApprovalRule(tuple(guardrails.approvers), 1, ttl, OnTimeout.REJECT, why)
 
 
 def demoted(plan: Plan, rule: ApprovalRule) -> Plan:

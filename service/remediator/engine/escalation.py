@@ -15,7 +15,15 @@ Notify = Literal["trigger", "resolve"] | None
 
 # Outcomes in which nothing was fixed and a person must act. (A run `stopped` because its
 # alert resolved pages nobody: there is nothing left to do.)
-BLOCKED = frozenset({RunOutcome.BLOCKED, RunOutcome.REFUSED, RunOutcome.DRY_RUN})
+BLOCKED = frozenset(
+    {
+        RunOutcome.BLOCKED,
+        RunOutcome.REFUSED,
+        RunOutcome.DRY_RUN,
+        RunOutcome.REJECTED,
+        RunOutcome.EXPIRED,
+    }
+)
 FAILED = frozenset({RunOutcome.FAILED, RunOutcome.INTERRUPTED})
 
 
@@ -35,6 +43,8 @@ def on_outcome(
         return "trigger"  # no policy: the severity matrix alone decides who hears
     if outcome is RunOutcome.ERROR:
         return "trigger"  # a bug stopped its handling: a person must look, whatever `escalate`
+    if outcome is RunOutcome.AWAITING_APPROVAL:
+        return "trigger"  # its approvers are asked, whatever `escalate`
     if outcome in FAILED and (always or EscalateWhen.ON_FAILURE in escalate):
         return "trigger"
     if outcome in BLOCKED and (always or EscalateWhen.WHEN_BLOCKED in escalate):

@@ -45,6 +45,7 @@ class ApprovalRule:
     min_approvals: int = 1
     ttl: timedelta = timedelta(minutes=15)
     on_timeout: OnTimeout = OnTimeout.REJECT
+    why: str = ""  # beyond the policy's own rule: its demotion
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,16 @@ class Guards:
         if isinstance(answer, Blocked):
             log.info("remediation blocked", policy=plan.policy, guard=guard, reason=answer.reason)
 
-    async def _admit(self, plan: Plan) -> Admitted | Blocked:
+    async def readmit(self, plan: Plan, run_id: str) -> Admitted | Blocked:
+        """A run that stopped for an approval, admitted again to make its change: the kill
+        switch, its target's lease, its breaker (a trial stays its own) and the concurrency
+        cap are asked again. Its rate limits and blast radii are not: they were spent when it
+        began, for this one run."""
+        answer = await self._admit(plan, run_id)
+        self.tell(plan, answer)
+        return answer
+
+    async def _admit(self, plan: Plan, again: str | None = None) -> Admitted | Blocked:
         try:
             paused = await self._store.pause()
         except StoreUnavailable as exc:
@@ -203,18 +212,46 @@ class Guards:
         if paused is not None:
             return Blocked("kill_switch", f"paused by {paused.paused_by}: {paused.reason}")
         shadow = not self._live or plan.dry_run
-        answer = await self._guarded(plan, (SHADOW if shadow else "") + str(uuid.uuid4()))
+        run_id = again or (SHADOW if shadow else "") + str(uuid.uuid4())
+        answer = await self._guarded(plan, run_id, spend=again is None)
         if shadow and isinstance(answer, Blocked):
             why = "the policy sets dry_run" if plan.dry_run else "the service runs in dry-run mode"
             return replace(answer, reason=f"dry-run ({why}): would be blocked: {answer.reason}")
         return answer
 
+    async def standing(self, plan: Plan, run_id: str) -> dict[str, object]:
+        """The plan's rate-limit budgets left and its breaker, as an approver sees them (empty
+        when the guard state cannot be read)."""
+        spec = breaker_spec(plan)
+        try:
+            snapshot = await self.backend_of(run_id).snapshot(
+                limits(plan, self._guardrails()), [spec]
+            )
+        except (GuardsUnavailable, Unseeded) as exc:
+            return {"unavailable": str(exc)}
+        budgets = {
+            key: [
+                f"{budget.remaining} of {budget.window.max} left per"
+                f" {format_duration(timedelta(seconds=budget.window.per))}"
+                for budget in windows
+            ]
+            for key, windows in snapshot.budgets.items()
+        }
+        breaker = snapshot.breakers.get(spec.key)
+        state = breaker.state.value if breaker else BreakerState.CLOSED.value
+        failures = breaker.recent_failures if breaker else 0
+        return {
+            "budgets": budgets,
+            "breaker": f"{state} ({failures} of {spec.failures} failures to open it)",
+        }
+
     def backend_of(self, run_id: str) -> GuardBackend:
         """The backend that guards this run: the shadow one for a dry-run's."""
         return self.shadow if is_shadow(run_id) else self.backend
 
-    async def _guarded(self, plan: Plan, run_id: str) -> Admitted | Blocked:
-        """Every guard but the kill switch, against the run's own backend."""
+    async def _guarded(self, plan: Plan, run_id: str, *, spend: bool) -> Admitted | Blocked:
+        """Every guard but the kill switch, against the run's own backend; without `spend`
+        (a run admitted again), its rate limits and blast radii are not counted again."""
         backend = self.backend_of(run_id)
         guardrails = self._guardrails()
         ttl = self.lease_ttl
@@ -228,7 +265,7 @@ class Guards:
                 return Blocked("target_lock", f"another run holds {plan.target_key}")
             attempt = Attempt(
                 run_id,
-                limits(plan, guardrails),
+                limits(plan, guardrails) if spend else (),
                 breaker_spec(plan),
                 guardrails.max_concurrent_runs,
                 ttl,
@@ -236,7 +273,7 @@ class Guards:
                 # before then, even on another alert for the same target.
                 trial_ttl=(guardrails.run_timeout + plan.verify_within).total_seconds() + ttl,
                 target=plan.target_key,
-                reaches=reaches(plan, guardrails),
+                reaches=reaches(plan, guardrails) if spend else (),
             )
             verdict = await self._admit_seeded(backend, attempt)
         except (GuardsUnavailable, StoreUnavailable) as exc:
@@ -247,6 +284,8 @@ class Guards:
             await self._release_quietly(lease)
             return self._blocked(plan, verdict)
         now = self._clock()
+        if not spend:  # on record since it began
+            return Admitted(run_id, lease, verdict.breaker is BreakerState.HALF_OPEN)
         try:
             await self._store.record_admission(_run_record(plan, attempt, now))
         except StoreUnavailable as exc:

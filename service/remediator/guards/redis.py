@@ -85,7 +85,7 @@ local now = clock(ARGV[1])
 local run_id, breaker_key = ARGV[2], ARGV[3]
 local cooldown, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local horizon, limits, trial_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local b = redis.call('HMGET', KEYS[5], 'state', 'opened_at', 'trial_until')
+local b = redis.call('HMGET', KEYS[5], 'state', 'opened_at', 'trial_until', 'trial_run')
 local state = b[1] or 'closed'
 
 local target, reaches = ARGV[10], tonumber(ARGV[11])
@@ -129,7 +129,8 @@ for j = 1, reaches do
 end
 
 local trial = false
-if state ~= 'closed' then
+local own_trial = state == 'half_open' and b[4] == run_id
+if state ~= 'closed' and not own_trial then
   local trial_until = opt(b[3])
   if state == 'half_open' and trial_until ~= nil and trial_until > now then
     return {'circuit_breaker', state, num(trial_until - now)}

@@ -64,6 +64,8 @@ def breaker_admit(
     """(the record after admitting, None) or (unchanged, seconds until a run may pass)."""
     if record.state is BreakerState.CLOSED:
         return record, None
+    if record.state is BreakerState.HALF_OPEN and record.trial_run == run_id:
+        return record, None  # the trial itself, admitted again (its approval came)
     trial_open = record.trial_until is not None and record.trial_until > now
     if record.state is BreakerState.HALF_OPEN and trial_open:
         assert record.trial_until is not None

@@ -36,6 +36,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import structlog
 
 from remediator.engine.escalation import Notify
+from remediator.notify.base import ApprovalAsk
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import DIAGNOSTIC
 from remediator.policy.schema import EscalationMatrix
@@ -244,6 +245,7 @@ class Escalator:
         *,
         alert: AlertRecord | None = None,
         steps: Sequence[StepRecord] | None = None,
+        approval: ApprovalAsk | None = None,
     ) -> list[OutboxEntry]:
         """The messages `rule` calls for at this turn of the remediation, for the caller to
         queue with it; the rule is told whether the incident is open (paged and not
@@ -266,6 +268,8 @@ class Escalator:
             self._severity_of(remediation.policy) if remediation.policy else None,
         )
         message = _message(remediation, turn.notify or "trigger", turn.key, alert, steps, context)
+        if approval is not None:
+            message["approval"] = approval.as_json()
         entries = _entries(turn, message, channels)
         log.info("escalation queued", action=turn.notify, channels=channels, dedup_key=turn.key)
         return entries
@@ -430,6 +434,11 @@ def next_step(remediation: Remediation, action: str, context: MessageContext) ->
         )
     if r.outcome in ("waiting", "running"):
         return "remediating: this page is updated when the run ends"
+    if r.outcome == "awaiting_approval":
+        return (
+            "waiting for approval (see the reason for who may approve and how); the run goes"
+            " on once approved, and this page is updated"
+        )
     level = r.plan.level or "P3"
     route = context.matrix.levels.get(level)
     paging = f"paging {level}: a person must act"
@@ -611,6 +620,9 @@ _OUTCOMES = {
     "stopped": "remediation stopped",
     "interrupted": "remediation interrupted",
     "error": "not handled: an internal error",
+    "awaiting_approval": "remediation waiting for approval",
+    "rejected": "approval refused, nothing more changed",
+    "expired": "no approval in time, nothing more changed",
 }
 
 

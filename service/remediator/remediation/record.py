@@ -23,6 +23,7 @@ from remediator.engine.summary import PlanSummary
 from remediator.guards.base import BreakerSpec
 from remediator.guards.guards import Guards, breaker_spec
 from remediator.metrics import OTHER_POLICY, RunMetrics
+from remediator.notify.base import ApprovalAsk
 from remediator.notify.escalator import Escalator, IncidentStore, dedup_key
 from remediator.policy.policyset import PoliciesInForce
 from remediator.store import AlertEvent, AlertRecord, OutboxEntry, Remediation, StepRecord
@@ -60,6 +61,7 @@ class Known:
 
     alert: AlertRecord | None = None
     steps: Sequence[StepRecord] | None = None
+    approval: ApprovalAsk | None = None  # the approval the run now waits for
 
 
 NOTHING_KNOWN = Known()
@@ -164,6 +166,12 @@ class Recorder:
         )
         return await self.end(remediation, RunOutcome.SUCCEEDED, reason)
 
+    async def awaiting(self, remediation: Remediation, reason: str, known: Known) -> Remediation:
+        """Stopped before a change until a person approves it: its approvers are asked."""
+        awaiting = replace(remediation, outcome=RunOutcome.AWAITING_APPROVAL, reason=reason)
+        log.info("remediation awaits approval", remediation=awaiting.id, reason=reason)
+        return await self._save(awaiting, known=known)
+
     async def verifying(
         self, remediation: Remediation, reason: str, until: datetime, known: Known = NOTHING_KNOWN
     ) -> Remediation:
@@ -207,7 +215,7 @@ class Recorder:
         else:
             rule = partial(on_outcome, remediation.outcome, plan.escalate)
         return await self.escalator.messages(
-            remediation, rule, alert=known.alert, steps=known.steps
+            remediation, rule, alert=known.alert, steps=known.steps, approval=known.approval
         )
 
     async def tell_if_untold(self, remediation: Remediation) -> None:

@@ -28,15 +28,16 @@ from remediator.actions.egress import REFUSED
 from remediator.alerts import Alert, AlertStatus
 from remediator.engine.decide import decide, escalation_by_severity
 from remediator.engine.outcome import RunOutcome
-from remediator.engine.plan import NoMatch, Plan, PlannedStep, Refused
+from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards, breaker_spec
 from remediator.metrics import RunMetrics
-from remediator.notify.escalator import IncidentStore
 from remediator.policy.durations import format_duration
 from remediator.policy.parameters import CATALOGUE
 from remediator.policy.policyset import PoliciesInForce
+from remediator.remediation.approval_gate import ApprovalGate, ApprovalStore
 from remediator.remediation.busy import Busy
+from remediator.remediation.demotions import Demotions
 from remediator.remediation.record import Decided, Known, Recorder, breaker_of, internal_error
 from remediator.remediation.steps import (
     DEFAULT_RETRYING,
@@ -51,6 +52,7 @@ from remediator.remediation.verification import Verification
 from remediator.store import (
     AlertEvent,
     AlertRecord,
+    ApprovalState,
     Remediation,
     StepRecord,
     StoreUnavailable,
@@ -87,7 +89,7 @@ def _held_before_resume(remediation: Remediation, event: AlertEvent) -> bool:
 class Runner:
     def __init__(
         self,
-        store: IncidentStore,
+        store: ApprovalStore,
         guards: Guards,
         policies: PoliciesInForce,
         actions: Mapping[str, Action],
@@ -111,6 +113,8 @@ class Runner:
             store, guards, policies, self.record, self.steps, clock=clock,
             check_interval=check_interval,
         )  # fmt: skip
+        self.gate = ApprovalGate(store, guards, self.steps, self.record, clock=clock)
+        self.demotions = Demotions(store, policies, clock=clock)
 
     def _now(self) -> datetime:
         return self.record.now()
@@ -128,6 +132,9 @@ class Runner:
             log.error("event without its alert", event_id=event.id, fingerprint=event.fingerprint)
             return None
         earlier = await self._store.remediations_for(event.fingerprint, event.starts_at)
+        parked = _parked(earlier, event)
+        if parked is not None and event.kind is AlertStatus.FIRING:
+            return await self._after_asking(event, record, parked)
         handled = [
             r
             for r in earlier
@@ -178,11 +185,29 @@ class Runner:
         return await self.record.note(event, record, RunOutcome.ERROR, why, decided)
 
     async def housekeep(self) -> None:
-        """End overdue verifications, check the due ones, and tell the guards' backend the run
-        outcomes it missed while it was away."""
+        """End overdue verifications, check the due ones, close the approval requests past
+        their ttl, and tell the guards' backend the run outcomes it missed while it was away."""
         await self.verification.check()
         await self.verification.expire()
+        await self.gate.expire()
         await self._guards.settle()
+
+    async def _after_asking(
+        self, event: AlertEvent, record: AlertRecord, parked: Remediation
+    ) -> Remediation:
+        """The event of a run that asked for approval, queued again as its request closed: go
+        on when approved (and the alert still fires), else end the run. A request still
+        pending leaves it waiting (the event was delivered again, not answered)."""
+        requests = await self._store.approvals_of_run(parked.id)
+        request = requests[-1] if requests else None
+        if request is not None and request.state is ApprovalState.PENDING:
+            return parked
+        if request is None or request.state is not ApprovalState.APPROVED:
+            return await self.gate.close(parked, request)
+        if record.status is AlertStatus.RESOLVED:
+            return await self.gate.resolved(parked)
+        done = await self._completed_steps([parked])
+        return await self.fire(event, record, done, parked.started_at, resuming=parked)
 
     async def _take_over(
         self, event: AlertEvent, earlier: Sequence[Remediation]
@@ -204,9 +229,16 @@ class Runner:
         record: AlertRecord,
         done: Mapping[tuple[str, int], StepRecord],
         began: datetime | None = None,
+        *,
+        resuming: Remediation | None = None,
     ) -> Remediation:
+        """Decide and run; `resuming`, the run that asked for approval and has it, goes on
+        from where it stopped, admitted again (its decision made anew: an approval binds to
+        the change as it is decided now)."""
         alert = record.as_alert(event.kind)
         decision = decide(alert, self._policies.current, self._now())
+        if resuming is not None:
+            return await self._resume(resuming, record, decision, done, began)
         if isinstance(decision, NoMatch):
             decided = Decided(plan=PlanSummary.escalation_only(decision.escalation))
             why = "no policy matches: escalate only"
@@ -218,13 +250,47 @@ class Runner:
             return await self.record.note(
                 event, record, RunOutcome.REFUSED, decision.reason, decided
             )
-        plan = decision
+        plan = await self.demotions.applied(decision)
         fix = await self._lasting(plan)
         if fix is not None:
             return await self._recurred(event, record, plan, fix)
         started = await self._admit(event, record, plan)
         if isinstance(started, Remediation):
             return started  # blocked
+        return await self._run(started, record, plan, done, began)
+
+    async def _resume(
+        self,
+        parked: Remediation,
+        record: AlertRecord,
+        decision: Decision,
+        done: Mapping[tuple[str, int], StepRecord],
+        began: datetime | None,
+    ) -> Remediation:
+        """The approved run goes on, admitted again: the kill switch, its target's lease, its
+        breaker and the cap are asked at the moment of acting (`Guards.readmit`)."""
+        if not isinstance(decision, Plan):
+            reason = decision.reason if isinstance(decision, Refused) else "no policy matches"
+            why = f"approved, but the alert no longer plans this run: {reason}"
+            return await self.gate.close(parked, None, why)
+        plan = await self.demotions.applied(decision)
+        assert parked.run_id is not None, "only a run asks for approval"
+        admission = await self._guards.readmit(plan, parked.run_id)
+        if isinstance(admission, Blocked):
+            why = f"approved, but not now: {admission.reason}"
+            return await self.gate.close(replace(parked, guard=admission.guard), None, why)
+        remediation = await self.record.running(parked, parked.run_id)
+        return await self._run((remediation, admission), record, plan, done, began)
+
+    async def _run(
+        self,
+        started: tuple[Remediation, Admitted],
+        record: AlertRecord,
+        plan: Plan,
+        done: Mapping[tuple[str, int], StepRecord],
+        began: datetime | None,
+    ) -> Remediation:
+        """The admitted run's steps; its slot and target's lease let go on the way out."""
         remediation, admitted = started
         try:
             return await self._run_steps(remediation, record, plan, admitted, done, began)
@@ -397,6 +463,12 @@ class Runner:
                     return held
             previous = done.get(("steps", position))
             at = StepAt(remediation, "steps", position)
+            if step.mutating and admitted and not admitted.shadow and previous is None:
+                asked = await self.gate.ask_or_pass(
+                    at, plan, step, context, results, alert, trail, admitted
+                )
+                if asked is not None:
+                    return asked
             result = await self.steps.run(
                 at, step, context, results, alert, previous, admitted, trail
             )
@@ -453,6 +525,9 @@ class Runner:
         for remediation in earlier:
             if remediation.outcome is RunOutcome.VERIFYING:
                 await self.record.succeed(remediation, "the alert resolved in time")
+            elif remediation.outcome is RunOutcome.AWAITING_APPROVAL:
+                remediation = await self.gate.resolved(remediation)
+                await self.record.escalator.notify(remediation, "resolve")
             else:
                 await self.record.escalator.notify(remediation, "resolve")
             if remediation.kind == "firing" and remediation.outcome in _RAN:
@@ -536,6 +611,18 @@ class Runner:
             for step in await self._store.steps(remediation.id):
                 done[(step.phase, step.position)] = step
         return done
+
+
+def _parked(earlier: Sequence[Remediation], event: AlertEvent) -> Remediation | None:
+    """The event's run that stopped to ask for approval, if it waits still."""
+    return next(
+        (
+            r
+            for r in reversed(earlier)
+            if r.event_id == event.id and r.outcome is RunOutcome.AWAITING_APPROVAL
+        ),
+        None,
+    )
 
 
 def _blocked_by(admission: Admitted | Blocked, guard: str) -> bool:

@@ -219,7 +219,7 @@ class Steps:
         """Run the step's action, retrying transient errors; a change is retried only if the
         kill switch and the lease still allow it (`before_retry`), as a retry comes up to
         seconds after the check made before the step."""
-        not_run = self._not_run(step, results, alert)
+        not_run = self.not_run(step, results, alert)
         if not_run is not None:
             return not_run, 0
         action = self._actions[step.action]
@@ -272,7 +272,7 @@ class Steps:
             retry=retry_if_exception_type(Transient),
         )
 
-    def _not_run(
+    def not_run(
         self, step: PlannedStep, results: Mapping[str, Mapping[str, Any]], alert: Alert
     ) -> StepResult | None:
         """The step's result when its action is not to run: its `when` is false or cannot be
