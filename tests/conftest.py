@@ -32,7 +32,7 @@ from tests.support.alertmanager import ALERTMANAGER_CONFIG, running_alertmanager
 from tests.support.cluster import Cluster, open_cluster
 from tests.support.mailbox import Mailbox
 from tests.support.notify_recorder import PD_ACCEPTED, Answer, Recorder
-from tests.support.policies import SHIPPED_POLICIES
+from tests.support.policies import SHIPPED_POLICIES, STAND_INS_ALLOWED
 from tests.support.redis_server import RedisServer
 from tests.support.service_process import ServiceProcess
 from tests.support.services import POSTGRES_ADMIN_DSN, free_port, missing_service
@@ -137,9 +137,16 @@ def policy() -> str:
 
 
 @pytest.fixture
-async def world(store: Store, tmp_path: Path, policy: str) -> AsyncIterator[World]:
-    """A runner over `policy` (the module's own, if it has one) and the shipped matrix."""
-    async with open_world(store, write_policies(tmp_path / "policies", policy)) as world:
+def guardrails() -> str:
+    return STAND_INS_ALLOWED
+
+
+@pytest.fixture
+async def world(store: Store, tmp_path: Path, policy: str, guardrails: str) -> AsyncIterator[World]:
+    """A runner over `policy` and `guardrails` (the module's own, if it has them) and the
+    shipped matrix."""
+    directory = write_policies(tmp_path / "policies", policy, guardrails)
+    async with open_world(store, directory) as world:
         yield world
 
 

@@ -149,12 +149,12 @@ class World:
         return list(reversed(await self.store.list_remediations(50)))
 
 
-def write_policies(directory: Path, policy: str) -> Path:
-    """The escalation policy shipped (its resolves sent at once) and the policy under test,
-    in a new directory."""
+def write_policies(directory: Path, policy: str, guardrails: str = STAND_INS_ALLOWED) -> Path:
+    """The escalation policy shipped (its resolves sent at once), the guard rails (the
+    stand-ins allowed, unless told) and the policy under test, in a new directory."""
     directory.mkdir()
     (directory / "escalation.yaml").write_text(shipped_matrix())
-    (directory / "guardrails.yaml").write_text(STAND_INS_ALLOWED)
+    (directory / "guardrails.yaml").write_text(guardrails)
     (directory / "probe-and-fix.yaml").write_text(policy)
     return directory
 

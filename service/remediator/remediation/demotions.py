@@ -18,10 +18,11 @@ from typing import Protocol
 import structlog
 
 from remediator.engine.approval import demoted, demotion_due, demotion_rule, policy_digest
-from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, ledger
+from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, LedgerEntry, ledger
+from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.policy.policyset import PoliciesInForce
-from remediator.store import Approvals, ControlState, Demotion, RunLedger
+from remediator.store import AlertRecord, Approvals, ControlState, Demotion, RunLedger
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +45,9 @@ class Demotions:
         self._policies = policies
         self._clock = clock
 
-    async def applied(self, plan: Plan) -> Plan:
-        """The plan as its policy's standing allows: every change asking first when demoted."""
+    async def applied(self, plan: Plan, alert: AlertRecord) -> Plan:
+        """The plan as its policy's standing allows: every change asking first when demoted.
+        The alert firing now counts too: it is the recurrence of the last fix, if recent."""
         policies = self._policies.current
         rule = policies.guardrails.demotion
         policy = policies.by_name.get(plan.policy)
@@ -62,7 +64,7 @@ class Demotions:
         since = now - rule.window
         if demotion is not None and demotion.promoted_at is not None:
             since = max(since, demotion.promoted_at)
-        reason = await self._due(plan, since, now, rule.min_runs, rule.below)
+        reason = await self._due(plan, alert, since, now, rule.min_runs, rule.below)
         if reason is None:
             return plan
         if await self._store.demote(Demotion(plan.policy, revision, reason, now)):
@@ -72,9 +74,16 @@ class Demotions:
         return demoted(plan, demotion_rule(policies.guardrails, reason))
 
     async def _due(
-        self, plan: Plan, since: datetime, now: datetime, min_runs: int, below: float
+        self,
+        plan: Plan,
+        alert: AlertRecord,
+        since: datetime,
+        now: datetime,
+        min_runs: int,
+        below: float,
     ) -> str | None:
         entries = [e for e in await self._store.ledger_since(since) if e.policy == plan.policy]
+        entries.append(_firing_now(plan, alert, now))
         window = plan.recurs_within or DEFAULT_WINDOW
         own = next(
             (s for s in ledger(entries, {plan.policy: window}, now) if s.action == ALL_ACTIONS),
@@ -91,3 +100,21 @@ class Demotions:
         await self._store.audit("promotion", policy, {"by": by}, now)
         log.warning("policy promoted: its changes no longer ask first", policy=policy, by=by)
         return True
+
+
+def _firing_now(plan: Plan, alert: AlertRecord, now: datetime) -> LedgerEntry:
+    """The alert at hand as the ledger would see it once its run is recorded."""
+    return LedgerEntry(
+        id="(firing now)",
+        policy=plan.policy,
+        target=plan.target_key,
+        fingerprint=alert.fingerprint,
+        starts_at=alert.starts_at,
+        outcome=RunOutcome.RUNNING,
+        run_id=None,
+        actions=(),
+        started_at=now,
+        finished_at=None,
+        resolved_at=None,
+        paged=False,
+    )

@@ -28,7 +28,7 @@ from remediator.actions.egress import REFUSED
 from remediator.alerts import Alert, AlertStatus
 from remediator.engine.decide import decide, escalation_by_severity
 from remediator.engine.outcome import RunOutcome
-from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
+from remediator.engine.plan import ApprovalRule, Decision, NoMatch, Plan, PlannedStep, Refused
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted, Blocked, Guards, breaker_spec
 from remediator.metrics import RunMetrics
@@ -250,7 +250,7 @@ class Runner:
             return await self.record.note(
                 event, record, RunOutcome.REFUSED, decision.reason, decided
             )
-        plan = await self.demotions.applied(decision)
+        plan = await self.demotions.applied(decision, record)
         fix = await self._lasting(plan)
         if fix is not None:
             return await self._recurred(event, record, plan, fix)
@@ -273,7 +273,7 @@ class Runner:
             reason = decision.reason if isinstance(decision, Refused) else "no policy matches"
             why = f"approved, but the alert no longer plans this run: {reason}"
             return await self.gate.close(parked, None, why)
-        plan = await self.demotions.applied(decision)
+        plan = await self.demotions.applied(decision, record)
         assert parked.run_id is not None, "only a run asks for approval"
         admission = await self._guards.readmit(plan, parked.run_id)
         if isinstance(admission, Blocked):
@@ -433,7 +433,7 @@ class Runner:
         if admitted is None or admitted.shadow:
             if admitted is not None:  # its slot is free again, and its breaker counts no failure
                 await self._guards.record_outcome(admitted.run_id, breaker_spec(plan), True)
-            why = dry_run_reason(list(trail.values()))
+            why = dry_run_reason(list(trail.values()), plan)
             return await self.record.end(remediation, RunOutcome.DRY_RUN, why, known)
         if ended:  # nothing to verify: not the fix's failure, nor a success
             return await self.record.end(remediation, RunOutcome.DRY_RUN, "; ".join(ended), known)
@@ -613,6 +613,13 @@ class Runner:
         return done
 
 
+def _after_approval(message: str, rule: ApprovalRule | None) -> str:
+    if rule is None:
+        return message
+    who = "one of" if rule.min_approvals == 1 else f"{rule.min_approvals} of"
+    return f"would ask {who} {', '.join(rule.approvers)} to approve, then: {message}"
+
+
 def _parked(earlier: Sequence[Remediation], event: AlertEvent) -> Remediation | None:
     """The event's run that stopped to ask for approval, if it waits still."""
     return next(
@@ -629,10 +636,20 @@ def _blocked_by(admission: Admitted | Blocked, guard: str) -> bool:
     return isinstance(admission, Blocked) and admission.guard == guard
 
 
-def dry_run_reason(steps: Sequence[StepRecord]) -> str:
-    """What a dry-run did, as it happened: the changes it would have made, and the reads that
-    failed (a run whose checks could not answer says so, not that all went well)."""
-    would = [s.message for s in steps if s.outcome == Outcome.DRY_RUN]
+def dry_run_reason(steps: Sequence[StepRecord], plan: Plan | None = None) -> str:
+    """What a dry-run did, as it happened: the changes it would have made (after the approval
+    live mode would ask for), and the reads that failed (a run whose checks could not answer
+    says so, not that all went well)."""
+    asking = {
+        position: step.approval
+        for position, step in enumerate(plan.steps if plan else ())
+        if step.approval is not None
+    }
+    would = [
+        _after_approval(s.message, asking.get(s.position)) if s.phase == "steps" else s.message
+        for s in steps
+        if s.outcome == Outcome.DRY_RUN
+    ]
     failed = [f"{s.action}: {s.message}" for s in steps if s.outcome == Outcome.FAILED]
     said = "; ".join(would) if would else "no step would have changed anything"
     if failed:

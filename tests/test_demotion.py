@@ -1,0 +1,81 @@
+"""A policy that keeps failing asks first: a fix that "works" (its alert resolves) but whose
+alert fires again every time demotes its policy after three such cycles, until it is promoted
+or a new revision of it is loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from remediator.remediation.demotions import Demotions
+from remediator.store import ApprovalState
+from tests.support.approvals import fixes
+from tests.support.policies import STAND_INS_ALLOWED
+from tests.support.world import World
+
+GUARDRAILS = STAND_INS_ALLOWED + "approvers: [oncall]\n"
+
+
+@pytest.fixture
+def guardrails() -> str:
+    return GUARDRAILS
+
+
+async def cycle(world: World, minute: int) -> str:
+    """The alert fires (minute past 08:00), the fix runs, the alert resolves: the outcome of
+    the firing run as it ended."""
+    starts_at = f"2027-01-15T{8 + minute // 60:02d}:{minute % 60:02d}:00Z"
+    world.application.healthy = False
+    await world.post("firing", starts_at)
+    await world.dispatcher.run_once()
+    world.clock.advance(60)
+    await world.post("resolved", starts_at)
+    await world.dispatcher.run_once()
+    firing = [r for r in await world.runs() if r.kind == "firing"]
+    return firing[-1].outcome
+
+
+async def test_three_fixes_that_did_not_last_make_the_policy_ask_first(world: World) -> None:
+    outcomes = []
+    for minute in (0, 10, 20):
+        outcomes.append(await cycle(world, minute))
+        world.clock.advance(8 * 60)
+    assert outcomes == ["succeeded"] * 3  # each "worked": its alert resolved
+    assert fixes(world) == 3
+
+    world.application.healthy = False
+    await world.post("firing", "2027-01-15T08:30:00Z")  # and fires again, a fourth time
+    await world.dispatcher.run_once()
+
+    fourth = [r for r in await world.runs() if r.kind == "firing"][-1]
+    assert fourth.outcome == "awaiting_approval", fourth.reason
+    assert fourth.reason.startswith("the policy is demoted to asking first (0 of its last 3 runs")
+    assert fixes(world) == 3
+    [request] = await world.store.approvals(ApprovalState.PENDING, 10)
+    assert request.approvers == ("oncall",)
+    demotion = await world.store.demotion("probe-and-fix")
+    assert demotion is not None and demotion.in_force
+    audit = await world.store.audit_log(20)
+    assert any(e.kind == "demotion" and e.subject == "probe-and-fix" for e in audit)
+
+
+async def test_promoting_it_lets_it_act_again_and_counts_afresh(world: World) -> None:
+    for minute in (0, 10, 20):
+        await cycle(world, minute)
+        world.clock.advance(8 * 60)
+    demotions = Demotions(world.store, world.live, clock=world.clock)
+    assert await demotions.promote("probe-and-fix", "carol")
+
+    outcome = await cycle(world, 30)
+
+    assert outcome == "succeeded"
+    assert fixes(world) == 4
+    demotion = await world.store.demotion("probe-and-fix")
+    assert demotion is not None and not demotion.in_force and demotion.promoted_by == "carol"
+
+
+async def test_fixes_that_lasted_never_demote(world: World) -> None:
+    for hour in range(4):
+        assert await cycle(world, hour * 120) == "succeeded"
+        world.clock.advance(2 * 3600)
+    assert fixes(world) == 4
+    assert await world.store.demotion("probe-and-fix") is None
