@@ -37,18 +37,23 @@ async def test_the_run_stops_before_the_change_and_asks_with_what_it_would_do(
         "http.request",
         ("alice", "bob"),
     )
-    assert request.params["method"] == "PUT" and request.params["json"] == {"mode": "safe"}
+    assert request.params["method"] == "PUT"
+    assert request.params["json"] == {"mode": "safe"}
     assert request.shown["change"].startswith("would PUT"), request.shown
     assert request.shown["steps"][0]["step"] == "health"  # what was read so far
-    assert "budgets" in request.shown["guards"] and "breaker" in request.shown["guards"]
-    assert "remediator approvals approve" in run.reason and "alice, bob" in run.reason
+    assert "budgets" in request.shown["guards"]
+    assert "breaker" in request.shown["guards"]
+    assert "remediator approvals approve" in run.reason
+    assert "alice, bob" in run.reason
     # It holds no slot and no lease while it waits.
     snapshot = await world.guards.snapshot(world.live.current)
-    assert snapshot.runs_in_flight == 0 and snapshot.leases == ()
+    assert snapshot.runs_in_flight == 0
+    assert snapshot.leases == ()
     # The incident's channels are told what waits, with what to answer.
     queued = await world.store.outbox_for(f"remediator/probe-and-fix/{run.target}")
     asks = [e for e in queued if e.message.get("approval")]
-    assert asks and asks[0].message["approval"]["id"] == request.id
+    assert asks
+    assert asks[0].message["approval"]["id"] == request.id
     assert asks[0].action == "trigger"
 
 
@@ -65,7 +70,8 @@ async def test_an_approval_lets_the_run_make_exactly_that_change_once(world: Wor
     await world.dispatcher.run_once()
     assert fixes(world) == 1  # not twice
     [again] = await world.store.approvals_of_run(run.id)
-    assert again.state is ApprovalState.APPROVED and again.approved_by == ("alice",)
+    assert again.state is ApprovalState.APPROVED
+    assert again.approved_by == ("alice",)
 
 
 @pytest.mark.parametrize("policy", [approved_first("{approvers: [alice, bob], min_approvals: 2}")])
@@ -89,7 +95,8 @@ async def test_someone_not_listed_is_refused_and_recorded(world: World) -> None:
     taken = await desk(world).answer(request.id, "mallory", "api", Verdict.APPROVE)
     await world.dispatcher.run_once()
 
-    assert not taken.counted and "mallory is not an approver" in taken.why
+    assert not taken.counted
+    assert "mallory is not an approver" in taken.why
     assert fixes(world) == 0
     still = await pending(world)
     assert [(a.who, a.verdict) for a in still.answers] == [("mallory", Verdict.REFUSED)]
@@ -112,7 +119,8 @@ async def test_a_cancelled_request_ends_the_run(world: World) -> None:
     run = await fired(world)
     await answer(world, await pending(world), "an-operator", Verdict.CANCEL)
     ended = await run_of(world, run)
-    assert ended.outcome == "rejected" and "cancelled by an-operator" in ended.reason
+    assert ended.outcome == "rejected"
+    assert "cancelled by an-operator" in ended.reason
     assert fixes(world) == 0
 
 
@@ -151,10 +159,12 @@ async def test_an_approval_after_the_alert_resolved_runs_nothing(world: World) -
     await world.dispatcher.run_once()
 
     stopped = await run_of(world, run)
-    assert stopped.outcome == "stopped" and "resolved while the run waited" in stopped.reason
+    assert stopped.outcome == "stopped"
+    assert "resolved while the run waited" in stopped.reason
     taken = await desk(world).answer(request.id, "alice", "api", Verdict.APPROVE)
     await world.dispatcher.run_once()
-    assert not taken.counted and taken.request.state is ApprovalState.VOID
+    assert not taken.counted
+    assert taken.request.state is ApprovalState.VOID
     assert fixes(world) == 0
 
 
@@ -194,7 +204,8 @@ async def test_an_approval_is_void_when_the_change_it_saw_changed(world: World, 
 
     assert fixes(world) == 0  # not the change alice saw
     second = await pending(world)
-    assert second.id != first.id and second.params["json"] == {"mode": "careful"}
+    assert second.id != first.id
+    assert second.params["json"] == {"mode": "careful"}
     assert (await run_of(world, run)).outcome == "awaiting_approval"
     [approved] = [r for r in await world.store.approvals_of_run(run.id) if r.id == first.id]
     assert any("void" in a.note for a in approved.answers)

@@ -53,7 +53,8 @@ async def test_three_fixes_that_did_not_last_make_the_policy_ask_first(world: Wo
     [request] = await world.store.approvals(ApprovalState.PENDING, 10)
     assert request.approvers == ("oncall",)
     demotion = await world.store.demotion("probe-and-fix")
-    assert demotion is not None and demotion.in_force
+    assert demotion is not None
+    assert demotion.in_force
     audit = await world.store.audit_log(20)
     assert any(e.kind == "demotion" and e.subject == "probe-and-fix" for e in audit)
 
@@ -70,7 +71,9 @@ async def test_promoting_it_lets_it_act_again_and_counts_afresh(world: World) ->
     assert outcome == "succeeded"
     assert fixes(world) == 4
     demotion = await world.store.demotion("probe-and-fix")
-    assert demotion is not None and not demotion.in_force and demotion.promoted_by == "carol"
+    assert demotion is not None
+    assert not demotion.in_force
+    assert demotion.promoted_by == "carol"
 
 
 async def test_fixes_that_lasted_never_demote(world: World) -> None:
