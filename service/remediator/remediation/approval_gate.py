@@ -236,11 +236,12 @@ def asking(request: ApprovalRequest, change: str) -> str:
     how_many = (
         "one of" if request.min_approvals == 1 else f"{request.min_approvals} different people of"
     )
+    then = "approved" if request.on_timeout == "approve" else "rejected"
     return (
         f"{request.shown.get('why', '')}"
-        f"waiting for approval of {request.step} ({request.action}) on {request.target}:"
-        f" {change}; needs {how_many} {', '.join(request.approvers)}, by"
-        f" {request.expires_at:%Y-%m-%d %H:%M} UTC (then {request.on_timeout}ed); answer with"
+        f"{request.step} ({request.action}) on {request.target} needs approval: {change};"
+        f" by {how_many} {', '.join(request.approvers)}, before"
+        f" {request.expires_at:%Y-%m-%d %H:%M} UTC (then {then}); answer with"
         f" `remediator approvals approve {short}` (or reject), POST /api/v1/approvals/"
         f"{request.id}, or the Slack buttons"
     )
