@@ -254,7 +254,9 @@ async def test_a_rejection_or_a_cancellation_closes_it(
     after = await store.answer_approval("r1", answer("r1", "alice", at=NOW + 2 * MINUTE), 2)
     assert (after.counted, after.why, after.request.state) == (False, f"already {state}", state)
     assert after.request.answers[-1].verdict is Verdict.REFUSED
-    assert await queued_again(store, NOW + 2 * MINUTE) == []
+    # Its event is queued again, once, for the runner to end the run.
+    [again] = await queued_again(store, NOW + 2 * MINUTE)
+    assert again.id == event.id
 
 
 async def test_an_answer_to_no_request_is_a_lookup_error(store: Store) -> None:
@@ -266,7 +268,12 @@ async def test_a_request_is_closed_only_while_pending(store: Store) -> None:
     event = await handled_event(store, "fp-1")
     await store.request_approval(request_for(event, "r1"))
     await store.request_approval(request_for(event, "r2"))
+    await store.request_approval(request_for(event, "r3"))
     expired = ApprovalAnswer("r1", "remediator", "timeout", Verdict.REJECT, "no answer", NOW)
+
+    # Void (the runner voided it, and holds the event): not queued again.
+    assert await store.close_approval("r3", ApprovalState.VOID, NOW + 14 * MINUTE, None)
+    assert await queued_again(store, NOW + 14 * MINUTE) == []
 
     assert await store.close_approval("r1", ApprovalState.EXPIRED, NOW + 15 * MINUTE, expired)
     assert not await store.close_approval("r1", ApprovalState.VOID, NOW + 16 * MINUTE, expired)
@@ -277,7 +284,10 @@ async def test_a_request_is_closed_only_while_pending(store: Store) -> None:
         NOW + 15 * MINUTE,
         (expired,),
     )
-    assert await queued_again(store, NOW + 15 * MINUTE) == []
+    # Expired: its event is queued again, for the runner to end the run.
+    [again] = await queued_again(store, NOW + 15 * MINUTE)
+    assert again.id == event.id
+    await store.complete_events([event.id], "worker-2", NOW + 15 * MINUTE)
 
     # Approved on timeout: its event is queued again, as by the approvers.
     assert await store.close_approval("r2", ApprovalState.APPROVED, NOW + 15 * MINUTE, None)

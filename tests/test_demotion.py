@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from remediator.remediation.demotions import Demotions
+from remediator.remediation.demotions import NEW_REVISION, Demotions
 from remediator.store import ApprovalState
 from tests.support.approvals import fixes
 from tests.support.policies import STAND_INS_ALLOWED
@@ -63,10 +63,13 @@ async def test_promoting_it_lets_it_act_again_and_counts_afresh(world: World) ->
     for minute in (0, 10, 20):
         await cycle(world, minute)
         world.clock.advance(8 * 60)
+    assert await cycle(world, 30) == "stopped"  # demoted: it asked, and the alert resolved
     demotions = Demotions(world.store, world.live, clock=world.clock)
     assert await demotions.promote("probe-and-fix", "carol")
+    assert not await demotions.promote("probe-and-fix", "carol")  # once
 
-    outcome = await cycle(world, 30)
+    world.clock.advance(8 * 60)
+    outcome = await cycle(world, 40)
 
     assert outcome == "succeeded"
     assert fixes(world) == 4
@@ -82,3 +85,19 @@ async def test_fixes_that_lasted_never_demote(world: World) -> None:
         world.clock.advance(2 * 3600)
     assert fixes(world) == 4
     assert await world.store.demotion("probe-and-fix") is None
+
+
+async def test_a_new_revision_of_the_policy_lifts_the_demotion(world: World, tmp_path) -> None:
+    for minute in (0, 10, 20):
+        await cycle(world, minute)
+        world.clock.advance(8 * 60)
+    assert await cycle(world, 30) == "stopped"  # demoted
+    policy_file = tmp_path / "policies" / "probe-and-fix.yaml"
+    policy_file.write_text(policy_file.read_text().replace("mode: safe", "mode: safer"))
+    await world.live.reload()
+
+    world.clock.advance(8 * 60)
+    assert await cycle(world, 40) == "succeeded"
+    demotion = await world.store.demotion("probe-and-fix")
+    assert demotion is not None
+    assert demotion.promoted_by == NEW_REVISION

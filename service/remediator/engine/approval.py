@@ -51,7 +51,7 @@ def bound_to(plan: Plan, position: int, step: PlannedStep) -> str:
         "step": step.id,
         "action": step.action,
         "target": plan.target_key,
-        "params": step.params.model_dump(mode="json", exclude_none=True),
+        "params": step.params.model_dump(mode="json", exclude_none=True, by_alias=True),
     }
     canonical = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -60,7 +60,7 @@ PARAMS = "params"  # in a change's recorded data: its parameters as rendered
 
 def rendered(params: Params) -> dict[str, Any]:
     """A step's parameters as rendered, those set (JSON: durations as ISO 8601 text)."""
-    return params.model_dump(mode="json", exclude_none=True)
+    return params.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 Trail = dict[tuple[str, int], StepRecord]  # a run's steps as recorded, by phase and position

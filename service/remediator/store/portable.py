@@ -536,8 +536,14 @@ class Taking:
 
     @property
     def queues_event(self) -> bool:
-        """Approved: the request's firing event is queued again, for its run to go on."""
-        return self.closes is ApprovalState.APPROVED
+        """Closed: the request's firing event is queued again, for its run to go on or end."""
+        return queues_event(self.closes)
+
+
+def queues_event(closes: ApprovalState | None) -> bool:
+    """A request closed by an answer or its ttl queues its run's event again: the runner goes
+    on or ends the run. A void one does not: the runner voided it, and has the event."""
+    return closes is not None and closes is not ApprovalState.VOID
 
 
 _CLOSES = {Verdict.REJECT: ApprovalState.REJECTED, Verdict.CANCEL: ApprovalState.CANCELLED}

@@ -281,10 +281,10 @@ CLOSE_APPROVAL = (
     "UPDATE approvals SET state = $2, decided_at = $3 WHERE id = $1 AND state = 'pending'"
     " RETURNING event_id"
 )
-# An approved request's firing event ($1) is queued again, for its run to go on: whoever holds
-# it loses the claim (its completion no longer applies, so the queue keeps it), and its
-# attempts start again.
-QUEUE_APPROVED = (
+# A closed request's firing event ($1) is queued again, for its run to go on (approved) or end
+# (rejected, cancelled, expired): whoever holds it loses the claim (its completion no longer
+# applies, so the queue keeps it), and its attempts start again.
+QUEUE_ANSWERED = (
     "UPDATE alert_events SET done_at = NULL, claimed_by = NULL, lease_until = NULL, attempts = 0"
     " WHERE id = $1"
 )

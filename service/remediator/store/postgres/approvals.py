@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from remediator.store import rows, statements
-from remediator.store.portable import PortableApprovals, take_answer
+from remediator.store.portable import PortableApprovals, queues_event, take_answer
 from remediator.store.postgres.wakes import PostgresWakes
 from remediator.store.records import AnswerTaken, ApprovalAnswer, ApprovalRequest, ApprovalState
 
@@ -51,7 +51,7 @@ class PostgresApprovals(PortableApprovals, PostgresWakes):
                 return True
 
         closed = await self._run(close)
-        if closed and state is ApprovalState.APPROVED:
+        if closed and queues_event(state):
             self._wake_replicas()
         return closed
 
@@ -65,8 +65,8 @@ async def _request(db: Connection, approval_id: str, sql: str) -> ApprovalReques
 
 
 async def _close(db: Connection, approval_id: str, state: ApprovalState, at: datetime) -> bool:
-    """Close the request if pending, its event queued again when approved; whether it was."""
+    """Close the request if pending, its event queued again (`queues_event`); whether it was."""
     event_id = await db.fetchval(statements.CLOSE_APPROVAL, approval_id, state, at)
-    if event_id is not None and state is ApprovalState.APPROVED:
-        await db.execute(statements.QUEUE_APPROVED, event_id)
+    if event_id is not None and queues_event(state):
+        await db.execute(statements.QUEUE_ANSWERED, event_id)
     return event_id is not None

@@ -8,7 +8,7 @@ import sqlite3
 from datetime import datetime
 
 from remediator.store import rows, statements
-from remediator.store.portable import PortableApprovals, take_answer
+from remediator.store.portable import PortableApprovals, queues_event, take_answer
 from remediator.store.records import AnswerTaken, ApprovalAnswer, ApprovalRequest, ApprovalState
 from remediator.store.sqlite.connection import SQLiteConnection, bound, qmarks, transaction
 
@@ -16,7 +16,7 @@ _APPROVAL = qmarks(statements.APPROVAL)
 _ANSWERS = qmarks(statements.ANSWERS)
 _RECORD_ANSWER = qmarks(statements.RECORD_ANSWER)
 _CLOSE_APPROVAL = qmarks(statements.CLOSE_APPROVAL)
-_QUEUE_APPROVED = qmarks(statements.QUEUE_APPROVED)
+_QUEUE_ANSWERED = qmarks(statements.QUEUE_ANSWERED)
 
 
 class SQLiteApprovals(PortableApprovals, SQLiteConnection):
@@ -58,8 +58,8 @@ def _request(db: sqlite3.Connection, approval_id: str) -> ApprovalRequest:
 
 
 def _close(db: sqlite3.Connection, approval_id: str, state: ApprovalState, at: datetime) -> bool:
-    """Close the request if pending, its event queued again when approved; whether it was."""
+    """Close the request if pending, its event queued again (`queues_event`); whether it was."""
     closed = db.execute(_CLOSE_APPROVAL, bound((approval_id, state, at))).fetchall()
-    if closed and state is ApprovalState.APPROVED:
-        db.execute(_QUEUE_APPROVED, closed[0])
+    if closed and queues_event(state):
+        db.execute(_QUEUE_ANSWERED, closed[0])
     return bool(closed)
