@@ -400,11 +400,12 @@ def _run(security: list[dict[str, list[str]]]) -> dict[str, Any]:
     return {
         "operationId": "showRun",
         "tags": ["operator"],
-        "summary": "One remediation record with every step and its result",
+        "summary": "One remediation record with every step and its result, and its approval"
+        " requests with every answer",
         "security": security,
         "parameters": [{"name": "id", "in": "path", "required": True, "schema": _NO_NUL}],
         "responses": {
-            "200": _json("RunDetail", "the run and its steps"),
+            "200": _json("RunDetail", "the run, its steps and its approval requests"),
             "400": _json("ErrorAnswer", "the id holds a NUL character"),
             "404": _json("ErrorAnswer", "no such run"),
             **_operator_refusals(),

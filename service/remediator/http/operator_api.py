@@ -392,8 +392,8 @@ class OperatorApi:
         self._clock = clock  # the desk's: whether a request is past its expiry
 
     def is_operator(self, request: web.Request) -> bool:
-        """Whether the request carries the operator token: /health shows such a caller its
-        checks."""
+        """Whether the request carries a known identity's token (a viewer's too): /health
+        shows such a caller its checks."""
         return self._auth.allows(request)
 
     def routes(self) -> list[web.RouteDef]:
