@@ -41,11 +41,7 @@ class TokenFile:
 
     def accepted(self) -> tuple[bytes, ...]:
         """The Authorization header values the file's tokens make, as `_normalised` gives them."""
-        try:
-            stat = self._path.stat()
-            version: tuple[int, ...] = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            version = ()
+        version = _version(self._path)
         if version != self._version:
             self._version = version
             self._accepted = self._read()
@@ -132,11 +128,7 @@ class UsersFile:
         return None if found is None else Identity(found.name, found.role)
 
     def _current(self) -> tuple[User, ...]:
-        try:
-            stat = self._path.stat()
-            version: tuple[int, ...] = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            version = ()
+        version = _version(self._path)
         if version != self._version:
             self._version = version
             self._users = self._read()
@@ -211,6 +203,15 @@ class OperatorAuth:
                 reason=f"{identity.name} is a {identity.role}: this needs the {role} role"
             )
         return identity
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    """What changes when a file is written or replaced (one stat); () when it is gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def _bearer_token(authorization: str) -> str | None:

@@ -379,7 +379,7 @@ class OperatorApi:
         auth: OperatorAuth,
         body_timeout: float = 10.0,
         *,
-        desk: ApprovalDesk | None = None,
+        desk: ApprovalDesk,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._body_timeout = body_timeout
@@ -388,7 +388,7 @@ class OperatorApi:
         self._policies = policies
         self._auth = auth
         self._authorize = auth.authorize
-        self._desk = desk or ApprovalDesk(store, clock=clock)
+        self._desk = desk  # every answer goes through it, as Slack's do
         self._clock = clock  # the desk's: whether a request is past its expiry
 
     def is_operator(self, request: web.Request) -> bool:
