@@ -62,9 +62,11 @@ def test_options_say_their_choices_and_defaults(monkeypatch: pytest.MonkeyPatch)
         )
     pause = help_of(monkeypatch, "pause")
     assert "default: 'paused from the command line'" in option_line(pause, "--reason")
-    for command in ("pause", "resume", "guards"):
-        text = help_of(monkeypatch, command)
+    for command in ("pause", "resume", "guards", "approvals list", "approvals approve"):
+        text = help_of(monkeypatch, *command.split())
         assert "REMEDIATOR_API_TOKEN" in option_line(text, "--token-file")
+    approve = help_of(monkeypatch, "approvals", "approve")
+    assert "(at most 500 characters; default: none)" in option_line(approve, "--note")
 
 
 async def test_the_operator_commands_take_their_token_from_a_file(

@@ -21,6 +21,7 @@ from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import GUARDS, Parts
 from remediator.store import Store, open_store
+from tests.support.approval_requests import pending_request
 from tests.support.builders import memory_plan, recorded_run
 from tests.support.samples import sample, sample_names
 
@@ -104,6 +105,8 @@ async def test_every_route_is_documented_and_every_documented_operation_is_route
         "/api/v1/resume",
         "/api/v1/runs",
         "/api/v1/runs/{id}",
+        "/api/v1/approvals",
+        "/api/v1/approvals/{id}",
     }
 
 
@@ -254,3 +257,46 @@ async def test_every_answer_matches_its_documented_schema(
     assert state["rate_limits"]
     assert state["leases"]
     assert (await answers[("get", "/api/v1/runs/{id}", 200)].json())["steps"]
+
+
+async def test_every_approvals_answer_matches_its_documented_schema(
+    client: Client, sqlite_store: Store
+) -> None:
+    """The approvals API's answers, refusals included, each as the document says."""
+    document = await fetch_document(client)
+    await pending_request(sqlite_store, "a1b2c3d4", approvers=("operator",))
+    await pending_request(sqlite_store, "e5f6a7b8", approvers=("someone-else",))
+    path = "/api/v1/approvals/{id}"
+    approve = {"decision": "approve", "note": "ok"}
+    answers = {
+        ("get", "/api/v1/approvals", 200): await client.get("/api/v1/approvals", headers=OPERATOR),
+        ("get", "/api/v1/approvals", 400): await client.get(
+            "/api/v1/approvals?state=open", headers=OPERATOR
+        ),
+        ("get", path, 200): await client.get("/api/v1/approvals/a1b2", headers=OPERATOR),
+        ("get", path, 404): await client.get("/api/v1/approvals/nope", headers=OPERATOR),
+        ("post", path, 400): await client.post(
+            "/api/v1/approvals/a1b2", json={"decision": "approve", "x": 1}, headers=OPERATOR
+        ),
+        ("post", path, 200): await client.post(
+            "/api/v1/approvals/a1b2", json=approve, headers=OPERATOR
+        ),
+        ("post", path, 409): await client.post(
+            "/api/v1/approvals/a1b2", json=approve, headers=OPERATOR
+        ),
+        ("post", path, 403): await client.post(
+            "/api/v1/approvals/e5f6", json=approve, headers=OPERATOR
+        ),
+        ("post", path, 404): await client.post(
+            "/api/v1/approvals/nope", json=approve, headers=OPERATOR
+        ),
+        ("post", path, 401): await client.post("/api/v1/approvals/a1b2", json=approve),
+    }
+    for (method, route, status), answer in answers.items():
+        assert answer.status == status, (method, route, await answer.text())
+        documented_answer = document["paths"][route][method]["responses"][str(status)]
+        ref = documented_answer["content"]["application/json"]["schema"]["$ref"]
+        schema_of(document, ref.rsplit("/", 1)[1]).validate(await answer.json())
+    answered = await answers[("post", path, 200)].json()
+    assert (answered["state"], answered["answers"][0]["who"]) == ("approved", "operator")
+    assert answered["shown"]

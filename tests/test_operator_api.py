@@ -51,7 +51,7 @@ async def test_the_api_is_closed_without_a_token_configured(client: Client) -> N
     answer = await client.get("/api/v1/guards", headers=TOKEN)
     assert answer.status == 403
     assert (await answer.json()) == {
-        "error": "the operator API is closed: set REMEDIATOR_API_TOKEN"
+        "error": "the operator API is closed: set REMEDIATOR_API_TOKEN or REMEDIATOR_USERS_FILE"
     }
 
 

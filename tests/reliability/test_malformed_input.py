@@ -392,6 +392,9 @@ WEIGHTS = {
     ("GET", "/api/v1/runs/{id}/messages"): 1,
     ("GET", "/api/v1/alerts"): 1,
     ("GET", "/api/v1/guards"): 1,
+    ("GET", "/api/v1/approvals"): 1,
+    ("GET", "/api/v1/approvals/{id}"): 1,
+    ("POST", "/api/v1/approvals/{id}"): 1,
 }
 
 
