@@ -32,6 +32,7 @@ from remediator.notify.hold import HeldResolves
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
 from remediator.notify.would_send import in_dry_run
+from remediator.remediation.approvals import ApprovalDesk
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.run import Runner
 from remediator.runtime.background import Loop
@@ -108,9 +109,16 @@ class Parts:
             self.health,
             self.metrics.registry,
             refresh=watcher.refresh,
+            desk=ApprovalDesk(self.store, wake=self._wake_dispatcher),
+            store=self.store,
         )
         app[GUARDS] = self.guards
         return app
+
+    def _wake_dispatcher(self) -> None:
+        """A request closed queued its event again: the local dispatcher takes it at once."""
+        if self.intake.on_new_events is not None:
+            self.intake.on_new_events()
 
     async def health(self, request: web.Request) -> web.Response:
         backend_name = "redis" if self.settings.redis_url else "guards"
