@@ -21,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.config import Settings, SettingsError, load_settings
+from remediator.http.slack_interactions import AuditBudget, check_signature
 from remediator.metrics import Metrics
 from remediator.notify.base import ApprovalAsk, Message
 from remediator.notify.slack import Slack
@@ -221,6 +222,140 @@ async def test_an_oversized_or_hostile_approval_stays_within_block_kit_limits(
     assert block(body, "remediator_approval_actions") is not None
 
 
+# The signature
+
+
+# Slack's own example (https://api.slack.com/authentication/verifying-requests-from-slack):
+# a slash command's body, its timestamp, the example signing secret and the signature it gives.
+EXAMPLE_BODY = (
+    b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow"
+    b"&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner"
+    b"&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands"
+    b"%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN"
+    b"&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+)
+EXAMPLE_TIMESTAMP = "1531420618"
+EXAMPLE_SIGNATURE = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "timestamp", "signature", "body", "seconds_later", "refused"),
+    [
+        pytest.param(
+            (SIGNING_SECRET,),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            10,
+            None,
+            id="slacks-example",
+        ),
+        pytest.param(
+            ("old", SIGNING_SECRET),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            0,
+            None,
+            id="second-secret",
+        ),
+        pytest.param(
+            (SIGNING_SECRET,),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            -300,
+            None,
+            id="5-minutes-early",
+        ),
+        pytest.param(
+            (SIGNING_SECRET,),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            301,
+            "stale",
+            id="5-minutes-1-s",
+        ),
+        pytest.param(
+            (SIGNING_SECRET,),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY + b"&x=1",
+            0,
+            "forged",
+            id="body-changed",
+        ),
+        pytest.param(
+            (SIGNING_SECRET,),
+            "1531420619",
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            0,
+            "forged",
+            id="timestamp-changed",
+        ),
+        pytest.param(
+            (SIGNING_SECRET,),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE.upper(),
+            EXAMPLE_BODY,
+            0,
+            "forged",
+            id="upper-case",
+        ),
+        pytest.param(
+            (SIGNING_SECRET,),
+            "+1531420618",
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            0,
+            "forged",
+            id="not-digits",
+        ),
+        pytest.param(
+            ("another",),
+            EXAMPLE_TIMESTAMP,
+            EXAMPLE_SIGNATURE,
+            EXAMPLE_BODY,
+            0,
+            "forged",
+            id="secret",
+        ),
+        pytest.param(
+            (), EXAMPLE_TIMESTAMP, EXAMPLE_SIGNATURE, EXAMPLE_BODY, 0, "forged", id="no-secret"
+        ),
+        pytest.param(
+            (SIGNING_SECRET,), None, EXAMPLE_SIGNATURE, EXAMPLE_BODY, 0, "unsigned", id="no-time"
+        ),
+        pytest.param(
+            (SIGNING_SECRET,), EXAMPLE_TIMESTAMP, "", EXAMPLE_BODY, 0, "unsigned", id="empty"
+        ),
+    ],
+)
+def test_the_signature_is_slacks_v0_scheme(
+    secrets: tuple[str, ...],
+    timestamp: str | None,
+    signature: str,
+    body: bytes,
+    seconds_later: int,
+    refused: str | None,
+) -> None:
+    now = int(EXAMPLE_TIMESTAMP) + seconds_later
+    keys = tuple(secret.encode() for secret in secrets)
+    refusal = check_signature(keys, timestamp, signature, body, now)
+    assert (refusal.kind.value if refusal else None) == refused
+
+
+def test_a_flood_of_refusals_is_recorded_at_most_60_a_minute_then_counted() -> None:
+    budget = AuditBudget()
+    minute = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    taken = [budget.take(minute + n / 100) for n in range(100)]
+    assert taken == [0] * 60 + [None] * 40
+    assert budget.take(minute + 60) == 40  # the next minute's first entry counts them
+    assert budget.take(minute + 61) == 0
+
+
 # The clicks
 
 
@@ -378,7 +513,7 @@ async def test_a_slack_user_not_among_the_approvers_is_refused_recorded_and_told
     assert said.startswith(
         "<@U09MALLORY>'s approval was not taken: U09MALLORY is not an approver of this request"
     )
-    assert said.endswith("*Pending:* 1 approval(s) needed")
+    assert said.endswith("*Pending:* 1 approval needed")
     actions = block(update.json, "remediator_approval_actions")
     assert actions == block({"blocks": original}, "remediator_approval_actions")  # still open
 
@@ -444,9 +579,10 @@ async def test_without_a_signing_secret_slack_interactivity_is_not_configured(
         database_url, store, live_policies, f"{slack_api.url}/", slack_signing_secret=None
     ) as client:
         answer = await click(client, ALICE, APPROVE, request, slack_api.url + RESPONSE_PATH)
+        said = await answer.json()
 
     assert answer.status == 404
-    assert await answer.json() == {"error": "Slack interactivity is not configured"}
+    assert said == {"error": "Slack interactivity is not configured"}
     after = await store.approval(request.id)
     assert after is not None
     assert after.state is ApprovalState.PENDING

@@ -291,7 +291,8 @@ def state_text(request: ApprovalRequest) -> str:
     approved = request.approved_by
     if request.state is ApprovalState.PENDING:
         if not approved:
-            return f"*Pending:* {request.min_approvals} approval(s) needed"
+            needed = request.min_approvals
+            return f"*Pending:* {needed} approval{'s' if needed > 1 else ''} needed"
         waiting = request.min_approvals - len(approved)
         return (
             f"*Pending:* approved by {people(approved, 800)}"
