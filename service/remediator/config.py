@@ -130,6 +130,22 @@ class Settings(BaseSettings):
         " every message links its run there, <url>/api/v1/runs/<id>; unset: no link",
     )
 
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="the Slack app's signing secret: Approve and Reject buttons are answered at"
+        " POST /slack/interactions only with it; unset: that route answers 404",
+    )
+    slack_signing_secret_file: Path | None = Field(
+        None,
+        description="a file holding the Slack signing secret instead (any line of it is"
+        " accepted, for a rotation); re-read when it changes",
+    )
+    slack_response_url_prefix: str = Field(
+        "https://hooks.slack.com/",
+        description="an answered button's message is updated only through a Slack response_url"
+        " that starts with this",
+    )
+
     @field_validator("dry_run_channels", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -188,6 +204,20 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
 
+    @field_validator("slack_response_url_prefix")
+    @classmethod
+    def _response_url_prefix_names_a_host(cls, value: str) -> str:
+        """It ends its host with a path: `https://hooks.slack.com` would let
+        `https://hooks.slack.com.example.net/` through."""
+        parts = urlsplit(value)
+        blank = any(ch.isspace() or not ch.isprintable() for ch in value)
+        if parts.scheme in ("http", "https") and parts.hostname and parts.path and not blank:
+            return value
+        raise ValueError(
+            f"expected an http:// or https:// URL with a host and a path, such as"
+            f" https://hooks.slack.com/, got {value!r}"
+        )
+
     @field_validator("aws_endpoint_url")
     @classmethod
     def _aws_endpoint_is_http(cls, value: str | None) -> str | None:
@@ -197,7 +227,9 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
 
-    @field_validator("webhook_token", "webhook_username", "webhook_password", "api_token")
+    @field_validator(
+        "webhook_token", "webhook_username", "webhook_password", "api_token", "slack_signing_secret"
+    )
     @classmethod
     def _credential_is_not_blank(cls, value: SecretStr | str | None) -> SecretStr | str | None:
         """A blank credential would be a lock any empty header opens: refuse it, never ignore."""
@@ -206,7 +238,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty or blank: give it a value, or unset it")
         return value
 
-    @field_validator("webhook_token_file")
+    @field_validator("webhook_token_file", "slack_signing_secret_file")
     @classmethod
     def _token_file_holds_a_token(cls, value: Path | None) -> Path | None:
         if value is not None:
@@ -285,6 +317,11 @@ class Settings(BaseSettings):
         ]
         if len(schemes) > 1:
             raise ValueError(f"set one of {' or '.join(schemes)}, not several")
+        if self.slack_signing_secret is not None and self.slack_signing_secret_file is not None:
+            raise ValueError(
+                "set one of REMEDIATOR_SLACK_SIGNING_SECRET or"
+                " REMEDIATOR_SLACK_SIGNING_SECRET_FILE, not both"
+            )
         if self.aws_region is None and (self.aws_role_arn or self.aws_endpoint_url):
             raise ValueError(
                 "REMEDIATOR_AWS_ROLE_ARN and REMEDIATOR_AWS_ENDPOINT_URL need"

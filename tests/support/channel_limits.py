@@ -26,6 +26,14 @@ SLACK_TEXT_OBJECT = 3000
 SLACK_FIELDS, SLACK_FIELD = 10, 2000
 SLACK_CONTEXT_ELEMENTS = 10
 SLACK_MESSAGE_TEXT = 4000
+# Interactive parts: https://api.slack.com/reference/block-kit/blocks#actions (25 elements, a
+# block_id 255), https://api.slack.com/reference/block-kit/block-elements#button (text 75,
+# action_id 255, value 2,000; style primary or danger) and
+# https://api.slack.com/reference/block-kit/composition-objects#confirm (title 100, text 300,
+# confirm and deny 30).
+SLACK_ACTIONS_ELEMENTS, SLACK_BLOCK_ID = 25, 255
+SLACK_BUTTON_TEXT, SLACK_ACTION_ID, SLACK_BUTTON_VALUE = 75, 255, 2000
+SLACK_CONFIRM_TITLE, SLACK_CONFIRM_TEXT, SLACK_CONFIRM_BUTTON = 100, 300, 30
 
 # PagerDuty Events API v2: https://developer.pagerduty.com/docs/events-api-v2/trigger-events/
 # (the whole event at most 512 KB, payload.summary 1,024, dedup_key 255).
@@ -73,6 +81,16 @@ def slack_problems(body: dict[str, Any]) -> list[str]:
 
 
 def _block_problems(block: dict[str, Any]) -> list[str]:
+    problems = _over("block_id", len(block.get("block_id", "")), SLACK_BLOCK_ID)
+    return problems + _kind_problems(block)
+
+
+def _kind_problems(block: dict[str, Any]) -> list[str]:
+    if block["type"] == "actions":
+        problems = _over("actions elements", len(block["elements"]), SLACK_ACTIONS_ELEMENTS)
+        for button in block["elements"]:
+            problems += _button_problems(button)
+        return problems
     if block["type"] == "header":
         return _over("header text", len(block["text"]["text"]), SLACK_HEADER) + (
             [] if block["text"]["type"] == "plain_text" else ["a header not plain_text"]
@@ -83,6 +101,22 @@ def _block_problems(block: dict[str, Any]) -> list[str]:
     problems = _over("fields", len(fields), SLACK_FIELDS)
     for field in fields:
         problems += _over("a field", len(field["text"]), SLACK_FIELD)
+    return problems
+
+
+def _button_problems(button: dict[str, Any]) -> list[str]:
+    problems = [] if button["type"] == "button" else [f"an element of type {button['type']}"]
+    problems += _over("a button's text", len(button["text"]["text"]), SLACK_BUTTON_TEXT)
+    problems += _over("a button's action_id", len(button["action_id"]), SLACK_ACTION_ID)
+    problems += _over("a button's value", len(button.get("value", "")), SLACK_BUTTON_VALUE)
+    if button.get("style", "primary") not in ("primary", "danger"):
+        problems.append(f"a button's style {button['style']!r}")
+    confirm = button.get("confirm")
+    if confirm:
+        problems += _over("a confirm title", len(confirm["title"]["text"]), SLACK_CONFIRM_TITLE)
+        problems += _over("a confirm text", len(confirm["text"]["text"]), SLACK_CONFIRM_TEXT)
+        for name in ("confirm", "deny"):
+            problems += _over(f"a confirm {name}", len(confirm[name]["text"]), SLACK_CONFIRM_BUTTON)
     return problems
 
 

@@ -44,6 +44,7 @@ from remediator.http.operator_api import (
     RunDetail,
     RunList,
 )
+from remediator.http.slack_interactions import PATH as SLACK_PATH
 
 PATH = "/openapi.json"
 _HTTP_REFUSAL = "malformed HTTP, or a request line or header over 8190 bytes"
@@ -109,6 +110,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/api/v1/alerts": {"post": _intake(webhook_security), "get": _alerts(operator)},
             "/health": {"get": _health(operator)},
+            SLACK_PATH: {"post": _slack_interactions()},
             "/metrics": {"get": _metrics()},
             PATH: {"get": _document()},
             "/api/v1/guards": {"get": _guards(operator)},
@@ -549,5 +551,56 @@ def _answer(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             ),
             "413": _json("ErrorAnswer", "body over REMEDIATOR_MAX_BODY_BYTES"),
             **refusals,
+        },
+    }
+
+
+def _slack_interactions() -> dict[str, Any]:
+    signed = "Slack's v0 signature of the request, with REMEDIATOR_SLACK_SIGNING_SECRET"
+    return {
+        "operationId": "slackInteraction",
+        "tags": ["approvals"],
+        "summary": "Slack's Interactivity Request URL: a click on Approve or Reject",
+        "description": "Signed by Slack (v0: HMAC-SHA256 of `v0:<timestamp>:<body>`): an"
+        " unsigned, forged, stale (over 5 minutes) or replayed request is refused and recorded"
+        " in the audit log. A click is one answer to the approval request its value names;"
+        " the message is then updated through the payload's response_url.",
+        "security": [],
+        "parameters": [
+            {"name": "X-Slack-Signature", "in": "header", "required": True, "schema": _NO_NUL},
+            {
+                "name": "X-Slack-Request-Timestamp",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "description": signed,
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["payload"],
+                        "properties": {
+                            "payload": {
+                                "type": "string",
+                                "description": "Slack's interaction payload, JSON",
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "taken (or an interaction not for Remediator): no body"},
+            "400": _json("ErrorAnswer", "not a form with Slack's JSON payload"),
+            "401": _json("ErrorAnswer", "unsigned, forged, stale or replayed"),
+            "404": _json("ErrorAnswer", "Slack interactivity is not configured"),
+            "408": _json("ErrorAnswer", "the body did not arrive in time"),
+            "413": _json("ErrorAnswer", "body over REMEDIATOR_MAX_BODY_BYTES"),
+            "415": _json("ErrorAnswer", "not application/x-www-form-urlencoded"),
+            "503": _json("ErrorAnswer", "the store cannot be reached: click again"),
         },
     }

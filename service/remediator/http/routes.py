@@ -1,6 +1,6 @@
-"""The aiohttp application's routes: the webhook intake, health, metrics, the operator API and
-the OpenAPI document, behind one middleware that gives each request an id and answers errors
-as JSON."""
+"""The aiohttp application's routes: the webhook intake, health, metrics, the operator API,
+Slack's interactivity (the approval buttons) and the OpenAPI document, behind one middleware
+that gives each request an id and answers errors as JSON."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from remediator.http import openapi
 from remediator.http.bodies import LINGERING_SECONDS
 from remediator.http.intake import Intake
 from remediator.http.operator_api import OperatorApi
+from remediator.http.slack_interactions import SlackInteractions, SlackStore
+from remediator.remediation.approvals import ApprovalDesk
 
 log = structlog.get_logger("remediator.http")
 
@@ -60,8 +62,12 @@ def build_app(
     health: Handler,
     registry: CollectorRegistry,
     refresh: Callable[[], Awaitable[None]] | None = None,
+    *,
+    desk: ApprovalDesk,
+    store: SlackStore,
 ) -> web.Application:
-    """`refresh` sets the gauges read at scrape time, before /metrics is generated."""
+    """`refresh` sets the gauges read at scrape time, before /metrics is generated; `desk`
+    takes the answers of Slack's buttons, `store` remembers the signatures seen."""
 
     async def metrics_handler(_: web.Request) -> web.Response:
         if refresh is not None:
@@ -82,4 +88,7 @@ def build_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_routes(api.routes())
     app.router.add_routes(openapi.routes(settings))
+    slack = SlackInteractions.from_settings(settings, desk, store)
+    app.router.add_routes(slack.routes())
+    app.cleanup_ctx.append(slack.lifetime)
     return app

@@ -3,17 +3,23 @@
 An incoming webhook can only post: it cannot update or thread onto an earlier message (that
 needs a bot token and chat.update). So a resolve is a new message, "Resolved: ...", and the
 webhook URL, which is itself the secret, comes from the environment and is never shown.
+
+A message whose run waits for approval says what waits, and carries Approve and Reject
+buttons: Slack posts a click to the app's Interactivity Request URL (http/slack_interactions),
+which answers through the click's own response_url, the one way to update this message.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from remediator.notify.base import (
+    ApprovalAsk,
     Message,
     diagnostics_text,
     headline,
@@ -39,6 +45,15 @@ TEXT_OBJECT_LIMIT = 3000  # any text object: a context element's too
 FIELD_LIMIT = 2000  # each of a section's fields
 FIELDS_LIMIT = 10  # a section's fields (this message has 8 at most)
 CONTEXT_ELEMENTS = 10  # a context block's elements
+# Interactive parts: https://api.slack.com/reference/block-kit/blocks#actions (25 elements),
+# https://api.slack.com/reference/block-kit/block-elements#button (text 75, action_id 255,
+# value 2,000), https://api.slack.com/reference/block-kit/composition-objects#confirm (title
+# 100, text 300, its buttons 30); a block_id: 255.
+ACTIONS_ELEMENTS = 25
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+CONFIRM_TITLE_LIMIT = 100
+CONFIRM_TEXT_LIMIT = 300
 # The message's `text`: cut at 40,000, and 4,000 at most recommended
 # (https://api.slack.com/methods/chat.postMessage#truncating).
 MESSAGE_TEXT_LIMIT = 4000
@@ -47,6 +62,17 @@ MESSAGE_TEXT_LIMIT = 4000
 _STEP_MESSAGE = 300  # one step's message, before the section limit applies to them all
 _LINK_TEXT = 200
 _PARTIAL_ENTITY = re.compile(r"&[a-z]*$")
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")  # a Slack user id: mentioned, so they are told
+
+# What a click names: the verdict by its action_id, the request by its value.
+APPROVE_ACTION = "remediator_approve"
+REJECT_ACTION = "remediator_reject"
+# The approval's blocks, by block_id: an answer's update replaces these and keeps the rest.
+APPROVAL_BLOCK = "remediator_approval"
+ACTIONS_BLOCK = "remediator_approval_actions"
+STATUS_BLOCK = "remediator_approval_status"
+_CHANGE_TEXT = 1500  # of the approval section's 3,000: the change, then the approvers
+_APPROVERS_TEXT = 800
 
 
 class Slack:
@@ -92,6 +118,8 @@ class Slack:
                 ],
             },
         ]
+        if message.approval is not None:
+            blocks += approval_blocks(message.approval)
         if message.steps:
             blocks.append({"type": "section", "text": _mrkdwn(steps_text(message))})
         if message.diagnostics:
@@ -115,6 +143,73 @@ class Slack:
             limit=self._timeout,
             secret_url=True,
         )
+
+
+def approval_blocks(ask: ApprovalAsk) -> list[dict[str, Any]]:
+    """What waits, who may approve it and until when, and the buttons to answer with (left out
+    for an id too long for a button's value: the command line still answers)."""
+    section = {"type": "section", "block_id": APPROVAL_BLOCK, "text": _mrkdwn(approval_text(ask))}
+    if len(ask.id) > BUTTON_VALUE_LIMIT:
+        return [section]
+    return [section, approval_buttons(ask.id, confirm=f"{ask.step} ({ask.action}): {ask.change}")]
+
+
+def approval_text(ask: ApprovalAsk) -> str:
+    then = "approved" if ask.on_timeout == "approve" else "rejected"
+    return "\n".join(
+        [
+            f"*Waiting for approval:* {fit(ask.step, 100)} ({fit(ask.action, 100)})"
+            f" — {fit(ask.change, _CHANGE_TEXT) or 'no description of the change'}",
+            f"*Approvers:* {people(ask.approvers, _APPROVERS_TEXT)}"
+            f" — {ask.min_approvals} of them must approve",
+            f"*Expires:* {fit(ask.expires_at, 50)}: then it is {then}",
+            f"*Or:* `remediator approvals approve {fit(ask.id, 100)}`",
+        ]
+    )
+
+
+def approval_buttons(approval_id: str, *, confirm: str) -> dict[str, Any]:
+    """Approve (asking to confirm first: the change is risky) and Reject, each naming the
+    request by its value."""
+    approve = {
+        "type": "button",
+        "action_id": APPROVE_ACTION,
+        "text": _plain("Approve"),
+        "style": "primary",
+        "value": approval_id,
+        "confirm": {
+            "title": _plain("Approve this change?"),
+            "text": _plain(truncate(confirm, CONFIRM_TEXT_LIMIT)),
+            "confirm": _plain("Approve"),
+            "deny": _plain("Cancel"),
+        },
+    }
+    reject = {
+        "type": "button",
+        "action_id": REJECT_ACTION,
+        "text": _plain("Reject"),
+        "style": "danger",
+        "value": approval_id,
+    }
+    return {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": [approve, reject]}
+
+
+def people(names: Iterable[str], limit: int) -> str:
+    """Each a mention when a Slack user id (so they are notified), else escaped; as many as
+    `limit` characters hold, then how many more."""
+    shown = [mention(name) for name in names]
+    text = ""
+    for count, name in enumerate(shown):
+        more = f", … and {len(shown) - count} more"
+        joined = f"{text}, {name}" if text else name
+        if len(joined) + len(more) > limit:
+            return f"{text}{more}" if text else more.removeprefix(", ")
+        text = joined
+    return text or "none"
+
+
+def mention(who: str) -> str:
+    return f"<@{who}>" if _SLACK_USER.fullmatch(who) else fit(who, 200)
 
 
 def escape(text: str) -> str:

@@ -140,9 +140,16 @@ class Parts:
             self.health,
             self.metrics.registry,
             refresh=watcher.refresh,
+            desk=ApprovalDesk(self.store, wake=self._wake_dispatcher),
+            store=self.store,
         )
         app[GUARDS] = self.guards
         return app
+
+    def _wake_dispatcher(self) -> None:
+        """A request closed queued its event again: the local dispatcher takes it at once."""
+        if self.intake.on_new_events is not None:
+            self.intake.on_new_events()
 
     async def health(self, request: web.Request) -> web.Response:
         backend_name = "redis" if self.settings.redis_url else "guards"
