@@ -187,7 +187,11 @@ class GuardBackend(Protocol):
         """Extend a running run's lease and slot; None when the lease was lost."""
         ...
 
-    async def acquire_lease(self, target: str, owner: str, ttl: float) -> Lease | None: ...
+    async def acquire_lease(self, target: str, owner: str, ttl: float) -> Lease | None:
+        """The target's lease for `owner` (a run id), with a new fencing token: None while
+        another owner holds it. The same owner takes it again (a run that waited for
+        approval, whose replica died before letting the lease go)."""
+        ...
 
     async def holds(self, lease: Lease) -> bool:
         """The fencing check: is this lease still the target's current one?"""

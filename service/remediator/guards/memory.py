@@ -133,7 +133,7 @@ class MemoryGuards:
     async def acquire_lease(self, target: str, owner: str, ttl: float) -> Lease | None:
         now = self._clock()
         current = self._leases.get(target)
-        if current is not None and current.expires_at > now:
+        if current is not None and current.expires_at > now and current.owner != owner:
             return None
         token = self._fences.get(target, 0) + 1
         self._fences[target] = token

@@ -234,16 +234,17 @@ end
 return expiry
 """
 
-# Takes a target's lease unless an unexpired one exists; the token comes from a per-target
-# counter that outlives every lease, so each new holder's token is larger than the last.
+# Takes a target's lease unless an unexpired one of another owner exists; the token comes
+# from a per-target counter that outlives every lease, so each new holder's token is larger
+# than the last.
 # KEYS: leases, fences. ARGV: clock, target, owner, ttl. Returns {token, expiry} or nil.
 _ACQUIRE = """
 local now = clock(ARGV[1])
 local target, owner = ARGV[2], ARGV[3]
 local current = redis.call('HGET', KEYS[1], target)
 if current then
-  local _, expires = parse_lease(current)
-  if expires > now then return false end
+  local _, expires, holder = parse_lease(current)
+  if expires > now and holder ~= owner then return false end
 end
 local token = redis.call('HINCRBY', KEYS[2], target, 1)
 local expiry = num(now + tonumber(ARGV[4]))
