@@ -12,7 +12,7 @@ from tests.support.approvals import fixes
 from tests.support.policies import STAND_INS_ALLOWED
 from tests.support.world import World
 
-GUARDRAILS = STAND_INS_ALLOWED + "approvers: [oncall]\n"
+GUARDRAILS = STAND_INS_ALLOWED + "approvers: [oncall]\ndemotion: {min_runs: 3, below: 0.2}\n"
 
 
 @pytest.fixture

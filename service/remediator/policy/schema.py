@@ -614,8 +614,11 @@ class Guardrails(_Model):
         ),
     )
     demotion: Demotion | None = Field(
-        default_factory=lambda: Demotion(),
-        description="a policy whose runs keep failing to fix its alert asks first (null: never)",
+        None,
+        description=(
+            "a policy whose runs keep failing to fix its alert asks first (unset or null: never;"
+            " the shipped guardrails.yaml sets it)"
+        ),
     )
 
     @property
