@@ -45,14 +45,11 @@ TEXT_OBJECT_LIMIT = 3000  # any text object: a context element's too
 FIELD_LIMIT = 2000  # each of a section's fields
 FIELDS_LIMIT = 10  # a section's fields (this message has 8 at most)
 CONTEXT_ELEMENTS = 10  # a context block's elements
-# Interactive parts: https://api.slack.com/reference/block-kit/blocks#actions (25 elements),
-# https://api.slack.com/reference/block-kit/block-elements#button (text 75, action_id 255,
-# value 2,000), https://api.slack.com/reference/block-kit/composition-objects#confirm (title
-# 100, text 300, its buttons 30); a block_id: 255.
-ACTIONS_ELEMENTS = 25
-BUTTON_TEXT_LIMIT = 75
+# The buttons: https://api.slack.com/reference/block-kit/block-elements#button (value 2,000;
+# text 75 and action_id 255, which ours, fixed and short, keep) and
+# https://api.slack.com/reference/block-kit/composition-objects#confirm (text 300; title 100
+# and its buttons 30, ours fixed and short).
 BUTTON_VALUE_LIMIT = 2000
-CONFIRM_TITLE_LIMIT = 100
 CONFIRM_TEXT_LIMIT = 300
 # The message's `text`: cut at 40,000, and 4,000 at most recommended
 # (https://api.slack.com/methods/chat.postMessage#truncating).
