@@ -21,7 +21,14 @@ from remediator.engine.summary import PlanSummary
 from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import Parts
-from remediator.store import ApprovalRequest, ApprovalState, Remediation, Store, Verdict
+from remediator.store import (
+    ApprovalRequest,
+    ApprovalState,
+    Demotion,
+    Remediation,
+    Store,
+    Verdict,
+)
 from tests.support.approval_requests import (
     ALICE,
     BOB,
@@ -458,3 +465,55 @@ async def test_history_of_a_run_shows_its_approvals_and_every_answer(
         (ALICE, "approve"),
         ("operator", "cancel"),
     ]
+
+
+# --- demotions: listed, and ended by a person -------------------------------------------
+
+
+async def demoted(store: Store, policy: str = "application-down") -> None:
+    at = datetime.now(UTC)
+    await store.demote(Demotion(policy, "rev-1", "0 of its last 3 runs fixed the alert", at))
+
+
+async def test_a_demoted_policy_is_listed_and_an_operator_promotes_it(
+    api: Client, store: Store
+) -> None:
+    await demoted(store)
+    listed = await (await api.get("/api/v1/demotions", headers=bearer(VERA))).json()
+    assert [(d["policy"], d["inForce"]) for d in listed["demotions"]] == [
+        ("application-down", True)
+    ]
+
+    by_viewer = await api.post("/api/v1/policies/application-down/promote", headers=bearer(VERA))
+    assert by_viewer.status == 403
+    assert (await store.demotion("application-down")).in_force  # type: ignore[union-attr]
+
+    promoted = await api.post("/api/v1/policies/application-down/promote", headers=bearer(ALICE))
+    assert promoted.status == 200
+    assert await promoted.json() == {"policy": "application-down", "promoted": True, "by": ALICE}
+    after = await store.demotion("application-down")
+    assert after is not None
+    assert (after.in_force, after.promoted_by) == (False, ALICE)
+    audit = await store.audit_log(10)
+    assert [(e.kind, e.subject, e.detail) for e in audit if e.kind == "promotion"] == [
+        ("promotion", "application-down", {"by": ALICE})
+    ]
+    again = await api.post("/api/v1/policies/application-down/promote", headers=bearer(ALICE))
+    assert (await again.json())["promoted"] is False
+    unknown = await api.post("/api/v1/policies/no-such-policy/promote", headers=bearer(ALICE))
+    assert unknown.status == 404
+
+
+async def test_policies_promote_on_the_command_line(
+    api: Client, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    await demoted(store)
+    url = str(api.make_url("")).rstrip("/")
+    argv = ["policies", "promote", "application-down", "--url", url]
+    argv += ["--token-file", token_file(tmp_path, BOB)]
+
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "promoted application-down (by bob@example.com)" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, argv) == 1  # not demoted any more
+    assert "was not demoted" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from remediator.alerts import Notification
-from remediator.cli import replay, stats
+from remediator.cli import promote, replay, stats
 from remediator.config import Settings
 from remediator.engine.decide import decide
 from remediator.engine.plan import Decision, NoMatch, Plan, PlannedStep, Refused
@@ -27,7 +27,9 @@ POLICIES_HELP = "the policy directory (default: REMEDIATOR_POLICIES, else ./poli
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    policies = commands.add_parser("policies", help="check, test and explain policy files")
+    policies = commands.add_parser(
+        "policies", help="check, test, explain, replay and count policies; promote one"
+    )
     policy_commands = policies.add_subparsers(required=True, metavar="COMMAND")
     for name, help_text in [
         ("check", "validate every policy file; exit 1 on any error"),
@@ -46,6 +48,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     explain.set_defaults(run=execute, policy_command="explain")
     replay.add_command(policy_commands)
     stats.add_command(policy_commands)
+    promote.add_command(policy_commands)
 
 
 def execute(settings: Settings, args: argparse.Namespace) -> int:

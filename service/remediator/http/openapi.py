@@ -34,12 +34,14 @@ from remediator.http.operator_api import (
     ApprovalAnswered,
     ApprovalDetail,
     ApprovalList,
+    DemotionList,
     FoldDetail,
     FoldList,
     GuardState,
     MessageList,
     PauseRequest,
     PauseState,
+    PromoteAnswer,
     ResumeRequest,
     RunDetail,
     RunList,
@@ -82,6 +84,8 @@ _COMPONENTS: list[tuple[JsonSchemaMode, type[Any]]] = [
     ("serialization", ApprovalList),
     ("serialization", ApprovalDetail),
     ("serialization", ApprovalAnswered),
+    ("serialization", DemotionList),
+    ("serialization", PromoteAnswer),
 ]
 
 
@@ -126,6 +130,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "get": _approval(operator),
                 "post": _answer(operator),
             },
+            "/api/v1/demotions": {"get": _demotions(operator)},
+            "/api/v1/policies/{name}/promote": {"post": _promote(operator)},
         },
         "components": {
             "schemas": _schemas(),
@@ -602,5 +608,45 @@ def _slack_interactions() -> dict[str, Any]:
             "413": _json("ErrorAnswer", "body over REMEDIATOR_MAX_BODY_BYTES"),
             "415": _json("ErrorAnswer", "not application/x-www-form-urlencoded"),
             "503": _json("ErrorAnswer", "the store cannot be reached: click again"),
+        },
+    }
+
+
+def _demotions(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "listDemotions",
+        "tags": ["approvals"],
+        "summary": "Policies demoted to asking first (in force, or promoted since)",
+        "security": security,
+        "responses": {
+            "200": _json("DemotionList", "the demotions"),
+            "400": _json("ErrorAnswer", "an unknown parameter"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _promote(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "promotePolicy",
+        "tags": ["approvals"],
+        "summary": "End a policy's demotion: its changes no longer ask first",
+        "description": "Recorded in the audit log with the caller's identity; the policy's"
+        " ledger counts afresh from now. `promoted` is false when it was not demoted.",
+        "security": security,
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "the policy's name",
+                "schema": _NO_NUL,
+            }
+        ],
+        "responses": {
+            "200": _json("PromoteAnswer", "the policy, and whether it was demoted"),
+            "400": _json("ErrorAnswer", "the name holds a NUL character, or an unknown parameter"),
+            "404": _json("ErrorAnswer", "no policy of that name in force"),
+            **_operator_refusals(),
         },
     }

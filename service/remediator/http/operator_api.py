@@ -27,6 +27,7 @@ from remediator.identities import Identity, Role
 from remediator.notify.would_send import WOULD_SEND
 from remediator.policy.policyset import PoliciesInForce
 from remediator.remediation.approvals import ApprovalDesk, UnknownApproval
+from remediator.remediation.demotions import Demotions
 from remediator.store import (
     AlertLog,
     AlertRecord,
@@ -36,6 +37,7 @@ from remediator.store import (
     Approvals,
     ApprovalState,
     BudgetLedger,
+    Demotion,
     Fold,
     FoldedMessage,
     Outbox,
@@ -243,6 +245,28 @@ class ApprovalJson(TypedDict):
     decided: Timestamp | None
 
 
+class DemotionJson(TypedDict):
+    policy: str
+    revision: str
+    reason: str
+    demotedAt: Timestamp
+    promotedAt: Timestamp | None
+    promotedBy: str | None
+    inForce: bool
+
+
+class DemotionList(TypedDict):
+    """Policies demoted to asking first, in force or promoted since."""
+
+    demotions: list[DemotionJson]
+
+
+class PromoteAnswer(TypedDict):
+    policy: str
+    promoted: bool  # false: it was not demoted
+    by: str
+
+
 class ApprovalList(TypedDict):
     """Approval requests, newest first."""
 
@@ -367,7 +391,7 @@ class GuardState(GuardSnapshot):
 
 class OperatorStore(AlertLog, RunLedger, Outbox, BudgetLedger, Approvals, Protocol):
     """The alerts, the runs and their messages, the messages folded past the channels'
-    budgets, and the approval requests."""
+    budgets, the approval requests and the demotions."""
 
 
 class OperatorApi:
@@ -380,6 +404,7 @@ class OperatorApi:
         body_timeout: float = 10.0,
         *,
         desk: ApprovalDesk,
+        demotions: Demotions,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._body_timeout = body_timeout
@@ -389,6 +414,7 @@ class OperatorApi:
         self._auth = auth
         self._authorize = auth.authorize
         self._desk = desk  # every answer goes through it, as Slack's do
+        self._demotions = demotions
         self._clock = clock  # the desk's: whether a request is past its expiry
 
     def is_operator(self, request: web.Request) -> bool:
@@ -410,7 +436,29 @@ class OperatorApi:
             web.get("/api/v1/approvals", self.approvals),
             web.get("/api/v1/approvals/{id}", self.approval),
             web.post("/api/v1/approvals/{id}", self.answer),
+            web.get("/api/v1/demotions", self.demotions),
+            web.post("/api/v1/policies/{name}/promote", self.promote),
         ]
+
+    async def demotions(self, request: web.Request) -> web.Response:
+        self._authorize(request, Role.VIEWER)
+        _known(request)
+        with _unavailable_as_503():
+            found = await self._store.demotions()
+        return web.json_response(DemotionList(demotions=[_demotion_json(d) for d in found]))
+
+    async def promote(self, request: web.Request) -> web.Response:
+        """End a policy's demotion: its changes no longer ask first (the ledger counts
+        afresh). 404 for a policy not in force."""
+        identity = self._authorize(request, Role.OPERATOR)
+        name = request.match_info["name"]
+        _text(name, "the policy name")
+        _known(request)
+        if name not in self._policies.current.by_name:
+            raise web.HTTPNotFound(reason=f"no policy {name!r} in force")
+        with _unavailable_as_503():
+            promoted = await self._demotions.promote(name, identity.name)
+        return web.json_response(PromoteAnswer(policy=name, promoted=promoted, by=identity.name))
 
     async def runs(self, request: web.Request) -> web.Response:
         self._authorize(request, Role.VIEWER)
@@ -563,6 +611,19 @@ class OperatorApi:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _demotion_json(demotion: Demotion) -> DemotionJson:
+    promoted = demotion.promoted_at.isoformat() if demotion.promoted_at else None
+    return DemotionJson(
+        policy=demotion.policy,
+        revision=demotion.revision,
+        reason=demotion.reason,
+        demotedAt=demotion.demoted_at.isoformat(),
+        promotedAt=promoted,
+        promotedBy=demotion.promoted_by,
+        inForce=demotion.in_force,
+    )
 
 
 def _via(request: web.Request) -> str:

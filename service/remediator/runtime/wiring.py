@@ -34,6 +34,7 @@ from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
 from remediator.notify.would_send import in_dry_run
 from remediator.remediation.approvals import ApprovalDesk
+from remediator.remediation.demotions import Demotions
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.run import Runner
 from remediator.runtime.background import Loop
@@ -126,6 +127,7 @@ class Parts:
             operator_auth,
             settings.body_timeout_seconds,
             desk=desk,
+            demotions=Demotions(store, policies, clock=clock),
             clock=clock,
         )
         parts = (settings, metrics, store, policies, guard_backend, guards, intake, api)
@@ -140,16 +142,11 @@ class Parts:
             self.health,
             self.metrics.registry,
             refresh=watcher.refresh,
-            desk=ApprovalDesk(self.store, wake=self._wake_dispatcher),
+            desk=self.desk,
             store=self.store,
         )
         app[GUARDS] = self.guards
         return app
-
-    def _wake_dispatcher(self) -> None:
-        """A request closed queued its event again: the local dispatcher takes it at once."""
-        if self.intake.on_new_events is not None:
-            self.intake.on_new_events()
 
     async def health(self, request: web.Request) -> web.Response:
         backend_name = "redis" if self.settings.redis_url else "guards"
