@@ -46,11 +46,12 @@ WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def policy_directory(tmp_path: Path, policies: dict[str, str], guardrails: str = "") -> Path:
     """The shipped severity matrix and guard rails (plus `guardrails` lines) with these
     policies (file name: text) instead of the shipped ones. The global blast radius is off
-    unless `guardrails` sets one: the scenarios storm dozens of deployments on purpose."""
+    unless `guardrails` sets one: the scenarios storm dozens of deployments on purpose. Nor is
+    demotion on: they fire one policy's alert many times, to see other things."""
     directory = tmp_path / "policies"
     directory.mkdir()
     shutil.copy(SHIPPED_POLICIES / "escalation.yaml", directory)
-    rails = shipped_guardrails("max_targets: null\n" + guardrails)
+    rails = shipped_guardrails("max_targets: null\ndemotion: null\n" + guardrails)
     (directory / "guardrails.yaml").write_text(rails)
     for name, text in policies.items():
         (directory / name).write_text(text)

@@ -82,7 +82,11 @@ class Demotions:
         min_runs: int,
         below: float,
     ) -> str | None:
-        entries = [e for e in await self._store.ledger_since(since) if e.policy == plan.policy]
+        entries = [
+            entry
+            for entry in await self._store.ledger_since(since)
+            if entry.policy == plan.policy and entry.outcome is not RunOutcome.INTERRUPTED
+        ]  # (a run its worker's death interrupted is not the policy's failure: taken over)
         entries.append(_firing_now(plan, alert, now))
         window = plan.recurs_within or DEFAULT_WINDOW
         own = next(
