@@ -139,7 +139,7 @@ class WatchMetrics:
         )
         self.runs_in_flight = Gauge(
             "remediator_runs_in_flight",
-            "Remediations under way, by state: waiting, running, verifying",
+            "Remediations under way, by state: waiting, running, verifying, awaiting_approval",
             ["state"],
             registry=registry,
         )

@@ -18,7 +18,12 @@ from remediator.store import Backlog, StoreUnavailable, Watch
 
 log = structlog.get_logger(__name__)
 
-IN_FLIGHT = (RunOutcome.WAITING, RunOutcome.RUNNING, RunOutcome.VERIFYING)
+IN_FLIGHT = (
+    RunOutcome.WAITING,
+    RunOutcome.RUNNING,
+    RunOutcome.VERIFYING,
+    RunOutcome.AWAITING_APPROVAL,
+)
 REFRESH_TIMEOUT = 2.0  # seconds: a scrape answers with the previous values past this
 
 

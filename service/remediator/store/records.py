@@ -100,7 +100,8 @@ class Backlog:
     events: int  # queued alert state changes not yet done
     oldest_event: datetime | None  # when the oldest of them was queued
     channels: tuple[ChannelBacklog, ...]  # by channel name; the outbox's own ones left out
-    in_flight: tuple[tuple[RunOutcome, int], ...]  # waiting, running, verifying: how many
+    # waiting, running, verifying, awaiting_approval: how many
+    in_flight: tuple[tuple[RunOutcome, int], ...]
     paused_at: datetime | None  # the kill switch, since when it is on
 
 

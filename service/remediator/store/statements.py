@@ -128,7 +128,8 @@ BACKLOG_OUTBOX = (
 )
 BACKLOG_RUNS = (
     "SELECT outcome, count(*) FROM remediations"
-    " WHERE outcome IN ('waiting', 'running', 'verifying') GROUP BY outcome ORDER BY outcome"
+    " WHERE outcome IN ('waiting', 'running', 'verifying', 'awaiting_approval')"
+    " GROUP BY outcome ORDER BY outcome"
 )
 # An outbox entry whose id is already queued is left as it is. {rows}: VALUES or a SELECT.
 ENQUEUE = (
