@@ -107,7 +107,10 @@ async def test_retention_prunes_old_episodes_with_everything_about_them(store: S
         "outbox": 2,  # incidents go by their last message: both old ones
         "audit_log": 1,
         "budget_firsts": 0,
+        "approvals": 0,
+        "approval_answers": 0,
         "runs": 2,  # the 9-day-old one too: guards re-seed from the last 7 days
+        "seen_requests": 0,
     }
     kept = {record.fingerprint for record in await store.recent_alerts(10)}
     assert kept == {"old-but-pending", "recent"}  # a pending event is never pruned away

@@ -2,7 +2,7 @@
 
 Every replica prunes (the deletes are idempotent, and one transaction each), so no replica is
 special. Guard runs are kept at least as long as the guards re-seed from them, so pruning can
-never hand back a rate limit's budget or close a breaker.
+never hand back a rate limit's budget or close a breaker; the requests seen only a day.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from remediator.store import Retention, StoreUnavailable
 log = structlog.get_logger(__name__)
 
 EVERY = 3600.0
+# The requests seen (a Slack request's signature, refused when replayed) are kept this long:
+# far past any replay window a request is checked against.
+SEEN_KEPT = timedelta(days=1)
 
 
 async def prune_once(store: Retention, days: int, now: float) -> dict[str, int]:
     moment = datetime.fromtimestamp(now, UTC)
     before = moment - timedelta(days=days)
-    counts = await store.prune(before, min(before, moment - SEED_HORIZON))
+    counts = await store.prune(before, min(before, moment - SEED_HORIZON), moment - SEEN_KEPT)
     if any(counts.values()):
         log.info("pruned what the retention period no longer keeps", days=days, **counts)
     return counts

@@ -2,13 +2,15 @@
 
 Each backend's connection class implements `Database` (how a statement is sent and its rows
 come back); its role mixins add what the dialects write differently: the intake, the claims,
-a remediation saved with its messages, and the retention's deletes.
+a remediation saved with its messages, an answer to an approval request taken under the
+request's lock (by the rule written here once, `take_answer`), and the retention's deletes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +20,13 @@ from remediator.store import rows, statements
 from remediator.store.records import (
     AlertEvent,
     AlertRecord,
+    ApprovalAnswer,
+    ApprovalRequest,
+    ApprovalState,
     AuditEntry,
     Backlog,
     ChannelBacklog,
+    Demotion,
     Fold,
     FoldedMessage,
     OutboxEntry,
@@ -30,6 +36,7 @@ from remediator.store.records import (
     RunQuery,
     RunRecord,
     StepRecord,
+    Verdict,
 )
 from remediator.store.rows import Row
 
@@ -55,6 +62,15 @@ class Database:
     def _texts(self, texts: Collection[str]) -> object:
         """Texts as one parameter, as `_ids`."""
         raise NotImplementedError
+
+
+# An id that starts with a prefix ($1, `starting_with`): `history --run 3f2a`.
+STARTS_WITH = "LIKE $1 ESCAPE '\\'"
+
+
+def starting_with(prefix: str) -> str:
+    """The LIKE pattern of the ids starting with `prefix`, its own % and _ taken literally."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class PortableAlertLog(Database):
@@ -206,9 +222,8 @@ class PortableRunLedger(Database):
         return found[0] if found else None
 
     async def remediations_by_prefix(self, prefix: str, limit: int) -> list[Remediation]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return await self._remediations(
-            "WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT $2", escaped + "%", limit
+            f"WHERE id {STARTS_WITH} ORDER BY id LIMIT $2", starting_with(prefix), limit
         )
 
     async def last_fix(self, policy: str, target: str, since: datetime) -> Remediation | None:
@@ -435,3 +450,118 @@ class PortableBudgets(Database):
 
 def _created(message: FoldedMessage) -> tuple[datetime, str]:
     return message.created_at, message.id
+
+
+class PortableApprovals(Database):
+    # Each dialect's: the answers to a list of requests (`statements.answers_of`).
+    _ANSWERS_OF: str
+
+    async def request_approval(self, request: ApprovalRequest) -> None:
+        await self._execute(statements.REQUEST_APPROVAL, *rows.approval_row(request))
+
+    async def record_answer(self, answer: ApprovalAnswer) -> None:
+        await self._execute(statements.RECORD_ANSWER, *rows.answer_row(answer))
+
+    async def approval(self, approval_id: str) -> ApprovalRequest | None:
+        found = await self._approvals("WHERE id = $1", approval_id)
+        return found[0] if found else None
+
+    async def approvals_by_prefix(self, prefix: str, limit: int) -> list[ApprovalRequest]:
+        return await self._approvals(
+            f"WHERE id {STARTS_WITH} ORDER BY id LIMIT $2", starting_with(prefix), limit
+        )
+
+    async def approvals(self, state: ApprovalState | None, limit: int) -> list[ApprovalRequest]:
+        if state is None:
+            return await self._approvals("ORDER BY requested_at DESC, id DESC LIMIT $1", limit)
+        return await self._approvals(
+            "WHERE state = $1 ORDER BY requested_at DESC, id DESC LIMIT $2", state, limit
+        )
+
+    async def approvals_for_event(self, event_id: int) -> list[ApprovalRequest]:
+        return await self._approvals("WHERE event_id = $1 ORDER BY requested_at, id", event_id)
+
+    async def approvals_of_run(self, remediation_id: str) -> list[ApprovalRequest]:
+        return await self._approvals(
+            "WHERE remediation_id = $1 ORDER BY requested_at, id", remediation_id
+        )
+
+    async def due_approvals(self, now: datetime, limit: int) -> list[ApprovalRequest]:
+        return await self._approvals(
+            "WHERE state = 'pending' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+            now,
+            limit,
+        )
+
+    async def demotion(self, policy: str) -> Demotion | None:
+        found = await self._fetch(
+            f"SELECT {rows.DEMOTION_COLUMNS} FROM demotions WHERE policy = $1", policy
+        )
+        return rows.demotion(found[0]) if found else None
+
+    async def demotions(self) -> list[Demotion]:
+        found = await self._fetch(f"SELECT {rows.DEMOTION_COLUMNS} FROM demotions ORDER BY policy")
+        return [rows.demotion(row) for row in found]
+
+    async def demote(self, demotion: Demotion) -> bool:
+        return bool(await self._claim(statements.DEMOTE, *rows.demotion_row(demotion)))
+
+    async def promote(self, policy: str, by: str, at: datetime) -> bool:
+        return bool(await self._claim(statements.PROMOTE, policy, at, by))
+
+    async def first_seen(self, key: str, at: datetime, keep: timedelta) -> bool:
+        await self._execute(statements.FORGET_SEEN, at - keep)
+        return bool(await self._claim(statements.FIRST_SEEN, key, at, at - keep))
+
+    async def _approvals(self, where: str, *parameters: Any) -> list[ApprovalRequest]:
+        """The requests, each with its answers: two reads, however many requests."""
+        found = await self._fetch(
+            f"SELECT {rows.APPROVAL_COLUMNS} FROM approvals {where}", *parameters
+        )
+        if not found:
+            return []
+        answers = await self._fetch(self._ANSWERS_OF, self._texts([row[0] for row in found]))
+        by_request = rows.answers_by_request(answers)
+        return [rows.approval_request(row, by_request.get(row[0], [])) for row in found]
+
+
+@dataclass(frozen=True)
+class Taking:
+    """What one answer does to a pending request, decided under the request's lock."""
+
+    recorded: ApprovalAnswer  # as it is written: verdict `refused`, with the reason, if not taken
+    counted: bool
+    why: str  # why not, when it did not count
+    closes: ApprovalState | None = None  # the state the request is left in, if it closes
+
+    @property
+    def queues_event(self) -> bool:
+        """Approved: the request's firing event is queued again, for its run to go on."""
+        return self.closes is ApprovalState.APPROVED
+
+
+_CLOSES = {Verdict.REJECT: ApprovalState.REJECTED, Verdict.CANCEL: ApprovalState.CANCELLED}
+
+
+def take_answer(request: ApprovalRequest, answer: ApprovalAnswer, min_approvals: int) -> Taking:
+    """The rule of `Approvals.answer_approval`, over the request as read under its lock: taken
+    while pending and before its expiry; one approval a person; approved at `min_approvals`
+    distinct approvers; a rejection or cancellation closes it."""
+    answer = replace(answer, approval_id=request.id)
+
+    def refused(why: str) -> Taking:
+        return Taking(replace(answer, verdict=Verdict.REFUSED, note=why), False, why)
+
+    if not request.state.open:
+        return refused(f"already {request.state}")
+    if answer.at >= request.expires_at:
+        return refused(f"expired at {request.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    if answer.verdict is Verdict.APPROVE:
+        if answer.who in request.approved_by:
+            return refused(f"already approved by {answer.who}: one person gives one approval")
+        approvers = {*request.approved_by, answer.who}
+        closes = ApprovalState.APPROVED if len(approvers) >= min_approvals else None
+        return Taking(answer, True, "", closes)
+    if answer.verdict in _CLOSES:
+        return Taking(answer, True, "", _CLOSES[answer.verdict])
+    return refused(answer.note or "refused")

@@ -6,6 +6,7 @@
 - `ControlState`: the kill switch and the audit log.
 - `Outbox`: the messages for the channels, from queued to sent.
 - `BudgetLedger`: the channels' budgets, and the messages folded past them.
+- `Approvals`: approval requests and their answers, demoted policies, requests seen once.
 - `Retention`: deleting what the retention period no longer keeps.
 - `Watch`: the backlog /metrics shows.
 
@@ -332,6 +333,12 @@ class Approvals(Protocol):
         """End the demotion in force; whether there was one."""
         ...
 
+    async def first_seen(self, key: str, at: datetime, keep: timedelta) -> bool:
+        """Remember `key` (a Slack request's signature): True the first time, False when it
+        was seen within `keep` before `at` (a replay, refused on every replica). Keys older
+        than `keep` may be forgotten on the way."""
+        ...
+
 
 class Watch(Protocol):
     async def backlog(self, now: datetime) -> Backlog:
@@ -341,11 +348,15 @@ class Watch(Protocol):
 
 
 class Retention(Protocol):
-    async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
+    async def prune(
+        self, before: datetime, runs_before: datetime, seen_before: datetime
+    ) -> dict[str, int]:
         """Delete what the retention period no longer keeps, in one transaction: alert
         episodes last heard of before `before` (none with a pending event) with their events,
-        remediations and steps; raw bodies no event refers to; incidents whose last message is
-        older; audit entries; and guard runs admitted before `runs_before`. Counts per table.
+        remediations and steps, approval requests and their answers; raw bodies no event
+        refers to; incidents whose last message is older; audit entries; answers to no request
+        kept; guard runs admitted before `runs_before`; and the requests seen (`first_seen`)
+        before `seen_before`. Counts per table.
         """
         ...
 

@@ -22,7 +22,11 @@ from remediator.engine.summary import PlanSummary
 from remediator.store.records import (
     AlertEvent,
     AlertRecord,
+    ApprovalAnswer,
+    ApprovalRequest,
+    ApprovalState,
     AuditEntry,
+    Demotion,
     Fold,
     FoldedMessage,
     OutboxEntry,
@@ -30,6 +34,7 @@ from remediator.store.records import (
     Remediation,
     RunRecord,
     StepRecord,
+    Verdict,
 )
 
 Row = tuple[Any, ...]
@@ -62,6 +67,14 @@ OUTBOX_COLUMNS = (
     "id, channel, action, dedup_key, remediation_id, CAST(message AS TEXT) AS message,"
     " created_at, next_attempt_at, attempts, sent_at, failed_at, last_error"
 )
+APPROVAL_COLUMNS = (
+    "id, remediation_id, event_id, fingerprint, starts_at, alertname, policy, position, step,"
+    " action, target, CAST(params AS TEXT) AS params, digest,"
+    " CAST(approvers AS TEXT) AS approvers, min_approvals, on_timeout, requested_at,"
+    " expires_at, state, CAST(shown AS TEXT) AS shown, decided_at"
+)
+ANSWER_COLUMNS = "approval_id, who, via, verdict, note, at"
+DEMOTION_COLUMNS = "policy, revision, reason, demoted_at, promoted_at, promoted_by"
 
 
 def time(value: object) -> datetime:
@@ -334,3 +347,92 @@ def folded_message(row: Row) -> FoldedMessage:
 def fold(row: Row) -> Fold:
     summary, channel, messages, sent_at = row
     return Fold(summary, channel, int(messages), maybe_time(sent_at))
+
+
+def approval_request(row: Row, answers: Sequence[Row]) -> ApprovalRequest:
+    """A row of `APPROVAL_COLUMNS`, with its answers' rows (`ANSWER_COLUMNS`) in order."""
+    approval_id, remediation_id, event_id, fingerprint, starts_at, alertname, policy = row[:7]
+    position, step, action, target, params, digest, approvers, min_approvals = row[7:15]
+    on_timeout, requested_at, expires_at, state, shown, decided_at = row[15:]
+    return ApprovalRequest(
+        id=approval_id,
+        remediation_id=remediation_id,
+        event_id=int(event_id),
+        fingerprint=fingerprint,
+        starts_at=time(starts_at),
+        alertname=alertname,
+        policy=policy,
+        position=int(position),
+        step=step,
+        action=action,
+        target=target,
+        params=json.loads(params),
+        digest=digest,
+        approvers=tuple(json.loads(approvers)),
+        min_approvals=int(min_approvals),
+        on_timeout=on_timeout,
+        requested_at=time(requested_at),
+        expires_at=time(expires_at),
+        state=ApprovalState(state),
+        shown=json.loads(shown),
+        decided_at=maybe_time(decided_at),
+        answers=tuple(approval_answer(answer) for answer in answers),
+    )
+
+
+def approval_row(request: ApprovalRequest) -> Row:
+    """In the order of `APPROVAL_COLUMNS` (its answers are rows of their own). The parameters
+    are written strictly: they are what the approval is bound to, read back as they were."""
+    return (
+        request.id,
+        request.remediation_id,
+        request.event_id,
+        request.fingerprint,
+        request.starts_at,
+        request.alertname,
+        request.policy,
+        request.position,
+        request.step,
+        request.action,
+        request.target,
+        json.dumps(request.params),
+        request.digest,
+        json.dumps(list(request.approvers)),
+        request.min_approvals,
+        request.on_timeout,
+        request.requested_at,
+        request.expires_at,
+        request.state,
+        json.dumps(request.shown, default=str),
+        request.decided_at,
+    )
+
+
+def approval_answer(row: Row) -> ApprovalAnswer:
+    approval_id, who, via, verdict, note, at = row
+    return ApprovalAnswer(approval_id, who, via, Verdict(verdict), note, time(at))
+
+
+def answer_row(answer: ApprovalAnswer) -> Row:
+    """In the order of `ANSWER_COLUMNS`."""
+    return (answer.approval_id, answer.who, answer.via, answer.verdict, answer.note, answer.at)
+
+
+def answers_by_request(found: Sequence[Row]) -> dict[str, list[Row]]:
+    """Answer rows (`ANSWER_COLUMNS`, in order) by the request they answer."""
+    by_request: dict[str, list[Row]] = {}
+    for row in found:
+        by_request.setdefault(row[0], []).append(row)
+    return by_request
+
+
+def demotion(row: Row) -> Demotion:
+    policy, revision, reason, demoted_at, promoted_at, promoted_by = row
+    return Demotion(
+        policy, revision, reason, time(demoted_at), maybe_time(promoted_at), promoted_by
+    )
+
+
+def demotion_row(d: Demotion) -> Row:
+    """In the order of `DEMOTION_COLUMNS`."""
+    return (d.policy, d.revision, d.reason, d.demoted_at, d.promoted_at, d.promoted_by)

@@ -158,8 +158,16 @@ PRUNE_REST = (
     ("audit_log", "DELETE FROM audit_log WHERE at < $1"),
     # An alertname's first P1 page past a budget: a window at most an hour long ago.
     ("budget_firsts", "DELETE FROM budget_firsts WHERE since < $1"),
+    # Answers to no request kept (its episode pruned before, or an id no request had).
+    (
+        "approval_answers",
+        "DELETE FROM approval_answers WHERE at < $1 AND NOT EXISTS"
+        " (SELECT 1 FROM approvals a WHERE a.id = approval_answers.approval_id)",
+    ),
 )
 PRUNE_RUNS = "DELETE FROM runs WHERE admitted_at < $1"
+# The requests seen, kept a replay window: by their own cutoff.
+PRUNE_SEEN = "DELETE FROM seen_requests WHERE at < $1"
 
 # Channel budgets (notify/budget.py): a channel's slots ($1) from $2 to $3 - 1, created once
 # with a use long past; one taken at $4 when last used at or before $5 (a window ago), by one
@@ -242,3 +250,61 @@ DECIDE_AGAIN = (
     " OR (later.started_at = r.started_at AND later.id > r.id))))"
     " RETURNING id"
 )
+
+# Approvals (engine/approval.py). A request is written once, pending; its answers are appended.
+REQUEST_APPROVAL = (
+    "INSERT INTO approvals (id, remediation_id, event_id, fingerprint, starts_at, alertname,"
+    " policy, position, step, action, target, params, digest, approvers, min_approvals,"
+    " on_timeout, requested_at, expires_at, state, shown, decided_at) VALUES ($1, $2, $3, $4,"
+    " $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+)
+RECORD_ANSWER = (
+    f"INSERT INTO approval_answers ({rows.ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+)
+APPROVAL = f"SELECT {rows.APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+ANSWERS = (
+    f"SELECT {rows.ANSWER_COLUMNS} FROM approval_answers WHERE approval_id = $1 ORDER BY at, id"
+)
+
+
+def answers_of(ids: str) -> str:
+    """The answers to the requests of the ids ($1, `ids` how the dialect reads a list), each
+    request's oldest first."""
+    return (
+        f"SELECT {rows.ANSWER_COLUMNS} FROM approval_answers WHERE approval_id IN ({ids})"
+        " ORDER BY approval_id, at, id"
+    )
+
+
+# A pending request ($1) closed in state $2 at $3; the event to queue again, if it was pending.
+CLOSE_APPROVAL = (
+    "UPDATE approvals SET state = $2, decided_at = $3 WHERE id = $1 AND state = 'pending'"
+    " RETURNING event_id"
+)
+# An approved request's firing event ($1) is queued again, for its run to go on: whoever holds
+# it loses the claim (its completion no longer applies, so the queue keeps it), and its
+# attempts start again.
+QUEUE_APPROVED = (
+    "UPDATE alert_events SET done_at = NULL, claimed_by = NULL, lease_until = NULL, attempts = 0"
+    " WHERE id = $1"
+)
+# A demotion ($1..$6, `rows.DEMOTION_COLUMNS`) recorded unless one is in force: a policy
+# promoted before is demoted again, its row replaced.
+DEMOTE = (
+    f"INSERT INTO demotions AS d ({rows.DEMOTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    " ON CONFLICT (policy) DO UPDATE SET revision = excluded.revision,"
+    " reason = excluded.reason, demoted_at = excluded.demoted_at,"
+    " promoted_at = excluded.promoted_at, promoted_by = excluded.promoted_by"
+    " WHERE d.promoted_at IS NOT NULL RETURNING 1"
+)
+PROMOTE = (
+    "UPDATE demotions SET promoted_at = $2, promoted_by = $3"
+    " WHERE policy = $1 AND promoted_at IS NULL RETURNING 1"
+)
+# A request's key ($1) seen at $2, the first time since $3 (a replay window ago): recorded, by
+# one asker; seen since, left as it was (its first sighting stands).
+FIRST_SEEN = (
+    "INSERT INTO seen_requests AS s (key, at) VALUES ($1, $2)"
+    " ON CONFLICT (key) DO UPDATE SET at = excluded.at WHERE s.at <= $3 RETURNING 1"
+)
+FORGET_SEEN = "DELETE FROM seen_requests WHERE at <= $1"

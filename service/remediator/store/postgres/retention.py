@@ -24,22 +24,34 @@ WITH gone AS (
 ), steps AS (
     DELETE FROM remediation_steps s USING remediations r WHERE s.remediation_id = r.id
     RETURNING 1
+), approvals AS (
+    DELETE FROM approvals a USING gone g
+    WHERE a.fingerprint = g.fingerprint AND a.starts_at = g.starts_at RETURNING a.id
+), answers AS (
+    DELETE FROM approval_answers x USING approvals a WHERE x.approval_id = a.id RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone) AS alerts, (SELECT count(*) FROM events) AS alert_events,
        (SELECT count(*) FROM remediations) AS remediations,
-       (SELECT count(*) FROM steps) AS remediation_steps
+       (SELECT count(*) FROM steps) AS remediation_steps,
+       (SELECT count(*) FROM approvals) AS approvals,
+       (SELECT count(*) FROM answers) AS approval_answers
 """
 
 
 class PostgresRetention(PostgresConnection):
-    async def prune(self, before: datetime, runs_before: datetime) -> dict[str, int]:
+    async def prune(
+        self, before: datetime, runs_before: datetime, seen_before: datetime
+    ) -> dict[str, int]:
         async def delete(db: Connection) -> dict[str, int]:
             async with db.transaction():
                 row = await db.fetchrow(_PRUNE_EPISODES, before)
                 counts: dict[str, int] = dict(row) if row is not None else {}
-                for table, statement in statements.PRUNE_REST:
-                    counts[table] = _deleted(await db.execute(statement, before))
+                for table, statement in statements.PRUNE_REST:  # a table twice: its stray rows
+                    deleted = _deleted(await db.execute(statement, before))
+                    counts[table] = counts.get(table, 0) + deleted
                 counts["runs"] = _deleted(await db.execute(statements.PRUNE_RUNS, runs_before))
+                seen = await db.execute(statements.PRUNE_SEEN, seen_before)
+                counts["seen_requests"] = _deleted(seen)
                 return counts
 
         return await self._run(delete)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from remediator.store.portable import PortableBacklog, PortableControlState
 from remediator.store.postgres.alert_log import PostgresAlertLog
+from remediator.store.postgres.approvals import PostgresApprovals
 from remediator.store.postgres.budgets import PostgresBudgets
 from remediator.store.postgres.connection import PostgresConnection
 from remediator.store.postgres.event_queue import PostgresEventQueue
@@ -14,6 +15,7 @@ from remediator.store.postgres.run_ledger import PostgresRunLedger
 
 class PostgresStore(
     PostgresAlertLog,
+    PostgresApprovals,
     PostgresEventQueue,
     PostgresRunLedger,
     PortableControlState,

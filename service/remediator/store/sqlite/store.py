@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from remediator.store.portable import PortableBacklog, PortableControlState
 from remediator.store.sqlite.alert_log import SQLiteAlertLog
+from remediator.store.sqlite.approvals import SQLiteApprovals
 from remediator.store.sqlite.budgets import SQLiteBudgets
 from remediator.store.sqlite.connection import SQLiteConnection
 from remediator.store.sqlite.event_queue import SQLiteEventQueue
@@ -14,6 +15,7 @@ from remediator.store.sqlite.run_ledger import SQLiteRunLedger
 
 class SQLiteStore(
     SQLiteAlertLog,
+    SQLiteApprovals,
     SQLiteEventQueue,
     SQLiteRunLedger,
     PortableControlState,

@@ -1,0 +1,72 @@
+"""The production store's approvals: an answer taken, or a request closed, in one transaction
+holding the request's row (`SELECT ... FOR UPDATE`), so answers given at once on several
+replicas are taken one after the other; an approved request's event wakes the replicas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from remediator.store import rows, statements
+from remediator.store.portable import PortableApprovals, take_answer
+from remediator.store.postgres.wakes import PostgresWakes
+from remediator.store.records import AnswerTaken, ApprovalAnswer, ApprovalRequest, ApprovalState
+
+if TYPE_CHECKING:
+    from remediator.store.postgres.connection import Connection
+
+_HOLD_APPROVAL = f"{statements.APPROVAL} FOR UPDATE"
+
+
+class PostgresApprovals(PortableApprovals, PostgresWakes):
+    _ANSWERS_OF = statements.answers_of("SELECT unnest($1::text[])")
+
+    async def answer_approval(
+        self, approval_id: str, answer: ApprovalAnswer, min_approvals: int
+    ) -> AnswerTaken:
+        async def take(db: Connection) -> tuple[AnswerTaken, bool]:
+            async with db.transaction():
+                request = await _request(db, approval_id, _HOLD_APPROVAL)
+                taking = take_answer(request, answer, min_approvals)
+                await db.execute(statements.RECORD_ANSWER, *rows.answer_row(taking.recorded))
+                if taking.closes is not None:
+                    await _close(db, approval_id, taking.closes, taking.recorded.at)
+                after = await _request(db, approval_id, statements.APPROVAL)
+                return AnswerTaken(after, taking.counted, taking.why), taking.queues_event
+
+        taken, queued = await self._run(take)
+        if queued:  # after the commit: the replicas' claim finds it at once
+            self._wake_replicas()
+        return taken
+
+    async def close_approval(
+        self, approval_id: str, state: ApprovalState, at: datetime, answer: ApprovalAnswer | None
+    ) -> bool:
+        async def close(db: Connection) -> bool:
+            async with db.transaction():
+                if not await _close(db, approval_id, state, at):
+                    return False
+                if answer is not None:
+                    await db.execute(statements.RECORD_ANSWER, *rows.answer_row(answer))
+                return True
+
+        closed = await self._run(close)
+        if closed and state is ApprovalState.APPROVED:
+            self._wake_replicas()
+        return closed
+
+
+async def _request(db: Connection, approval_id: str, sql: str) -> ApprovalRequest:
+    found = await db.fetchrow(sql, approval_id)
+    if found is None:
+        raise LookupError(f"no approval request {approval_id}")
+    answers = await db.fetch(statements.ANSWERS, approval_id)
+    return rows.approval_request(tuple(found), [tuple(answer) for answer in answers])
+
+
+async def _close(db: Connection, approval_id: str, state: ApprovalState, at: datetime) -> bool:
+    """Close the request if pending, its event queued again when approved; whether it was."""
+    event_id = await db.fetchval(statements.CLOSE_APPROVAL, approval_id, state, at)
+    if event_id is not None and state is ApprovalState.APPROVED:
+        await db.execute(statements.QUEUE_APPROVED, event_id)
+    return event_id is not None
