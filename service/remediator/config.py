@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from remediator.identities import check_name, read_users
+
 ENV_PREFIX = "REMEDIATOR_"
 
 
@@ -87,6 +89,16 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         None, description="bearer token for the operator API (pause, resume, guards); unset: closed"
+    )
+    api_identity: str = Field(
+        "operator",
+        description="the name REMEDIATOR_API_TOKEN's caller goes by (an operator): who the"
+        " audit says answered, and the name an approval request's approvers list",
+    )
+    users_file: Path | None = Field(
+        None,
+        description="YAML file of the operator API's users, each a name, a role (operator or"
+        " viewer) and the SHA-256 of its token; re-read when it changes",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log threshold"
@@ -199,6 +211,18 @@ class Settings(BaseSettings):
     def _token_file_holds_a_token(cls, value: Path | None) -> Path | None:
         if value is not None:
             read_tokens(value)
+        return value
+
+    @field_validator("api_identity")
+    @classmethod
+    def _api_identity_is_a_name(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("users_file")
+    @classmethod
+    def _users_file_is_valid(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_users(value)
         return value
 
     @field_validator("tls_cert_file")

@@ -11,14 +11,23 @@ import sys
 from collections.abc import Sequence
 
 from remediator import __version__
-from remediator.cli import alerts, history, migrate, notify, operator, policies, serve
+from remediator.cli import (
+    alerts,
+    approvals,
+    history,
+    migrate,
+    notify,
+    operator,
+    policies,
+    serve,
+)
 from remediator.cli.stores import NoStore
 from remediator.config import Settings, SettingsError, load_settings
 from remediator.policy.loader import PolicyErrors
 from remediator.store import StoreUnavailable
 
 DESCRIPTION = "The `remediator` command: serve, and read what the store holds."
-GROUPS = (serve, migrate, alerts, history, policies, notify, operator)
+GROUPS = (serve, migrate, alerts, history, policies, notify, operator, approvals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`remediator history`: remediation runs and their steps, from the store."""
+"""`remediator history`: remediation runs and their steps, from the store; one run with its
+approval requests and every answer to them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from remediator.cli.approvals import answer_line
 from remediator.cli.stores import existing_store
 from remediator.cli.table import table
 from remediator.config import Settings, option_help, option_name
@@ -35,7 +37,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def execute(settings: Settings, args: argparse.Namespace) -> int:
-    from remediator.http.operator_api import remediation_json, step_json
+    from remediator.http.operator_api import approval_audit_json, remediation_json, step_json
 
     opening = existing_store(settings)
 
@@ -49,8 +51,9 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
             if len(found) != 1:
                 return [remediation_json(remediation) for remediation in found]
             one = found[0]
-            steps = await store.steps(one.id)
-            return [remediation_json(one) | {"steps": [step_json(step) for step in steps]}]
+            steps = [step_json(step) for step in await store.steps(one.id)]
+            approvals = [approval_audit_json(a) for a in await store.approvals_of_run(one.id)]
+            return [remediation_json(one) | {"steps": steps, "approvals": approvals}]
         finally:
             await store.close()
 
@@ -108,4 +111,17 @@ def _run_detail(run: dict[str, Any]) -> str:
         asked = step["data"].get("params")
         if asked:  # a change: what it was asked to do, as rendered
             lines.append("      " + ", ".join(f"{key}: {value}" for key, value in asked.items()))
+    for approval in run["approvals"]:
+        lines.append(_approval_line(approval))
+        lines += [f"      {answer_line(answer)}" for answer in approval["answers"]]
     return "\n".join(lines)
+
+
+def _approval_line(approval: dict[str, Any]) -> str:
+    """An approval request of the run: which change, and how it stands."""
+    given = f"{len(approval['approvedBy'])} of {approval['minApprovals']} approvals"
+    return (
+        f"  approval {approval['id']} for steps[{approval['position']}] {approval['action']}"
+        f" on {approval['target']}: {approval['state']}, {given}"
+        f" (approvers: {', '.join(approval['approvers'])})"
+    )

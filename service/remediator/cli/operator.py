@@ -27,16 +27,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("guards", "open breakers, rate-limit budgets, blast radii, held leases, pause state"),
     ]:
         command = commands.add_parser(name, help=help_text, description=OPERATOR_DESCRIPTION)
-        command.add_argument(
-            "--url", help="the running service (default: from REMEDIATOR_LISTEN, on loopback)"
-        )
-        command.add_argument(
-            "--token-file",
-            type=Path,
-            metavar="PATH",
-            help="file holding the operator API token, on its first line"
-            " (default: REMEDIATOR_API_TOKEN from the environment, as the service reads it)",
-        )
+        add_service_options(command)
         command.set_defaults(run=execute, operator_command=name)
         if name == "pause":
             command.add_argument(
@@ -50,15 +41,34 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             command.add_argument("--json", action="store_true", help="the API's JSON")
 
 
-def execute(settings: Settings, args: argparse.Namespace) -> int:
+def add_service_options(command: argparse.ArgumentParser) -> None:
+    """--url and --token-file: how a command reaches the running service's operator API."""
+    command.add_argument(
+        "--url", help="the running service (default: from REMEDIATOR_LISTEN, on loopback)"
+    )
+    command.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the operator API token, on its first line"
+        " (default: REMEDIATOR_API_TOKEN from the environment, as the service reads it)",
+    )
+
+
+def service_url(settings: Settings, url: str | None) -> str:
+    """--url, else the service REMEDIATOR_LISTEN names, on loopback for a wildcard address."""
     wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognised, not bound
     host = "127.0.0.1" if wildcard else settings.host
     host = f"[{host}]" if ":" in host else host
     # Served over HTTPS, the certificate is checked against the system's trust (or SSL_CERT_FILE)
     scheme = "https" if settings.tls_cert_file is not None else "http"
-    url = args.url or f"{scheme}://{host}:{settings.port}"
+    return url or f"{scheme}://{host}:{settings.port}"
+
+
+def execute(settings: Settings, args: argparse.Namespace) -> int:
+    url = service_url(settings, args.url)
     try:
-        token = _token(settings, args.token_file)
+        token = token_of(settings, args.token_file)
         if args.operator_command == "pause":
             return pause(url, token, args.reason, sys.stdout)
         if args.operator_command == "resume":
@@ -70,7 +80,12 @@ def execute(settings: Settings, args: argparse.Namespace) -> int:
 
 
 class OperatorError(Exception):
-    """The service could not be reached, or refused; the message says which and why."""
+    """The service could not be reached, or refused; the message says which and why, and
+    `status` the HTTP status of a refusal (None: no answer, or no request sent)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 OPERATOR_DESCRIPTION = (
@@ -79,7 +94,7 @@ OPERATOR_DESCRIPTION = (
 )
 
 
-def _token(settings: Settings, token_file: Path | None) -> str | None:
+def token_of(settings: Settings, token_file: Path | None) -> str | None:
     if token_file is None:
         return settings.api_token.get_secret_value() if settings.api_token else None
     try:
@@ -92,7 +107,14 @@ def _token(settings: Settings, token_file: Path | None) -> str | None:
     return token
 
 
-def call(url: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+def call(
+    url: str,
+    token: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     if not url.startswith(("http://", "https://")):
         raise OperatorError(f"expected an http:// or https:// URL, got {url!r}")
     data = None if body is None else json.dumps(body).encode()
@@ -101,6 +123,8 @@ def call(url: str, token: str | None, method: str, path: str, body: Any = None) 
     request.add_header("Content-Type", "application/json")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
             return json.loads(answer.read() or b"null")
@@ -109,7 +133,7 @@ def call(url: str, token: str | None, method: str, path: str, body: Any = None) 
             reason = json.loads(exc.read()).get("error", exc.reason)
         except (json.JSONDecodeError, AttributeError):
             reason = exc.reason
-        raise OperatorError(f"{url} answered {exc.code}: {reason}") from None
+        raise OperatorError(f"{url} answered {exc.code}: {reason}", exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise OperatorError(f"cannot reach the service at {url}: {reason}") from None

@@ -1,5 +1,6 @@
 """Who may call: the webhook, as Alertmanager's `http_config` sends it (bearer or basic), and
-the operator API, with the bearer token of REMEDIATOR_API_TOKEN.
+the operator API, with the bearer token of REMEDIATOR_API_TOKEN or of a user of
+REMEDIATOR_USERS_FILE, each an `Identity` with a `Role` (remediator.identities).
 
 A token can also come from a file that is re-read whenever it changes: a Kubernetes Secret
 volume is updated in place and Alertmanager reads its `credentials_file` on every request, so
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from remediator.config import Settings, read_tokens
+from remediator.identities import Identity, Role, User, read_users
 
 log = structlog.get_logger("remediator.http.auth")
 
@@ -106,32 +109,114 @@ class WebhookAuth:
         return [hmac.compare_digest(given, value) for value in accepted].count(True) > 0
 
 
-class OperatorAuth:
-    """The operator API's bearer token. Closed (403) until a token is set: pausing and resuming
-    remediation is not for whoever can reach the port, and the webhook's credentials, which
-    Alertmanager holds, do not open it."""
+class UsersFile:
+    """The identities REMEDIATOR_USERS_FILE names now, each by its token's SHA-256.
 
-    def __init__(self, token: str | None) -> None:
-        self._open = token is not None
-        self._bearer = WebhookAuth.bearer(token)
+    Checked on every request (one stat) and read again when it changed, as `TokenFile` is: a
+    user added or removed takes effect without a restart. A file that becomes unreadable or
+    invalid names no one (fail closed) until it is fixed; the error is logged.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._version: tuple[int, ...] | None = None
+        self._users: tuple[User, ...] = ()
+
+    def identity(self, token: str) -> Identity | None:
+        """The identity whose token this is, if the file names one."""
+        digest = hashlib.sha256(token.encode()).hexdigest().encode()
+        found = None
+        for user in self._current():  # every entry compared, each in constant time
+            if hmac.compare_digest(digest, user.token_sha256.encode()):
+                found = user
+        return None if found is None else Identity(found.name, found.role)
+
+    def _current(self) -> tuple[User, ...]:
+        try:
+            stat = self._path.stat()
+            version: tuple[int, ...] = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = ()
+        if version != self._version:
+            self._version = version
+            self._users = self._read()
+        return self._users
+
+    def _read(self) -> tuple[User, ...]:
+        try:
+            users = read_users(self._path)
+        except ValueError as exc:
+            log.error("API users file unusable: refusing its users", problem=str(exc))
+            return ()
+        log.info("API users read", file=str(self._path), users=len(users))
+        return users
+
+
+class OperatorAuth:
+    """Who may call the operator API: REMEDIATOR_API_TOKEN's caller (an operator named by
+    REMEDIATOR_API_IDENTITY) and the users of REMEDIATOR_USERS_FILE, each with a role. Closed
+    (403) until one of them is set: pausing remediation and answering approval requests is not
+    for whoever can reach the port, and the webhook's credentials, which Alertmanager holds, do
+    not open it."""
+
+    def __init__(
+        self,
+        token: str | None,
+        identity: str = "operator",
+        users: UsersFile | None = None,
+    ) -> None:
+        self._open = token is not None or users is not None
+        self._bearer = WebhookAuth.bearer(token) if token is not None else None
+        self._token_identity = Identity(identity, Role.OPERATOR)
+        self._users = users
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OperatorAuth:
-        return cls(settings.api_token.get_secret_value() if settings.api_token else None)
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        users = UsersFile(settings.users_file) if settings.users_file is not None else None
+        return cls(token, settings.api_identity, users)
+
+    def identify(self, request: web.Request) -> Identity | None:
+        """Who the request's bearer token says it is; None for no token or an unknown one."""
+        authorization = request.headers.get("Authorization")
+        if not self._open or authorization is None:
+            return None
+        if self._bearer is not None and self._bearer.allows(authorization):
+            return self._token_identity
+        token = _bearer_token(authorization)
+        if self._users is None or token is None:
+            return None
+        return self._users.identity(token)
 
     def allows(self, request: web.Request) -> bool:
-        """Whether the request carries the token (never while the API is closed)."""
-        return self._open and self._bearer.allows(request.headers.get("Authorization"))
+        """Whether the request carries a known token (never while the API is closed)."""
+        return self.identify(request) is not None
 
-    def authorize(self, request: web.Request) -> None:
-        """Return when the request carries the token; raise 403 or 401 otherwise."""
+    def authorize(self, request: web.Request, role: Role) -> Identity:
+        """The caller, when its token is known and its role grants `role`; 403 (closed, or a
+        role that does not) or 401 (no token, or an unknown one) otherwise."""
         if not self._open:
-            raise web.HTTPForbidden(reason="the operator API is closed: set REMEDIATOR_API_TOKEN")
-        if not self._bearer.allows(request.headers.get("Authorization")):
+            raise web.HTTPForbidden(
+                reason="the operator API is closed: set REMEDIATOR_API_TOKEN or"
+                " REMEDIATOR_USERS_FILE"
+            )
+        identity = self.identify(request)
+        if identity is None:
             raise web.HTTPUnauthorized(
                 reason="missing or wrong bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
             )
+        if not identity.may(role):
+            raise web.HTTPForbidden(
+                reason=f"{identity.name} is a {identity.role}: this needs the {role} role"
+            )
+        return identity
+
+
+def _bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _normalised(authorization: str) -> bytes:

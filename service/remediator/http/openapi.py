@@ -27,7 +27,13 @@ from remediator.engine.outcome import RunOutcome
 from remediator.http.auth import WebhookAuth
 from remediator.http.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
 from remediator.http.operator_api import (
+    APPROVAL_STATES,
+    MAX_NOTE,
     AlertList,
+    AnswerRequest,
+    ApprovalAnswered,
+    ApprovalDetail,
+    ApprovalList,
     FoldDetail,
     FoldList,
     GuardState,
@@ -59,6 +65,7 @@ _COMPONENTS: list[tuple[JsonSchemaMode, type[Any]]] = [
     ("validation", Notification),
     ("validation", PauseRequest),
     ("validation", ResumeRequest),
+    ("validation", AnswerRequest),
     ("serialization", Acknowledgement),
     ("serialization", InvalidPayload),
     ("serialization", ErrorAnswer),
@@ -71,6 +78,9 @@ _COMPONENTS: list[tuple[JsonSchemaMode, type[Any]]] = [
     ("serialization", AlertList),
     ("serialization", FoldList),
     ("serialization", FoldDetail),
+    ("serialization", ApprovalList),
+    ("serialization", ApprovalDetail),
+    ("serialization", ApprovalAnswered),
 ]
 
 
@@ -93,8 +103,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "title": "Remediator",
             "version": __version__,
             "description": "Receives Alertmanager webhooks, stores them durably and runs the"
-            " runbook's first response under guard rails; the operator API pauses it and shows"
-            " its guards and runs.",
+            " runbook's first response under guard rails; the operator API pauses it, shows"
+            " its guards and runs, and answers the approval requests of its risky steps.",
         },
         "paths": {
             "/api/v1/alerts": {"post": _intake(webhook_security), "get": _alerts(operator)},
@@ -109,6 +119,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/api/v1/runs/{id}/messages": {"get": _messages(operator)},
             "/api/v1/folds": {"get": _folds(operator)},
             "/api/v1/folds/{id}": {"get": _fold(operator)},
+            "/api/v1/approvals": {"get": _approvals(operator)},
+            "/api/v1/approvals/{id}": {
+                "get": _approval(operator),
+                "post": _answer(operator),
+            },
         },
         "components": {
             "schemas": _schemas(),
@@ -117,8 +132,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "operatorToken": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "REMEDIATOR_API_TOKEN; unset, the operator API answers 403."
-                    " The webhook's credentials do not open it.",
+                    "description": "REMEDIATOR_API_TOKEN (an operator), or the token of a user of"
+                    " REMEDIATOR_USERS_FILE (an operator or a viewer); neither set, the operator"
+                    " API answers 403. The webhook's credentials do not open it.",
                 },
             },
         },
@@ -189,7 +205,11 @@ def _operator_refusals() -> dict[str, Any]:
     challenge = {"WWW-Authenticate": _header("the bearer challenge", {"type": "string"})}
     return {
         "401": _json("ErrorAnswer", "missing or wrong bearer token", challenge),
-        "403": _json("ErrorAnswer", "the operator API is closed: REMEDIATOR_API_TOKEN is unset"),
+        "403": _json(
+            "ErrorAnswer",
+            "the operator API is closed (REMEDIATOR_API_TOKEN and REMEDIATOR_USERS_FILE unset),"
+            " or the caller's role does not allow this (a viewer only reads)",
+        ),
         "503": _json("ErrorAnswer", "the store or the guard state cannot be reached"),
     }
 
@@ -430,5 +450,103 @@ def _fold(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             ),
             "404": _json("ErrorAnswer", "no such summary, or none folded into it"),
             **_operator_refusals(),
+        },
+    }
+
+
+_APPROVAL_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "the request's id, or a start of it naming one request (4 characters or more)",
+    "schema": _NO_NUL,
+}
+
+
+def _approvals(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "listApprovals",
+        "tags": ["approvals"],
+        "summary": "Approval requests, newest first (the pending ones by default)",
+        "security": security,
+        "parameters": [
+            _query("state", "only requests in this state; `all`: any", _STATE),
+            _whole_parameter("limit", 1, 1000, 50),
+        ],
+        "responses": {
+            "200": _json("ApprovalList", "the requests"),
+            "400": _json(
+                "ErrorAnswer", "an unknown state, limit not from 1 to 1000, or an unknown parameter"
+            ),
+            **_operator_refusals(),
+        },
+    }
+
+
+_STATE = {"type": "string", "enum": list(APPROVAL_STATES), "default": "pending"}
+
+
+def _approval(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "operationId": "showApproval",
+        "tags": ["approvals"],
+        "summary": "One approval request: its change, what it shows, and every answer to it",
+        "security": security,
+        "parameters": [_APPROVAL_ID],
+        "responses": {
+            "200": _json("ApprovalDetail", "the request"),
+            "400": _json("ErrorAnswer", "the id holds a NUL character, or an unknown parameter"),
+            "404": _json("ErrorAnswer", "no such request, or the start of more than one id"),
+            **_operator_refusals(),
+        },
+    }
+
+
+def _answer(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    refusals = _operator_refusals()
+    refusals["403"] = _json(
+        "ErrorAnswer",
+        f"{refusals['403']['description']}; or the caller is not an approver of the request"
+        " (approve, reject): the refusal is recorded among its answers",
+    )
+    return {
+        "operationId": "answerApproval",
+        "tags": ["approvals"],
+        "summary": "Approve, reject or cancel an approval request, as the caller",
+        "description": "Approve and reject are for the request's approvers, cancel for any"
+        " operator; each needs the operator role. One person gives one approval: a second is"
+        f" answered 200 with `counted` false and `why`. A note is at most {MAX_NOTE}"
+        " characters.",
+        "security": security,
+        "parameters": [
+            _APPROVAL_ID,
+            {
+                "name": "X-Remediator-Client",
+                "in": "header",
+                "required": False,
+                "description": "`cli`: the audit records the answer as given through the"
+                " command line (any other value, or none: through the API)",
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": _ref("AnswerRequest")}}},
+        },
+        "responses": {
+            "200": _json("ApprovalAnswered", "the request after the answer"),
+            "400": _json(
+                "ErrorAnswer",
+                "the body is not a JSON object of a known decision and a note, names a field"
+                " this API does not know, or an unknown parameter",
+            ),
+            "404": _json("ErrorAnswer", "no such request, or the start of more than one id"),
+            "409": _json(
+                "ErrorAnswer",
+                "the request is no longer pending, or past its expiry: the answer is recorded"
+                " as refused",
+            ),
+            "413": _json("ErrorAnswer", "body over REMEDIATOR_MAX_BODY_BYTES"),
+            **refusals,
         },
     }

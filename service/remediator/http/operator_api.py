@@ -1,5 +1,6 @@
-"""The operator API: the kill switch, the guards' state and the remediation history, behind
-REMEDIATOR_API_TOKEN (see `OperatorAuth`).
+"""The operator API: the kill switch, the guards' state, the remediation history and the
+approval requests, behind REMEDIATOR_API_TOKEN and the users of REMEDIATOR_USERS_FILE (see
+`OperatorAuth`): a viewer reads, an operator also pauses, resumes and answers.
 """
 
 from __future__ import annotations
@@ -7,8 +8,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Iterator
-from datetime import datetime
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from aiohttp import web
@@ -21,11 +23,18 @@ from remediator.guards.base import BreakerState, GuardsUnavailable, Snapshot
 from remediator.guards.guards import Guards
 from remediator.http.auth import OperatorAuth
 from remediator.http.bodies import BodyTimedOut, read_body
+from remediator.identities import Identity, Role
 from remediator.notify.would_send import WOULD_SEND
 from remediator.policy.policyset import PoliciesInForce
+from remediator.remediation.approvals import ApprovalDesk, UnknownApproval
 from remediator.store import (
     AlertLog,
     AlertRecord,
+    AnswerTaken,
+    ApprovalAnswer,
+    ApprovalRequest,
+    Approvals,
+    ApprovalState,
     BudgetLedger,
     Fold,
     FoldedMessage,
@@ -37,6 +46,7 @@ from remediator.store import (
     RunQuery,
     StepRecord,
     StoreUnavailable,
+    Verdict,
 )
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -75,6 +85,27 @@ class PauseRequest(BaseModel):
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True)
     by: OperatorName | None = None
+
+
+MAX_NOTE = 500
+"""The longest note an answer to an approval request carries, as the desk keeps it."""
+Note = Annotated[
+    str,
+    StringConstraints(max_length=MAX_NOTE),
+    NO_NUL,
+    WithJsonSchema({"type": "string", "pattern": _NO_NUL, "maxLength": MAX_NOTE}),
+]
+CLIENT_HEADER = "X-Remediator-Client"
+"""`cli` from `remediator approvals`: the audit says an answer came through the command line."""
+
+
+class AnswerRequest(BaseModel):
+    """POST /api/v1/approvals/{id}: approve or reject (an approver of the request), or cancel
+    (any operator); a field this API does not know is refused, never ignored."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    decision: Literal["approve", "reject", "cancel"]
+    note: Note = ""
 
 
 class PauseJson(TypedDict):
@@ -174,8 +205,74 @@ class AlertList(TypedDict):
     alerts: list[AlertJson]
 
 
+class AnswerJson(TypedDict):
+    """One answer as given: `refused` when it did not count, its note saying why."""
+
+    who: str
+    via: str  # slack, api, cli, console, timeout
+    verdict: Verdict
+    note: str
+    at: Timestamp
+
+
+class ApprovalJson(TypedDict):
+    """A run stopped before a change until `minApprovals` of `approvers` approve it; bound to
+    `digest` (the policy, step, action, target and parameters as rendered). `params` are the
+    step's, as the policy names them."""
+
+    id: str
+    run: str
+    event: int
+    fingerprint: str
+    alertname: str
+    startsAt: Timestamp
+    policy: str
+    position: int
+    step: str
+    action: str
+    target: str
+    params: dict[str, Any]
+    digest: str
+    approvers: list[str]
+    minApprovals: int
+    approvedBy: list[str]
+    onTimeout: str
+    state: ApprovalState
+    requested: Timestamp
+    expires: Timestamp
+    decided: Timestamp | None
+
+
+class ApprovalList(TypedDict):
+    """Approval requests, newest first."""
+
+    approvals: list[ApprovalJson]
+
+
+class ApprovalAudit(ApprovalJson):
+    """A request with every answer to it, oldest first."""
+
+    answers: list[AnswerJson]
+
+
+class ApprovalDetail(ApprovalAudit):
+    """... and what it shows its approvers: the change (its dry-run), the diagnostics so far,
+    the guards' state."""
+
+    shown: dict[str, Any]
+
+
+class ApprovalAnswered(ApprovalDetail):
+    """The request after an answer; `counted` false with `why` for an answer not taken (an
+    approver approving twice)."""
+
+    counted: bool
+    why: str
+
+
 class RunDetail(RunJson):
     steps: list[StepJson]
+    approvals: list[ApprovalAudit]
 
 
 class FoldJson(TypedDict):
@@ -268,9 +365,9 @@ class GuardState(GuardSnapshot):
     max_concurrent_runs: int
 
 
-class OperatorStore(AlertLog, RunLedger, Outbox, BudgetLedger, Protocol):
-    """The alerts, the runs and their messages, and the messages folded past the channels'
-    budgets."""
+class OperatorStore(AlertLog, RunLedger, Outbox, BudgetLedger, Approvals, Protocol):
+    """The alerts, the runs and their messages, the messages folded past the channels'
+    budgets, and the approval requests."""
 
 
 class OperatorApi:
@@ -281,6 +378,9 @@ class OperatorApi:
         policies: PoliciesInForce,
         auth: OperatorAuth,
         body_timeout: float = 10.0,
+        *,
+        desk: ApprovalDesk | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._body_timeout = body_timeout
         self._store = store
@@ -288,6 +388,8 @@ class OperatorApi:
         self._policies = policies
         self._auth = auth
         self._authorize = auth.authorize
+        self._desk = desk or ApprovalDesk(store, clock=clock)
+        self._clock = clock  # the desk's: whether a request is past its expiry
 
     def is_operator(self, request: web.Request) -> bool:
         """Whether the request carries the operator token: /health shows such a caller its
@@ -305,10 +407,13 @@ class OperatorApi:
             web.get("/api/v1/alerts", self.alerts),
             web.get("/api/v1/folds", self.folds),
             web.get("/api/v1/folds/{id}", self.fold),
+            web.get("/api/v1/approvals", self.approvals),
+            web.get("/api/v1/approvals/{id}", self.approval),
+            web.post("/api/v1/approvals/{id}", self.answer),
         ]
 
     async def runs(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         # A typo (`?alert=`) must not quietly list every run.
         _known(request, *RUN_FILTERS)
         limit = _whole(request, "limit", 50, 1, 1000)
@@ -329,7 +434,7 @@ class OperatorApi:
         return web.json_response(RunList(runs=[_run_json(r) for r in page], next=following))
 
     async def messages(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         remediation_id = request.match_info["id"]
         _text(remediation_id, "the run id")
         _known(request)
@@ -342,7 +447,7 @@ class OperatorApi:
         return web.json_response(MessageList(run=remediation_id, messages=listed))
 
     async def alerts(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         _known(request, "limit")
         limit = _whole(request, "limit", 50, 1, 1000)
         with _unavailable_as_503():
@@ -350,19 +455,24 @@ class OperatorApi:
         return web.json_response(AlertList(alerts=[alert_json(record) for record in found]))
 
     async def run(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         remediation_id = request.match_info["id"]
         _text(remediation_id, "the run id")
         with _unavailable_as_503():
             found = await self._store.remediation(remediation_id)
             steps = await self._store.steps(remediation_id) if found else []
+            approvals = await self._store.approvals_of_run(remediation_id) if found else []
         if found is None:
             raise web.HTTPNotFound(reason=f"no run {remediation_id!r}")
-        detail = RunDetail(**_run_json(found), steps=[_step_json(step) for step in steps])
+        detail = RunDetail(
+            **_run_json(found),
+            steps=[_step_json(step) for step in steps],
+            approvals=[_approval_audit(approval) for approval in approvals],
+        )
         return web.json_response(detail)
 
     async def folds(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         _known(request, "limit")
         limit = _whole(request, "limit", 50, 1, 1000)
         with _unavailable_as_503():
@@ -370,7 +480,7 @@ class OperatorApi:
         return web.json_response(FoldList(folds=[_fold_json(fold) for fold in found]))
 
     async def fold(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         summary = request.match_info["id"]
         _text(summary, "the summary id")
         _known(request, "limit", "offset")
@@ -384,7 +494,7 @@ class OperatorApi:
         return web.json_response(detail)
 
     async def guards(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.VIEWER)
         with _unavailable_as_503():
             paused = await self._guards.paused()
             snapshot = await self._guards.snapshot(self._policies.current)
@@ -396,7 +506,7 @@ class OperatorApi:
         return web.json_response(state)
 
     async def pause(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.OPERATOR)
         body = await _parsed(request, PauseRequest, self._body_timeout)
         reason = body.reason or "paused through the API"
         by = body.by or request.remote or "api"
@@ -405,15 +515,91 @@ class OperatorApi:
         return web.json_response(PauseState(paused=_pause(pause)))
 
     async def resume(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self._authorize(request, Role.OPERATOR)
         body = await _parsed(request, ResumeRequest, self._body_timeout)
         by = body.by or request.remote or "api"
         with _unavailable_as_503():
             await self._guards.resume(by)
         return web.json_response(PauseState(paused=None))
 
+    async def approvals(self, request: web.Request) -> web.Response:
+        self._authorize(request, Role.VIEWER)
+        _known(request, "state", "limit")
+        state = _approval_state(request.query.get("state", ApprovalState.PENDING.value))
+        limit = _whole(request, "limit", 50, 1, 1000)
+        with _unavailable_as_503():
+            found = await self._store.approvals(state, limit)
+        return web.json_response(ApprovalList(approvals=[_approval_json(a) for a in found]))
 
-Body = TypeVar("Body", PauseRequest, ResumeRequest)
+    async def approval(self, request: web.Request) -> web.Response:
+        self._authorize(request, Role.VIEWER)
+        approval_id = request.match_info["id"]
+        _text(approval_id, "the approval id")
+        _known(request)
+        with _unavailable_as_503(), _unknown_as_404():
+            found = await self._desk.find(approval_id)
+        return web.json_response(_approval_detail(found))
+
+    async def answer(self, request: web.Request) -> web.Response:
+        """Approve, reject or cancel, as the caller: the desk applies the one rule every
+        channel's answers go through, and records an answer it refuses."""
+        identity = self._authorize(request, Role.OPERATOR)
+        approval_id = request.match_info["id"]
+        _text(approval_id, "the approval id")
+        _known(request)
+        body = await _parsed(request, AnswerRequest, self._body_timeout)
+        verdict = Verdict(body.decision)
+        with _unavailable_as_503(), _unknown_as_404():
+            taken = await self._desk.answer(
+                approval_id, identity.name, _via(request), verdict, body.note
+            )
+        status = _answered_status(taken, identity, verdict, self._now())
+        if status != 200:
+            return web.json_response({"error": taken.why}, status=status)
+        answered = ApprovalAnswered(
+            **_approval_detail(taken.request), counted=taken.counted, why=taken.why
+        )
+        return web.json_response(answered)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _via(request: web.Request) -> str:
+    client = request.headers.get(CLIENT_HEADER, "")
+    return "cli" if client.strip().lower() == "cli" else "api"
+
+
+def _answered_status(taken: AnswerTaken, who: Identity, verdict: Verdict, now: datetime) -> int:
+    """403: not an approver (the desk recorded the refusal); 409: the request is closed or
+    past its expiry (the store recorded the refusal); 200 otherwise, counted or not."""
+    request = taken.request
+    if verdict in (Verdict.APPROVE, Verdict.REJECT) and who.name not in request.approvers:
+        return 403
+    if not taken.counted and (not request.state.open or request.expires_at <= now):
+        return 409
+    return 200
+
+
+@contextlib.contextmanager
+def _unknown_as_404() -> Iterator[None]:
+    try:
+        yield
+    except UnknownApproval as exc:
+        raise web.HTTPNotFound(reason=str(exc)) from None
+
+
+APPROVAL_STATES = (*(state.value for state in ApprovalState), "all")
+
+
+def _approval_state(value: str) -> ApprovalState | None:
+    """?state=: one state, or `all` (None)."""
+    if value not in APPROVAL_STATES:
+        raise _bad_request(f"state: unknown state {value!r} (known: {', '.join(APPROVAL_STATES)})")
+    return None if value == "all" else ApprovalState(value)
+
+
+Body = TypeVar("Body", PauseRequest, ResumeRequest, AnswerRequest)
 
 
 async def _parsed(request: web.Request, model: type[Body], within: float) -> Body:
@@ -639,6 +825,55 @@ def _step_json(step: StepRecord) -> StepJson:
         started=step.started_at.isoformat(),
         finished=step.finished_at.isoformat(),
     )
+
+
+def _approval_json(r: ApprovalRequest) -> ApprovalJson:
+    return ApprovalJson(
+        id=r.id,
+        run=r.remediation_id,
+        event=r.event_id,
+        fingerprint=r.fingerprint,
+        alertname=r.alertname,
+        startsAt=r.starts_at.isoformat(),
+        policy=r.policy,
+        position=r.position,
+        step=r.step,
+        action=r.action,
+        target=r.target,
+        params=r.params,
+        digest=r.digest,
+        approvers=list(r.approvers),
+        minApprovals=r.min_approvals,
+        approvedBy=list(r.approved_by),
+        onTimeout=r.on_timeout,
+        state=r.state,
+        requested=r.requested_at.isoformat(),
+        expires=r.expires_at.isoformat(),
+        decided=_iso(r.decided_at),
+    )
+
+
+def _answer_json(answer: ApprovalAnswer) -> AnswerJson:
+    return AnswerJson(
+        who=answer.who,
+        via=answer.via,
+        verdict=answer.verdict,
+        note=answer.note,
+        at=answer.at.isoformat(),
+    )
+
+
+def _approval_audit(r: ApprovalRequest) -> ApprovalAudit:
+    return ApprovalAudit(**_approval_json(r), answers=[_answer_json(a) for a in r.answers])
+
+
+def _approval_detail(r: ApprovalRequest) -> ApprovalDetail:
+    return ApprovalDetail(**_approval_audit(r), shown=r.shown)
+
+
+def approval_audit_json(request: ApprovalRequest) -> dict[str, Any]:
+    """A request with its answers as the API shows it, for `history --run` too."""
+    return dict(_approval_audit(request))
 
 
 def _pause(pause: Pause | None) -> PauseJson | None:

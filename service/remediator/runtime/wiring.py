@@ -5,7 +5,8 @@ the channels with the outbox sender."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +33,7 @@ from remediator.notify.hold import HeldResolves
 from remediator.notify.ladder import Ladder
 from remediator.notify.outbox import OutboxSender
 from remediator.notify.would_send import in_dry_run
+from remediator.remediation.approvals import ApprovalDesk
 from remediator.remediation.dispatcher import CLAIM_OVER_LEASE, Dispatcher
 from remediator.remediation.run import Runner
 from remediator.runtime.background import Loop
@@ -42,6 +44,21 @@ from remediator.store import Store, open_store
 log = structlog.get_logger("remediator.runtime")
 
 GUARDS = web.AppKey("guards", Guards)
+
+
+class DispatcherWake:
+    """The local dispatcher's wake, for what is built before the dispatcher is (the approval
+    desk): nothing until the dispatcher runs, then the dispatcher looks at once."""
+
+    def __init__(self) -> None:
+        self._wake: Callable[[], None] | None = None
+
+    def to(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def __call__(self) -> None:
+        if self._wake is not None:
+            self._wake()
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,9 @@ class Parts:
     intake: Intake
     api: OperatorApi
     channels: ChannelSet  # filled in when the outbox sender opens them
+    # Every answer to an approval request goes through it (the API, the CLI, Slack).
+    desk: ApprovalDesk
+    wake: DispatcherWake  # the dispatcher's, once it runs: a closed request queued its event
 
     @classmethod
     async def open(cls, settings: Settings) -> Parts:
@@ -74,8 +94,10 @@ class Parts:
         policies: LivePolicies,
         metrics: Metrics,
         guard_backend: GuardBackend | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Parts:
-        """The parts over a store and policies already open (guarded in memory by default)."""
+        """The parts over a store and policies already open (guarded in memory by default);
+        `clock` is the approval desk's."""
         guard_backend = guard_backend or MemoryGuards()
         guards = Guards(
             guard_backend,
@@ -94,10 +116,20 @@ class Parts:
             alertnames=lambda: policies.current.alertnames,
             body_timeout=settings.body_timeout_seconds,
         )
+        wake = DispatcherWake()
+        desk = ApprovalDesk(store, clock=clock, wake=wake)
         operator_auth = OperatorAuth.from_settings(settings)
-        api = OperatorApi(store, guards, policies, operator_auth, settings.body_timeout_seconds)
+        api = OperatorApi(
+            store,
+            guards,
+            policies,
+            operator_auth,
+            settings.body_timeout_seconds,
+            desk=desk,
+            clock=clock,
+        )
         parts = (settings, metrics, store, policies, guard_backend, guards, intake, api)
-        return cls(*parts, ChannelSet())
+        return cls(*parts, ChannelSet(), desk, wake)
 
     def application(self) -> web.Application:
         watcher = Watcher(self.store, self.metrics.watch)
@@ -146,6 +178,7 @@ class Parts:
                 self.store, runner, lease=claim, in_flight=settings.max_events_in_flight
             )
             self.intake.on_new_events = dispatcher.wake
+            self.wake.to(dispatcher.wake)
             yield dispatcher.run
 
     @asynccontextmanager
