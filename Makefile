@@ -37,6 +37,8 @@ bench: $(DEV)
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/storm.py --store sqlite
+	$(BIN)/python bench/approvals.py
+	$(BIN)/python bench/approvals.py --store sqlite
 	$(BIN)/python bench/gameday.py
 
 gameday: $(DEV)
