@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,22 @@ from remediator.engine.summary import PlanSummary
 from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import Parts
-from remediator.store import Remediation, Store
-from tests.support.approval_requests import ALICE, BOB, TOKENS, VERA, write_users
+from remediator.store import (
+    ApprovalAnswer,
+    OutboxEntry,
+    Remediation,
+    StepRecord,
+    Store,
+    Verdict,
+)
+from tests.support.approval_requests import (
+    ALICE,
+    BOB,
+    TOKENS,
+    VERA,
+    pending_request,
+    write_users,
+)
 from tests.support.console import Browser
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -277,3 +292,91 @@ async def test_a_form_without_its_token_or_from_another_site_is_refused(
     )
     assert refused.status == 403
     assert await store.pause() is None
+
+
+async def test_a_run_shows_its_steps_changes_approvals_messages_and_policy_revision(
+    database_url: str, store: Store, live_policies: LivePolicies, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        webhook_token="s3cret",
+        api_token=OPERATOR_TOKEN,
+        policy_repository_url="https://git.example/org/repo/blob/{revision}/policies/{file}",
+    )
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    request = await pending_request(store, "ab12cd34", requested_at=at)
+    await firing(store, "fp-run", at, instance="api-0")
+    run = await decided(store, "fp-run", at, RunOutcome.SUCCEEDED, policy_revision="0badc0de+dirty")
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            0,
+            "health",
+            "http.check",
+            "failed",
+            "answered 503",
+            {"status": 503},
+            2,
+            at,
+            at + timedelta(seconds=4),
+        )
+    )
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            1,
+            None,
+            "kubernetes.rollout_restart",
+            "ok",
+            "restarted deployment prod/api",
+            {"params": {"namespace": "prod", "name": "api"}, "generation": 7},
+            1,
+            at + timedelta(seconds=4),
+            at + timedelta(seconds=5, milliseconds=500),
+        )
+    )
+    await store.request_approval(replace(request, id="ef56", remediation_id=run.id))
+    await store.answer_approval(
+        "ef56", ApprovalAnswer("ef56", ALICE, "slack", Verdict.APPROVE, "fine by me", at), 1
+    )
+    page_entry = OutboxEntry(
+        id="m-1",
+        channel="slack",
+        action="trigger",
+        dedup_key="k",
+        remediation_id=run.id,
+        message={"summary": "ApplicationDown on Deployment/prod/api"},
+        created_at=at,
+        next_attempt_at=at,
+    )
+    await store.enqueue([page_entry, replace(page_entry, id="m-2", channel="pagerduty")])
+    await store.outbox_done("m-1", sent_at=at + timedelta(seconds=1))
+    parts = Parts.of(settings, store, live_policies, Metrics())
+    async with TestClient(TestServer(parts.application())) as client:
+        browser = Browser(client)
+        await browser.sign_in(OPERATOR_TOKEN)
+        status, page = await browser.page(f"/ui/runs/{run.id}")
+        missing, _ = await browser.page("/ui/runs/no-such-run")
+
+    assert (status, missing) == (200, 404)
+    assert (
+        '<a id="policy-link" href="https://git.example/org/repo/blob/0badc0de/policies/'
+        'application-down.yaml">0badc0de+dirty</a>'
+    ) in page
+    assert 'id="step-steps-0"' in page
+    assert cells(page, "name")[:2] == ["alertname", "instance"]
+    [read, change] = re.findall(r'<li class="step (\w+)"', page)
+    assert (read, change) == ("read", "change")
+    assert "4.0 s" in page  # the check's duration
+    assert "2 attempts" in page
+    assert "1.5 s" in page
+    assert "&#34;namespace&#34;: &#34;prod&#34;" in page  # the change's parameters
+    assert "&#34;generation&#34;: 7" in page  # what it returned
+    assert "&#34;status&#34;: 503" in page  # what the check read
+    assert cells(page, "who") == [ALICE]
+    assert cells(page, "via") == ["slack"]
+    assert cells(page, "note") == ["fine by me"]
+    assert cells(page, "channel") == ["slack", "pagerduty"]
+    assert [cell.split()[0] for cell in cells(page, "delivery")] == ["sent", "queued"]
