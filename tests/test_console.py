@@ -76,7 +76,7 @@ async def decided(
         event_id=1,
         fingerprint=fingerprint,
         starts_at=at,
-        alertname="ApplicationDown",
+        alertname=fields.pop("alertname", "ApplicationDown"),
         kind="firing",
         policy=fields.pop("policy", "application-down"),
         policy_revision=fields.pop("policy_revision", None),
@@ -84,7 +84,7 @@ async def decided(
         guard=fields.pop("guard", None),
         reason=fields.pop("reason", str(outcome)),
         run_id=f"r-{fingerprint}",
-        target="Deployment/prod/api",
+        target=fields.pop("target", "Deployment/prod/api"),
         plan=PlanSummary(target="Deployment/prod/api", steps=("kubernetes.rollout_restart",)),
         started_at=at + timedelta(seconds=1),
         **fields,
@@ -380,3 +380,63 @@ async def test_a_run_shows_its_steps_changes_approvals_messages_and_policy_revis
     assert cells(page, "note") == ["fine by me"]
     assert cells(page, "channel") == ["slack", "pagerduty"]
     assert [cell.split()[0] for cell in cells(page, "delivery")] == ["sent", "queued"]
+
+
+async def test_history_filters_by_each_field_and_pages_on_newest_first(
+    browser: Browser, store: Store
+) -> None:
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    for n in range(56):
+        await decided(
+            store,
+            f"fp-{n}",
+            at + timedelta(minutes=n),
+            RunOutcome.BLOCKED if n % 7 == 0 else RunOutcome.SUCCEEDED,
+            id=f"run-{n:02}",
+            policy="high-cpu-usage" if n % 2 else "application-down",
+            guard="rate_limit" if n % 7 == 0 else None,
+        )
+    await decided(
+        store,
+        "fp-x",
+        at,
+        RunOutcome.FAILED,
+        id="run-x",
+        alertname="DiskFull",
+        target="Node/-/node-3",
+    )
+    await browser.sign_in(TOKENS[VERA])
+
+    def listed(page: str) -> list[str]:
+        return re.findall(r'<a href="/ui/runs/(run-[\w-]+)">', page)
+
+    status, first = await browser.page("/ui/history")
+    assert status == 200
+    assert listed(first) == [f"run-{n:02}" for n in range(55, 5, -1)]
+    [older] = re.findall(r'<a id="next-page" href="([^"]+)">', first)
+    status, second = await browser.page(older.replace("&amp;", "&"))
+    assert status == 200
+    assert listed(second) == [f"run-{n:02}" for n in range(5, -1, -1)] + ["run-x"]
+    assert 'id="next-page"' not in second
+    assert '<a id="first-page" href="/ui/history">' in second
+
+    searches = {
+        "alertname=DiskFull": ["run-x"],
+        "target=Node/-/node-3": ["run-x"],
+        "outcome=blocked&policy=application-down": ["run-42", "run-28", "run-14", "run-00"],
+        "since=2027-01-15T08:50&until=2027-01-15T08:53": ["run-52", "run-51", "run-50"],
+        "since=2027-01-15T08:53:00%2B00:00": ["run-55", "run-54", "run-53"],
+        "alertname=Nothing": [],
+    }
+    for search, expected in searches.items():
+        status, page = await browser.page(f"/ui/history?{search}")
+        assert (status, listed(page)) == (200, expected), search
+    filtered = (await browser.page("/ui/history?policy=high-cpu-usage"))[1]
+    [older] = re.findall(r'<a id="next-page" href="([^"]+)">', filtered) or [""]
+    assert older == ""  # 28 runs: one page
+    assert 'value="high-cpu-usage"' in filtered
+
+    for bad in ("outcome=fine", "since=yesterday", "cursor=bm9wZQ", "alertname=%00"):
+        status, page = await browser.page(f"/ui/history?{bad}")
+        assert status == 400, bad
+        assert 'id="history-problem"' in page
