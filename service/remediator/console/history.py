@@ -134,4 +134,3 @@ def _moment(values: Mapping[str, str], name: str) -> datetime | None:
     except ValueError:
         raise BadFilter(f"{name}: expected a time such as 2027-01-15T08:00, got {text!r}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
