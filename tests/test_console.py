@@ -23,6 +23,7 @@ from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import Parts
 from remediator.store import (
     ApprovalAnswer,
+    ApprovalState,
     OutboxEntry,
     Remediation,
     StepRecord,
@@ -32,6 +33,7 @@ from remediator.store import (
 from tests.support.approval_requests import (
     ALICE,
     BOB,
+    MALLORY,
     TOKENS,
     VERA,
     pending_request,
@@ -440,3 +442,55 @@ async def test_history_filters_by_each_field_and_pages_on_newest_first(
         status, page = await browser.page(f"/ui/history?{bad}")
         assert status == 400, bad
         assert 'id="history-problem"' in page
+
+
+async def test_approve_and_reject_go_through_the_desk_as_the_console_with_the_persons_name(
+    browser: Browser, store: Store
+) -> None:
+    first = await pending_request(store, "a1b2c3d4")
+    second = await pending_request(store, "e5f6a7b8")
+    third = await pending_request(store, "c0ffee00")
+    await browser.sign_in(TOKENS[VERA])
+    page = (await browser.page("/ui/approvals"))[1]
+    assert page.count('class="request"') == 3
+    assert "would restart deployment prod/api" in page  # what it shows: the change
+    assert "answered 503" in page  # the diagnostics
+    assert 'class="answer-form"' not in page  # a viewer reads
+    assert (await browser.post(f"/ui/approvals/{first.id}", {"decision": "approve"})).status == 403
+
+    await browser.sign_in(TOKENS[ALICE])
+    approved = await browser.post(
+        f"/ui/approvals/{first.id}",
+        {"decision": "approve", "note": "go"},
+        token_from="/ui/approvals",
+    )
+    assert approved.status == 303
+    assert approved.headers["Location"] == f"/ui/approvals?answered={first.id}&result=approved"
+    rejected = await browser.post(f"/ui/approvals/{second.id}", {"decision": "reject"})
+    assert rejected.headers["Location"].endswith("result=rejected")
+    again = await browser.post(f"/ui/approvals/{first.id}", {"decision": "approve"})
+    assert again.headers["Location"].endswith("result=closed")
+    await browser.sign_in(TOKENS[MALLORY])  # an operator, not an approver of these
+    refused = await browser.post(f"/ui/approvals/{third.id}", {"decision": "approve"})
+    assert refused.headers["Location"].endswith("result=not-approver")
+    unknown = await browser.post("/ui/approvals/nope", {"decision": "approve"})
+    assert unknown.headers["Location"].endswith("result=unknown")
+    odd = await browser.post(f"/ui/approvals/{third.id}", {"decision": "cancel"})
+    assert odd.headers["Location"].endswith("result=bad")
+
+    answered = {a.id: a for a in [await store.approval(r.id) for r in (first, second, third)] if a}
+    assert answered[first.id].state == ApprovalState.APPROVED
+    assert [(a.who, a.via, a.verdict, a.note) for a in answered[first.id].answers] == [
+        (ALICE, "console", Verdict.APPROVE, "go"),
+        (ALICE, "console", Verdict.REFUSED, answered[first.id].answers[1].note),
+    ]
+    assert answered[second.id].state == ApprovalState.REJECTED
+    assert answered[third.id].state == ApprovalState.PENDING
+    assert [(a.who, a.via, a.verdict) for a in answered[third.id].answers] == [
+        (MALLORY, "console", Verdict.REFUSED)
+    ]
+    status, page = await browser.page(f"/ui/approvals?answered={third.id}&result=not-approver")
+    assert status == 200
+    assert "you are not an approver of this request" in page
+    assert page.count('class="request"') == 1
+    assert page.count('class="decided-request"') == 2
