@@ -201,7 +201,8 @@ def _next(value: str | None) -> str:
     if not value:
         return f"{PREFIX}/"
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not value.startswith(f"{PREFIX}/") or "\\" in value:
+    odd = not value.isascii() or any(ch.isspace() or not ch.isprintable() for ch in value)
+    if odd or parts.scheme or parts.netloc or not value.startswith(f"{PREFIX}/") or "\\" in value:
         return f"{PREFIX}/"
     return value
 
