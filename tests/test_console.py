@@ -18,6 +18,7 @@ from remediator.alerts import Notification
 from remediator.config import Settings
 from remediator.console.security import CONTENT_SECURITY_POLICY
 from remediator.engine.outcome import RunOutcome
+from remediator.engine.plan import Escalation
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted
 from remediator.metrics import Metrics
@@ -44,6 +45,7 @@ from tests.support.approval_requests import (
     write_users,
 )
 from tests.support.builders import memory_plan
+from tests.support.clocks import Clock
 from tests.support.console import Browser
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -785,3 +787,60 @@ async def test_each_page_reads_the_store_a_fixed_number_of_times_however_many_ro
         "approvals": 3,
         "control": 2,
     }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_policies_ledger_is_counted_at_most_once_a_minute(
+    database_url: str, store: Store, live_policies: LivePolicies
+) -> None:
+    clock = Clock(datetime.now(UTC).timestamp())
+    counting = CountingStore(store)
+    settings = Settings(database_url=database_url, webhook_token="s3cret", api_token="ops-token")
+    parts = Parts.of(settings, counting, live_policies, Metrics(), clock=clock)  # type: ignore[arg-type]
+    async with TestClient(TestServer(parts.application())) as client:
+        browser = Browser(client)
+        await browser.sign_in("ops-token")
+        for _ in range(3):
+            assert (await browser.page("/ui/policies"))[0] == 200
+        assert counting.calls.count("ledger_since") == 1
+        await browser.page("/ui/policies?days=30")  # another period: counted on its own
+        assert counting.calls.count("ledger_since") == 2
+        clock.advance(59)
+        await browser.page("/ui/policies")
+        assert counting.calls.count("ledger_since") == 2
+        clock.advance(1)
+        await browser.page("/ui/policies")
+        assert counting.calls.count("ledger_since") == 3
+
+
+async def test_a_run_decided_without_a_plan_shows_its_escalation(
+    browser: Browser, store: Store
+) -> None:
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    await firing(store, "fp-lone", at)
+    run = Remediation(
+        id="no-match",
+        event_id=1,
+        fingerprint="fp-lone",
+        starts_at=at,
+        alertname="Unknown",
+        kind="firing",
+        policy=None,
+        policy_revision=None,
+        outcome=RunOutcome.NO_MATCH,
+        guard=None,
+        reason="no policy matched",
+        run_id=None,
+        target=None,
+        plan=PlanSummary.escalation_only(
+            Escalation("P2", ("slack", "email"), page_while_remediating=False)
+        ),
+        started_at=at,
+    )
+    await store.save_remediation(run)
+    await browser.sign_in(TOKENS[VERA])
+    status, page = await browser.page("/ui/runs/no-match")
+    assert status == 200
+    assert '<dd id="run-plan">P2; escalates to slack, email</dd>' in page
+    assert '<dd id="run-policy">no policy matched</dd>' in page
+    assert 'id="no-steps"' in page

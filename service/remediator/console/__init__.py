@@ -45,7 +45,8 @@ History    GET /ui/history       form #history-filters (GET): fields alertname
                                  a#next-page (older, `cursor=`), a#first-page (newest);
                                  #history-problem and 400 for a filter it cannot use
 Policies   GET /ui/policies[?days=7|14|30]
-                                 dl #policy-set (#policy-count, #policy-revision,
+                                 #counted-at (the ledger, counted at most once a
+                                 minute); dl #policy-set (#policy-count, #policy-revision,
                                  #reload-state, #reload-error while the last reload was
                                  refused, #guardrails); #guard-problem; a section.policy
                                  #policy-<name> each: span.badge.demoted, p.demotion, form

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from remediator.config import Settings
 from remediator.console import approvals, control, history, now, policies, render, runs
+from remediator.console.ledger_counts import LedgerCounts
 from remediator.console.people import Doorman, Identities, Visitor
 from remediator.console.security import HEADERS, Signer, same_origin, tokens_match
 from remediator.console.sources import MAX_FORM_BYTES, ConsoleStore, Sources
@@ -49,7 +50,8 @@ class Console:
         demotions: Demotions,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sources = Sources(settings, store, guards, policies, desk, demotions, clock)
+        ledgers = LedgerCounts(store, policies, clock)
+        self._sources = Sources(settings, store, guards, policies, desk, demotions, clock, ledgers)
         secret = settings.console_secret
         signer = Signer(secret.get_secret_value().encode()) if secret else Signer.drawn()
         self._doorman = Doorman(settings, identities, signer, clock)
