@@ -112,6 +112,8 @@ def cells(page: str, css_class: str) -> list[str]:
 async def test_a_person_not_signed_in_is_sent_to_sign_in_and_back_to_the_page(
     browser: Browser,
 ) -> None:
+    typed = await browser.client.get("/ui", allow_redirects=False)
+    assert (typed.status, typed.headers["Location"]) == (303, "/ui/")
     status, _ = await browser.page("/ui/")
     response = await browser.client.get("/ui/control?x=1", allow_redirects=False)
     assert (status, response.status) == (303, 303)

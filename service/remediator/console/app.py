@@ -148,11 +148,13 @@ class Console:
         if not tokens_match(posted, expected):
             return self._sign_in_form(request, following, problem=STALE_SIGN_IN, status=403)
         response = _see_other(following)
-        if not self._doorman.sign_in(request, response, fields.get("token", "")):
+        signed_in = self._doorman.sign_in(request, response, fields.get("token", ""))
+        if signed_in is None:
             log.warning("console sign-in refused: unknown token", remote=request.remote)
             return self._sign_in_form(
                 request, following, problem="That token is not known here.", status=401
             )
+        log.info("console sign-in", who=signed_in.name, role=signed_in.role.value)
         return response
 
     async def _logout(
@@ -167,8 +169,12 @@ class Console:
     async def _answers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The console's own error pages (HTML, never the API's JSON), and its headers on
         every answer."""
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            if request.path == PREFIX:  # /ui, as people type it
+                response = _see_other(f"{PREFIX}/")
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
             response = _error(exc.status, exc.reason, exc.headers.get("Location"))
         except (StoreUnavailable, GuardsUnavailable) as exc:
