@@ -57,10 +57,12 @@ sys.path.insert(0, str(ROOT))
 from console_history import (  # noqa: E402
     ALERTNAMES,
     DAYS,
+    POLICIES,
     TARGETS,
     Tables,
     policy_name,
     seed,
+    target_key,
     write_policies,
 )
 from intake import (  # noqa: E402
@@ -103,8 +105,8 @@ def history(**filters: str) -> str:
 def pages(tables: Tables, deep_page: str) -> list[Page]:
     """The console's pages, each request's values drawn from the seeded history."""
     run_ids = [row[0] for row in tables.remediations]
-    policies = [policy_name(n) for n in range(20)]
-    targets = [f"Deployment/prod-{t % 10}/svc-{t // 10:02d}" for t in range(TARGETS)]
+    policies = [policy_name(n) for n in range(POLICIES)]
+    targets = [target_key(t) for t in range(TARGETS)]
     now = datetime.now(UTC)
 
     def day(r: random.Random) -> dict[str, str]:

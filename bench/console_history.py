@@ -23,7 +23,6 @@ import hashlib
 import json
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,12 +30,12 @@ from typing import Any
 
 import asyncpg
 import yaml
+from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.summary import BreakerSummary, PlanSummary
 from remediator.store import ApprovalRequest, Remediation, StepRecord, open_store
 from remediator.store import rows as store_rows
-from tests.support.policies import SHIPPED_POLICIES, shipped_guardrails
 
 ALERTNAMES = tuple(
     f"{what}{where}"
@@ -60,7 +59,9 @@ TARGETS = 500
 NAMESPACES = 10
 DAYS = 30
 ON_RESOLVED = 4  # the first policies undo their scaling once the alert resolved
-STEP_ACTIONS = ("kubernetes.diagnose", "kubernetes.scale", "kubernetes.rollout_status")
+STEP_IDS = {"kubernetes.diagnose": "diagnose", "kubernetes.scale": "scale"}
+STEP_IDS["kubernetes.rollout_status"] = "rollout"
+STEP_ACTIONS = tuple(STEP_IDS)
 UNDO_ACTION = "kubernetes.scale"
 
 # The month's outcomes of a firing alert with a policy, and how often (per thousand).
@@ -131,6 +132,17 @@ FIRING_NOW: tuple[tuple[RunOutcome, str | None, int], ...] = (
 )
 
 
+def target_of(index: int) -> tuple[str, str]:
+    """The namespace and deployment of target `index` (0..499)."""
+    return f"prod-{index % NAMESPACES}", f"svc-{index // NAMESPACES:02d}"
+
+
+def target_key(index: int) -> str:
+    """Target `index` as the guards and the store key it."""
+    namespace, deployment = target_of(index)
+    return f"Deployment/{namespace}/{deployment}"
+
+
 def policy_name(number: int) -> str:
     return f"bench-policy-{number:02d}"
 
@@ -152,16 +164,20 @@ def write_policies(directory: Path) -> Path:
     for number in range(POLICIES):
         names = [n for i, n in enumerate(ALERTNAMES) if policy_of(i) == policy_name(number)]
         (directory / f"{policy_name(number)}.yaml").write_text(
-            yaml.safe_dump(policy(number, names))
+            yaml.safe_dump(policy(number, names), sort_keys=False)
         )
     return directory
 
 
 def policy(number: int, alertnames: list[str]) -> dict[str, Any]:
+    params = {"kubernetes.scale": {"by": 1, "max_replicas": 8}}
     steps = [
-        {"id": "diagnose", "action": "kubernetes.diagnose"},
-        {"id": "scale", "action": "kubernetes.scale", "params": {"by": 1, "max_replicas": 8}},
-        {"id": "rollout", "action": "kubernetes.rollout_status"},
+        {
+            "id": step_id,
+            "action": action,
+            **({"params": params[action]} if action in params else {}),
+        }
+        for action, step_id in STEP_IDS.items()
     ]
     document: dict[str, Any] = {
         "name": policy_name(number),
@@ -179,7 +195,9 @@ def policy(number: int, alertnames: list[str]) -> dict[str, Any]:
         "circuit_breaker": {"failures": 3, "window": "1h", "cooldown": "30m"},
     }
     if number < ON_RESOLVED:
-        document["on_resolved"] = [{"action": UNDO_ACTION, "params": {"by": -1}}]
+        document["on_resolved"] = [
+            {"action": UNDO_ACTION, "params": {"by": -1, "min_replicas": 2, "max_replicas": 8}}
+        ]
     return document
 
 
@@ -207,15 +225,15 @@ class Episode:
 
     @property
     def namespace(self) -> str:
-        return f"prod-{self.target_index % NAMESPACES}"
+        return target_of(self.target_index)[0]
 
     @property
     def deployment(self) -> str:
-        return f"svc-{self.target_index // NAMESPACES:02d}"
+        return target_of(self.target_index)[1]
 
     @property
     def target(self) -> str:
-        return f"Deployment/{self.namespace}/{self.deployment}"
+        return target_key(self.target_index)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -322,7 +340,7 @@ class History:
         self.random = random.Random(seed)
         self.tables = Tables()
         self.next_event = 1
-        self.revision = hashlib.sha1(b"bench policies").hexdigest()  # noqa: S324 (a name)
+        self.revision = hashlib.sha1(b"bench policies").hexdigest()
 
     def build(self) -> Tables:
         for episode in self.episodes():
@@ -528,7 +546,7 @@ class History:
                 remediation_id=remediation.id,
                 phase=phase,
                 position=position,
-                step_id=action.split(".")[1],
+                step_id=STEP_IDS[action] if phase == "steps" else None,
                 action=action,
                 outcome="failed" if failed else "ok",
                 message=self.step_message(action, remediation.outcome),
