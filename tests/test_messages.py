@@ -154,7 +154,7 @@ async def test_a_page_links_its_run_at_the_external_url(
     await linked_world.dispatcher.run_once()
     [run] = await linked_world.runs()
 
-    link = f"{EXTERNAL}/api/v1/runs/{run.id}"
+    link = f"{EXTERNAL}/ui/runs/{run.id}"
     [slack_page, email_page] = await pages(linked_world, KEY)
     assert f"<{link}|Run>" in slack_text(slack.body(slack_page))
     assert f"Run: {link}" in plain(email.compose(email_page))

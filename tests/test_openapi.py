@@ -70,11 +70,13 @@ async def fetch_document(client: Client) -> dict[str, Any]:
 
 
 def routed(app: web.Application) -> set[tuple[str, str]]:
-    """(method, path) of every route; aiohttp answers HEAD for every GET, undocumented."""
+    """(method, path) of every route; aiohttp answers HEAD for every GET, undocumented. The
+    console's pages (/ui, HTML for people) are not the API's."""
     routes = {
         (route.method, resource.canonical)
         for resource in app.router.resources()
         for route in resource
+        if resource.canonical != "/ui"
     }
     heads = {(method, path) for method, path in routes if method == "HEAD"}
     assert heads <= {("HEAD", path) for method, path in routes if method == "GET"}

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from remediator.identities import check_name, read_users
@@ -127,7 +134,7 @@ class Settings(BaseSettings):
     external_url: str | None = Field(
         None,
         description="the address people reach Remediator at (https://remediator.example.com):"
-        " every message links its run there, <url>/api/v1/runs/<id>; unset: no link",
+        " every message links its run there, <url>/ui/runs/<id> (the console); unset: no link",
     )
 
     slack_signing_secret: SecretStr | None = Field(
@@ -146,7 +153,35 @@ class Settings(BaseSettings):
         " that starts with this",
     )
 
-    @field_validator("dry_run_channels", mode="before")
+    console_secret: SecretStr | None = Field(
+        None,
+        description="signs the console's sign-in cookies and form tokens: at least 32"
+        " characters, the same on every replica; unset: a random one at each start (sign-ins"
+        " then end at a restart and hold on one replica only)",
+    )
+    console_session_hours: float = Field(
+        12.0, gt=0, le=720, description="how long a sign-in to the console lasts"
+    )
+    console_trusted_header: str | None = Field(
+        None,
+        description="the header an authenticating proxy (oauth2-proxy) names the signed-in"
+        " person in, e.g. X-Forwarded-Email; believed only from"
+        " REMEDIATOR_CONSOLE_TRUSTED_PROXIES; the role is the users file's for that name, else"
+        " viewer",
+    )
+    console_trusted_proxies: Annotated[frozenset[IPvAnyNetwork], NoDecode] = Field(
+        frozenset(),
+        description="the proxies whose REMEDIATOR_CONSOLE_TRUSTED_HEADER is believed,"
+        " comma-separated networks (10.0.0.0/8,127.0.0.1/32)",
+    )
+    policy_repository_url: str | None = Field(
+        None,
+        description="where the policy files are read at a revision, with {revision} and {file}"
+        " (https://github.com/org/repo/blob/{revision}/policies/{file}): the console links each"
+        " run's policy there; unset: no link",
+    )
+
+    @field_validator("dry_run_channels", "console_trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -203,6 +238,44 @@ class Settings(BaseSettings):
         if parts.scheme in ("http", "https") and parts.netloc and not blank:
             return value
         raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+
+    @field_validator("console_secret")
+    @classmethod
+    def _console_secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_CONSOLE_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_CONSOLE_SECRET} characters (openssl rand -hex 32)"
+            )
+        return value
+
+    @field_validator("console_trusted_header")
+    @classmethod
+    def _trusted_header_is_a_header_name(cls, value: str | None) -> str | None:
+        if value is None or _HEADER_NAME.fullmatch(value):
+            return value
+        raise ValueError(f"expected a header name such as X-Forwarded-Email, got {value!r}")
+
+    @field_validator("policy_repository_url")
+    @classmethod
+    def _repository_url_has_a_revision(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        blank = any(ch.isspace() or not ch.isprintable() for ch in value)
+        try:
+            value.format(revision="r", file="f")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"only {{revision}} and {{file}} may stand in braces, got {value!r}"
+            ) from None
+        if parts.scheme not in ("http", "https") or not parts.netloc or blank:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+        if "{revision}" not in value:
+            raise ValueError(
+                "expected {revision} where the commit goes, as in"
+                " https://github.com/org/repo/blob/{revision}/policies/{file}"
+            )
+        return value
 
     @field_validator("slack_response_url_prefix")
     @classmethod
@@ -322,6 +395,11 @@ class Settings(BaseSettings):
                 "set one of REMEDIATOR_SLACK_SIGNING_SECRET or"
                 " REMEDIATOR_SLACK_SIGNING_SECRET_FILE, not both"
             )
+        if (self.console_trusted_header is None) != (not self.console_trusted_proxies):
+            raise ValueError(
+                "REMEDIATOR_CONSOLE_TRUSTED_HEADER and REMEDIATOR_CONSOLE_TRUSTED_PROXIES must"
+                " be set together: the header is believed only from those proxies"
+            )
         if self.aws_region is None and (self.aws_role_arn or self.aws_endpoint_url):
             raise ValueError(
                 "REMEDIATOR_AWS_ROLE_ARN and REMEDIATOR_AWS_ENDPOINT_URL need"
@@ -353,6 +431,8 @@ class Settings(BaseSettings):
         return int(self.listen.rpartition(":")[2])
 
 
+MIN_CONSOLE_SECRET = 32
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PEM_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----")
 
 

@@ -7,7 +7,9 @@ SHA-256 of its token, so the file holds no secret: a person's name is what an ap
 request's `approvers` list and what the audit records as who answered.
 
 A viewer reads (runs, alerts, guards, approval requests); an operator also changes (pause,
-resume, answers to approval requests). Pure: reading the file is the only I/O.
+resume, answers to approval requests, promotions). An entry without a token names a person
+who signs in only through the console's authenticating proxy (its trusted header), with the
+role the entry gives. Pure: reading the file is the only I/O.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class User(BaseModel):
 
     name: str
     role: Role
-    token_sha256: str
+    # None: no token of their own; the console's trusted proxy names them (role by name).
+    token_sha256: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -76,8 +79,10 @@ class User(BaseModel):
 
     @field_validator("token_sha256")
     @classmethod
-    def _digest(cls, value: str) -> str:
+    def _digest(cls, value: str | None) -> str | None:
         # The value is never repeated: a token pasted here by mistake must not reach a log.
+        if value is None:
+            return None
         if not _SHA256.fullmatch(value):
             raise ValueError(
                 "expected the SHA-256 of the token as 64 hex digits"
@@ -143,7 +148,9 @@ def _clashes(users: list[User]) -> list[str]:
     first_of_digest: dict[str, int] = {}
     role_of: dict[str, tuple[int, Role]] = {}
     for index, user in enumerate(users):
-        earlier = first_of_digest.setdefault(user.token_sha256, index)
+        earlier = index
+        if user.token_sha256 is not None:
+            earlier = first_of_digest.setdefault(user.token_sha256, index)
         if earlier != index:
             problems.append(
                 f"users[{index}] ({user.name}): token_sha256 is also users[{earlier}]'s:"

@@ -16,7 +16,7 @@ import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from remediator.engine.outcome import RunOutcome
 
@@ -73,6 +73,16 @@ class PolicyStats:
     escalated: Durations  # firing to resolved, episodes paged
 
     @property
+    def known(self) -> int:
+        """Runs whose outcome is known: effective, recurred or failed (what demotion counts)."""
+        return self.effective + self.recurred + self.failed
+
+    @property
+    def effective_share(self) -> float | None:
+        """Effective among the runs whose outcome is known (None: none is known yet)."""
+        return self.effective / self.known if self.known else None
+
+    @property
     def pages_avoided(self) -> float | None:
         """Share of the alerts resolved without a page (None: no alerts)."""
         return self.unpaged / self.alerts if self.alerts else None
@@ -96,6 +106,32 @@ def ledger(
             subset = [entry for entry in own if action in entry.actions]
             stats.append(_stats(policy, action, subset, lasted))
     return stats
+
+
+def daily(
+    entries: Iterable[LedgerEntry],
+    windows: Mapping[str, timedelta],
+    now: datetime,
+    first: date,
+    days: int,
+) -> dict[str, list[PolicyStats]]:
+    """Each policy's own row (every action) for each of `days` days from `first`, by the day
+    (UTC) its runs started: whether a fix lasted is judged over all the entries, so a
+    recurrence the next day still counts against the fix."""
+    by_policy: dict[str, list[LedgerEntry]] = {}
+    for entry in entries:
+        by_policy.setdefault(entry.policy, []).append(entry)
+    found = {}
+    for policy, own in by_policy.items():
+        own.sort(key=lambda e: (e.started_at, e.id))
+        lasted = _lasted(own, windows.get(policy, DEFAULT_WINDOW), now)
+        buckets: list[list[LedgerEntry]] = [[] for _ in range(days)]
+        for entry in own:
+            index = (entry.started_at.astimezone(UTC).date() - first).days
+            if 0 <= index < days:
+                buckets[index].append(entry)
+        found[policy] = [_stats(policy, ALL_ACTIONS, bucket, lasted) for bucket in buckets]
+    return found
 
 
 def _lasted(

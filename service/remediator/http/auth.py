@@ -123,9 +123,18 @@ class UsersFile:
         digest = hashlib.sha256(token.encode()).hexdigest().encode()
         found = None
         for user in self._current():  # every entry compared, each in constant time
-            if hmac.compare_digest(digest, user.token_sha256.encode()):
+            if user.token_sha256 is not None and hmac.compare_digest(
+                digest, user.token_sha256.encode()
+            ):
                 found = user
         return None if found is None else Identity(found.name, found.role)
+
+    def named(self, name: str) -> Identity | None:
+        """The identity the file gives this name (a proxy's user: no token needed)."""
+        for user in self._current():
+            if user.name == name:
+                return Identity(user.name, user.role)
+        return None
 
     def _current(self) -> tuple[User, ...]:
         version = _version(self._path)
@@ -173,12 +182,31 @@ class OperatorAuth:
         authorization = request.headers.get("Authorization")
         if not self._open or authorization is None:
             return None
+        return self._identify(authorization)
+
+    def identity_of(self, token: str) -> Identity | None:
+        """Who a token (pasted into the console's sign-in page) names; None for an unknown
+        one, or while the API is closed."""
+        token = token.strip()
+        if not self._open or not token:
+            return None
+        return self._identify(f"Bearer {token}")
+
+    def _identify(self, authorization: str) -> Identity | None:
         if self._bearer is not None and self._bearer.allows(authorization):
             return self._token_identity
         token = _bearer_token(authorization)
         if self._users is None or token is None:
             return None
         return self._users.identity(token)
+
+    def token_identity(self) -> Identity | None:
+        """REMEDIATOR_API_TOKEN's identity, while that token is set."""
+        return self._token_identity if self._bearer is not None else None
+
+    def named(self, name: str) -> Identity | None:
+        """The users file's identity of this name (the console's proxy names people)."""
+        return None if self._users is None else self._users.named(name)
 
     def allows(self, request: web.Request) -> bool:
         """Whether the request carries a known token (never while the API is closed)."""

@@ -62,7 +62,7 @@ class Message:
     links: dict[str, str] = field(default_factory=dict)  # runbook, alert source, silence
     # What diagnostic steps read; its text instead when cut to fit a channel's limits.
     diagnostics: dict[str, Any] | str = field(default_factory=dict)
-    run_id: str | None = None  # the remediation: /api/v1/runs/<run_id>
+    run_id: str | None = None  # the remediation: /ui/runs/<run_id> (and /api/v1/runs/...)
     run_url: str | None = None  # that, at REMEDIATOR_EXTERNAL_URL (also in `links`)
     severity_why: str = ""  # why this level: the policy's severity or the alert's label
     next: str = ""  # what happens next: verifying until 14:05 UTC, paging P1, nothing more

@@ -386,10 +386,11 @@ def _message(
 
 
 def run_url(external_url: str | None, run_id: str) -> str | None:
-    """The run in Remediator's API, when the service knows the address it is reached at."""
+    """The run's page in Remediator's console, when the service knows the address it is
+    reached at."""
     if not external_url:
         return None
-    return f"{external_url.rstrip('/')}/api/v1/runs/{quote(run_id, safe='')}"
+    return f"{external_url.rstrip('/')}/ui/runs/{quote(run_id, safe='')}"
 
 
 def severity_why(

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from remediator.actions.registry import open_actions
 from remediator.config import Settings
+from remediator.console import Console
 from remediator.guards.backends import open_guard_backend
 from remediator.guards.base import GuardBackend
 from remediator.guards.guards import Guards
@@ -45,6 +46,7 @@ from remediator.store import Store, open_store
 log = structlog.get_logger("remediator.runtime")
 
 GUARDS = web.AppKey("guards", Guards)
+CONSOLE = "/ui"  # where the console's pages are served
 
 
 class DispatcherWake:
@@ -72,6 +74,7 @@ class Parts:
     guards: Guards
     intake: Intake
     api: OperatorApi
+    console: Console
     channels: ChannelSet  # filled in when the outbox sender opens them
     # Every answer to an approval request goes through it (the API, the CLI, Slack).
     desk: ApprovalDesk
@@ -120,6 +123,7 @@ class Parts:
         wake = DispatcherWake()
         desk = ApprovalDesk(store, clock=clock, wake=wake)
         operator_auth = OperatorAuth.from_settings(settings)
+        demotions = Demotions(store, policies, clock=clock)
         api = OperatorApi(
             store,
             guards,
@@ -127,10 +131,20 @@ class Parts:
             operator_auth,
             settings.body_timeout_seconds,
             desk=desk,
-            demotions=Demotions(store, policies, clock=clock),
+            demotions=demotions,
             clock=clock,
         )
-        parts = (settings, metrics, store, policies, guard_backend, guards, intake, api)
+        console = Console(
+            settings,
+            store,
+            guards,
+            policies,
+            operator_auth,
+            desk=desk,
+            demotions=demotions,
+            clock=clock,
+        )
+        parts = (settings, metrics, store, policies, guard_backend, guards, intake, api, console)
         return cls(*parts, ChannelSet(), desk, wake)
 
     def application(self) -> web.Application:
@@ -146,6 +160,7 @@ class Parts:
             store=self.store,
         )
         app[GUARDS] = self.guards
+        app.add_subapp(CONSOLE, self.console.application())
         return app
 
     async def health(self, request: web.Request) -> web.Response:

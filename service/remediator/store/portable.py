@@ -27,6 +27,7 @@ from remediator.store.records import (
     Backlog,
     ChannelBacklog,
     Demotion,
+    FiringAlert,
     Fold,
     FoldedMessage,
     OutboxEntry,
@@ -81,6 +82,17 @@ class PortableAlertLog(Database):
             limit,
         )
         return [rows.alert_record(row) for row in found]
+
+    async def firing_alerts(self, limit: int) -> list[FiringAlert]:
+        found = await self._fetch(statements.FIRING_ALERTS, limit)
+        width = len(rows.ALERT_COLUMNS.split(", "))
+        return [
+            FiringAlert(
+                rows.alert_record(row[:width]),
+                rows.remediation(row[width:]) if row[width] is not None else None,
+            )
+            for row in found
+        ]
 
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None:
         found = await self._fetch(
@@ -210,7 +222,8 @@ class PortableRunLedger(Database):
         if query.after is not None:
             values += [query.after[0], query.after[1]]
             n = len(values)
-            conditions.append(f"(started_at < ${n - 1} OR (started_at = ${n - 1} AND id > ${n}))")
+            # `started_at <=` alone too: the index's bound, where the OR is only its filter.
+            conditions.append(f"started_at <= ${n - 1} AND (started_at < ${n - 1} OR id > ${n})")
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         values.append(query.limit)
         return await self._remediations(

@@ -144,6 +144,15 @@ class Remediation:
 
 
 @dataclass(frozen=True)
+class FiringAlert:
+    """An alert episode still firing, with the latest remediation of it (None: not decided
+    yet): what the console's Now page shows."""
+
+    alert: AlertRecord
+    latest: Remediation | None
+
+
+@dataclass(frozen=True)
 class RunQuery:
     """Which runs to list, newest first: each filter set narrows, `after` pages on from the
     (started_at, id) of the last run of the page before."""

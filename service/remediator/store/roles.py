@@ -31,6 +31,7 @@ from remediator.store.records import (
     AuditEntry,
     Backlog,
     Demotion,
+    FiringAlert,
     Fold,
     FoldedMessage,
     IntakeResult,
@@ -59,6 +60,11 @@ class AlertLog(Protocol):
         ...
 
     async def recent_alerts(self, limit: int) -> list[AlertRecord]: ...
+
+    async def firing_alerts(self, limit: int) -> list[FiringAlert]:
+        """The episodes still firing, the latest begun first, each with its latest
+        remediation; in one statement."""
+        ...
 
     async def alert(self, fingerprint: str, starts_at: datetime) -> AlertRecord | None: ...
 

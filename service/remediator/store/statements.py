@@ -104,6 +104,18 @@ SHARED_INCIDENT_FIRING = (
     " WHERE r.incident = $1 AND a.status = 'firing'"
     " AND NOT (r.fingerprint = $2 AND r.starts_at = $3) LIMIT 1"
 )
+# The alert episodes still firing, the latest begun first, at most $1, each with its latest
+# remediation: the firing ones through the partial index `alerts_firing` (migration 0015), the
+# remediation by a probe of `remediations_by_alert` per episode.
+FIRING_ALERTS = (
+    f"WITH firing AS (SELECT {rows.ALERT_COLUMNS} FROM alerts WHERE status = 'firing'"
+    " ORDER BY starts_at DESC, fingerprint LIMIT $1)"
+    " SELECT f.*, r.* FROM firing f LEFT JOIN"
+    f" (SELECT {rows.REMEDIATION_COLUMNS} FROM remediations) r ON r.id = (SELECT x.id FROM"
+    " remediations x WHERE x.fingerprint = f.fingerprint AND x.starts_at = f.starts_at"
+    " ORDER BY x.started_at DESC, x.id DESC LIMIT 1)"
+    " ORDER BY f.starts_at DESC, f.fingerprint"
+)
 # The ledger: each firing remediation of a policy started at or after $1, oldest first, with
 # its alert episode's end and whether a page (a trigger to a person's channel, not the
 # outbox's own) was queued for it. The pages are read in one pass over the outbox.

@@ -1,0 +1,279 @@
+"""The operator console (/ui/): each page as a signed-in viewer sees it, who may sign in and
+how, what every answer carries, and that alert labels are shown as text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.alerts import Notification
+from remediator.config import Settings
+from remediator.console.security import CONTENT_SECURITY_POLICY
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
+from remediator.metrics import Metrics
+from remediator.runtime.live_policies import LivePolicies
+from remediator.runtime.wiring import Parts
+from remediator.store import Remediation, Store
+from tests.support.approval_requests import ALICE, BOB, TOKENS, VERA, write_users
+from tests.support.console import Browser
+from tests.support.webhooks import webhook, webhook_alert
+
+OPERATOR_TOKEN = "ops-token"  # REMEDIATOR_API_TOKEN: the identity `operator`
+
+
+@pytest.fixture
+async def browser(
+    database_url: str, store: Store, live_policies: LivePolicies, tmp_path: Path
+) -> AsyncIterator[Browser]:
+    settings = Settings(
+        database_url=database_url,
+        webhook_token="s3cret",
+        api_token=OPERATOR_TOKEN,
+        users_file=write_users(tmp_path / "users.yaml"),
+    )
+    parts = Parts.of(settings, store, live_policies, Metrics())
+    async with TestClient(TestServer(parts.application())) as client:
+        yield Browser(client)
+
+
+async def firing(store: Store, fingerprint: str, at: datetime, **labels: str) -> None:
+    alert = webhook_alert(
+        {"alertname": "ApplicationDown", **labels},
+        fingerprint=fingerprint,
+        starts_at=at.isoformat(),
+        annotations={"summary": labels.get("summary", "down")},
+    )
+    await store.record_notification(Notification.model_validate(webhook(alert)), b"{}", at)
+
+
+async def decided(
+    store: Store, fingerprint: str, at: datetime, outcome: RunOutcome, **fields: Any
+) -> Remediation:
+    remediation = Remediation(
+        id=fields.pop("id", f"run-{fingerprint}"),
+        event_id=1,
+        fingerprint=fingerprint,
+        starts_at=at,
+        alertname="ApplicationDown",
+        kind="firing",
+        policy=fields.pop("policy", "application-down"),
+        policy_revision=fields.pop("policy_revision", None),
+        outcome=outcome,
+        guard=fields.pop("guard", None),
+        reason=fields.pop("reason", str(outcome)),
+        run_id=f"r-{fingerprint}",
+        target="Deployment/prod/api",
+        plan=PlanSummary(target="Deployment/prod/api", steps=("kubernetes.rollout_restart",)),
+        started_at=at + timedelta(seconds=1),
+        **fields,
+    )
+    await store.save_remediation(remediation)
+    return remediation
+
+
+def cells(page: str, css_class: str) -> list[str]:
+    """The text of every `<td class="css_class">` of a page, tags dropped, spaces folded."""
+    found = re.findall(rf'<td class="{css_class}">(.*?)</td>', page, re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in found]
+
+
+async def test_a_person_not_signed_in_is_sent_to_sign_in_and_back_to_the_page(
+    browser: Browser,
+) -> None:
+    status, _ = await browser.page("/ui/")
+    response = await browser.client.get("/ui/control?x=1", allow_redirects=False)
+    assert (status, response.status) == (303, 303)
+    assert response.headers["Location"] == "/ui/login?next=%2Fui%2Fcontrol%3Fx%3D1"
+
+    status, page = await browser.page("/ui/login?next=%2Fui%2Fcontrol%3Fx%3D1")
+    assert status == 200
+    assert 'name="next" value="/ui/control?x=1"' in page
+    form_token = await browser.form_token("/ui/login")
+    answer = await browser.client.post(
+        "/ui/login",
+        data={"token": TOKENS[VERA], "csrf": form_token, "next": "/ui/control?x=1"},
+        headers={"Origin": browser.origin},
+        allow_redirects=False,
+    )
+    assert answer.status == 303
+    assert answer.headers["Location"] == "/ui/control?x=1"
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Path=/ui" in cookie
+    assert "Max-Age=43200" in cookie
+    assert TOKENS[VERA] not in cookie
+
+    status, page = await browser.page("/ui/")
+    assert status == 200
+    assert '<span id="who-name">vera</span>' in page
+    assert '<span id="who-role" class="role">viewer</span>' in page
+
+
+async def test_sign_in_refuses_an_unknown_token_a_missing_form_token_and_another_site(
+    browser: Browser,
+) -> None:
+    unknown = await browser.sign_in("not-a-token")
+    assert unknown.status == 401
+    assert "That token is not known here." in await unknown.text()
+    assert "Set-Cookie" not in unknown.headers or "remediator_console=" not in unknown.headers.get(
+        "Set-Cookie", ""
+    )
+
+    form_token = await browser.form_token("/ui/login")
+    for data, origin in [
+        ({"token": OPERATOR_TOKEN}, browser.origin),  # no form token
+        ({"token": OPERATOR_TOKEN, "csrf": "forged"}, browser.origin),
+        ({"token": OPERATOR_TOKEN, "csrf": form_token}, "https://evil.example"),
+    ]:
+        refused = await browser.client.post(
+            "/ui/login", data=data, headers={"Origin": origin}, allow_redirects=False
+        )
+        assert refused.status == 403, data
+        assert (await browser.page("/ui/"))[0] == 303
+
+
+async def test_every_answer_carries_the_strict_headers(browser: Browser) -> None:
+    answers = [
+        await browser.client.get("/ui/", allow_redirects=False),  # to sign in
+        await browser.client.get("/ui/login"),
+        await browser.client.get("/ui/static/console.css"),
+    ]
+    await browser.sign_in(OPERATOR_TOKEN)
+    answers += [
+        await browser.client.get("/ui/"),
+        await browser.client.get("/ui/no-such-page"),
+    ]
+    for answer in answers:
+        assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
+    assert answers[-1].status == 404
+    assert 'id="error"' in await answers[-1].text()
+    assert "script" not in (await answers[3].text()).lower()
+
+
+async def test_now_shows_the_alerts_firing_newest_first_with_their_incident_state(
+    browser: Browser, store: Store
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    await firing(store, "fp-queued", at + timedelta(minutes=5), instance="db-1")
+    await firing(store, "fp-blocked", at + timedelta(minutes=4), instance="api-2")
+    await firing(store, "fp-asking", at + timedelta(minutes=3), instance="api-3")
+    await firing(store, "fp-failed", at + timedelta(minutes=2), instance="api-4")
+    await firing(store, "fp-over", at, instance="api-5")
+    await decided(
+        store, "fp-blocked", at + timedelta(minutes=4), RunOutcome.BLOCKED, guard="rate_limit"
+    )
+    await decided(store, "fp-asking", at + timedelta(minutes=3), RunOutcome.RUNNING, id="first")
+    await decided(
+        store, "fp-asking", at + timedelta(minutes=3), RunOutcome.AWAITING_APPROVAL, id="later"
+    )
+    await decided(store, "fp-failed", at + timedelta(minutes=2), RunOutcome.FAILED)
+    resolved = webhook_alert(
+        {"alertname": "ApplicationDown", "instance": "api-5"},
+        fingerprint="fp-over",
+        starts_at=at.isoformat(),
+        status="resolved",
+        ends_at=(at + timedelta(minutes=1)).isoformat(),
+    )
+    await store.record_notification(Notification.model_validate(webhook(resolved)), b"{}", at)
+    await browser.sign_in(TOKENS[VERA])
+
+    status, page = await browser.page("/ui/")
+    assert status == 200
+    assert '<meta http-equiv="refresh" content="10">' in page
+    assert [cell.split()[0] for cell in cells(page, "labels")] == [
+        "instance=db-1",
+        "instance=api-2",
+        "instance=api-3",
+        "instance=api-4",
+    ]
+    assert cells(page, "state") == [
+        "deciding",
+        "blocked by rate_limit",
+        "awaiting approval",
+        "escalated",
+    ]
+    assert '<a href="/ui/runs/later">' in page
+    assert "/ui/runs/first" not in page
+
+
+async def test_an_operator_pauses_and_resumes_through_the_forms_recorded_with_their_name(
+    browser: Browser, store: Store
+) -> None:
+    await browser.sign_in(TOKENS[ALICE])
+    paused = await browser.post("/ui/control/pause", {"reason": "deploy freeze <b>now</b>"})
+    assert (paused.status, paused.headers["Location"]) == (303, "/ui/control")
+    pause = await store.pause()
+    assert pause is not None
+    assert (pause.paused_by, pause.reason) == (ALICE, "deploy freeze <b>now</b>")
+
+    status, page = await browser.page("/ui/control")
+    assert status == 200
+    assert f'<span id="paused-by">{ALICE}</span>' in page
+    assert "deploy freeze &lt;b&gt;now&lt;/b&gt;" in page
+    assert 'id="paused-banner"' in page
+    assert 'id="resume-form"' in page
+
+    resumed = await browser.post("/ui/control/resume", token_from="/ui/control")
+    assert resumed.status == 303
+    assert await store.pause() is None
+    kinds = [(e.kind, e.detail.get("by")) for e in await store.audit_log(10)]
+    assert kinds[:2] == [("resume", ALICE), ("pause", ALICE)]
+    page = (await browser.page("/ui/control"))[1]
+    assert cells(page, "by")[:2] == [ALICE, ALICE]
+
+    blank = await browser.post("/ui/control/pause", {"reason": "  "})
+    assert blank.headers["Location"] == "/ui/control?problem=reason"
+    assert await store.pause() is None
+
+
+async def test_a_viewer_reads_but_cannot_post(browser: Browser, store: Store) -> None:
+    await browser.sign_in(TOKENS[VERA])
+    page = (await browser.page("/ui/control"))[1]
+    assert 'id="pause-form"' not in page
+    assert 'id="read-only"' in page
+    refused = await browser.post("/ui/control/pause", {"reason": "mine"})
+    assert refused.status == 403
+    assert "vera is a viewer: this needs the operator role" in await refused.text()
+    assert await store.pause() is None
+
+
+@pytest.mark.parametrize(
+    ("form_token", "origin", "referer"),
+    [
+        pytest.param(None, "own", None, id="no form token"),
+        pytest.param("forged", "own", None, id="a wrong form token"),
+        pytest.param("another session's", "own", None, id="another session's token"),
+        pytest.param("good", "https://evil.example", None, id="from another site"),
+        pytest.param("good", None, None, id="neither Origin nor Referer"),
+        pytest.param("good", None, "https://evil.example/page", id="a Referer of another site"),
+    ],
+)
+async def test_a_form_without_its_token_or_from_another_site_is_refused(
+    browser: Browser, store: Store, form_token: str | None, origin: str | None, referer: str | None
+) -> None:
+    await browser.sign_in(TOKENS[BOB])
+    elsewhere = await browser.form_token("/ui/control")
+    await browser.sign_in(TOKENS[ALICE])
+    fields = {"reason": "forged"}
+    if form_token == "good":
+        fields["csrf"] = await browser.form_token("/ui/control")
+    elif form_token == "another session's":
+        fields["csrf"] = elsewhere
+    elif form_token is not None:
+        fields["csrf"] = form_token
+    headers = {"Referer": referer} if referer else {}
+    refused = await browser.post(
+        "/ui/control/pause", fields, token_from=None, origin=origin, **headers
+    )
+    assert refused.status == 403
+    assert await store.pause() is None
