@@ -469,7 +469,7 @@ class History:
             target=episode.target if policy and outcome is not RunOutcome.REFUSED else None,
             plan=self.plan(episode),
             started_at=started,
-            verify_until=started + timedelta(minutes=15) if ran else None,
+            verify_until=self.verify_until(episode, started) if ran else None,
             finished_at=finished,
         )
         self.add_steps(remediation, "steps", self.steps_of(episode), started)
@@ -478,6 +478,13 @@ class History:
         if outcome is RunOutcome.AWAITING_APPROVAL:
             self.approval(remediation, episode, started)
         return store_row(remediation)
+
+    def verify_until(self, episode: Episode, started: datetime) -> datetime:
+        """Fifteen minutes after the run; for one still verifying, after the bench too: its
+        verification is not ended (and escalated) while the pages are timed."""
+        if episode.firing:
+            return self.now + timedelta(hours=2)
+        return started + timedelta(minutes=15)
 
     def undo(self, episode: Episode, event_id: int, at: datetime) -> tuple[Any, ...]:
         remediation = Remediation(
