@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,24 @@ from remediator.engine.summary import PlanSummary
 from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import Parts
-from remediator.store import Remediation, Store
-from tests.support.approval_requests import ALICE, BOB, TOKENS, VERA, write_users
+from remediator.store import (
+    ApprovalAnswer,
+    ApprovalState,
+    OutboxEntry,
+    Remediation,
+    StepRecord,
+    Store,
+    Verdict,
+)
+from tests.support.approval_requests import (
+    ALICE,
+    BOB,
+    MALLORY,
+    TOKENS,
+    VERA,
+    pending_request,
+    write_users,
+)
 from tests.support.console import Browser
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -61,7 +78,7 @@ async def decided(
         event_id=1,
         fingerprint=fingerprint,
         starts_at=at,
-        alertname="ApplicationDown",
+        alertname=fields.pop("alertname", "ApplicationDown"),
         kind="firing",
         policy=fields.pop("policy", "application-down"),
         policy_revision=fields.pop("policy_revision", None),
@@ -69,7 +86,7 @@ async def decided(
         guard=fields.pop("guard", None),
         reason=fields.pop("reason", str(outcome)),
         run_id=f"r-{fingerprint}",
-        target="Deployment/prod/api",
+        target=fields.pop("target", "Deployment/prod/api"),
         plan=PlanSummary(target="Deployment/prod/api", steps=("kubernetes.rollout_restart",)),
         started_at=at + timedelta(seconds=1),
         **fields,
@@ -277,3 +294,203 @@ async def test_a_form_without_its_token_or_from_another_site_is_refused(
     )
     assert refused.status == 403
     assert await store.pause() is None
+
+
+async def test_a_run_shows_its_steps_changes_approvals_messages_and_policy_revision(
+    database_url: str, store: Store, live_policies: LivePolicies, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        webhook_token="s3cret",
+        api_token=OPERATOR_TOKEN,
+        policy_repository_url="https://git.example/org/repo/blob/{revision}/policies/{file}",
+    )
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    request = await pending_request(store, "ab12cd34", requested_at=at)
+    await firing(store, "fp-run", at, instance="api-0")
+    run = await decided(store, "fp-run", at, RunOutcome.SUCCEEDED, policy_revision="0badc0de+dirty")
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            0,
+            "health",
+            "http.check",
+            "failed",
+            "answered 503",
+            {"status": 503},
+            2,
+            at,
+            at + timedelta(seconds=4),
+        )
+    )
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            1,
+            None,
+            "kubernetes.rollout_restart",
+            "ok",
+            "restarted deployment prod/api",
+            {"params": {"namespace": "prod", "name": "api"}, "generation": 7},
+            1,
+            at + timedelta(seconds=4),
+            at + timedelta(seconds=5, milliseconds=500),
+        )
+    )
+    await store.request_approval(replace(request, id="ef56", remediation_id=run.id))
+    await store.answer_approval(
+        "ef56", ApprovalAnswer("ef56", ALICE, "slack", Verdict.APPROVE, "fine by me", at), 1
+    )
+    page_entry = OutboxEntry(
+        id="m-1",
+        channel="slack",
+        action="trigger",
+        dedup_key="k",
+        remediation_id=run.id,
+        message={"summary": "ApplicationDown on Deployment/prod/api"},
+        created_at=at,
+        next_attempt_at=at,
+    )
+    await store.enqueue([page_entry, replace(page_entry, id="m-2", channel="pagerduty")])
+    await store.outbox_done("m-1", sent_at=at + timedelta(seconds=1))
+    parts = Parts.of(settings, store, live_policies, Metrics())
+    async with TestClient(TestServer(parts.application())) as client:
+        browser = Browser(client)
+        await browser.sign_in(OPERATOR_TOKEN)
+        status, page = await browser.page(f"/ui/runs/{run.id}")
+        missing, _ = await browser.page("/ui/runs/no-such-run")
+
+    assert (status, missing) == (200, 404)
+    assert (
+        '<a id="policy-link" href="https://git.example/org/repo/blob/0badc0de/policies/'
+        'application-down.yaml">0badc0de+dirty</a>'
+    ) in page
+    assert 'id="step-steps-0"' in page
+    assert cells(page, "name")[:2] == ["alertname", "instance"]
+    [read, change] = re.findall(r'<li class="step (\w+)"', page)
+    assert (read, change) == ("read", "change")
+    assert "4.0 s" in page  # the check's duration
+    assert "2 attempts" in page
+    assert "1.5 s" in page
+    assert "&#34;namespace&#34;: &#34;prod&#34;" in page  # the change's parameters
+    assert "&#34;generation&#34;: 7" in page  # what it returned
+    assert "&#34;status&#34;: 503" in page  # what the check read
+    assert cells(page, "who") == [ALICE]
+    assert cells(page, "via") == ["slack"]
+    assert cells(page, "note") == ["fine by me"]
+    assert cells(page, "channel") == ["slack", "pagerduty"]
+    assert [cell.split()[0] for cell in cells(page, "delivery")] == ["sent", "queued"]
+
+
+async def test_history_filters_by_each_field_and_pages_on_newest_first(
+    browser: Browser, store: Store
+) -> None:
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    for n in range(56):
+        await decided(
+            store,
+            f"fp-{n}",
+            at + timedelta(minutes=n),
+            RunOutcome.BLOCKED if n % 7 == 0 else RunOutcome.SUCCEEDED,
+            id=f"run-{n:02}",
+            policy="high-cpu-usage" if n % 2 else "application-down",
+            guard="rate_limit" if n % 7 == 0 else None,
+        )
+    await decided(
+        store,
+        "fp-x",
+        at,
+        RunOutcome.FAILED,
+        id="run-x",
+        alertname="DiskFull",
+        target="Node/-/node-3",
+    )
+    await browser.sign_in(TOKENS[VERA])
+
+    def listed(page: str) -> list[str]:
+        return re.findall(r'<a href="/ui/runs/(run-[\w-]+)">', page)
+
+    status, first = await browser.page("/ui/history")
+    assert status == 200
+    assert listed(first) == [f"run-{n:02}" for n in range(55, 5, -1)]
+    [older] = re.findall(r'<a id="next-page" href="([^"]+)">', first)
+    status, second = await browser.page(older.replace("&amp;", "&"))
+    assert status == 200
+    assert listed(second) == [f"run-{n:02}" for n in range(5, -1, -1)] + ["run-x"]
+    assert 'id="next-page"' not in second
+    assert '<a id="first-page" href="/ui/history">' in second
+
+    searches = {
+        "alertname=DiskFull": ["run-x"],
+        "target=Node/-/node-3": ["run-x"],
+        "outcome=blocked&policy=application-down": ["run-42", "run-28", "run-14", "run-00"],
+        "since=2027-01-15T08:50&until=2027-01-15T08:53": ["run-52", "run-51", "run-50"],
+        "since=2027-01-15T08:53:00%2B00:00": ["run-55", "run-54", "run-53"],
+        "alertname=Nothing": [],
+    }
+    for search, expected in searches.items():
+        status, page = await browser.page(f"/ui/history?{search}")
+        assert (status, listed(page)) == (200, expected), search
+    filtered = (await browser.page("/ui/history?policy=high-cpu-usage"))[1]
+    [older] = re.findall(r'<a id="next-page" href="([^"]+)">', filtered) or [""]
+    assert older == ""  # 28 runs: one page
+    assert 'value="high-cpu-usage"' in filtered
+
+    for bad in ("outcome=fine", "since=yesterday", "cursor=bm9wZQ", "alertname=%00"):
+        status, page = await browser.page(f"/ui/history?{bad}")
+        assert status == 400, bad
+        assert 'id="history-problem"' in page
+
+
+async def test_approve_and_reject_go_through_the_desk_as_the_console_with_the_persons_name(
+    browser: Browser, store: Store
+) -> None:
+    first = await pending_request(store, "a1b2c3d4")
+    second = await pending_request(store, "e5f6a7b8")
+    third = await pending_request(store, "c0ffee00")
+    await browser.sign_in(TOKENS[VERA])
+    page = (await browser.page("/ui/approvals"))[1]
+    assert page.count('class="request"') == 3
+    assert "would restart deployment prod/api" in page  # what it shows: the change
+    assert "answered 503" in page  # the diagnostics
+    assert 'class="answer-form"' not in page  # a viewer reads
+    assert (await browser.post(f"/ui/approvals/{first.id}", {"decision": "approve"})).status == 403
+
+    await browser.sign_in(TOKENS[ALICE])
+    approved = await browser.post(
+        f"/ui/approvals/{first.id}",
+        {"decision": "approve", "note": "go"},
+        token_from="/ui/approvals",
+    )
+    assert approved.status == 303
+    assert approved.headers["Location"] == f"/ui/approvals?answered={first.id}&result=approved"
+    rejected = await browser.post(f"/ui/approvals/{second.id}", {"decision": "reject"})
+    assert rejected.headers["Location"].endswith("result=rejected")
+    again = await browser.post(f"/ui/approvals/{first.id}", {"decision": "approve"})
+    assert again.headers["Location"].endswith("result=closed")
+    await browser.sign_in(TOKENS[MALLORY])  # an operator, not an approver of these
+    refused = await browser.post(f"/ui/approvals/{third.id}", {"decision": "approve"})
+    assert refused.headers["Location"].endswith("result=not-approver")
+    unknown = await browser.post("/ui/approvals/nope", {"decision": "approve"})
+    assert unknown.headers["Location"].endswith("result=unknown")
+    odd = await browser.post(f"/ui/approvals/{third.id}", {"decision": "cancel"})
+    assert odd.headers["Location"].endswith("result=bad")
+
+    answered = {a.id: a for a in [await store.approval(r.id) for r in (first, second, third)] if a}
+    assert answered[first.id].state == ApprovalState.APPROVED
+    assert [(a.who, a.via, a.verdict, a.note) for a in answered[first.id].answers] == [
+        (ALICE, "console", Verdict.APPROVE, "go"),
+        (ALICE, "console", Verdict.REFUSED, answered[first.id].answers[1].note),
+    ]
+    assert answered[second.id].state == ApprovalState.REJECTED
+    assert answered[third.id].state == ApprovalState.PENDING
+    assert [(a.who, a.via, a.verdict) for a in answered[third.id].answers] == [
+        (MALLORY, "console", Verdict.REFUSED)
+    ]
+    status, page = await browser.page(f"/ui/approvals?answered={third.id}&result=not-approver")
+    assert status == 200
+    assert "you are not an approver of this request" in page
+    assert page.count('class="request"') == 1
+    assert page.count('class="decided-request"') == 2

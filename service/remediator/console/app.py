@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from remediator.config import Settings
-from remediator.console import control, now, render
+from remediator.console import approvals, control, history, now, render, runs
 from remediator.console.people import Doorman, Identities, Visitor
 from remediator.console.security import HEADERS, Signer, same_origin, tokens_match
 from remediator.console.sources import MAX_FORM_BYTES, ConsoleStore, Sources
@@ -65,6 +65,10 @@ class Console:
         read, change = self._viewer, self._operator
         return [
             web.get("/", read(now.show)),
+            web.get("/runs/{id}", read(runs.show)),
+            web.get("/history", read(history.show)),
+            web.get("/approvals", read(approvals.show)),
+            web.post("/approvals/{id}", change(approvals.answer)),
             web.get("/control", read(control.show)),
             web.post("/control/pause", change(control.pause)),
             web.post("/control/resume", change(control.resume)),
