@@ -18,12 +18,14 @@ from remediator.config import Settings
 from remediator.console.security import CONTENT_SECURITY_POLICY
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.summary import PlanSummary
+from remediator.guards.guards import Admitted
 from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
-from remediator.runtime.wiring import Parts
+from remediator.runtime.wiring import GUARDS, Parts
 from remediator.store import (
     ApprovalAnswer,
     ApprovalState,
+    Demotion,
     OutboxEntry,
     Remediation,
     StepRecord,
@@ -39,6 +41,7 @@ from tests.support.approval_requests import (
     pending_request,
     write_users,
 )
+from tests.support.builders import memory_plan
 from tests.support.console import Browser
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -54,6 +57,7 @@ async def browser(
         webhook_token="s3cret",
         api_token=OPERATOR_TOKEN,
         users_file=write_users(tmp_path / "users.yaml"),
+        mode="live",
     )
     parts = Parts.of(settings, store, live_policies, Metrics())
     async with TestClient(TestServer(parts.application())) as client:
@@ -494,3 +498,107 @@ async def test_approve_and_reject_go_through_the_desk_as_the_console_with_the_pe
     assert "you are not an approver of this request" in page
     assert page.count('class="request"') == 1
     assert page.count('class="decided-request"') == 2
+
+
+async def resolved(store: Store, fingerprint: str, began: datetime, after: timedelta) -> None:
+    alert = webhook_alert(
+        {"alertname": "ApplicationDown"},
+        fingerprint=fingerprint,
+        starts_at=began.isoformat(),
+        status="resolved",
+        ends_at=(began + after).isoformat(),
+    )
+    await store.record_notification(Notification.model_validate(webhook(alert)), b"{}", began)
+
+
+def section(page: str, policy: str) -> str:
+    start = page.index(f'<section class="policy" id="policy-{policy}">')
+    return page[start : page.index("</section>", start)]
+
+
+async def test_policies_show_the_ledger_plots_breakers_budgets_and_demotions(
+    browser: Browser, store: Store, live_policies: LivePolicies
+) -> None:
+    day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+    for n, (outcome, began, lasted) in enumerate(
+        [
+            (RunOutcome.SUCCEEDED, day - timedelta(days=3), timedelta(minutes=2)),
+            (RunOutcome.SUCCEEDED, day - timedelta(days=3, hours=-2), timedelta(minutes=4)),
+            (RunOutcome.FAILED, day - timedelta(days=2), timedelta(minutes=30)),
+        ]
+    ):
+        await firing(store, f"fp-mem-{n}", began)
+        await resolved(store, f"fp-mem-{n}", began, lasted)
+        run = await decided(
+            store,
+            f"fp-mem-{n}",
+            began,
+            outcome,
+            policy="high-memory-usage",
+            target=f"Deployment/prod/api-{n}",
+            finished_at=began + timedelta(minutes=1),
+        )
+        if outcome is RunOutcome.FAILED:
+            page_entry = OutboxEntry(
+                id=f"page-{n}",
+                channel="slack",
+                action="trigger",
+                dedup_key=f"k{n}",
+                remediation_id=run.id,
+                message={},
+                created_at=began,
+                next_attempt_at=began,
+            )
+            await store.enqueue([page_entry])
+    await store.demote(Demotion("application-down", "rev-1", "1 of 8 runs effective", day))
+    guards = browser.client.app[GUARDS]
+    plan = memory_plan(live_policies.current)
+    for _ in range(2):
+        admitted = await guards.admit(plan)
+        assert isinstance(admitted, Admitted)
+        await guards.finish(plan, admitted, succeeded=False)
+        await guards.count_recurrence(plan, admitted.run_id)
+    live_policies.last_error = "1 error, first: high-cpu-usage.yaml:12: steps: unknown action"
+
+    await browser.sign_in(TOKENS[VERA])
+    status, page = await browser.page("/ui/policies")
+    assert status == 200
+    assert "high-cpu-usage.yaml:12: steps: unknown action" in page
+    memory = section(page, "high-memory-usage")
+    assert cells(memory, "num runs") == ["3"]
+    assert cells(memory, "num share") == ["67%"]
+    assert memory.count('<svg class="plot"') == 3
+    assert memory.count('<rect class="bar"') == 2
+    assert "<td>2 min / 4 min</td>" in memory  # remediated: p50 / p90
+    assert "<td>30 min / 30 min</td>" in memory  # escalated
+    assert f"{plan.breaker_key} open" in memory
+    assert "0 of 2 per 1 h" in memory  # its rate limit's budget left
+    demoted = section(page, "application-down")
+    assert "demoted: asks first" in demoted
+    assert "1 of 8 runs effective" in demoted
+    assert "promote-form" not in demoted  # a viewer reads
+    assert "no-runs" in section(page, "high-cpu-usage")
+    refused = await browser.post("/ui/policies/application-down/promote", token_from="/ui/policies")
+    assert refused.status == 403
+
+    await browser.sign_in(TOKENS[ALICE])
+    assert 'id="promote-application-down"' in (await browser.page("/ui/policies"))[1]
+    promoted = await browser.post(
+        "/ui/policies/application-down/promote", token_from="/ui/policies"
+    )
+    assert promoted.headers["Location"] == ("/ui/policies?policy=application-down&result=promoted")
+    demotion = await store.demotion("application-down")
+    assert demotion is not None
+    assert demotion.promoted_by == ALICE
+    [audited, *_] = await store.audit_log(1)
+    assert (audited.kind, audited.subject, audited.detail) == (
+        "promotion",
+        "application-down",
+        {"by": ALICE},
+    )
+    page = (await browser.page("/ui/policies?policy=application-down&result=promoted"))[1]
+    assert "demoted: asks first" not in section(page, "application-down")
+    again = await browser.post("/ui/policies/application-down/promote", token_from="/ui/policies")
+    assert again.headers["Location"].endswith("result=not-demoted")
+    unknown = await browser.post("/ui/policies/nope/promote", token_from="/ui/policies")
+    assert unknown.headers["Location"].endswith("result=unknown")

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from remediator.config import Settings
-from remediator.console import approvals, control, history, now, render, runs
+from remediator.console import approvals, control, history, now, policies, render, runs
 from remediator.console.people import Doorman, Identities, Visitor
 from remediator.console.security import HEADERS, Signer, same_origin, tokens_match
 from remediator.console.sources import MAX_FORM_BYTES, ConsoleStore, Sources
@@ -67,6 +67,8 @@ class Console:
             web.get("/", read(now.show)),
             web.get("/runs/{id}", read(runs.show)),
             web.get("/history", read(history.show)),
+            web.get("/policies", read(policies.show)),
+            web.post("/policies/{name}/promote", change(policies.promote)),
             web.get("/approvals", read(approvals.show)),
             web.post("/approvals/{id}", change(approvals.answer)),
             web.get("/control", read(control.show)),
