@@ -74,7 +74,7 @@ async def show(sources: Sources, request: web.Request, visitor: Visitor) -> web.
         approvals=approvals,
         messages=[_message(message) for message in messages],
         policy_link=policy_link(sources, run.policy, run.policy_revision),
-        plan=run.plan.as_json(),
+        plan=run.plan,
     )
 
 
