@@ -36,7 +36,7 @@ from tests.support.alertmanager import (
     running_alertmanager,
 )
 from tests.support.approvals import approved_first
-from tests.support.browser import WatchedPage, headless_chromium, screenshot
+from tests.support.browser import WatchedPage, headless_chromium, new_context, screenshot
 from tests.support.service_process import OPERATOR_TOKEN, ServiceProcess, eventually
 from tests.support.services import postgres_schema
 from tests.support.world import Application, write_policies
@@ -110,7 +110,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
         try:
             with running_alertmanager(find_alertmanager(), config, tmp_path) as alertmanager:
                 history = await alertmanager_run(alertmanager, store, f"127.0.0.1:{stand_in.port}")
-                context = await browser.new_context(viewport={"width": 1280, "height": 800})
+                context = await new_context(browser)
                 await sign_in(context, service.url)
                 yield Console(service, store, application, history, browser, context)
                 await context.close()
@@ -161,8 +161,8 @@ async def tab(console: Console) -> AsyncIterator[WatchedPage]:
 PAGES = [
     pytest.param("now", "/ui/", "#firing", id="now"),
     pytest.param("history", "/ui/history", "#runs", id="history"),
-    pytest.param("policies", "/ui/policies", "#policies", id="policies"),
-    pytest.param("approvals", "/ui/approvals", "#approvals", id="approvals"),
+    pytest.param("policies", "/ui/policies", "#policy-probe-and-fix", id="policies"),
+    pytest.param("approvals", "/ui/approvals", "section.request", id="approvals"),
     pytest.param("control", "/ui/control", "#pause-state", id="control"),
 ]
 
@@ -178,18 +178,24 @@ async def test_each_page_opens_with_no_console_error(
     assert tab.problems == []
 
 
-async def test_a_run_shows_its_steps_with_no_console_error(
-    console: Console, tab: WatchedPage
+@pytest.mark.parametrize(
+    ("which", "shown"),
+    [
+        pytest.param("shop", "http.check", id="awaiting-approval"),
+        pytest.param("unmatched", "no policy matched", id="escalated-without-policy"),
+    ],
+)
+async def test_a_run_page_opens_with_no_console_error(
+    console: Console, tab: WatchedPage, which: str, shown: str
 ) -> None:
-    run = console.history.shop
+    run = getattr(console.history, which)
     await tab.goto(console.url(f"/ui/runs/{run.id}"))
-    steps = await tab.page.inner_text("#steps")
-    assert "http.check" in steps
+    assert shown in await tab.page.inner_text("#main")
     assert tab.problems == []
 
 
 async def test_a_page_asks_a_person_to_sign_in_first_and_returns_there(console: Console) -> None:
-    context = await console.browser.new_context()
+    context = await new_context(console.browser)
     try:
         watched = await WatchedPage.open(context)
         await watched.goto(console.url("/ui/history"))
@@ -223,7 +229,7 @@ async def test_hostile_labels_render_as_text(console: Console, tab: WatchedPage,
     assert await tab.page.locator('img[src="x"]').count() == 0
     scripts = await tab.page.locator("script").all_inner_texts()
     assert not [s for s in scripts if "pwned" in s]
-    if path != "/ui/history":  # History lists targets, not every label
+    if path in ("/ui/", "/ui/runs/{hostile}"):  # the pages that show every label
         assert HOSTILE_SCRIPT in body
     assert tab.dialogs == []
     assert tab.problems == []
@@ -265,8 +271,11 @@ async def test_an_approval_from_the_approvals_page_lets_the_run_make_its_change(
     ]
     assert "fix" not in [hook for hook, _ in console.application.calls]
     await tab.goto(console.url("/ui/approvals"))
-    await tab.page.click(f"#approval-{request.id} button[value=approve]")
-    await tab.page.wait_for_load_state("load")
+    await tab.page.fill(f"#note-{request.id}", "browser test: go ahead")
+    await tab.page.click(f"#approve-{request.id}")
+    await tab.page.wait_for_selector("#answer-result")
+    assert await tab.page.locator(f"#approval-{request.id}").count() == 0  # no longer waiting
+    await screenshot(tab.page, "approvals-answered")
 
     async def fixed() -> bool:
         return "fix" in [hook for hook, _ in console.application.calls]

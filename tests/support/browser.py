@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     )
 
 SCREENSHOTS = os.environ.get("REMEDIATOR_CONSOLE_SCREENSHOTS")
-VIEWPORT = {"width": 1280, "height": 800}
+WAIT_MS = 10_000  # for an element or a navigation: a page that takes longer has failed
 
 
 def chromium_executable() -> str:
@@ -64,6 +64,13 @@ async def headless_chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+async def new_context(browser: Browser) -> BrowserContext:
+    """A fresh profile (no cookies) with a laptop's window: what a person opens."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    return context
 
 
 @dataclass
