@@ -361,8 +361,11 @@ class History:
                 [(o, g) for o, g, _ in OUTCOMES], [n for *_, n in OUTCOMES]
             )
             episode = self.episode(len(drawn), name, outcome, guard)
+            cost = 2 if episode.outcome is RunOutcome.SUCCEEDED and self.undoes(episode) else 1
+            if runs + cost > self.runs:
+                continue  # one run short: drawn again, so the count is exact
             drawn.append(episode)
-            runs += 2 if episode.outcome is RunOutcome.SUCCEEDED and self.undoes(episode) else 1
+            runs += cost
         span = timedelta(days=DAYS) - timedelta(hours=3)
         oldest = self.now - timedelta(days=DAYS) + timedelta(hours=1)
         for episode, at in zip(drawn, sorted(self.random.random() for _ in drawn), strict=True):
