@@ -352,6 +352,7 @@ class History:
         undone once its alert resolved counts two runs: episodes are drawn until the runs
         add up, then spread over the month in order."""
         firing = [(o, g) for o, g, n in FIRING_NOW for _ in range(n)]
+        self.random.shuffle(firing)
         weights = [1 / (k + 1) ** 0.8 for k in range(len(ALERTNAMES))]
         drawn: list[Episode] = []
         runs = len(firing)
@@ -375,7 +376,7 @@ class History:
             episode = self.episode(
                 len(drawn), name if outcome is not RunOutcome.NO_MATCH else -1, outcome, guard
             )
-            episode.starts_at = self.now - timedelta(minutes=90) + timedelta(minutes=3 * offset)
+            episode.starts_at = self.now - timedelta(minutes=100) + timedelta(minutes=3 * offset)
             episode.firing = True
             drawn.append(episode)
         return drawn
@@ -390,7 +391,11 @@ class History:
     def add(self, episode: Episode) -> None:
         """The episode's alert, events, remediations, steps and messages."""
         decided = episode.starts_at + timedelta(seconds=self.random.uniform(1, 40))
-        finished = None if episode.firing else decided + self.duration(episode.outcome)
+        finished = None
+        if not episode.outcome.active:  # ended: a still firing alert's run ended by now
+            finished = min(
+                decided + self.duration(episode.outcome), self.now - timedelta(seconds=30)
+            )
         ends_at = None if episode.firing else (finished or decided) + timedelta(minutes=2)
         firing_event = self.event(episode, "firing", episode.starts_at, decided)
         self.alert(episode, ends_at)
@@ -559,7 +564,7 @@ class History:
                 step_id=STEP_IDS[action] if phase == "steps" else None,
                 action=action,
                 outcome="failed" if failed else "ok",
-                message=self.step_message(action, remediation.outcome),
+                message=self.step_message(action, remediation),
                 data=self.step_data(action, remediation),
                 attempts=1 if self.random.random() < 0.95 else 2,
                 started_at=at,
@@ -568,8 +573,10 @@ class History:
             self.tables.steps.append(store_rows.step_row(step))
             at += took
 
-    def step_message(self, action: str, outcome: RunOutcome) -> str:
-        if outcome is RunOutcome.DRY_RUN and action == "kubernetes.scale":
+    def step_message(self, action: str, remediation: Remediation) -> str:
+        if action == "kubernetes.scale" and remediation.kind == "resolved":
+            return "scaled from 4 back to 3 replicas"
+        if action == "kubernetes.scale" and remediation.outcome is RunOutcome.DRY_RUN:
             return "would scale from 3 to 4 replicas"
         return {
             "kubernetes.diagnose": "3 pods, 1 restarted (OOMKilled)",
@@ -585,7 +592,12 @@ class History:
             ]
             return {"pods": pods, "rollout": {"ready_replicas": 2, "replicas": 3}}
         if action == "kubernetes.scale":
-            return {"from": 3, "to": 4, "dry_run": remediation.outcome is RunOutcome.DRY_RUN}
+            # A change's record carries its parameters as rendered (remediation/steps.py).
+            by = -1 if remediation.kind == "resolved" else 1
+            params = {"by": by, "max_replicas": 8, "min_replicas": 2 if by < 0 else 1}
+            counts = {"from": 3, "to": 3 + by} if by > 0 else {"from": 4, "to": 3}
+            dry_run = remediation.outcome is RunOutcome.DRY_RUN
+            return {**counts, "dry_run": dry_run, "params": params}
         return {"ready": 4, "replicas": 4}
 
     def message(self, remediation: Remediation, episode: Episode, at: datetime) -> None:

@@ -10,9 +10,6 @@ token (the identity `operator`) and the tests share it: each page opens without 
 error (a CSP violation is one), the hostile labels show as text and run nothing, Control
 pauses and resumes, and an approval given on the Approvals page lets the run go on: the
 stand-in receives the fix.
-
-With REMEDIATOR_CONSOLE_SCREENSHOTS=docs/console the pages are saved there as PNGs (the
-README's pictures).
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ from tests.support.alertmanager import (
     running_alertmanager,
 )
 from tests.support.approvals import approved_first
-from tests.support.browser import WatchedPage, headless_chromium, new_context, screenshot
+from tests.support.browser import WatchedPage, headless_chromium, new_context
 from tests.support.service_process import OPERATOR_TOKEN, ServiceProcess, eventually
 from tests.support.services import postgres_schema
 from tests.support.world import Application, write_policies
@@ -152,29 +149,28 @@ async def sign_in(context: BrowserContext, url: str, following: str = "/ui/") ->
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def tab(console: Console) -> AsyncIterator[WatchedPage]:
-    """A new tab of the operator's session; after the test it must have said nothing wrong."""
+    """A new tab of the operator's session, closed after the test."""
     watched = await WatchedPage.open(console.signed_in)
     yield watched
     await watched.close()
 
 
 PAGES = [
-    pytest.param("now", "/ui/", "#firing", id="now"),
-    pytest.param("history", "/ui/history", "#runs", id="history"),
-    pytest.param("policies", "/ui/policies", "#policy-probe-and-fix", id="policies"),
-    pytest.param("approvals", "/ui/approvals", "section.request", id="approvals"),
-    pytest.param("control", "/ui/control", "#pause-state", id="control"),
+    pytest.param("/ui/", "#firing", id="now"),
+    pytest.param("/ui/history", "#runs", id="history"),
+    pytest.param("/ui/policies", "#policy-probe-and-fix", id="policies"),
+    pytest.param("/ui/approvals", "section.request", id="approvals"),
+    pytest.param("/ui/control", "#pause-state", id="control"),
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "landmark"), PAGES)
+@pytest.mark.parametrize(("path", "landmark"), PAGES)
 async def test_each_page_opens_with_no_console_error(
-    console: Console, tab: WatchedPage, name: str, path: str, landmark: str
+    console: Console, tab: WatchedPage, path: str, landmark: str
 ) -> None:
     await tab.goto(console.url(path))
     await tab.page.wait_for_selector(landmark)
     assert await tab.page.inner_text("#who-name") == "operator"
-    await screenshot(tab.page, name)
     assert tab.problems == []
 
 
@@ -200,7 +196,6 @@ async def test_a_page_asks_a_person_to_sign_in_first_and_returns_there(console: 
         watched = await WatchedPage.open(context)
         await watched.goto(console.url("/ui/history"))
         assert watched.page.url.startswith(console.url("/ui/login"))
-        await screenshot(watched.page, "login")
         await watched.page.fill("#token", "not-a-token")
         await watched.page.click("#login")
         await watched.page.wait_for_selector("#login-problem")
@@ -246,7 +241,6 @@ async def test_pause_then_resume_from_the_control_page(console: Console, tab: Wa
     paused = await console.store.pause()
     assert paused is not None
     assert (paused.paused_by, paused.reason) == ("operator", "browser test: deploy freeze")
-    await screenshot(tab.page, "control-paused")
 
     await tab.page.click("#resume")
     await tab.page.wait_for_selector("#pause")
@@ -275,7 +269,6 @@ async def test_an_approval_from_the_approvals_page_lets_the_run_make_its_change(
     await tab.page.click(f"#approve-{request.id}")
     await tab.page.wait_for_selector("#answer-result")
     assert await tab.page.locator(f"#approval-{request.id}").count() == 0  # no longer waiting
-    await screenshot(tab.page, "approvals-answered")
 
     async def fixed() -> bool:
         return "fix" in [hook for hook, _ in console.application.calls]
@@ -291,5 +284,4 @@ async def test_an_approval_from_the_approvals_page_lets_the_run_make_its_change(
     await tab.goto(console.url(f"/ui/runs/{run.id}"))
     steps = await tab.page.inner_text("#steps")
     assert re.search(r"http\.request", steps)
-    await screenshot(tab.page, "run")
     assert tab.problems == []

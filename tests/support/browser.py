@@ -10,8 +10,7 @@ uncaught errors (a script that threw), failed requests and dialogs (an `alert()`
 label ran). A Content-Security-Policy violation is a console error in Chromium, so a page
 whose own script or style the policy refuses shows up here too.
 
-With REMEDIATOR_CONSOLE_SCREENSHOTS set to a directory (`docs/console`), `screenshot` writes
-each page the tests name there as a PNG: the README's pictures are the tests' own pages.
+bench/console_screenshots.py uses the same browser for the README's pictures.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.support.services import missing_service
@@ -36,7 +34,6 @@ if TYPE_CHECKING:
         Response,
     )
 
-SCREENSHOTS = os.environ.get("REMEDIATOR_CONSOLE_SCREENSHOTS")
 WAIT_MS = 10_000  # for an element or a navigation: a page that takes longer has failed
 
 
@@ -123,12 +120,3 @@ class WatchedPage:
 
     async def close(self) -> None:
         await self.page.close()
-
-
-async def screenshot(page: Page, name: str) -> None:
-    """The page, whole, as `name`.png in REMEDIATOR_CONSOLE_SCREENSHOTS (when set)."""
-    if not SCREENSHOTS:
-        return
-    directory = Path(SCREENSHOTS)
-    directory.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
