@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,6 +18,7 @@ from remediator.alerts import Notification
 from remediator.config import Settings
 from remediator.console.security import CONTENT_SECURITY_POLICY
 from remediator.engine.outcome import RunOutcome
+from remediator.engine.plan import Escalation
 from remediator.engine.summary import PlanSummary
 from remediator.guards.guards import Admitted
 from remediator.metrics import Metrics
@@ -31,6 +33,7 @@ from remediator.store import (
     StepRecord,
     Store,
     Verdict,
+    open_store,
 )
 from tests.support.approval_requests import (
     ALICE,
@@ -42,6 +45,7 @@ from tests.support.approval_requests import (
     write_users,
 )
 from tests.support.builders import memory_plan
+from tests.support.clocks import Clock
 from tests.support.console import Browser
 from tests.support.webhooks import webhook, webhook_alert
 
@@ -108,6 +112,8 @@ def cells(page: str, css_class: str) -> list[str]:
 async def test_a_person_not_signed_in_is_sent_to_sign_in_and_back_to_the_page(
     browser: Browser,
 ) -> None:
+    typed = await browser.client.get("/ui", allow_redirects=False)
+    assert (typed.status, typed.headers["Location"]) == (303, "/ui/")
     status, _ = await browser.page("/ui/")
     response = await browser.client.get("/ui/control?x=1", allow_redirects=False)
     assert (status, response.status) == (303, 303)
@@ -602,3 +608,241 @@ async def test_policies_show_the_ledger_plots_breakers_budgets_and_demotions(
     assert again.headers["Location"].endswith("result=not-demoted")
     unknown = await browser.post("/ui/policies/nope/promote", token_from="/ui/policies")
     assert unknown.headers["Location"].endswith("result=unknown")
+
+
+SCRIPT = "<script>alert(1)</script>"
+QUOTES = "\"'><img src=x onerror=alert(1)>"
+TEMPLATE = "{{ 7*7 }}{% if true %}pwned{% endif %}"
+
+
+async def test_hostile_labels_annotations_and_data_render_as_text_on_every_page(
+    browser: Browser, store: Store
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    await pending_request(store, "feedf00d", requested_at=at - timedelta(minutes=1))
+    await firing(
+        store,
+        "fp-hostile",
+        at,
+        alertname=SCRIPT,
+        instance=QUOTES,
+        namespace=TEMPLATE,
+        summary=SCRIPT + QUOTES + TEMPLATE,
+    )
+    run = await decided(
+        store,
+        "fp-hostile",
+        at,
+        RunOutcome.BLOCKED,
+        alertname=SCRIPT,
+        guard=QUOTES,
+        reason=f"refused: {SCRIPT} {TEMPLATE}",
+        target=f"Deployment/{QUOTES}/{TEMPLATE}",
+        policy=TEMPLATE,
+        policy_revision=QUOTES,
+    )
+    await store.record_step(
+        StepRecord(
+            run.id,
+            "steps",
+            0,
+            SCRIPT,
+            QUOTES,
+            "failed",
+            SCRIPT,
+            {"body": SCRIPT, "params": {"name": QUOTES, TEMPLATE: TEMPLATE}},
+            1,
+            at,
+            at,
+        )
+    )
+    request = await store.approval("feedf00d")
+    assert request is not None
+    await store.request_approval(
+        replace(
+            request,
+            id="hostile-ask",
+            remediation_id=run.id,
+            target=SCRIPT,
+            step=QUOTES,
+            params={"x": TEMPLATE},
+            shown={"change": SCRIPT, "diagnostics": {QUOTES: SCRIPT}},
+        )
+    )
+    await store.record_answer(
+        ApprovalAnswer("hostile-ask", SCRIPT, "api", Verdict.REFUSED, QUOTES, at)
+    )
+    await browser.sign_in(TOKENS[ALICE])
+    await browser.post("/ui/control/pause", {"reason": SCRIPT + QUOTES + TEMPLATE})
+
+    pages = [
+        "/ui/",
+        f"/ui/runs/{run.id}",
+        "/ui/history",
+        f"/ui/history?alertname={quote(SCRIPT)}&target={quote(QUOTES)}&policy={quote(TEMPLATE)}",
+        "/ui/approvals",
+        f"/ui/approvals?answered={quote(SCRIPT)}&result=closed",
+        "/ui/control",
+        "/ui/policies",
+        f"/ui/runs/{quote(SCRIPT, safe='')}",
+    ]
+    for path in pages:
+        status, page = await browser.page(path)
+        assert status in (200, 404), path
+        assert "<script" not in page.lower(), path
+        assert "<img" not in page, path
+        assert "onerror=alert(1)>" not in page, path
+    for path in pages[:7]:
+        page = (await browser.page(path))[1]
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
+    for path in (pages[0], pages[1], pages[3]):
+        page = (await browser.page(path))[1]
+        assert "{{ 7*7 }}{% if true %}pwned{% endif %}" in page, path
+        assert "&#34;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;" in page, path
+    browser.sign_out()
+    spaced, quoted = quote("/ui/" + QUOTES), quote('/ui/?q="><b>')
+    status, page = await browser.page(f"/ui/login?next={spaced}")
+    assert status == 200
+    assert 'name="next" value="/ui/"' in page  # spaces: not a page of the console's
+    status, page = await browser.page(f"/ui/login?next={quoted}")
+    assert 'name="next" value="/ui/?q=&#34;&gt;&lt;b&gt;"' in page
+
+
+class CountingStore:
+    """The real store, counting the calls each page makes to it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not callable(found):
+            return found
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return found(*args, **kwargs)
+
+        return counted
+
+
+async def fill(store: Store, count: int, at: datetime) -> Remediation:
+    """`count` alerts firing, each decided, with `count` steps, messages and approval
+    requests on the last run."""
+    for n in range(count):
+        await firing(store, f"fp-{count}-{n}", at + timedelta(seconds=n), instance=f"i-{n}")
+        run = await decided(store, f"fp-{count}-{n}", at + timedelta(seconds=n), RunOutcome.FAILED)
+    for n in range(count):
+        await store.record_step(
+            StepRecord(run.id, "steps", n, None, "http.check", "ok", "200", {}, 1, at, at)
+        )
+        await store.enqueue(
+            [OutboxEntry(f"m-{count}-{n}", "slack", "trigger", "k", run.id, {}, at, at)]
+        )
+    return run
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_each_page_reads_the_store_a_fixed_number_of_times_however_many_rows(
+    database_url: str, live_policies: LivePolicies, tmp_path: Path
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    counts = []
+    for rows in (1, 25):
+        opened = await open_store(f"sqlite:///{tmp_path / f'{rows}.db'}")
+        for n in range(rows):
+            await pending_request(opened, f"ask-{n}", requested_at=at)
+        run = await fill(opened, rows, at)
+        counting = CountingStore(opened)
+        settings = Settings(
+            database_url=database_url, webhook_token="s3cret", api_token=OPERATOR_TOKEN
+        )
+        parts = Parts.of(settings, counting, live_policies, Metrics())  # type: ignore[arg-type]
+        async with TestClient(TestServer(parts.application())) as client:
+            browser = Browser(client)
+            await browser.sign_in(OPERATOR_TOKEN)
+            calls = {}
+            for path in (
+                "/ui/",
+                f"/ui/runs/{run.id}",
+                "/ui/history",
+                "/ui/policies",
+                "/ui/approvals",
+                "/ui/control",
+            ):
+                counting.calls.clear()
+                status, page = await browser.page(path)
+                assert status == 200, path
+                calls[path.split("/")[2] or "now"] = len(counting.calls)
+                if path == "/ui/":
+                    assert page.count('<tr class="alert">') == rows + rows  # the asks' too
+            counts.append(calls)
+        await opened.close()
+    few, many = counts
+    assert few == many
+    assert many == {
+        "now": 2,  # the pause, the alerts with their latest runs
+        "runs": 6,  # the pause, the run, its steps, approvals, messages, alert
+        "history": 2,
+        "policies": 4,  # the pause, the ledger, demotions, the guards' runs of the week
+        "approvals": 3,
+        "control": 2,
+    }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_policies_ledger_is_counted_at_most_once_a_minute(
+    database_url: str, store: Store, live_policies: LivePolicies
+) -> None:
+    clock = Clock(datetime.now(UTC).timestamp())
+    counting = CountingStore(store)
+    settings = Settings(database_url=database_url, webhook_token="s3cret", api_token="ops-token")
+    parts = Parts.of(settings, counting, live_policies, Metrics(), clock=clock)  # type: ignore[arg-type]
+    async with TestClient(TestServer(parts.application())) as client:
+        browser = Browser(client)
+        await browser.sign_in("ops-token")
+        for _ in range(3):
+            assert (await browser.page("/ui/policies"))[0] == 200
+        assert counting.calls.count("ledger_since") == 1
+        await browser.page("/ui/policies?days=30")  # another period: counted on its own
+        assert counting.calls.count("ledger_since") == 2
+        clock.advance(59)
+        await browser.page("/ui/policies")
+        assert counting.calls.count("ledger_since") == 2
+        clock.advance(1)
+        await browser.page("/ui/policies")
+        assert counting.calls.count("ledger_since") == 3
+
+
+async def test_a_run_decided_without_a_plan_shows_its_escalation(
+    browser: Browser, store: Store
+) -> None:
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    await firing(store, "fp-lone", at)
+    run = Remediation(
+        id="no-match",
+        event_id=1,
+        fingerprint="fp-lone",
+        starts_at=at,
+        alertname="Unknown",
+        kind="firing",
+        policy=None,
+        policy_revision=None,
+        outcome=RunOutcome.NO_MATCH,
+        guard=None,
+        reason="no policy matched",
+        run_id=None,
+        target=None,
+        plan=PlanSummary.escalation_only(
+            Escalation("P2", ("slack", "email"), page_while_remediating=False)
+        ),
+        started_at=at,
+    )
+    await store.save_remediation(run)
+    await browser.sign_in(TOKENS[VERA])
+    status, page = await browser.page("/ui/runs/no-match")
+    assert status == 200
+    assert '<dd id="run-plan">P2; escalates to slack, email</dd>' in page
+    assert '<dd id="run-policy">no policy matched</dd>' in page
+    assert 'id="no-steps"' in page

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from remediator.config import Settings
 from remediator.console import approvals, control, history, now, policies, render, runs
+from remediator.console.ledger_counts import LedgerCounts
 from remediator.console.people import Doorman, Identities, Visitor
 from remediator.console.security import HEADERS, Signer, same_origin, tokens_match
 from remediator.console.sources import MAX_FORM_BYTES, ConsoleStore, Sources
@@ -49,7 +50,8 @@ class Console:
         demotions: Demotions,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sources = Sources(settings, store, guards, policies, desk, demotions, clock)
+        ledgers = LedgerCounts(store, policies, clock)
+        self._sources = Sources(settings, store, guards, policies, desk, demotions, clock, ledgers)
         secret = settings.console_secret
         signer = Signer(secret.get_secret_value().encode()) if secret else Signer.drawn()
         self._doorman = Doorman(settings, identities, signer, clock)
@@ -146,11 +148,13 @@ class Console:
         if not tokens_match(posted, expected):
             return self._sign_in_form(request, following, problem=STALE_SIGN_IN, status=403)
         response = _see_other(following)
-        if not self._doorman.sign_in(request, response, fields.get("token", "")):
+        signed_in = self._doorman.sign_in(request, response, fields.get("token", ""))
+        if signed_in is None:
             log.warning("console sign-in refused: unknown token", remote=request.remote)
             return self._sign_in_form(
                 request, following, problem="That token is not known here.", status=401
             )
+        log.info("console sign-in", who=signed_in.name, role=signed_in.role.value)
         return response
 
     async def _logout(
@@ -165,8 +169,12 @@ class Console:
     async def _answers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The console's own error pages (HTML, never the API's JSON), and its headers on
         every answer."""
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            if request.path == PREFIX:  # /ui, as people type it
+                response = _see_other(f"{PREFIX}/")
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
             response = _error(exc.status, exc.reason, exc.headers.get("Location"))
         except (StoreUnavailable, GuardsUnavailable) as exc:
@@ -201,7 +209,8 @@ def _next(value: str | None) -> str:
     if not value:
         return f"{PREFIX}/"
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not value.startswith(f"{PREFIX}/") or "\\" in value:
+    odd = not value.isascii() or any(ch.isspace() or not ch.isprintable() for ch in value)
+    if odd or parts.scheme or parts.netloc or not value.startswith(f"{PREFIX}/") or "\\" in value:
         return f"{PREFIX}/"
     return value
 

@@ -104,11 +104,13 @@ class Doorman:
             return None
         return Visitor(identity, Way(session["way"]), self._signer.token(str(session["id"])))
 
-    def sign_in(self, request: web.Request, response: web.StreamResponse, token: str) -> bool:
-        """Set the session cookie when the token names an identity; whether it did."""
+    def sign_in(
+        self, request: web.Request, response: web.StreamResponse, token: str
+    ) -> Identity | None:
+        """Set the session cookie when the token names an identity: who it names."""
         identity = self._identities.identity_of(token)
         if identity is None:
-            return False
+            return None
         way = Way.TOKEN if identity == self._identities.token_identity() else Way.USERS
         session = {
             "name": identity.name,
@@ -118,7 +120,7 @@ class Doorman:
         }
         self._cookie(request, response, SESSION_COOKIE, self._signer.sign(session), self._lifetime)
         response.del_cookie(LOGIN_COOKIE, path="/ui/login")
-        return True
+        return identity
 
     def sign_out(self, response: web.StreamResponse) -> None:
         response.del_cookie(SESSION_COOKIE, path="/ui")

@@ -5,12 +5,13 @@ breakers and rate-limit budgets left, its blast radius, and whether it is demote
 first, with Promote for an operator (as `remediator policies promote` does).
 
 Three reads: the ledger's entries since the first day (one statement), the demotions, and
-the guards' snapshot (the runs of the last week, and the guard backend)."""
+the guards' snapshot (the runs of the last week, and the guard backend). The ledger is
+counted at most once a minute per replica and period (`ledger_counts.LedgerCounts`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from remediator.console.people import Visitor
 from remediator.console.render import percent, seconds
 from remediator.console.runs import policy_link
 from remediator.console.sources import Sources
-from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, PolicyStats, daily, ledger
+from remediator.engine.ledger import PolicyStats
 from remediator.guards.base import BreakerState, BreakerView, Budget, GuardsUnavailable, Snapshot
 from remediator.guards.guards import GLOBAL_LIMIT, GLOBAL_REACH
 from remediator.policy.policyset import PolicySet
@@ -52,18 +53,21 @@ class PolicyView:
 
 async def show(sources: Sources, request: web.Request, visitor: Visitor) -> web.Response:
     days = _days(request.query.get("days"))
-    now = sources.now()
-    first = (now - timedelta(days=days - 1)).date()
+    counted = await sources.ledgers.of(days)
     policies = sources.policies.current
-    entries = await sources.store.ledger_since(datetime.combine(first, time(), UTC))
-    windows = {p.name: p.recurs_within or DEFAULT_WINDOW for p in policies.policies}
-    totals = {s.policy: s for s in ledger(entries, windows, now) if s.action == ALL_ACTIONS}
-    by_day = daily(entries, windows, now, first, days)
     demotions = {d.policy: d for d in await sources.store.demotions() if d.in_force}
     snapshot, guard_problem = await _snapshot(sources, policies)
-    labels = [(first + timedelta(days=n)).isoformat() for n in range(days)]
+    labels = [(counted.first + timedelta(days=n)).isoformat() for n in range(days)]
     views = [
-        _view(sources, policy, totals, by_day.get(policy.name, []), labels, demotions, snapshot)
+        _view(
+            sources,
+            policy,
+            counted.totals,
+            counted.by_day.get(policy.name, []),
+            labels,
+            demotions,
+            snapshot,
+        )
         for policy in policies.policies
     ]
     health = sources.policies.health()
@@ -76,6 +80,7 @@ async def show(sources: Sources, request: web.Request, visitor: Visitor) -> web.
         views=views,
         days=days,
         periods=PERIODS,
+        counted_at=counted.at,
         revision=sources.policies.revision,
         health=health,
         guardrails=policies.guardrails,

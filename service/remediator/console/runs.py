@@ -16,6 +16,7 @@ from aiohttp import web
 from remediator.console.people import Visitor
 from remediator.console.sources import Sources
 from remediator.console.states import outcome_css
+from remediator.engine.summary import PlanSummary
 from remediator.notify.would_send import WOULD_SEND
 from remediator.remediation.steps import PARAMS
 from remediator.store import RunMessage, StepRecord
@@ -74,7 +75,7 @@ async def show(sources: Sources, request: web.Request, visitor: Visitor) -> web.
         approvals=approvals,
         messages=[_message(message) for message in messages],
         policy_link=policy_link(sources, run.policy, run.policy_revision),
-        plan=run.plan,
+        plan=plan_line(run.plan),
     )
 
 
@@ -89,6 +90,19 @@ def policy_link(sources: Sources, policy: str | None, revision: str | None) -> s
         return None
     commit = revision.removesuffix(DIRTY)
     return template.format(revision=quote(commit, safe=""), file=quote(file or "", safe=""))
+
+
+def plan_line(plan: PlanSummary) -> str:
+    """The plan in a line: `P2; steps: http.check, kubernetes.rollout_restart; verified
+    within 10m; escalates to slack, email` (an escalation alone has no steps)."""
+    parts = [str(plan.level)] if plan.level else []
+    if plan.steps:
+        parts.append(f"steps: {', '.join(plan.steps)}")
+    if plan.verify_within:
+        parts.append(f"verified within {plan.verify_within}")
+    if plan.channels:
+        parts.append(f"escalates to {', '.join(plan.channels)}")
+    return "; ".join(parts) or "no plan"
 
 
 def _step(step: StepRecord) -> StepView:

@@ -4,9 +4,8 @@ the approval desk and the demotions, the same parts the operator API uses."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -14,6 +13,7 @@ from aiohttp import web
 
 from remediator.config import Settings
 from remediator.console import render
+from remediator.console.ledger_counts import LedgerCounts
 from remediator.console.people import Visitor
 from remediator.guards.guards import Guards
 from remediator.policy.policyset import PoliciesInForce
@@ -37,7 +37,8 @@ class Sources:
     policies: PoliciesInForce
     desk: ApprovalDesk  # every answer goes through it, as the API's and Slack's do
     demotions: Demotions
-    clock: Callable[[], float] = field(default=time.time)
+    clock: Callable[[], float]
+    ledgers: LedgerCounts  # the Policies page's ledger, counted at most once a minute
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
