@@ -135,8 +135,9 @@ async def alertmanager_run(alertmanager: str, store: Store, instance: str) -> Hi
     return History(shop, hostile, runs["DiskFillingUp"])
 
 
-async def sign_in(context: BrowserContext, url: str, following: str = "/ui/") -> WatchedPage:
-    """The sign-in page, as a person fills it in: the token, then Sign in."""
+async def sign_in(context: BrowserContext, url: str, following: str = "/ui/") -> None:
+    """The sign-in page, as a person fills it in: the token, then Sign in. The context keeps
+    the session cookie."""
     watched = await WatchedPage.open(context)
     await watched.goto(f"{url}/ui/login?next={following}")
     await watched.page.fill("#token", OPERATOR_TOKEN)
@@ -144,7 +145,6 @@ async def sign_in(context: BrowserContext, url: str, following: str = "/ui/") ->
     await watched.page.wait_for_url(f"{url}{following}")
     assert watched.problems == []
     await watched.close()
-    return watched
 
 
 @pytest_asyncio.fixture(loop_scope="module")
