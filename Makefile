@@ -40,6 +40,7 @@ bench: $(DEV)
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/approvals.py --store sqlite
 	$(BIN)/python bench/gameday.py
+	$(BIN)/python bench/console.py
 
 gameday: $(DEV)
 	$(BIN)/python bench/gameday.py

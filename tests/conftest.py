@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
@@ -28,14 +26,18 @@ from remediator.policy.policyset import PolicySet
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import Parts
 from remediator.store import Store, open_store
-from tests.support.alertmanager import ALERTMANAGER_CONFIG, running_alertmanager
+from tests.support.alertmanager import (
+    ALERTMANAGER_CONFIG,
+    find_alertmanager,
+    running_alertmanager,
+)
 from tests.support.cluster import Cluster, open_cluster
 from tests.support.mailbox import Mailbox
 from tests.support.notify_recorder import PD_ACCEPTED, Answer, Recorder
 from tests.support.policies import SHIPPED_POLICIES, STAND_INS_ALLOWED
 from tests.support.redis_server import RedisServer
 from tests.support.service_process import ServiceProcess
-from tests.support.services import POSTGRES_ADMIN_DSN, free_port, missing_service
+from tests.support.services import free_port, missing_service, postgres_schema
 from tests.support.world import POLICY, World, open_world, write_policies
 
 
@@ -60,20 +62,8 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 @pytest.fixture
 async def postgres_dsn() -> AsyncIterator[str]:
     """A DSN whose search_path is a schema of this test's own, dropped afterwards."""
-    try:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5, command_timeout=30)
-    except (OSError, asyncpg.PostgresError) as exc:
-        missing_service(
-            f"PostgreSQL at {POSTGRES_ADMIN_DSN} ({exc})",
-            "start one with trust auth and a database `test`, or set REMEDIATOR_TEST_POSTGRES",
-        )
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES_ADMIN_DSN}?search_path={schema}"
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+    async with postgres_schema() as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -113,14 +103,7 @@ async def client(
 
 @pytest.fixture
 def alertmanager_binary() -> str:
-    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if found is None:
-        missing_service(
-            "the Alertmanager binary",
-            "install it with `apt-get install prometheus-alertmanager`",
-        )
-    assert found is not None
-    return found
+    return find_alertmanager()
 
 
 # Shared by the tests of several modules.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.service_process import eventually
-from tests.support.services import free_port
+from tests.support.services import free_port, missing_service
 
 ALERTMANAGER_CONFIG = """
 route:
@@ -39,6 +40,18 @@ ALERTS = [
     {"alertname": "HighMemoryUsage", "namespace": "prod", "pod": "api-2", "severity": "warning"},
     {"alertname": "ApplicationDown", "namespace": "prod", "job": "api", "severity": "critical"},
 ]
+
+
+def find_alertmanager() -> str:
+    """The Alertmanager binary on PATH; a missing one skips (fails in CI)."""
+    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if found is None:
+        missing_service(
+            "the Alertmanager binary",
+            "install it with `apt-get install prometheus-alertmanager`",
+        )
+    assert found is not None
+    return found
 
 
 @contextlib.contextmanager
