@@ -59,7 +59,8 @@ async def test_a_replica_killed_while_its_run_waits_for_approval_loses_nothing(
         async def asked() -> bool:
             worker = await deployment.db.fetchval(
                 "SELECT e.claimed_by FROM alert_events e JOIN approvals a ON a.event_id = e.id"
-                " WHERE a.state = 'pending'"
+                " JOIN remediations r ON r.id = a.remediation_id"
+                " WHERE a.state = 'pending' AND r.outcome = 'awaiting_approval'"
             )
             asking.append(worker)
             return worker is not None
