@@ -45,6 +45,13 @@ OPERATOR = {"Authorization": "Bearer ops-token"}  # REMEDIATOR_API_TOKEN: the id
 
 
 @pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here does not depend on the store, whose part (answers
+    taken in one transaction, requests seen) is proven on both in test_approvals_store.py."""
+    return f"sqlite:///{tmp_path / 'remediator.db'}"
+
+
+@pytest.fixture
 async def api(
     database_url: str, store: Store, live_policies: LivePolicies, tmp_path: Path
 ) -> AsyncIterator[Client]:

@@ -22,6 +22,7 @@ from remediator.store import (
     Verdict,
     open_store,
 )
+from tests.support.approval_requests import request_for as shared_request_for
 from tests.support.webhooks import webhook, webhook_alert
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -48,26 +49,8 @@ async def handled_event(store: Store, fingerprint: str, at: datetime = NOW) -> A
 def request_for(
     event: AlertEvent, approval_id: str, *, at: datetime = NOW, min_approvals: int = 2
 ) -> ApprovalRequest:
-    return ApprovalRequest(
-        id=approval_id,
-        remediation_id=f"run-{approval_id}",
-        event_id=event.id,
-        fingerprint=event.fingerprint,
-        starts_at=event.starts_at,
-        alertname="ApplicationDown",
-        policy="application-down",
-        position=1,
-        step="restart",
-        action="kubernetes.rollout_restart",
-        target="Deployment/prod/api",
-        params={"namespace": "prod", "name": "api", "replicas": 3, "wait": True},
-        digest="9f" * 32,
-        approvers=("alice", "bob", "carol"),
-        min_approvals=min_approvals,
-        on_timeout="reject",
-        requested_at=at,
-        expires_at=at + 15 * MINUTE,
-        shown={"diff": ["+ restartedAt"], "guards": {"rate_limit": "2 of 5"}},
+    return shared_request_for(
+        event, approval_id, at=at, approvers=("alice", "bob", "carol"), min_approvals=min_approvals
     )
 
 

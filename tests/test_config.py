@@ -60,6 +60,34 @@ def test_a_command_line_option_wins_over_the_environment(monkeypatch: pytest.Mon
             "REMEDIATOR_EXTERNAL_URL", "remediator:9095", "REMEDIATOR_EXTERNAL_URL", id="url"
         ),
         pytest.param("REMEDIATOR_MOOD", "live", "REMEDIATOR_MOOD: unknown setting", id="typo"),
+        pytest.param(
+            "REMEDIATOR_CONSOLE_SECRET", "short", "at least 32 characters", id="console-secret"
+        ),
+        pytest.param(
+            "REMEDIATOR_CONSOLE_TRUSTED_HEADER",
+            "X-Forwarded-Email",
+            "REMEDIATOR_CONSOLE_TRUSTED_HEADER and REMEDIATOR_CONSOLE_TRUSTED_PROXIES must be set"
+            " together",
+            id="header-without-proxies",
+        ),
+        pytest.param(
+            "REMEDIATOR_CONSOLE_TRUSTED_PROXIES",
+            "10.0.0.1/8",
+            "REMEDIATOR_CONSOLE_TRUSTED_PROXIES (--console-trusted-proxies): value is not a valid",
+            id="proxies-host-bits",
+        ),
+        pytest.param(
+            "REMEDIATOR_POLICY_REPOSITORY_URL",
+            "https://git.example/org/repo/blob/main/policies/{file}",
+            "expected {revision} where the commit goes",
+            id="repository-without-revision",
+        ),
+        pytest.param(
+            "REMEDIATOR_POLICY_REPOSITORY_URL",
+            "https://git.example/{commit}/{file}",
+            "only {revision} and {file} may stand in braces",
+            id="repository-unknown-placeholder",
+        ),
     ],
 )
 def test_an_invalid_setting_is_named_in_one_line(
@@ -131,4 +159,15 @@ def test_serve_prints_the_bad_setting_and_exits_without_a_traceback(
     assert capsys.readouterr().err.splitlines() == [
         "remediator: REMEDIATOR_MODE=live refuses to start without webhook authentication: set"
         " REMEDIATOR_WEBHOOK_TOKEN, or REMEDIATOR_WEBHOOK_USERNAME and REMEDIATOR_WEBHOOK_PASSWORD",
+    ]
+
+
+def test_the_console_trusts_a_header_only_with_its_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMEDIATOR_CONSOLE_TRUSTED_HEADER", "X-Forwarded-Email")
+    monkeypatch.setenv("REMEDIATOR_CONSOLE_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1/32,::1/128")
+    settings = load_settings()
+    assert sorted(map(str, settings.console_trusted_proxies)) == [
+        "10.0.0.0/8",
+        "127.0.0.1/32",
+        "::1/128",
     ]

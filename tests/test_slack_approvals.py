@@ -64,6 +64,13 @@ def waiting_page(ask: ApprovalAsk) -> Message:
 
 
 @pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here does not depend on the store, whose part (answers
+    taken in one transaction, requests seen) is proven on both in test_approvals_store.py."""
+    return f"sqlite:///{tmp_path / 'remediator.db'}"
+
+
+@pytest.fixture
 async def slack(slack_api: Recorder, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Slack]:
     monkeypatch.setenv("SLACK_WEBHOOK", f"{slack_api.url}/services/T000/B000/s3cret")
     async with aiohttp.ClientSession() as session:

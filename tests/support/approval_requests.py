@@ -50,22 +50,20 @@ async def handled_event(store: Store, fingerprint: str, at: datetime) -> AlertEv
     return event
 
 
-async def pending_request(
-    store: Store,
+def request_for(
+    event: AlertEvent,
     approval_id: str,
     *,
+    at: datetime,
     approvers: tuple[str, ...] = (ALICE, BOB),
     min_approvals: int = 1,
-    requested_at: datetime | None = None,
     ttl: timedelta = timedelta(minutes=15),
+    remediation_id: str | None = None,
 ) -> ApprovalRequest:
-    """A pending request of run `run-<id>` to restart a deployment, stored after its alert
-    and event."""
-    at = requested_at or datetime.now(UTC)
-    event = await handled_event(store, f"fp-{approval_id}", at)
-    request = ApprovalRequest(
+    """A pending request, of run `run-<id>` unless given, to restart a deployment."""
+    return ApprovalRequest(
         id=approval_id,
-        remediation_id=f"run-{approval_id}",
+        remediation_id=remediation_id or f"run-{approval_id}",
         event_id=event.id,
         fingerprint=event.fingerprint,
         starts_at=event.starts_at,
@@ -87,6 +85,23 @@ async def pending_request(
             "diagnostics": {"health": "answered 503"},
             "guards": {"rate_limit": "1 of 2 left per 3600s"},
         },
+    )
+
+
+async def pending_request(
+    store: Store,
+    approval_id: str,
+    *,
+    approvers: tuple[str, ...] = (ALICE, BOB),
+    min_approvals: int = 1,
+    requested_at: datetime | None = None,
+    ttl: timedelta = timedelta(minutes=15),
+) -> ApprovalRequest:
+    """`request_for`, stored after its alert and event."""
+    at = requested_at or datetime.now(UTC)
+    event = await handled_event(store, f"fp-{approval_id}", at)
+    request = request_for(
+        event, approval_id, at=at, approvers=approvers, min_approvals=min_approvals, ttl=ttl
     )
     await store.request_approval(request)
     return request

@@ -21,6 +21,7 @@ from remediator.alerts import Notification
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.summary import PlanSummary
 from remediator.store import ApprovalRequest, Remediation, Store
+from tests.support.approval_requests import request_for
 from tests.support.webhooks import webhook, webhook_alert
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the shape of Slack's example secret
@@ -103,26 +104,13 @@ async def pending_approval(
         started_at=now,
     )
     await store.save_remediation(run)
-    request = ApprovalRequest(
-        id=str(uuid.uuid4()),
-        remediation_id=run.id,
-        event_id=event.id,
-        fingerprint=fingerprint,
-        starts_at=starts,
-        alertname="ApplicationDown",
-        policy="application-down",
-        position=1,
-        step="restart",
-        action="kubernetes.rollout_restart",
-        target="Deployment/prod/api",
-        params={"namespace": "prod", "name": "api"},
-        digest="d" * 64,
+    request = request_for(
+        event,
+        str(uuid.uuid4()),
+        at=now,
         approvers=approvers,
         min_approvals=min_approvals,
-        on_timeout="reject",
-        requested_at=now,
-        expires_at=now + timedelta(minutes=15),
-        shown={"change": "would restart deployment prod/api"},
+        remediation_id=run.id,
     )
     await store.request_approval(request)
     return request

@@ -43,11 +43,11 @@ def matrix_with(pagerduty_url: str) -> str:
 
 
 def policy_directory(directory: Path, policies: list[str], pagerduty_url: str) -> Path:
-    """A policy directory of the test's own: its policies, the shipped guard rails with a cap
-    and a blast radius that are not under test (the scenarios change dozens of deployments),
-    and the matrix paging the stand-ins."""
+    """A policy directory of the test's own: its policies, the shipped guard rails with a cap,
+    a blast radius and demotion that are not under test (the scenarios change dozens of
+    deployments, and fail one policy's runs on purpose), and the matrix paging the stand-ins."""
     directory.mkdir()
-    rails = shipped_guardrails("{max_concurrent_runs: 50, max_targets: null}")
+    rails = shipped_guardrails("{max_concurrent_runs: 50, max_targets: null, demotion: null}")
     (directory / "guardrails.yaml").write_text(rails)
     (directory / "escalation.yaml").write_text(matrix_with(pagerduty_url))
     for number, policy in enumerate(policies):

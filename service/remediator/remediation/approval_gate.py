@@ -50,6 +50,7 @@ from remediator.store import (
 log = structlog.get_logger(__name__)
 
 EXPIRING = 100  # requests expired in one look
+VOID = "void: "  # the note on an approval that no longer fits its change
 
 # How a run ends when its request closed without an approval.
 _ENDS = {
@@ -107,26 +108,26 @@ class ApprovalGate:
         if any(request.digest == digest for request in asked):
             return None
         for request in asked:  # approved, but for a change that is not this one any more
-            await self._void(request, "what it approved changed (a policy reload or a new alert")
-        return await self._ask(at, plan, step, context, results, alert, trail, admitted, digest)
+            if not any(answer.note.startswith(VOID) for answer in request.answers):
+                await self._void(request, "what it approved changed (a reload, a new alert state)")
+        # What the change would do, as its dry-run describes it: what the approvers are shown.
+        described, _ = await self._steps.execute(
+            step, replace(context, dry_run=True), results, alert
+        )
+        return await self._ask(at, plan, step, described.message, trail, admitted, digest)
 
     async def _ask(
         self,
         at: StepAt,
         plan: Plan,
         step: PlannedStep,
-        context: StepContext,
-        results: Mapping[str, Mapping[str, Any]],
-        alert: Alert,
+        change: str,
         trail: Trail,
         admitted: Admitted,
         digest: str,
     ) -> Remediation:
         assert step.approval is not None
         rule, run = step.approval, at.remediation
-        described, _ = await self._steps.execute(
-            step, replace(context, dry_run=True), results, alert
-        )
         now = self._now()
         request = ApprovalRequest(
             id=str(uuid.uuid4()),
@@ -148,7 +149,7 @@ class ApprovalGate:
             requested_at=now,
             expires_at=now + rule.ttl,
             shown={
-                "change": described.message,
+                "change": change,
                 "steps": [
                     {"step": s.step_id or s.action, "outcome": s.outcome, "message": s.message}
                     for s in trail.values()
@@ -167,7 +168,7 @@ class ApprovalGate:
             request.id,
             request.step,
             request.action,
-            described.message,
+            change,
             request.approvers,
             request.min_approvals,
             request.expires_at.isoformat(),
@@ -175,7 +176,7 @@ class ApprovalGate:
         )
         alert_record = await self._store.alert(run.fingerprint, run.starts_at)
         known = Known(alert_record, list(trail.values()), ask)
-        return await self._record.awaiting(run, asking(request, described.message), known)
+        return await self._record.awaiting(run, asking(request, change), known)
 
     async def close(
         self, parked: Remediation, request: ApprovalRequest | None, why: str | None = None
@@ -223,7 +224,7 @@ class ApprovalGate:
         if request.state is ApprovalState.PENDING:
             await self._store.close_approval(request.id, ApprovalState.VOID, now, answer)
         else:
-            await self._store.record_answer(replace(answer, note=f"void: {why}"))
+            await self._store.record_answer(replace(answer, note=f"{VOID}{why}"))
 
 
 def _verdict(state: ApprovalState) -> Verdict:
