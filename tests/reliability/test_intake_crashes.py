@@ -168,6 +168,16 @@ class CrashingService:
             self.kills += 1
             await self.start()
 
+    async def kill_mid_request(self, log: DeliveryLog) -> None:
+        """Kill while the service holds half of a request's body: before its commit, surely."""
+        assert self.process is not None
+        hold = log.hold_next()
+        await asyncio.wait_for(hold.reached.wait(), timeout=30)
+        self.process.kill()
+        self.kills += 1
+        hold.release.set()
+        await self.start()
+
     def stop(self) -> int:
         return 0 if self.process is None else self.process.stop()
 
@@ -332,13 +342,9 @@ async def test_kill_9_at_random_points_between_receipt_and_commit_loses_no_alert
     store = await open_store(postgres_dsn)
     try:
         async with stream.flowing():
-            # About one kill in four lands before its request's commit: more cycles, up to
-            # three times as many, only while none has (the short run's 12 missed all, once).
-            for _ in range(3):
-                await service.kill_in_a_loop(KILL_CYCLES, delivery_log)
-                found = await acknowledgement(store, stream, delivery_log)
-                if found.cut_before_commit:
-                    break
+            # One kill certain to land before its request's commit, then kills at random.
+            await service.kill_mid_request(delivery_log)
+            await service.kill_in_a_loop(KILL_CYCLES, delivery_log)
         found = await acknowledgement(store, stream, delivery_log)
     finally:
         await store.close()

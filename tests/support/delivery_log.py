@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -52,6 +52,15 @@ class Delivery:
         return 200 <= self.status < 300
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A request held halfway through its body: `reached` once its first half is sent,
+    the rest sent (or not, to a killed service) once `release` is set."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass
 class DeliveryLog:
     upstream: str  # the service's base URL, e.g. http://127.0.0.1:9095
@@ -61,6 +70,7 @@ class DeliveryLog:
     url: str = field(default="", init=False)  # where Alertmanager sends, once started
     _runner: web.AppRunner | None = field(default=None, init=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
+    _hold: Hold | None = field(default=None, init=False)
 
     async def start(self, port: int) -> None:
         # One connection per request: a kept-alive connection to a killed service would fail
@@ -96,13 +106,24 @@ class DeliveryLog:
         )
         return answer
 
+    def hold_next(self) -> Hold:
+        """Hold the next request forwarded halfway through its body: while it is held, the
+        service has a part of it, and cannot have stored it (a kill then is certain to land
+        between its receipt and its commit)."""
+        self._hold = Hold()
+        return self._hold
+
     async def _send(
         self, request: web.Request, headers: dict[str, str], body: bytes
     ) -> tuple[web.Response, str]:
         assert self._session is not None
+        data: bytes | AsyncIterator[bytes] = body
+        if self._hold is not None and len(body) > 1:
+            data, self._hold = _in_halves(body, self._hold), None
+            headers = {**headers, "Content-Length": str(len(body))}
         try:
             async with self._session.request(
-                request.method, f"{self.upstream}{request.rel_url}", headers=headers, data=body
+                request.method, f"{self.upstream}{request.rel_url}", headers=headers, data=data
             ) as answer:
                 content = await answer.read()
                 passed = {h: answer.headers[h] for h in _PASSED_BACK if h in answer.headers}
@@ -143,6 +164,14 @@ class DeliveryLog:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.forwarded.wait(), timeout)
         return self.forwarded.is_set()
+
+
+async def _in_halves(body: bytes, hold: Hold) -> AsyncIterator[bytes]:
+    half = len(body) // 2
+    yield body[:half]
+    hold.reached.set()
+    await hold.release.wait()
+    yield body[half:]
 
 
 def _unreachable(why: str) -> web.Response:
