@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import pytest
 
 from remediator.alerts import Notification
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
 from remediator.runtime.retention import prune_once
 from remediator.store import (
     AlertEvent,
@@ -18,7 +21,10 @@ from remediator.store import (
     ApprovalRequest,
     ApprovalState,
     Demotion,
+    OutboxEntry,
+    Remediation,
     Store,
+    StoreUnavailable,
     Verdict,
     open_store,
 )
@@ -102,6 +108,58 @@ async def test_a_request_reads_back_as_written_with_its_answers_oldest_first(
     ]
     assert [r.id for r in await store.approvals_of_run("run-a1b2c3d4-0001")] == [request.id]
     assert await store.approval("nothing") is None
+
+
+def asking_run(request: ApprovalRequest) -> tuple[Remediation, OutboxEntry]:
+    """The run that stops to ask, as it waits, and the message asking its approvers."""
+    run = Remediation(
+        id=request.remediation_id,
+        event_id=request.event_id,
+        fingerprint=request.fingerprint,
+        starts_at=request.starts_at,
+        alertname=request.alertname,
+        kind="firing",
+        policy=request.policy,
+        policy_revision="abc123",
+        outcome=RunOutcome.AWAITING_APPROVAL,
+        guard=None,
+        reason=f"{request.step} needs approval",
+        run_id=f"guard-{request.id}",
+        target=request.target,
+        plan=PlanSummary(target=request.target, steps=(request.action,)),
+        started_at=request.requested_at,
+    )
+    key = f"remediator/{request.policy}/{request.target}"
+    ask = OutboxEntry(
+        f"ask-{request.id}", "slack", "trigger", key, run.id, {"approval": {"id": request.id}},
+        request.requested_at, request.requested_at,
+    )  # fmt: skip
+    return run, ask
+
+
+async def test_a_request_is_written_with_the_run_that_asks_and_its_message_or_not_at_all(
+    store: Store,
+) -> None:
+    event = await handled_event(store, "fp-1")
+    request = request_for(event, "r1")
+    run, ask = asking_run(request)
+
+    await store.request_approval(request, run, [ask])
+
+    assert await store.approval("r1") == request
+    assert await store.remediation(run.id) == run
+    assert [e.id for e in await store.outbox_for(ask.dedup_key)] == [ask.id]
+    # A run that cannot be written (a NULL where the table wants a value, as a store failing
+    # between the two writes would leave it) takes its request down with it: no request is
+    # left pending for a run that is not waiting for it.
+    second = request_for(event, "r2")
+    run, ask = asking_run(second)
+    broken = replace(run, alertname=cast(str, None))
+    with pytest.raises(StoreUnavailable):
+        await store.request_approval(second, broken, [replace(ask, id="ask-r2")])
+    assert await store.approval("r2") is None
+    assert await store.remediation(run.id) is None
+    assert [e.id for e in await store.outbox_for(ask.dedup_key)] == ["ask-r1"]
 
 
 async def test_two_approvers_approve_it_and_its_event_is_queued_again(store: Store) -> None:

@@ -163,7 +163,6 @@ class ApprovalGate:
                 **({"why": f"{rule.why}; "} if rule.why else {}),
             },
         )
-        await self._store.request_approval(request)
         ask = ApprovalAsk(
             request.id,
             request.step,
@@ -176,7 +175,10 @@ class ApprovalGate:
         )
         alert_record = await self._store.alert(run.fingerprint, run.starts_at)
         known = Known(alert_record, list(trail.values()), ask)
-        return await self._record.awaiting(run, asking(request, change), known)
+        awaiting, messages = await self._record.asking(run, asking(request, change), known)
+        await self._store.request_approval(request, awaiting, messages)
+        log.info("remediation awaits approval", remediation=run.id, approval=request.id)
+        return awaiting
 
     async def close(
         self, parked: Remediation, request: ApprovalRequest | None, why: str | None = None

@@ -166,11 +166,13 @@ class Recorder:
         )
         return await self.end(remediation, RunOutcome.SUCCEEDED, reason)
 
-    async def awaiting(self, remediation: Remediation, reason: str, known: Known) -> Remediation:
-        """Stopped before a change until a person approves it: its approvers are asked."""
+    async def asking(
+        self, remediation: Remediation, reason: str, known: Known
+    ) -> tuple[Remediation, list[OutboxEntry]]:
+        """Stopped before a change until a person approves it, and the messages asking its
+        approvers: for the store to write with the request (`Approvals.request_approval`)."""
         awaiting = replace(remediation, outcome=RunOutcome.AWAITING_APPROVAL, reason=reason)
-        log.info("remediation awaits approval", remediation=awaiting.id, reason=reason)
-        return await self._save(awaiting, known=known)
+        return awaiting, await self._messages(awaiting, start=False, known=known)
 
     async def verifying(
         self, remediation: Remediation, reason: str, until: datetime, known: Known = NOTHING_KNOWN

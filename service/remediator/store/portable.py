@@ -469,9 +469,6 @@ class PortableApprovals(Database):
     # Each dialect's: the answers to a list of requests (`statements.answers_of`).
     _ANSWERS_OF: str
 
-    async def request_approval(self, request: ApprovalRequest) -> None:
-        await self._execute(statements.REQUEST_APPROVAL, *rows.approval_row(request))
-
     async def record_answer(self, answer: ApprovalAnswer) -> None:
         await self._execute(statements.RECORD_ANSWER, *rows.answer_row(answer))
 

@@ -282,8 +282,15 @@ class BudgetLedger(Protocol):
 class Approvals(Protocol):
     """Approval requests, their answers, and policies demoted to asking first."""
 
-    async def request_approval(self, request: ApprovalRequest) -> None:
-        """Store a new pending request (its id is new)."""
+    async def request_approval(
+        self,
+        request: ApprovalRequest,
+        asking: Remediation | None = None,
+        messages: Sequence[OutboxEntry] = (),
+    ) -> None:
+        """Store a new pending request (its id is new); and the run that asks, as it waits
+        (`save_remediation`), with the messages asking, in the same transaction: a crash
+        leaves a run waiting with its request, or neither."""
         ...
 
     async def approval(self, approval_id: str) -> ApprovalRequest | None:

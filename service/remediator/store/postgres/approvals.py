@@ -4,13 +4,23 @@ replicas are taken one after the other; an approved request's event wakes the re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from remediator.store import rows, statements
 from remediator.store.portable import PortableApprovals, queues_event, take_answer
+from remediator.store.postgres.outbox import outbox_columns
+from remediator.store.postgres.run_ledger import SAVE_REMEDIATION
 from remediator.store.postgres.wakes import PostgresWakes
-from remediator.store.records import AnswerTaken, ApprovalAnswer, ApprovalRequest, ApprovalState
+from remediator.store.records import (
+    AnswerTaken,
+    ApprovalAnswer,
+    ApprovalRequest,
+    ApprovalState,
+    OutboxEntry,
+    Remediation,
+)
 
 if TYPE_CHECKING:
     from remediator.store.postgres.connection import Connection
@@ -38,6 +48,21 @@ class PostgresApprovals(PortableApprovals, PostgresWakes):
         if queued:  # after the commit: the replicas' claim finds it at once
             self._wake_replicas()
         return taken
+
+    async def request_approval(
+        self,
+        request: ApprovalRequest,
+        asking: Remediation | None = None,
+        messages: Sequence[OutboxEntry] = (),
+    ) -> None:
+        async def ask(db: Connection) -> None:
+            async with db.transaction():
+                await db.execute(statements.REQUEST_APPROVAL, *rows.approval_row(request))
+                if asking is not None:
+                    row = (*rows.remediation_row(asking), *outbox_columns(messages))
+                    await db.execute(SAVE_REMEDIATION, *row)
+
+        await self._run(ask)
 
     async def close_approval(
         self, approval_id: str, state: ApprovalState, at: datetime, answer: ApprovalAnswer | None

@@ -12,7 +12,7 @@ from remediator.store.records import OutboxEntry, Remediation
 
 # The messages go in as columns of arrays, with the remediation whose turn they tell of (none:
 # empty arrays).
-_SAVE_REMEDIATION = f"WITH saved AS ({statements.SAVE_REMEDIATION}) {enqueue_from(19)}"
+SAVE_REMEDIATION = f"WITH saved AS ({statements.SAVE_REMEDIATION}) {enqueue_from(19)}"
 
 
 class PostgresRunLedger(PortableRunLedger, PostgresConnection):
@@ -20,5 +20,5 @@ class PostgresRunLedger(PortableRunLedger, PostgresConnection):
         self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
     ) -> None:
         await self._execute(
-            _SAVE_REMEDIATION, *rows.remediation_row(remediation), *outbox_columns(messages)
+            SAVE_REMEDIATION, *rows.remediation_row(remediation), *outbox_columns(messages)
         )

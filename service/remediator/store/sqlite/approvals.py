@@ -5,13 +5,24 @@ between the rule's read and its writes."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 
 from remediator.store import rows, statements
 from remediator.store.portable import PortableApprovals, queues_event, take_answer
-from remediator.store.records import AnswerTaken, ApprovalAnswer, ApprovalRequest, ApprovalState
+from remediator.store.records import (
+    AnswerTaken,
+    ApprovalAnswer,
+    ApprovalRequest,
+    ApprovalState,
+    OutboxEntry,
+    Remediation,
+)
 from remediator.store.sqlite.connection import SQLiteConnection, bound, qmarks, transaction
+from remediator.store.sqlite.outbox import ENQUEUE
+from remediator.store.sqlite.run_ledger import SAVE_REMEDIATION
 
+_REQUEST_APPROVAL = qmarks(statements.REQUEST_APPROVAL)
 _APPROVAL = qmarks(statements.APPROVAL)
 _ANSWERS = qmarks(statements.ANSWERS)
 _RECORD_ANSWER = qmarks(statements.RECORD_ANSWER)
@@ -35,6 +46,23 @@ class SQLiteApprovals(PortableApprovals, SQLiteConnection):
                 return AnswerTaken(_request(db, approval_id), taking.counted, taking.why)
 
         return await self._run(take)
+
+    async def request_approval(
+        self,
+        request: ApprovalRequest,
+        asking: Remediation | None = None,
+        messages: Sequence[OutboxEntry] = (),
+    ) -> None:
+        asked = bound(rows.approval_row(request))
+
+        def ask(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                db.execute(_REQUEST_APPROVAL, asked)
+                if asking is not None:
+                    db.execute(SAVE_REMEDIATION, bound(rows.remediation_row(asking)))
+                    db.executemany(ENQUEUE, [bound(row) for row in rows.outbox_rows(messages)])
+
+        await self._run(ask)
 
     async def close_approval(
         self, approval_id: str, state: ApprovalState, at: datetime, answer: ApprovalAnswer | None

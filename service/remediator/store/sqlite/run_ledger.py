@@ -11,7 +11,7 @@ from remediator.store.records import OutboxEntry, Remediation
 from remediator.store.sqlite.connection import SQLiteConnection, bound, qmarks, transaction
 from remediator.store.sqlite.outbox import ENQUEUE
 
-_SAVE_REMEDIATION = qmarks(statements.SAVE_REMEDIATION)
+SAVE_REMEDIATION = qmarks(statements.SAVE_REMEDIATION)
 
 
 class SQLiteRunLedger(PortableRunLedger, SQLiteConnection):
@@ -23,7 +23,7 @@ class SQLiteRunLedger(PortableRunLedger, SQLiteConnection):
 
         def write(db: sqlite3.Connection) -> None:
             with transaction(db):
-                db.execute(_SAVE_REMEDIATION, saved)
+                db.execute(SAVE_REMEDIATION, saved)
                 db.executemany(ENQUEUE, queued)
 
         await self._run(write)
