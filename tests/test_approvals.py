@@ -4,9 +4,11 @@ cancelled, expired, or when its alert resolved; an approval binds to the change 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from remediator.store import ApprovalState, Verdict
+from remediator.store import AlertEvent, ApprovalState, Remediation, Verdict
 from tests.support.approvals import (
     answer,
     approved_first,
@@ -16,6 +18,7 @@ from tests.support.approvals import (
     pending,
     run_of,
 )
+from tests.support.service_process import eventually
 from tests.support.world import World
 
 
@@ -230,3 +233,46 @@ async def test_a_dry_run_asks_nobody_and_says_it_would_ask(world: World) -> None
     assert "would ask one of alice to approve, then: would PUT" in run.reason
     assert await world.store.approvals(None, 10) == []
     assert fixes(world) == 0
+
+
+async def test_an_answer_that_comes_while_the_run_that_asked_ends_its_turn_is_not_lost(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approval queues the event again, and this worker claims it while its run that asked
+    has not ended its turn yet (a slow write, a busy loop): the run goes on once it has."""
+    asked, let_go = asyncio.Event(), asyncio.Event()
+    handle = world.runner.handle
+
+    async def slow_to_end(event: AlertEvent) -> Remediation | None:
+        handled = await handle(event)
+        if not asked.is_set():  # the turn that asked
+            asked.set()
+            await let_go.wait()
+        return handled
+
+    monkeypatch.setattr(world.runner, "handle", slow_to_end)
+    world.application.healthy = False
+    await world.post("firing")
+    stop = asyncio.Event()
+    dispatching = asyncio.create_task(world.dispatcher.run(stop))
+    try:
+        await asyncio.wait_for(asked.wait(), timeout=30)
+        request = await pending(world)
+        await desk(world).answer(request.id, "alice", "api", Verdict.APPROVE)
+        world.dispatcher.wake()
+
+        async def claimed_again() -> bool:  # the answer reset its claims; one more is this one
+            return [e.attempts for e in await world.store.all_events(10)] == [1]
+
+        await eventually(claimed_again, what="the event queued again to be claimed here")
+        let_go.set()
+        await eventually(lambda: _fixed_once(world), what="the approved fix to be made")
+    finally:
+        let_go.set()
+        stop.set()
+        await dispatching
+    assert fixes(world) == 1
+
+
+async def _fixed_once(world: World) -> bool:
+    return fixes(world) == 1

@@ -105,6 +105,7 @@ class World:
     application: Application
     instance: str
     dispatcher: Dispatcher
+    runner: Runner
     guards: Guards
     live: LivePolicies
     metrics: Metrics = field(default_factory=Metrics)  # the runner's
@@ -191,6 +192,7 @@ async def open_world(
             application,
             f"127.0.0.1:{server.port}",
             Dispatcher(store, runner, clock=clock, worker="test"),
+            runner,
             guards,
             live,
             metrics,

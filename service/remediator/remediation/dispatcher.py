@@ -63,6 +63,8 @@ class Dispatcher:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._finished: list[int] = []  # handled, their completion not yet written
         self._lost: set[int] = set()  # claims another worker took over while we ran them
+        # Claimed again while still running here: handled again once that run ends.
+        self._claimed_again: dict[int, AlertEvent] = {}
 
     def wake(self) -> None:
         """New events were stored, or a run ended: look now rather than at the next poll."""
@@ -122,8 +124,11 @@ class Dispatcher:
         events = await self._store.claim_events(self.worker, now, now + self._lease, room)
         for event in events:
             if event.id in self._running:
-                # Still running here: its claim lapsed while the store was down and came back
-                # to this worker. The run goes on (a second would repeat its changes).
+                # Still running here, and queued again meanwhile (an approval answered as the
+                # run that asked ends its turn), or its claim lapsed while the store was down.
+                # Handled again once this run ends: a second run now would repeat its changes,
+                # and none would lose the answer.
+                self._claimed_again[event.id] = event
                 continue
             self._running[event.id] = asyncio.create_task(
                 self._handle(event), name=f"event-{event.id}"
@@ -176,9 +181,15 @@ class Dispatcher:
             handled = await self._errored(event, exc)
         finally:
             self._running.pop(event.id, None)
+            lost = event.id in self._lost
             self._lost.discard(event.id)
+            again = self._claimed_again.pop(event.id, None)
             self.wake()
-        if handled:
+        if again is not None and not lost:
+            self._running[again.id] = asyncio.create_task(
+                self._handle(again), name=f"event-{again.id}"
+            )
+        elif handled:
             self._finished.append(event.id)
 
     async def _errored(self, event: AlertEvent, error: Exception) -> bool:
