@@ -55,6 +55,9 @@ async def test_a_fix_followed_by_a_refire_within_the_hour_is_not_effective(
     world.clock.advance(40 * 60)  # the leak is back 40 minutes after the fix was verified
     await fixed_and_verified(world, "2027-01-15T08:42:00Z", resolved_after=180)
     entries = await world.store.ledger_since(first.started_at)
+    # One policy's own (what a run reads to know whether its policy is demoted).
+    assert await world.store.ledger_since(first.started_at, "probe-and-fix") == entries
+    assert await world.store.ledger_since(first.started_at, "another-policy") == []
 
     soon = ledger(entries, {}, now_of(world))  # the second fix's hour has not passed yet
     [policy] = [row for row in soon if row.action == ALL_ACTIONS]

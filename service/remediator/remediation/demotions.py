@@ -84,8 +84,8 @@ class Demotions:
     ) -> str | None:
         entries = [
             entry
-            for entry in await self._store.ledger_since(since)
-            if entry.policy == plan.policy and entry.outcome is not RunOutcome.INTERRUPTED
+            for entry in await self._store.ledger_since(since, plan.policy)
+            if entry.outcome is not RunOutcome.INTERRUPTED
         ]  # (a run its worker's death interrupted is not the policy's failure: taken over)
         entries.append(_firing_now(plan, alert, now))
         window = plan.recurs_within or DEFAULT_WINDOW

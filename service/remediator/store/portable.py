@@ -249,8 +249,11 @@ class PortableRunLedger(Database):
         )
         return found[0] if found else None
 
-    async def ledger_since(self, since: datetime) -> list[LedgerEntry]:
-        found = await self._fetch(statements.LEDGER, since)
+    async def ledger_since(self, since: datetime, policy: str | None = None) -> list[LedgerEntry]:
+        if policy is None:
+            found = await self._fetch(statements.LEDGER, since)
+        else:
+            found = await self._fetch(statements.LEDGER_OF_POLICY, since, policy)
         return [rows.ledger_entry(row) for row in found]
 
     async def steps(self, remediation_id: str) -> list[StepRecord]:

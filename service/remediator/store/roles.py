@@ -158,9 +158,10 @@ class RunLedger(Protocol):
         at or after `since`."""
         ...
 
-    async def ledger_since(self, since: datetime) -> list[LedgerEntry]:
-        """Each firing remediation of a policy started at or after `since`, oldest first, with
-        its alert episode's end and whether it paged (what `engine.ledger` counts)."""
+    async def ledger_since(self, since: datetime, policy: str | None = None) -> list[LedgerEntry]:
+        """Each firing remediation of a policy (or of `policy`) started at or after `since`,
+        oldest first, with its alert episode's end and whether it paged (what
+        `engine.ledger` counts)."""
         ...
 
     async def steps(self, remediation_id: str) -> list[StepRecord]: ...

@@ -116,20 +116,28 @@ FIRING_ALERTS = (
     " ORDER BY x.started_at DESC, x.id DESC LIMIT 1)"
     " ORDER BY f.starts_at DESC, f.fingerprint"
 )
-# The ledger: each firing remediation of a policy started at or after $1, oldest first, with
-# its alert episode's end and whether a page (a trigger to a person's channel, not the
-# outbox's own) was queued for it. The pages are read in one pass over the outbox.
-LEDGER = (
-    "SELECT r.id, r.policy, r.target, r.fingerprint, r.starts_at, r.outcome, r.run_id,"
-    " CAST(r.plan AS TEXT), r.started_at, r.finished_at, a.status, a.ends_at,"
-    " p.remediation_id IS NOT NULL"
-    " FROM remediations r"
-    " LEFT JOIN alerts a ON a.fingerprint = r.fingerprint AND a.starts_at = r.starts_at"
-    " LEFT JOIN (SELECT DISTINCT remediation_id FROM outbox WHERE action = 'trigger'"
-    " AND channel NOT IN ('ladder', 'hold') AND created_at >= $1) p ON p.remediation_id = r.id"
-    " WHERE r.kind = 'firing' AND r.policy IS NOT NULL AND r.started_at >= $1"
-    " ORDER BY r.started_at, r.id"
-)
+
+
+def ledger(of_one_policy: bool) -> str:
+    """The ledger: each firing remediation of a policy started at or after $1, oldest first,
+    with its alert episode's end and whether a page (a trigger to a person's channel, not the
+    outbox's own) was queued for it; `of_one_policy`, only policy $2's (its index: what a run
+    reads to know whether its policy is to be demoted)."""
+    policy = "r.policy = $2" if of_one_policy else "r.policy IS NOT NULL"
+    return (
+        "SELECT r.id, r.policy, r.target, r.fingerprint, r.starts_at, r.outcome, r.run_id,"
+        " CAST(r.plan AS TEXT), r.started_at, r.finished_at, a.status, a.ends_at,"
+        " EXISTS (SELECT 1 FROM outbox o WHERE o.remediation_id = r.id"
+        " AND o.action = 'trigger' AND o.channel NOT IN ('ladder', 'hold'))"
+        " FROM remediations r"
+        " LEFT JOIN alerts a ON a.fingerprint = r.fingerprint AND a.starts_at = r.starts_at"
+        f" WHERE r.kind = 'firing' AND {policy} AND r.started_at >= $1"
+        " ORDER BY r.started_at, r.id"
+    )
+
+
+LEDGER = ledger(of_one_policy=False)
+LEDGER_OF_POLICY = ledger(of_one_policy=True)
 # The service's backlog ($1: now), for /metrics: each through a partial index.
 BACKLOG_EVENTS = "SELECT count(*), min(enqueued_at) FROM alert_events WHERE done_at IS NULL"
 BACKLOG_OUTBOX = (
