@@ -19,7 +19,7 @@ from typing_extensions import TypedDict  # pydantic documents these; typing's ne
 
 from remediator.alerts import Notification
 from remediator.http.auth import WebhookAuth
-from remediator.http.bodies import BodyTimedOut, read_body
+from remediator.http.bodies import BodyRefused, bounded_body, error_answer
 from remediator.metrics import OTHER_ALERTNAME, IntakeMetrics
 from remediator.store import AlertLog, StoreUnavailable
 
@@ -43,12 +43,6 @@ class InvalidPayload(TypedDict):
 
     error: str
     problems: list[Problem]
-
-
-class ErrorAnswer(TypedDict):
-    """Every other refusal, and 503 when the store cannot write."""
-
-    error: str
 
 
 class Intake:
@@ -80,21 +74,17 @@ class Intake:
     async def _answer(self, request: web.Request) -> web.Response:
         if not self._auth.allows(request.headers.get("Authorization")):
             log.warning("webhook refused", reason="missing or wrong credentials")
-            return _error(
+            return error_answer(
                 401, "missing or wrong credentials", headers={"WWW-Authenticate": self._challenge}
             )
         if request.content_type != "application/json":
-            return _error(
+            return error_answer(
                 415, f"expected Content-Type application/json, got {request.content_type}"
             )
-        if (request.content_length or 0) > self._max_body_bytes:
-            return _too_large(self._max_body_bytes)
         try:
-            body = await read_body(request, self._body_timeout)
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large(self._max_body_bytes)
-        except BodyTimedOut as exc:
-            return _error(408, str(exc), headers={"Connection": "close"})
+            body = await bounded_body(request, self._max_body_bytes, self._body_timeout)
+        except BodyRefused as refused:
+            return refused.answer()
         try:
             notification = Notification.from_webhook(body)
         except ValidationError as exc:
@@ -111,7 +101,7 @@ class Intake:
         except StoreUnavailable as exc:
             self._metrics.store_errors.labels("record_notification").inc()
             log.error("store cannot write; asking Alertmanager to retry", error=str(exc))
-            return _error(503, "store unavailable, retry later", headers={"Retry-After": "5"})
+            return error_answer(503, "store unavailable, retry later", headers={"Retry-After": "5"})
         self._count(notification, result.duplicates)
         if result.accepted and self.on_new_events is not None:
             self.on_new_events()
@@ -160,11 +150,3 @@ def json_path(location: Iterable[int | str]) -> str:
     for part in location:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
-
-
-def _too_large(limit: int) -> web.Response:
-    return _error(413, f"body larger than the limit of {limit} bytes (REMEDIATOR_MAX_BODY_BYTES)")
-
-
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(ErrorAnswer(error=message), status=status, headers=headers)

@@ -25,7 +25,8 @@ from remediator.alerts import Notification
 from remediator.config import Settings
 from remediator.engine.outcome import RunOutcome
 from remediator.http.auth import WebhookAuth
-from remediator.http.intake import Acknowledgement, ErrorAnswer, InvalidPayload, auth_scheme
+from remediator.http.bodies import ErrorAnswer
+from remediator.http.intake import Acknowledgement, InvalidPayload, auth_scheme
 from remediator.http.operator_api import (
     APPROVAL_STATES,
     MAX_NOTE,

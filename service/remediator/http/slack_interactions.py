@@ -37,8 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from remediator import answers
 from remediator.config import Settings, read_tokens
-from remediator.http.bodies import BodyTimedOut, read_body
-from remediator.http.intake import ErrorAnswer
+from remediator.http.bodies import BodyRefused, bounded_body, error_answer
 from remediator.notify.channel_support import TIMEOUT, describe_error, is_web_url, truncate
 from remediator.notify.slack import (
     ACTIONS_BLOCK,
@@ -393,21 +392,17 @@ class SlackInteractions:
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self._secrets.configured:
-            return _error(404, "Slack interactivity is not configured")
-        if (request.content_length or 0) > self._max_body_bytes:
-            return _too_large(self._max_body_bytes)
+            return error_answer(404, "Slack interactivity is not configured")
         try:
-            body = await read_body(request, self._body_timeout)
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large(self._max_body_bytes)
-        except BodyTimedOut as exc:
-            return _error(408, str(exc), headers={"Connection": "close"})
+            body = await bounded_body(request, self._max_body_bytes, self._body_timeout)
+        except BodyRefused as refused:
+            return refused.answer()
         now = self._clock()
         try:
             return await self._answer(request, body, now)
         except StoreUnavailable as exc:
             log.error("Slack click not taken: the store is unavailable", error=str(exc))
-            return _error(503, "store unavailable: click again in a moment")
+            return error_answer(503, "store unavailable: click again in a moment")
 
     async def _answer(self, request: web.Request, body: bytes, now: float) -> web.Response:
         signature = request.headers.get("X-Slack-Signature")
@@ -418,14 +413,14 @@ class SlackInteractions:
             refusal = Refusal(Refused.REPLAYED, "replayed: this signed request came before")
         if refusal is not None:
             await self._record(request, refusal, at, now)
-            return _error(401, refusal.reason)
+            return error_answer(401, refusal.reason)
         if request.content_type != "application/x-www-form-urlencoded":
-            return _error(415, "expected Content-Type application/x-www-form-urlencoded")
+            return error_answer(415, "expected Content-Type application/x-www-form-urlencoded")
         try:
             click = click_of(body)
         except BadPayload as exc:
             log.warning("Slack interaction payload invalid", problem=str(exc))
-            return _error(400, str(exc))
+            return error_answer(400, str(exc))
         if click is None:
             return web.Response(status=200)
         said = await self._take(click)
@@ -502,11 +497,3 @@ def _host(url: str) -> str:
         return urlsplit(url).hostname or ""
     except ValueError:
         return ""
-
-
-def _too_large(limit: int) -> web.Response:
-    return _error(413, f"body larger than the limit of {limit} bytes (REMEDIATOR_MAX_BODY_BYTES)")
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(ErrorAnswer(error=message), status=status, headers=headers)
