@@ -79,8 +79,9 @@ async def test_an_approval_lets_the_run_make_exactly_that_change_once(world: Wor
 
 @pytest.mark.parametrize("policy", [approved_first("{approvers: [alice, bob], min_approvals: 2}")])
 async def test_two_approvals_from_two_people(world: World) -> None:
-    await fired(world)
+    run = await fired(world)
     request = await pending(world)
+    assert "by 2 different people of alice, bob, before" in run.reason
 
     await answer(world, request, "alice", Verdict.APPROVE)
     await answer(world, request, "alice", Verdict.APPROVE)  # one person, one approval
@@ -226,11 +227,15 @@ async def _plan(world: World):  # type: ignore[no-untyped-def]
     return plan
 
 
-@pytest.mark.parametrize("policy", [approved_first("{approvers: [alice]}") + "dry_run: true\n"])
+@pytest.mark.parametrize(
+    "policy",
+    [approved_first("{approvers: [alice, bob], min_approvals: 2}") + "dry_run: true\n"],
+)
 async def test_a_dry_run_asks_nobody_and_says_it_would_ask(world: World) -> None:
     run = await fired(world)
     assert run.outcome == "dry_run", run.reason
-    assert "would ask one of alice to approve, then: would PUT" in run.reason
+    # In the words of the request live mode would make.
+    assert "would ask 2 different people of alice, bob to approve, then: would PUT" in run.reason
     assert await world.store.approvals(None, 10) == []
     assert fixes(world) == 0
 

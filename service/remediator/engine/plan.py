@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -46,6 +47,17 @@ class ApprovalRule:
     ttl: timedelta = timedelta(minutes=15)
     on_timeout: OnTimeout = OnTimeout.REJECT
     why: str = ""  # beyond the policy's own rule: its demotion
+
+    @property
+    def asked(self) -> str:
+        return approvers_asked(self.approvers, self.min_approvals)
+
+
+def approvers_asked(approvers: Sequence[str], min_approvals: int) -> str:
+    """Who must approve, as a person reads it: "one of alice, bob", "2 different people of
+    alice, bob, carol"."""
+    how_many = "one of" if min_approvals == 1 else f"{min_approvals} different people of"
+    return f"{how_many} {', '.join(approvers)}"
 
 
 @dataclass(frozen=True)

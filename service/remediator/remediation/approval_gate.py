@@ -29,7 +29,7 @@ from remediator.actions.base import StepContext
 from remediator.alerts import Alert
 from remediator.engine.approval import bound_to
 from remediator.engine.outcome import RunOutcome
-from remediator.engine.plan import Plan, PlannedStep
+from remediator.engine.plan import Plan, PlannedStep, approvers_asked
 from remediator.guards.guards import Admitted, Guards
 from remediator.notify.base import ApprovalAsk
 from remediator.notify.escalator import IncidentStore
@@ -236,14 +236,11 @@ def _verdict(state: ApprovalState) -> Verdict:
 def asking(request: ApprovalRequest, change: str) -> str:
     """The reason of a run waiting for approval: what, who, until when, and how to answer."""
     short = request.id[:SHORT_ID]
-    how_many = (
-        "one of" if request.min_approvals == 1 else f"{request.min_approvals} different people of"
-    )
     then = "approved" if request.on_timeout == "approve" else "rejected"
     return (
         f"{request.shown.get('why', '')}"
         f"{request.step} ({request.action}) on {request.target} needs approval: {change};"
-        f" by {how_many} {', '.join(request.approvers)}, before"
+        f" by {approvers_asked(request.approvers, request.min_approvals)}, before"
         f" {request.expires_at:%Y-%m-%d %H:%M} UTC (then {then}); answer with"
         f" `remediator approvals approve {short}` (or reject), POST /api/v1/approvals/"
         f"{request.id}, or the Slack buttons"

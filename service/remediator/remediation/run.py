@@ -616,8 +616,7 @@ class Runner:
 def _after_approval(message: str, rule: ApprovalRule | None) -> str:
     if rule is None:
         return message
-    who = "one of" if rule.min_approvals == 1 else f"{rule.min_approvals} of"
-    return f"would ask {who} {', '.join(rule.approvers)} to approve, then: {message}"
+    return f"would ask {rule.asked} to approve, then: {message}"
 
 
 def _parked(earlier: Sequence[Remediation], event: AlertEvent) -> Remediation | None:
