@@ -281,3 +281,34 @@ async def test_an_answer_that_comes_while_the_run_that_asked_ends_its_turn_is_no
 
 async def _fixed_once(world: World) -> bool:
     return fixes(world) == 1
+
+
+async def test_a_breaker_s_trial_refused_proves_nothing_and_the_next_run_is_the_trial(
+    world: World,
+) -> None:
+    """Two approved fixes fail and open the breaker; after its cooldown the next run is its
+    trial, and asks: refused, it tried nothing, so the breaker stays half-open (it would have
+    closed, had the refusal counted as a success) and the next run is the trial."""
+    world.application.fix_status = 500
+    for starts_at in ("2027-01-15T08:00:00Z", "2027-01-15T08:05:00Z"):
+        await fired(world, starts_at)
+        await answer(world, await pending(world), "alice", Verdict.APPROVE)
+    assert await breaker_state(world) == "open"
+
+    world.clock.advance(31 * 60)
+    trial = await fired(world, "2027-01-15T08:40:00Z")
+    assert trial.outcome == "awaiting_approval", trial.reason
+    await answer(world, await pending(world), "bob", Verdict.REJECT)
+
+    assert (await run_of(world, trial)).outcome == "rejected"
+    assert await breaker_state(world) == "half_open"
+    world.application.fix_status = 200
+    world.clock.advance(60)
+    after = await fired(world, "2027-01-15T08:45:00Z")
+    assert after.outcome == "awaiting_approval", after.reason  # admitted: the new trial
+
+
+async def breaker_state(world: World) -> str:
+    snapshot = await world.guards.snapshot(world.live.current)
+    [breaker] = snapshot.breakers.values()  # the policy's, on its one target
+    return breaker.state.value

@@ -363,6 +363,28 @@ async def test_trial_failure_reopens(guards: GuardBackend, clock: Clock) -> None
     assert (verdict.guard, verdict.retry_after) == ("circuit_breaker", 300.0)  # a new cooldown
 
 
+async def test_a_trial_that_tried_nothing_proves_nothing(
+    guards: GuardBackend, clock: Clock
+) -> None:
+    """The trial waited for an approval that was refused: the breaker stays half-open, and the
+    next run is the trial, whose outcome counts."""
+    await open_breaker(guards)
+    clock.advance(300)
+    assert (await guards.admit(attempt("trial", run_ttl=60))).allowed
+    clock.advance(10)
+    assert await guards.finish("trial", BREAKER, None) == Transition("svc", HALF_OPEN, HALF_OPEN)
+    assert await guards.admit(attempt("next")) == Verdict(True, breaker=HALF_OPEN)
+    assert (await guards.admit(attempt("too-soon"))).guard == "circuit_breaker"
+    assert await guards.finish("next", BREAKER, False) == Transition("svc", HALF_OPEN, OPEN)
+    # Closed, a run that tried nothing is no failure either.
+    clock.advance(300)
+    assert (await guards.admit(attempt("third"))).allowed
+    assert await guards.finish("third", BREAKER, True) == Transition("svc", HALF_OPEN, CLOSED)
+    assert (await guards.admit(attempt("fourth"))).allowed
+    assert await guards.finish("fourth", BREAKER, None) == Transition("svc", CLOSED, CLOSED)
+    assert (await guards.snapshot([], [BREAKER])).breakers["svc"].recent_failures == 0
+
+
 async def test_a_lapsed_trial_lets_another_through(guards: GuardBackend, clock: Clock) -> None:
     await open_breaker(guards)
     clock.advance(300)
@@ -560,7 +582,9 @@ PROPERTY_BREAKERS = [BreakerSpec(f"b{k}", failures=2, window=15.0, cooldown=6.0)
 GLOBAL = limit("global", (8, 30.0))
 PER_KEY = [limit(f"k{k}", (3, 10.0), (6, 40.0)) for k in range(2)]
 
-finish = st.tuples(st.just("finish"), st.integers(0, 7), st.sampled_from([False, False, True]))
+finish = st.tuples(
+    st.just("finish"), st.integers(0, 7), st.sampled_from([False, False, True, True, None])
+)
 steps = st.lists(
     st.one_of(
         st.tuples(st.just("attempt"), st.integers(0, 1)),

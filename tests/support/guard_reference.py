@@ -9,7 +9,8 @@
   half-open. Half-open: blocks while the trial is within its deadline (trial_for, extended by
   renewing); once that lapses the next admitted run becomes the trial. While open or half-open
   only the trial's outcome counts: success closes the breaker (failures forgotten), failure
-  reopens it (a new cooldown).
+  reopens it (a new cooldown), and a trial that tried nothing (no outcome) lapses at once.
+  Closed, a run that tried nothing counts as nothing.
 - Concurrency: at most `max_concurrent` runs in flight; a run's slot lapses after run_ttl.
 - An attempt passes rate limits, then the breaker, then the cap, and takes nothing unless all
   three allow.
@@ -70,18 +71,20 @@ class ReferenceGuards:
         return Outcome(True, None, breaker.state)
 
     def finish(
-        self, run_id: str, spec: BreakerSpec, succeeded: bool, now: float
+        self, run_id: str, spec: BreakerSpec, succeeded: bool | None, now: float
     ) -> tuple[str, str]:
         """(state before, state after)."""
         self.slots.pop(run_id, None)
         breaker = self.breaker(spec.key)
         before = breaker.state
         if breaker.state == "closed":
-            if not succeeded:
+            if succeeded is False:
                 breaker.failures = [at for at in breaker.failures if at > now - spec.window]
                 breaker.failures.append(now)
                 if len(breaker.failures) >= spec.failures:
                     self.breakers[spec.key] = Breaker("open", opened_at=now)
+        elif breaker.trial == run_id and succeeded is None:
+            breaker.trial_until = now
         elif breaker.trial == run_id:
             self.breakers[spec.key] = Breaker() if succeeded else Breaker("open", opened_at=now)
         return before, self.breakers[spec.key].state

@@ -177,7 +177,7 @@ class GuardBackend(Protocol):
         """
         ...
 
-    async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> Transition:
+    async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool | None) -> Transition:
         """Free the run's slot and count its outcome against its breaker, once: a repeat (a
         retry whose first attempt did land, or a run the seed already replayed) changes
         nothing."""

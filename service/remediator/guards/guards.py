@@ -103,7 +103,7 @@ class _Outcome:
 
     run_id: str
     breaker: BreakerSpec
-    succeeded: bool
+    succeeded: bool | None
 
 
 def breaker_spec(plan: Plan) -> BreakerSpec:
@@ -349,8 +349,12 @@ class Guards:
         """The run's steps are done: others may act on the target while it is verified."""
         await self._release_quietly(admitted.lease)
 
-    async def record_outcome(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> None:
-        """How the run ended (its steps, then its verification), counted by its breaker.
+    async def record_outcome(
+        self, run_id: str, breaker: BreakerSpec, succeeded: bool | None
+    ) -> None:
+        """How the run ended (its steps, then its verification), counted by its breaker; None
+        for a run that tried nothing (it waited for an approval that did not come), which
+        its breaker does not count either way.
 
         The store has it first. A backend that cannot be reached counts it later, before this
         process admits another run: the run's end is still recorded and escalated, and no run

@@ -103,7 +103,7 @@ class MemoryGuards:
                 return Verdict(False, "blast_radius", detail, wait, state, reach, inside)
         return None
 
-    async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> Transition:
+    async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool | None) -> Transition:
         self._slots.pop(run_id, None)
         before = self._breakers.get(breaker.key, BreakerRecord())
         if run_id in self._finished:

@@ -170,13 +170,15 @@ return {'allowed', state}
 
 # Frees the run's slot and counts its outcome: while closed a failure joins the failures in the
 # window and opens the breaker at `failures`; while open or half-open only the trial's outcome
-# counts (success closes, failure reopens). A run already counted (a retry whose first attempt
-# landed after all, or one the seed replayed) changes nothing. Returns {state before, after}.
+# counts (success closes, failure reopens; a trial that tried nothing lapses). A run already
+# counted (a retry whose first attempt landed after all, or one the seed replayed) changes
+# nothing. Returns {state before, after}.
 # KEYS: seq, slots, trials, breaker, failures, finished. ARGV: clock, run id, breaker key,
-# succeeded ("1"/"0"), failures, window, horizon.
+# succeeded ("1"/"0", "" when it tried nothing), failures, window, horizon.
 _FINISH = """
 local now = clock(ARGV[1])
 local run_id, breaker_key, succeeded = ARGV[2], ARGV[3], ARGV[4] == '1'
+local failed = ARGV[4] == '0'
 local threshold, window = tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZREM', KEYS[2], run_id)
 local b = redis.call('HMGET', KEYS[4], 'state', 'trial_run')
@@ -186,7 +188,9 @@ if redis.call('ZSCORE', KEYS[6], run_id) then return {before, after} end
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', num(now - tonumber(ARGV[7])))
 redis.call('ZADD', KEYS[6], num(now), run_id)
 if before ~= 'closed' then
-  if b[2] == run_id then
+  if b[2] == run_id and not (succeeded or failed) then
+    redis.call('HDEL', KEYS[4], 'trial_until')
+  elseif b[2] == run_id then
     redis.call('DEL', KEYS[4], KEYS[5])
     redis.call('HDEL', KEYS[3], breaker_key)
     after = 'closed'
@@ -195,7 +199,7 @@ if before ~= 'closed' then
       redis.call('HSET', KEYS[4], 'state', after, 'opened_at', num(now))
     end
   end
-elseif not succeeded then
+elseif failed then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', num(now - window))
   redis.call('ZADD', KEYS[5], num(now), redis.call('INCR', KEYS[1]) .. ':' .. run_id)
   if redis.call('ZCARD', KEYS[5]) >= threshold then
@@ -498,7 +502,7 @@ class RedisGuards:
             detail = f"{int(reply[3])} runs in flight, the cap is {attempt.max_concurrent}"
         return Verdict(False, outcome, detail, wait, state)
 
-    async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool) -> Transition:
+    async def finish(self, run_id: str, breaker: BreakerSpec, succeeded: bool | None) -> Transition:
         keys = [
             self._key("seq"),
             self._key("slots"),
@@ -511,7 +515,7 @@ class RedisGuards:
             self._now(),
             run_id,
             breaker.key,
-            "1" if succeeded else "0",
+            "" if succeeded is None else "1" if succeeded else "0",
             str(breaker.failures),
             _num(breaker.window),
             _num(_LOG_HORIZON),

@@ -81,15 +81,20 @@ def breaker_admit(
 
 
 def breaker_finish(
-    record: BreakerRecord, spec: BreakerSpec, now: float, run_id: str, succeeded: bool
+    record: BreakerRecord, spec: BreakerSpec, now: float, run_id: str, succeeded: bool | None
 ) -> BreakerRecord:
+    """The breaker after a run's outcome: `succeeded` None for a run that tried nothing (its
+    approval refused, expired, or its alert resolved while it waited), which proves nothing
+    either way: a trial's ends as if it had lapsed, and the next run is the trial."""
     if record.state is not BreakerState.CLOSED:
         if record.trial_run != run_id:
             return record  # a run admitted before the breaker opened: its outcome changes nothing
+        if succeeded is None:
+            return replace(record, trial_until=None)
         if succeeded:
             return BreakerRecord()
         return BreakerRecord(BreakerState.OPEN, opened_at=now)
-    if succeeded:
+    if succeeded is None or succeeded:
         return record
     failures = (*(at for at in record.failures if at > now - spec.window), now)
     if len(failures) >= spec.failures:

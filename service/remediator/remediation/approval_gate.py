@@ -185,9 +185,10 @@ class ApprovalGate:
     ) -> Remediation:
         """End a run that asked and may not go on: its request closed without an approval
         (`request`), or, approved, it may not act now (`why`: blocked, or no longer
-        planned). Nothing more is changed, and its breaker counts no failure."""
+        planned). Nothing more is changed, and its breaker counts it neither way: a half-open
+        breaker's trial that tried nothing lets the next run be the trial."""
         if parked.run_id is not None:
-            await self._guards.record_outcome(parked.run_id, breaker_of(parked), True)
+            await self._guards.record_outcome(parked.run_id, breaker_of(parked), None)
         if why is not None:
             outcome = RunOutcome.BLOCKED if parked.guard else RunOutcome.REFUSED
             return await self._record.end(parked, outcome, why)
@@ -199,7 +200,7 @@ class ApprovalGate:
         for request in await self._store.approvals_of_run(parked.id):
             await self._void(request, "the alert resolved while it waited")
         if parked.run_id is not None:
-            await self._guards.record_outcome(parked.run_id, breaker_of(parked), True)
+            await self._guards.record_outcome(parked.run_id, breaker_of(parked), None)
         why = "the alert resolved while the run waited for approval: nothing more changed"
         stopped = replace(parked, outcome=RunOutcome.STOPPED, reason=why, finished_at=self._now())
         await self._store.save_remediation(stopped)  # its page is resolved by the caller

@@ -157,7 +157,7 @@ class PortableRunLedger(Database):
             *rows.run_row(run),
         )
 
-    async def record_finish(self, run_id: str, succeeded: bool, at: datetime) -> None:
+    async def record_finish(self, run_id: str, succeeded: bool | None, at: datetime) -> None:
         await self._execute(
             "UPDATE runs SET finished_at = $2, succeeded = $3 WHERE id = $1", run_id, at, succeeded
         )
