@@ -233,6 +233,22 @@ async def test_now_shows_the_alerts_firing_newest_first_with_their_incident_stat
     assert "/ui/runs/first" not in page
 
 
+async def test_an_alert_that_starts_ahead_of_the_service_s_clock_reads_in_so_long(
+    browser: Browser, store: Store
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    await firing(store, "fp-ahead", now + timedelta(minutes=10), instance="clock-ahead")
+    await firing(store, "fp-behind", now - timedelta(minutes=10), instance="on-time")
+    await browser.sign_in(TOKENS[VERA])
+
+    _, page = await browser.page("/ui/")
+
+    ahead, behind = [cell.split(" UTC ")[1] for cell in cells(page, "began")]
+    assert ahead.startswith(("in 9 min", "in 10 min")), ahead
+    assert behind.startswith(("9 min", "10 min")), behind
+    assert behind.endswith(" ago"), behind
+
+
 async def test_an_operator_pauses_and_resumes_through_the_forms_recorded_with_their_name(
     browser: Browser, store: Store
 ) -> None:

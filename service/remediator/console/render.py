@@ -50,6 +50,13 @@ def seconds(value: float | timedelta | None) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
+def ago(moment: datetime, now: datetime) -> str:
+    """How long before `now`: "3 min ago"; a moment after it (its sender's clock is ahead of
+    the service's) reads "in 2 min"."""
+    age = (now - moment).total_seconds()
+    return f"{seconds(age)} ago" if age >= 0 else f"in {seconds(-age)}"
+
+
 def pretty(value: Any) -> str:
     """JSON, indented, keys sorted: a step's data, a request's parameters."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
@@ -59,7 +66,7 @@ def percent(share: float | None) -> str:
     return "" if share is None else f"{share * 100:.0f}%"
 
 
-_ENVIRONMENT.filters.update(when=when, seconds=seconds, pretty=pretty, percent=percent)
+_ENVIRONMENT.filters.update(when=when, seconds=seconds, ago=ago, pretty=pretty, percent=percent)
 
 
 def html(template: str, **values: Any) -> str:
