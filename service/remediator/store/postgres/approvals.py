@@ -1,6 +1,7 @@
 """The production store's approvals: an answer taken, or a request closed, in one transaction
 holding the request's row (`SELECT ... FOR UPDATE`), so answers given at once on several
-replicas are taken one after the other; an approved request's event wakes the replicas."""
+replicas are taken one after the other; an approved request's event wakes the replicas. A
+request is written in one transaction with the run that waits for it and the messages asking."""
 
 from __future__ import annotations
 

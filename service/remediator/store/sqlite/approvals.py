@@ -1,6 +1,7 @@
 """The embedded store's approvals: an answer taken, or a request closed, in one transaction
 under the database's write lock (BEGIN IMMEDIATE), so no other writer reads the request
-between the rule's read and its writes."""
+between the rule's read and its writes. A request is written in one transaction with the run
+that waits for it and the messages asking."""
 
 from __future__ import annotations
 
