@@ -4,8 +4,12 @@ or a new revision of it is loaded."""
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import datetime
+
 import pytest
 
+from remediator.engine.ledger import LedgerEntry
 from remediator.remediation.demotions import NEW_REVISION, Demotions
 from remediator.store import ApprovalState
 from tests.support.approvals import fixes
@@ -101,3 +105,28 @@ async def test_a_new_revision_of_the_policy_lifts_the_demotion(world: World, tmp
     demotion = await world.store.demotion("probe-and-fix")
     assert demotion is not None
     assert demotion.promoted_by == NEW_REVISION
+
+
+async def test_only_a_run_that_may_act_counts_the_ledger(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether its policy asks first matters only to a run the guards let act: a storm of
+    alerts on one target that its rate limit holds back (5 an hour) reads no ledger for
+    each."""
+    reads: list[str | None] = []
+    ledger_since = world.store.ledger_since
+
+    async def counted(since: datetime, policy: str | None = None) -> list[LedgerEntry]:
+        reads.append(policy)
+        return await ledger_since(since, policy)
+
+    monkeypatch.setattr(world.store, "ledger_since", counted)
+    world.application.healthy = False
+    for n in range(12):
+        labels = {"alertname": "AppDown", "app": "shop", "instance": world.instance}
+        await world.post_alert(labels, starts_at=f"2027-01-15T08:{n:02d}:00Z")
+    await world.dispatcher.run_once()
+
+    outcomes = Counter(r.guard or r.outcome for r in await world.runs() if r.kind == "firing")
+    assert outcomes == {"verifying": 5, "rate_limit": 7}, outcomes
+    assert reads == ["probe-and-fix"] * 5

@@ -1,11 +1,14 @@
 """A policy that keeps failing asks first.
 
-Before a policy's run begins, its effectiveness ledger over the guard rails' `demotion.window`
-(since its last promotion) is counted: when at least `min_runs` runs have a known outcome and
-the Wilson lower bound of the effective share is below `below`, the policy is demoted. Every
-change of a demoted policy then needs one of the guard rails' approvers, its requests saying
-why. The demotion is recorded and audited; `remediator policies promote NAME` ends it, and so
-does a new revision of the policy (its content changed), each counting runs afresh from then.
+Once a policy's run is admitted, before its first step, the policy's effectiveness ledger over
+the guard rails' `demotion.window` (since its last promotion) is counted, this run included
+(its alert firing again is what shows the last fix did not last): when at least `min_runs`
+runs have a known outcome and the Wilson lower bound of the effective share is below `below`,
+the policy is demoted. Every change of a demoted policy then needs one of the guard rails'
+approvers, its requests saying why. The demotion is recorded and audited; `remediator
+policies promote NAME` ends it, and so does a new revision of the policy (its content
+changed), each counting runs afresh from then. A run the guards hold back reads no ledger: it
+changes nothing, and a storm of those would read it once each.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Protocol
 import structlog
 
 from remediator.engine.approval import demoted, demotion_due, demotion_rule, policy_digest
-from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, LedgerEntry, ledger
+from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, ledger
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.policy.policyset import PoliciesInForce
@@ -46,8 +49,9 @@ class Demotions:
         self._clock = clock
 
     async def applied(self, plan: Plan, alert: AlertRecord) -> Plan:
-        """The plan as its policy's standing allows: every change asking first when demoted.
-        The alert firing now counts too: it is the recurrence of the last fix, if recent."""
+        """The plan of an admitted run (on record: its alert firing now is the recurrence of
+        the last fix, if recent) as its policy's standing allows: every change asking first
+        when demoted."""
         policies = self._policies.current
         rule = policies.guardrails.demotion
         policy = policies.by_name.get(plan.policy)
@@ -64,7 +68,7 @@ class Demotions:
         since = now - rule.window
         if demotion is not None and demotion.promoted_at is not None:
             since = max(since, demotion.promoted_at)
-        reason = await self._due(plan, alert, since, now, rule.min_runs, rule.below)
+        reason = await self._due(plan, since, now, rule.min_runs, rule.below)
         if reason is None:
             return plan
         if await self._store.demote(Demotion(plan.policy, revision, reason, now)):
@@ -76,7 +80,6 @@ class Demotions:
     async def _due(
         self,
         plan: Plan,
-        alert: AlertRecord,
         since: datetime,
         now: datetime,
         min_runs: int,
@@ -87,7 +90,6 @@ class Demotions:
             for entry in await self._store.ledger_since(since, plan.policy)
             if entry.outcome is not RunOutcome.INTERRUPTED
         ]  # (a run its worker's death interrupted is not the policy's failure: taken over)
-        entries.append(_firing_now(plan, alert, now))
         window = plan.recurs_within or DEFAULT_WINDOW
         own = next(
             (s for s in ledger(entries, {plan.policy: window}, now) if s.action == ALL_ACTIONS),
@@ -104,21 +106,3 @@ class Demotions:
         await self._store.audit("promotion", policy, {"by": by}, now)
         log.warning("policy promoted: its changes no longer ask first", policy=policy, by=by)
         return True
-
-
-def _firing_now(plan: Plan, alert: AlertRecord, now: datetime) -> LedgerEntry:
-    """The alert at hand as the ledger would see it once its run is recorded."""
-    return LedgerEntry(
-        id="(firing now)",
-        policy=plan.policy,
-        target=plan.target_key,
-        fingerprint=alert.fingerprint,
-        starts_at=alert.starts_at,
-        outcome=RunOutcome.RUNNING,
-        run_id=None,
-        actions=(),
-        started_at=now,
-        finished_at=None,
-        resolved_at=None,
-        paged=False,
-    )

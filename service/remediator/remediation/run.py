@@ -250,14 +250,13 @@ class Runner:
             return await self.record.note(
                 event, record, RunOutcome.REFUSED, decision.reason, decided
             )
-        plan = await self.demotions.applied(decision, record)
-        fix = await self._lasting(plan)
+        fix = await self._lasting(decision)
         if fix is not None:
-            return await self._recurred(event, record, plan, fix)
-        started = await self._admit(event, record, plan)
+            return await self._recurred(event, record, decision, fix)
+        started = await self._admit(event, record, decision)
         if isinstance(started, Remediation):
             return started  # blocked
-        return await self._run(started, record, plan, done, began)
+        return await self._run(started, record, decision, done, began)
 
     async def _resume(
         self,
@@ -290,9 +289,12 @@ class Runner:
         done: Mapping[tuple[str, int], StepRecord],
         began: datetime | None,
     ) -> Remediation:
-        """The admitted run's steps; its slot and target's lease let go on the way out."""
+        """The admitted run's steps, each change asking first if its policy is demoted (known
+        only now: a run the guards hold back changes nothing, and a storm of those reads no
+        ledger); its slot and target's lease let go on the way out."""
         remediation, admitted = started
         try:
+            plan = await self.demotions.applied(plan, record)
             return await self._run_steps(remediation, record, plan, admitted, done, began)
         except StoreUnavailable:
             raise  # the claim lapses; the next worker finds this run and takes it over
