@@ -50,8 +50,10 @@ class Console:
         demotions: Demotions,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        ledgers = LedgerCounts(store, policies, clock)
-        self._sources = Sources(settings, store, guards, policies, desk, demotions, clock, ledgers)
+        self._ledgers = LedgerCounts(store, policies, clock)
+        self._sources = Sources(
+            settings, store, guards, policies, desk, demotions, clock, self._ledgers
+        )
         secret = settings.console_secret
         signer = Signer(secret.get_secret_value().encode()) if secret else Signer.drawn()
         self._doorman = Doorman(settings, identities, signer, clock)
@@ -61,6 +63,7 @@ class Console:
         """Mounted at /ui by the wiring (`app.add_subapp(PREFIX, ...)`)."""
         app = web.Application(middlewares=[self._answers], client_max_size=MAX_FORM_BYTES)
         app.router.add_routes(self._routes())
+        app.on_cleanup.append(lambda _: self._ledgers.close())
         return app
 
     def _routes(self) -> list[web.RouteDef]:
