@@ -25,7 +25,7 @@ from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, ledger
 from remediator.engine.outcome import RunOutcome
 from remediator.engine.plan import Plan
 from remediator.policy.policyset import PoliciesInForce
-from remediator.store import AlertRecord, Approvals, ControlState, Demotion, RunLedger
+from remediator.store import Approvals, ControlState, Demotion, RunLedger
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,7 @@ class Demotions:
         self._policies = policies
         self._clock = clock
 
-    async def applied(self, plan: Plan, alert: AlertRecord) -> Plan:
+    async def applied(self, plan: Plan) -> Plan:
         """The plan of an admitted run (on record: its alert firing now is the recurrence of
         the last fix, if recent) as its policy's standing allows: every change asking first
         when demoted."""

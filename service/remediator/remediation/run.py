@@ -272,7 +272,7 @@ class Runner:
             reason = decision.reason if isinstance(decision, Refused) else "no policy matches"
             why = f"approved, but the alert no longer plans this run: {reason}"
             return await self.gate.close(parked, None, why)
-        plan = await self.demotions.applied(decision, record)
+        plan = await self.demotions.applied(decision)
         assert parked.run_id is not None, "only a run asks for approval"
         admission = await self._guards.readmit(plan, parked.run_id)
         if isinstance(admission, Blocked):
@@ -294,7 +294,7 @@ class Runner:
         ledger); its slot and target's lease let go on the way out."""
         remediation, admitted = started
         try:
-            plan = await self.demotions.applied(plan, record)
+            plan = await self.demotions.applied(plan)
             return await self._run_steps(remediation, record, plan, admitted, done, began)
         except StoreUnavailable:
             raise  # the claim lapses; the next worker finds this run and takes it over
