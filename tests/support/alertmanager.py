@@ -20,9 +20,9 @@ ALERTMANAGER_CONFIG = """
 route:
   receiver: remediator
   group_by: ['alertname']
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 2s
+  group_wait: 200ms
+  group_interval: 500ms
+  repeat_interval: 1s
 receivers:
   - name: remediator
     webhook_configs:
