@@ -16,7 +16,14 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import structlog
 
-from remediator.engine.ledger import ALL_ACTIONS, DEFAULT_WINDOW, PolicyStats, daily, ledger
+from remediator.engine.ledger import (
+    ALL_ACTIONS,
+    DEFAULT_WINDOW,
+    LedgerEntry,
+    PolicyStats,
+    daily,
+    ledger,
+)
 from remediator.policy.policyset import PoliciesInForce
 from remediator.store import RunLedger
 
@@ -88,5 +95,17 @@ class LedgerCounts:
         policies = self._policies.current
         entries = await self._store.ledger_since(datetime.combine(first, time(), UTC))
         windows = {p.name: p.recurs_within or DEFAULT_WINDOW for p in policies.policies}
-        totals = {s.policy: s for s in ledger(entries, windows, now) if s.action == ALL_ACTIONS}
-        return Counted(now, first, totals, daily(entries, windows, now, first, days))
+        # Counting is pure and takes seconds on a busy month: in a thread, so the service's
+        # loop goes on taking webhooks and answering pages meanwhile.
+        return await asyncio.to_thread(_counted, entries, windows, now, first, days)
+
+
+def _counted(
+    entries: list[LedgerEntry],
+    windows: dict[str, timedelta],
+    now: datetime,
+    first: date,
+    days: int,
+) -> Counted:
+    totals = {s.policy: s for s in ledger(entries, windows, now) if s.action == ALL_ACTIONS}
+    return Counted(now, first, totals, daily(entries, windows, now, first, days))
