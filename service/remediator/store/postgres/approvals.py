@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 from remediator.store import rows, statements
 from remediator.store.portable import PortableApprovals, queues_event, take_answer
-from remediator.store.postgres.outbox import outbox_columns
-from remediator.store.postgres.run_ledger import SAVE_REMEDIATION
+from remediator.store.postgres.run_ledger import SAVE_REMEDIATION, saved
 from remediator.store.postgres.wakes import PostgresWakes
 from remediator.store.records import (
     AnswerTaken,
@@ -60,8 +59,7 @@ class PostgresApprovals(PortableApprovals, PostgresWakes):
             async with db.transaction():
                 await db.execute(statements.REQUEST_APPROVAL, *rows.approval_row(request))
                 if asking is not None:
-                    row = (*rows.remediation_row(asking), *outbox_columns(messages))
-                    await db.execute(SAVE_REMEDIATION, *row)
+                    await db.execute(SAVE_REMEDIATION, *saved(asking, messages))
 
         await self._run(ask)
 

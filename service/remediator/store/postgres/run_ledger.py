@@ -15,10 +15,13 @@ from remediator.store.records import OutboxEntry, Remediation
 SAVE_REMEDIATION = f"WITH saved AS ({statements.SAVE_REMEDIATION}) {enqueue_from(19)}"
 
 
+def saved(remediation: Remediation, messages: Sequence[OutboxEntry]) -> tuple[object, ...]:
+    """SAVE_REMEDIATION's arguments: the remediation's row, then its messages' columns."""
+    return (*rows.remediation_row(remediation), *outbox_columns(messages))
+
+
 class PostgresRunLedger(PortableRunLedger, PostgresConnection):
     async def save_remediation(
         self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
     ) -> None:
-        await self._execute(
-            SAVE_REMEDIATION, *rows.remediation_row(remediation), *outbox_columns(messages)
-        )
+        await self._execute(SAVE_REMEDIATION, *saved(remediation, messages))

@@ -20,8 +20,7 @@ from remediator.store.records import (
     Remediation,
 )
 from remediator.store.sqlite.connection import SQLiteConnection, bound, qmarks, transaction
-from remediator.store.sqlite.outbox import ENQUEUE
-from remediator.store.sqlite.run_ledger import SAVE_REMEDIATION
+from remediator.store.sqlite.run_ledger import write_remediation
 
 _REQUEST_APPROVAL = qmarks(statements.REQUEST_APPROVAL)
 _APPROVAL = qmarks(statements.APPROVAL)
@@ -60,8 +59,7 @@ class SQLiteApprovals(PortableApprovals, SQLiteConnection):
             with transaction(db):
                 db.execute(_REQUEST_APPROVAL, asked)
                 if asking is not None:
-                    db.execute(SAVE_REMEDIATION, bound(rows.remediation_row(asking)))
-                    db.executemany(ENQUEUE, [bound(row) for row in rows.outbox_rows(messages)])
+                    write_remediation(db, asking, messages)
 
         await self._run(ask)
 

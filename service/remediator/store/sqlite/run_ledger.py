@@ -11,19 +11,23 @@ from remediator.store.records import OutboxEntry, Remediation
 from remediator.store.sqlite.connection import SQLiteConnection, bound, qmarks, transaction
 from remediator.store.sqlite.outbox import ENQUEUE
 
-SAVE_REMEDIATION = qmarks(statements.SAVE_REMEDIATION)
+_SAVE_REMEDIATION = qmarks(statements.SAVE_REMEDIATION)
+
+
+def write_remediation(
+    db: sqlite3.Connection, remediation: Remediation, messages: Sequence[OutboxEntry]
+) -> None:
+    """The remediation and the messages about it, in the caller's transaction."""
+    db.execute(_SAVE_REMEDIATION, bound(rows.remediation_row(remediation)))
+    db.executemany(ENQUEUE, [bound(row) for row in rows.outbox_rows(messages)])
 
 
 class SQLiteRunLedger(PortableRunLedger, SQLiteConnection):
     async def save_remediation(
         self, remediation: Remediation, messages: Sequence[OutboxEntry] = ()
     ) -> None:
-        saved = bound(rows.remediation_row(remediation))
-        queued = [bound(row) for row in rows.outbox_rows(messages)]
-
         def write(db: sqlite3.Connection) -> None:
             with transaction(db):
-                db.execute(SAVE_REMEDIATION, saved)
-                db.executemany(ENQUEUE, queued)
+                write_remediation(db, remediation, messages)
 
         await self._run(write)
