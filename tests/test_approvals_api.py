@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.cli import main
 from remediator.config import Settings
-from remediator.engine.summary import PlanSummary
 from remediator.metrics import Metrics
 from remediator.runtime.live_policies import LivePolicies
 from remediator.runtime.wiring import Parts
@@ -37,6 +36,7 @@ from tests.support.approval_requests import (
     VERA,
     bearer,
     pending_request,
+    waiting_run,
     write_users,
 )
 
@@ -289,23 +289,7 @@ async def test_an_answer_to_an_unknown_request_is_a_404(api: Client, store: Stor
 
 
 async def run_waiting_for(store: Store, request: ApprovalRequest) -> Remediation:
-    run = Remediation(
-        id=request.remediation_id,
-        event_id=request.event_id,
-        fingerprint=request.fingerprint,
-        starts_at=request.starts_at,
-        alertname=request.alertname,
-        kind="firing",
-        policy=request.policy,
-        policy_revision=None,
-        outcome="awaiting_approval",
-        guard=None,
-        reason=f"waiting for approval {request.id}",
-        run_id=None,
-        target=request.target,
-        plan=PlanSummary(target="deployment prod/api", steps=("kubernetes.rollout_restart",)),
-        started_at=request.requested_at,
-    )
+    run = waiting_run(request)
     await store.save_remediation(run)
     return run
 

@@ -12,8 +12,6 @@ import asyncpg
 import pytest
 
 from remediator.alerts import Notification
-from remediator.engine.outcome import RunOutcome
-from remediator.engine.summary import PlanSummary
 from remediator.runtime.retention import prune_once
 from remediator.store import (
     AlertEvent,
@@ -29,6 +27,7 @@ from remediator.store import (
     open_store,
 )
 from tests.support.approval_requests import request_for as shared_request_for
+from tests.support.approval_requests import waiting_run
 from tests.support.webhooks import webhook, webhook_alert
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -112,23 +111,7 @@ async def test_a_request_reads_back_as_written_with_its_answers_oldest_first(
 
 def asking_run(request: ApprovalRequest) -> tuple[Remediation, OutboxEntry]:
     """The run that stops to ask, as it waits, and the message asking its approvers."""
-    run = Remediation(
-        id=request.remediation_id,
-        event_id=request.event_id,
-        fingerprint=request.fingerprint,
-        starts_at=request.starts_at,
-        alertname=request.alertname,
-        kind="firing",
-        policy=request.policy,
-        policy_revision="abc123",
-        outcome=RunOutcome.AWAITING_APPROVAL,
-        guard=None,
-        reason=f"{request.step} needs approval",
-        run_id=f"guard-{request.id}",
-        target=request.target,
-        plan=PlanSummary(target=request.target, steps=(request.action,)),
-        started_at=request.requested_at,
-    )
+    run = waiting_run(request)
     key = f"remediator/{request.policy}/{request.target}"
     ask = OutboxEntry(
         f"ask-{request.id}", "slack", "trigger", key, run.id, {"approval": {"id": request.id}},

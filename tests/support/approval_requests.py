@@ -9,7 +9,9 @@ from pathlib import Path
 import yaml
 
 from remediator.alerts import Notification
-from remediator.store import AlertEvent, ApprovalRequest, Store
+from remediator.engine.outcome import RunOutcome
+from remediator.engine.summary import PlanSummary
+from remediator.store import AlertEvent, ApprovalRequest, Remediation, Store
 from tests.support.webhooks import webhook, webhook_alert
 
 ALICE, BOB, MALLORY, VERA = "alice@example.com", "bob@example.com", "mallory@example.com", "vera"
@@ -105,3 +107,24 @@ async def pending_request(
     )
     await store.request_approval(request)
     return request
+
+
+def waiting_run(request: ApprovalRequest) -> Remediation:
+    """The run that stopped to ask `request`, as it waits."""
+    return Remediation(
+        id=request.remediation_id,
+        event_id=request.event_id,
+        fingerprint=request.fingerprint,
+        starts_at=request.starts_at,
+        alertname=request.alertname,
+        kind="firing",
+        policy=request.policy,
+        policy_revision="abc123",
+        outcome=RunOutcome.AWAITING_APPROVAL,
+        guard=None,
+        reason=f"{request.step} needs approval: waiting for {request.id}",
+        run_id=f"guard-{request.id}",
+        target=request.target,
+        plan=PlanSummary(target=request.target, steps=(request.action,)),
+        started_at=request.requested_at,
+    )
